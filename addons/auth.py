@@ -1,0 +1,64 @@
+"""Proxy authentication: every CONNECT (and every plain proxied request) must carry a valid proxy token.
+
+The identity found on the CONNECT follows every request inside that tunnel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import connection, http
+
+from aigw_proxy.identity import REALM, TokenAuthenticator, token_from_proxy_authorization
+from aigw_proxy.records import Initiator
+
+log = logging.getLogger("aigw_proxy.auth")
+
+INITIATOR = "aigw.initiator"
+
+
+def _challenge() -> http.Response:
+    return http.Response.make(
+        407,
+        b"Proxy Authentication Required\n",
+        {"Proxy-Authenticate": REALM, "Proxy-Connection": "close", "Content-Type": "text/plain"},
+    )
+
+
+class TokenAuth:
+    def __init__(self, authenticator: TokenAuthenticator) -> None:
+        self.authenticator = authenticator
+        self._by_client: dict[str, Initiator] = {}
+
+    async def _check(self, flow: http.HTTPFlow) -> Initiator | None:
+        header = flow.request.headers.get("Proxy-Authorization")
+        token = token_from_proxy_authorization(header)
+        who = await self.authenticator.authenticate(token) if token else None
+        if who is None:
+            reason = "missing_credentials" if header is None else "invalid_credentials"
+            log.info("proxy authentication failed: %s (client %s)", reason, flow.client_conn.peername)
+            flow.response = _challenge()
+            return None
+        # The upstream must never see the proxy credential.
+        flow.request.headers.pop("Proxy-Authorization", None)
+        return who
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        who = await self._check(flow)
+        if who is not None:
+            self._by_client[flow.client_conn.id] = who
+            flow.metadata[INITIATOR] = who
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        who = self._by_client.get(flow.client_conn.id)
+        if who is None:
+            # A plain (absolute-form) proxy request outside any CONNECT: authenticate it on its own.
+            who = await self._check(flow)
+            if who is None:
+                return
+        flow.metadata[INITIATOR] = who
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._by_client.pop(client.id, None)

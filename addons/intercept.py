@@ -1,0 +1,115 @@
+"""Observe model calls on decrypted provider hosts without holding them up.
+
+Every response on a provider host is streamed (never buffered by the proxy). On model routes a tee hands each
+chunk to the call's parser *after* it has been relayed: the tee only queues the chunk and parsing runs on the
+next event-loop turn, so parse time never sits between upstream and client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mitmproxy import http
+
+from addons.auth import INITIATOR
+from addons.routing import PROVIDER
+from aigw_proxy.interception import Interception, Submit
+from aigw_proxy.providers import Provider
+
+log = logging.getLogger("aigw_proxy.intercept")
+
+INTERCEPTION = "aigw.interception"
+
+
+class _Tee:
+    """The `flow.response.stream` callable: forward the chunk as is, parse a copy a moment later."""
+
+    __slots__ = ("_ix", "_pending", "_scheduled")
+
+    def __init__(self, ix: Interception) -> None:
+        self._ix = ix
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self._pending.append(chunk)
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self.drain)
+        return chunk
+
+    def drain(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for chunk in pending:
+            try:
+                self._ix.response_chunk(chunk)
+            except Exception:  # a parser bug must never reach the relay
+                log.exception("interception %s: response parser failed", self._ix.id)
+
+
+class Interceptor:
+    def __init__(self, submit: Submit) -> None:
+        self.submit = submit
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        provider: Provider | None = flow.metadata.get(PROVIDER)
+        initiator = flow.metadata.get(INITIATOR)
+        if provider is None or initiator is None or flow.response is not None:
+            return
+        path = flow.request.path.split("?", 1)[0]
+        api = provider.api_for(flow.request.method, path)
+        if api is None:
+            return  # passthrough: relayed untouched, not recorded
+        headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        flow.metadata[INTERCEPTION] = Interception(
+            api=api, provider=provider, initiator=initiator, headers=headers, route=path, submit=self.submit
+        )
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        ix: Interception | None = flow.metadata.get(INTERCEPTION)
+        if ix is None or flow.response is not None:
+            return
+        ix.request_received(flow.request.raw_content or b"", flow.request.headers.get("content-encoding"))
+        # Parse after this hook returns, i.e. after the request has been handed to the upstream connection.
+        asyncio.get_running_loop().call_soon(self._parse_request, ix)
+
+    @staticmethod
+    def _parse_request(ix: Interception) -> None:
+        try:
+            ix.parse_request()
+        except Exception:
+            log.exception("interception %s: request parser failed", ix.id)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(PROVIDER) is None or flow.response is None:
+            return
+        ix: Interception | None = flow.metadata.get(INTERCEPTION)
+        if ix is None:
+            flow.response.stream = True  # passthrough: relay as it arrives
+            return
+        h = flow.response.headers
+        ix.response_started(flow.response.status_code, h.get("content-type", ""), h.get("content-encoding"))
+        tee = _Tee(ix)
+        flow.metadata["aigw.tee"] = tee
+        flow.response.stream = tee
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, flow.error.msg if flow.error else "connection failed")
+
+    def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
+        ix: Interception | None = flow.metadata.get(INTERCEPTION)
+        if ix is None or ix.finished:
+            return
+        tee: _Tee | None = flow.metadata.get("aigw.tee")
+        try:
+            if tee is not None:
+                tee.drain()
+            ix.finish(error)
+        except Exception:
+            log.exception("interception %s: recording the end failed", ix.id)

@@ -1,0 +1,3 @@
+from aigw_proxy.cli import main
+
+main()

@@ -1,0 +1,164 @@
+"""The daemon: one embedded mitmproxy Master with our addon stack, the record writer and the admin listener.
+
+Start-up fails fast with a clear message (DaemonError) where mitmproxy would only log: port taken, unusable CA.
+Stop: stop accepting, give in-flight streams a bounded grace period, flush every queued record, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import certifi
+from mitmproxy import options
+from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
+
+from addons.auth import TokenAuth
+from addons.inflight import InFlight
+from addons.intercept import Interceptor
+from addons.readiness import Readiness
+from addons.routing import ProviderRouter
+from aigw_proxy.admin import AdminResponse, AdminServer
+from aigw_proxy.ca import CAError, ensure_ca
+from aigw_proxy.config import Settings
+from aigw_proxy.identity import TokenAuthenticator
+from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
+
+log = logging.getLogger("aigw_proxy.daemon")
+
+
+class DaemonError(Exception):
+    pass
+
+
+def _upstream_trust(settings: Settings) -> str | None:
+    """A bundle of the default trust (certifi) plus the operator's extra upstream CAs, or None for the default.
+    mitmproxy's `ssl_verify_upstream_trusted_ca` replaces the default trust, so both go in one file."""
+    extra = settings.file.upstream_ca_file
+    if extra is None:
+        return None
+    bundle = settings.data_dir / "upstream-trust.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + "\n" + extra.read_text())
+    return str(bundle)
+
+
+@dataclass(slots=True)
+class Running:
+    """Handles to a started daemon (used by `serve` and by tests that embed it)."""
+
+    master: Master
+    master_task: asyncio.Task[None]
+    db: Database
+    writer: RecordWriter
+    admin: AdminServer
+    inflight: InFlight
+    router: ProviderRouter
+    proxy_addr: tuple[str, int]
+    admin_addr: tuple[str, int]
+
+
+async def start(settings: Settings) -> Running:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_ca(settings.confdir)
+    except CAError as exc:
+        raise DaemonError(f"cannot load the CA: {exc}") from None
+    db = await open_database(settings.database_path)
+    writer = RecordWriter(db)
+    writer.start()
+    admin = AdminServer()
+    try:
+        admin_addr = await admin.start(*settings.admin_listen)
+    except OSError as exc:
+        await writer.close(5)
+        await db.close()
+        host, port = settings.admin_listen
+        raise DaemonError(f"cannot listen on {host}:{port} for the admin listener: {exc.strerror}") from None
+
+    opts = options.Options(
+        listen_host=settings.listen[0],
+        listen_port=settings.listen[1],
+        confdir=str(settings.confdir),
+        mode=["regular"],
+        ssl_insecure=False,
+    )
+    master = Master(opts)
+    inflight = InFlight()
+    router = ProviderRouter(settings.file)
+    authenticator = TokenAuthenticator(UserStore(db).authenticate)
+    # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
+    master.addons.add(TokenAuth(authenticator), router, inflight, Interceptor(writer.submit))
+    master.addons.add(
+        core.Core(),
+        disable_h2c.DisableH2C(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+    )
+    trust = _upstream_trust(settings)
+    if trust:
+        opts.update(ssl_verify_upstream_trusted_ca=trust)
+    readiness = Readiness()
+    master.addons.add(readiness)  # last: TlsConfig loads the CA in its own `running` hook
+    master_task = asyncio.create_task(master.run(), name="mitmproxy master")
+    try:
+        addrs = await asyncio.wait_for(asyncio.shield(readiness.result), 30)
+    except (RuntimeError, TimeoutError) as exc:
+        master.shutdown()
+        await master_task
+        await admin.close()
+        await writer.close(5)
+        await db.close()
+        raise DaemonError(str(exc) or "the proxy did not start") from None
+
+    running = Running(master, master_task, db, writer, admin, inflight, router, addrs[0], admin_addr)
+    admin.route("/healthz", lambda m, t, h: _healthz(running))
+    log.info("proxy listening on %s:%d, admin on %s:%d", *addrs[0], *admin_addr)
+    return running
+
+
+async def _healthz(r: Running) -> AdminResponse:
+    return AdminResponse.json(
+        200,
+        {
+            "status": "ok",
+            "inflight_requests": r.inflight.count,
+            "recorder": {"queue_depth": r.writer.queue_depth, "written": r.writer.written,
+                         "dropped": dict(r.writer.dropped)},
+        },
+    )
+
+
+async def stop(r: Running, grace: float) -> None:
+    ps = r.master.addons.get("proxyserver")
+    await ps.servers.update([])  # stop accepting: master.shutdown() alone leaves the port listening
+    if not await r.inflight.wait_idle(grace):
+        log.warning("%d request(s) still in flight after %.0fs; closing them", r.inflight.count, grace)
+    for handler in list(ps.connections.values()):
+        for io in handler.transports.values():
+            if io.handler:
+                io.handler.cancel()
+    r.master.shutdown()
+    await r.master_task
+    await r.admin.close()
+    await r.writer.close(30)
+    await r.db.close()
+    log.info("stopped; %d record event(s) written, dropped: %s", r.writer.written, dict(r.writer.dropped) or "none")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT."""
+    running = await start(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    print(f"aigw-proxy listening on {running.proxy_addr[0]}:{running.proxy_addr[1]} "
+          f"(admin {running.admin_addr[0]}:{running.admin_addr[1]}, data {settings.data_dir})", flush=True)
+    await stop_requested.wait()
+    log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
+    await stop(running, settings.shutdown_grace)

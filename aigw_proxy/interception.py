@@ -1,0 +1,201 @@
+"""One model call as the proxy sees it: request bytes, response bytes as they stream, and the records they make.
+
+Transport-neutral (no mitmproxy imports): the HTTP addon and, later, the WebSocket addon feed it bytes and call
+`finish()`. Every failure inside is turned into a failed or partial record; nothing raises into the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import ModuleType
+
+from aigw_proxy.clients import classify_client, client_session_id
+from aigw_proxy.credentials import credential_info
+from aigw_proxy.parsing import anthropic_messages, openai_chat, openai_responses
+from aigw_proxy.parsing.decoding import StreamDecoder, decode_body
+from aigw_proxy.parsing.sse import SSEStreamParser
+from aigw_proxy.providers import Api, Provider
+from aigw_proxy.records import (
+    Initiator,
+    InterceptionEnded,
+    InterceptionStarted,
+    RecordEvent,
+    RequestFacts,
+    ResponseFacts,
+)
+
+log = logging.getLogger("aigw_proxy.interception")
+
+PARSERS: dict[Api, ModuleType] = {
+    Api.ANTHROPIC_MESSAGES: anthropic_messages,
+    Api.OPENAI_CHAT: openai_chat,
+    Api.OPENAI_RESPONSES: openai_responses,
+}
+
+# A non-streamed body larger than this is relayed but not parsed (memory stays bounded whatever upstream sends).
+MAX_PARSED_BODY = 64 * 1024 * 1024
+
+Submit = Callable[[RecordEvent], object]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Interception:
+    """Observe one model call: request_received → parse_request → response_started → response_chunk* → finish."""
+
+    def __init__(
+        self,
+        *,
+        api: Api,
+        provider: Provider,
+        initiator: Initiator,
+        headers: Mapping[str, str],
+        route: str,
+        submit: Submit,
+        transport: str = "http",
+    ) -> None:
+        self.id = str(uuid.uuid4())
+        self.api = api
+        self.provider = provider
+        self.initiator = initiator
+        self.route = route
+        self.transport = transport
+        self.started_at = _now()
+        self._submit = submit
+        self._headers = headers
+        self.client = classify_client(headers)
+        self.request: RequestFacts | None = None
+        self.response: ResponseFacts | None = None
+        self.status_code: int | None = None
+        self.streaming = False
+        self.finished = False
+        self._decoder: StreamDecoder | None = None
+        self._stream: SSEStreamParser | None = None
+        self._body: bytearray | None = None
+        self._body_overflow = False
+        self._raw_request: tuple[bytes, str | None] = (b"", None)
+
+    @property
+    def parser(self) -> ModuleType:
+        return PARSERS[self.api]
+
+    # -- request ---------------------------------------------------------------------------------------------
+    def request_received(self, raw: bytes, content_encoding: str | None) -> None:
+        """Keep the request body; it is parsed by `parse_request` once it has been relayed."""
+        self._raw_request = (raw, content_encoding)
+
+    def parse_request(self) -> None:
+        """Parse the request and record the interception's start (once)."""
+        if self.request is not None:
+            return
+        raw, content_encoding = self._raw_request
+        self._raw_request = (b"", None)
+        body, err = decode_body(raw, content_encoding)
+        facts = self.parser.parse_request(body) if err is None else RequestFacts(error=err)
+        if facts.error:
+            log.warning("interception %s: cannot parse %s request: %s", self.id, self.api, facts.error)
+        self.request = facts
+        kind, hint = credential_info(self._headers)
+        self._submit(
+            InterceptionStarted(
+                id=self.id,
+                initiator=self.initiator,
+                provider=self.provider.type,
+                provider_name=self.provider.name,
+                model=facts.model or "unknown",
+                client=self.client,
+                client_session_id=client_session_id(self.client, self._headers, facts.body_session_id),
+                started_at=self.started_at,
+                metadata={
+                    "request_user_agent": self._headers.get("user-agent", ""),
+                    "route": self.route,
+                    "streaming": facts.stream,
+                    "transport": self.transport,
+                    "username": self.initiator.username,
+                },
+                correlating_tool_call_id=facts.correlating_tool_call_id,
+                previous_response_id=facts.previous_response_id,
+                credential_kind=kind,
+                credential_hint=hint,
+            )
+        )
+
+    # -- response --------------------------------------------------------------------------------------------
+    def response_started(self, status_code: int, content_type: str, content_encoding: str | None) -> None:
+        self.status_code = status_code
+        self._decoder = StreamDecoder(content_encoding)
+        if content_type.lower().startswith("text/event-stream"):
+            self.streaming = True
+            self._stream = self.parser.stream_parser()
+        else:
+            self._body = bytearray()
+
+    def response_chunk(self, chunk: bytes) -> None:
+        if self._decoder is None or not chunk:
+            return
+        data = self._decoder.decode(chunk)
+        if self._stream is not None:
+            self._stream.feed(data)
+        elif self._body is not None and not self._body_overflow:
+            if len(self._body) + len(data) > MAX_PARSED_BODY:
+                self._body_overflow = True
+                self._body = bytearray()
+            else:
+                self._body += data
+
+    def _response_facts(self) -> ResponseFacts:
+        if self._stream is not None:
+            facts = self._stream.finish()
+        elif self._body_overflow:
+            facts = ResponseFacts(completed=True, error=None)
+            facts.parse_errors = 1
+        elif self._body is not None:
+            facts = self.parser.parse_response(bytes(self._body))
+        else:
+            facts = ResponseFacts()
+        if self._decoder is not None and self._decoder.error:
+            facts.parse_errors += 1
+            facts.error = facts.error or self._decoder.error
+        return facts
+
+    def finish(self, error: str | None = None) -> InterceptionEnded | None:
+        """Record the end: `error` is set when the connection failed (upstream unreachable, client gone, …)."""
+        if self.finished:
+            return None
+        self.finished = True
+        self.parse_request()  # no-op when already parsed; the start is always recorded before the end
+        facts = self._response_facts() if self.status_code is not None else ResponseFacts()
+        self.response = facts
+        req = self.request or RequestFacts()
+        status_ok = self.status_code is not None and 200 <= self.status_code < 300
+        failure = error
+        if failure is None and self.status_code is not None and not status_ok:
+            failure = facts.error or f"upstream returned HTTP {self.status_code}"
+        if failure is None and facts.error:
+            failure = facts.error
+        if failure is None and not facts.completed:
+            failure = "stream ended before the final event" if self.streaming else "response was incomplete"
+        if facts.parse_errors:
+            log.warning("interception %s: %d unparseable event(s) in the %s response",
+                        self.id, facts.parse_errors, self.api)
+        ended = InterceptionEnded(
+            id=self.id,
+            ended_at=_now(),
+            status="failed" if failure else "completed",
+            upstream_status=self.status_code,
+            error=failure,
+            model=None if req.model else facts.model,
+            prompt=req.prompt,
+            prompt_response_id=facts.first_response_id,
+            token_usages=facts.token_usages,
+            tool_calls=facts.tool_calls,
+            thoughts=facts.thoughts,
+            metadata={"streaming": self.streaming or req.stream} if self.streaming != req.stream else {},
+        )
+        self._submit(ended)
+        return ended

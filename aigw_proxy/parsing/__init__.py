@@ -1,0 +1,1 @@
+"""Pure parsers: bytes in, facts out. No mitmproxy imports; tested with plain bytes."""

@@ -1,0 +1,97 @@
+"""Opening the SQLite database: a writer engine (one connection, BEGIN IMMEDIATE) and a reader engine."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from aigw_proxy.storage.dialect import configure_sqlite_engine
+from aigw_proxy.storage.errors import StorageError
+from aigw_proxy.storage.migrations import migrate
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+# Metadata comes from the proxy: anything that json cannot encode is stored as its str() rather than failing.
+_json_dumps = functools.partial(json.dumps, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+class Database:
+    """Two engines on one SQLite file.
+
+    `writer`: a single pooled connection, every transaction BEGIN IMMEDIATE, so writes in this process are
+    serialized and wait for other processes through busy_timeout. `reader`: a small pool of connections with
+    deferred transactions; in WAL mode they read a consistent snapshot and never block or wait for the writer.
+    """
+
+    def __init__(self, path: Path, writer: AsyncEngine, reader: AsyncEngine) -> None:
+        self.path = path
+        self.writer = writer
+        self.reader = reader
+
+    async def close(self) -> None:
+        await self.writer.dispose()
+        await self.reader.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"
+
+
+def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int) -> AsyncEngine:
+    url = sa.URL.create("sqlite+aiosqlite", database=str(path))
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0 if immediate else pool_size,
+        json_serializer=_json_dumps,
+    )
+    configure_sqlite_engine(engine, busy_timeout_ms=busy_timeout_ms, immediate=immediate)
+    return engine
+
+
+def _prepare_path(path: str | Path) -> Path:
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        raise ValueError("aigw-proxy needs a database file (the writer and readers use separate connections)")
+    resolved = Path(path).expanduser().absolute()
+    try:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the database directory {resolved.parent}: {exc}") from exc
+    return resolved
+
+
+async def open_database(
+    path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, migrate_schema: bool = True
+) -> Database:
+    """Open (creating the parent directory and the file if needed) and migrate the database at `path`."""
+    path = await asyncio.to_thread(_prepare_path, path)
+    writer = _engine(path, immediate=True, busy_timeout_ms=busy_timeout_ms, pool_size=1)
+    reader = _engine(path, immediate=False, busy_timeout_ms=busy_timeout_ms, pool_size=4)
+    db = Database(path, writer, reader)
+    try:
+        if migrate_schema:
+            await migrate(writer)
+    except StorageError:
+        await db.close()
+        raise
+    except sa.exc.DBAPIError as exc:
+        await db.close()
+        raise StorageError(f"cannot open the database {path}: {exc.orig}") from exc
+    except BaseException:
+        await db.close()
+        raise
+    return db

@@ -1,0 +1,69 @@
+"""Everything SQLite-specific lives here: connection pragmas, transaction start, error classification,
+incremental vacuum. Queries elsewhere are plain SQLAlchemy Core, so a PostgreSQL backend only needs a sibling
+of this module.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+# Lock contention, I/O and "cannot open" errors: worth retrying the whole batch later.
+_BUSY_MARKERS = ("database is locked", "database table is locked", "database is busy")
+
+_READ_ONLY_KEY = "aigw_read_only"
+READ_ONLY: dict[str, Any] = {_READ_ONLY_KEY: True}
+
+
+def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immediate: bool) -> None:
+    """Set the pragmas on every new connection and take over BEGIN from the sqlite3 driver.
+
+    `immediate=True` (the writer engine) starts every transaction with BEGIN IMMEDIATE: the write lock is
+    taken up front (waiting up to busy_timeout), so a transaction never fails half-way upgrading a read lock.
+    Readers use a deferred BEGIN: in WAL mode they read one consistent snapshot and never block the writer.
+    """
+    begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    # A writer-engine connection that only reads can ask for a deferred BEGIN:
+    # `await conn.execution_options(**READ_ONLY)` before its first statement.
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not issue its own BEGIN/COMMIT around DML: we emit BEGIN in the "begin" hook.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            # Only takes effect before the first table exists; a no-op afterwards.
+            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY_KEY) else begin_sql)
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """The database is locked by someone else (retry later)."""
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.OperationalError) and any(m in str(orig).lower() for m in _BUSY_MARKERS)
+
+
+async def pragma(conn: AsyncConnection, name: str) -> Any:
+    """Read one pragma value (tests and diagnostics)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"bad pragma name {name!r}")
+    return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+
+
+async def reclaim_free_pages(conn: AsyncConnection) -> None:
+    """Give pages freed by a purge back to the file system (auto_vacuum = INCREMENTAL)."""
+    # The pragma frees pages as its result rows are stepped through: read them all.
+    (await conn.exec_driver_sql("PRAGMA incremental_vacuum")).fetchall()

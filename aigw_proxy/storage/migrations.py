@@ -1,0 +1,121 @@
+"""Versioned schema migrations.
+
+`schema_migrations` holds one row per applied version. `MIGRATIONS` is the ordered list of steps; a step is a
+sync function run on a connection inside the migration transaction (SQLite DDL is transactional), so a step is
+applied completely or not at all.
+
+Steps are frozen once released. v1 builds the tables from `schema.metadata`; when a later version changes a
+table, add a step (v2, …) doing the ALTERs and give v1 a frozen copy of the v1 definitions, so that an empty
+database still goes v1 → v2 → … exactly like an old one.
+
+Concurrency: the daemon and a CLI process may start at once. Migrating takes the write lock first (the writer
+engine starts transactions with BEGIN IMMEDIATE), re-reads the version under the lock and only then applies
+pending steps, so the second process waits and then finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from aigw_proxy.storage import schema
+from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
+from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
+
+log = logging.getLogger("aigw_proxy.storage")
+
+_migrations_metadata = sa.MetaData()
+schema_migrations = sa.Table(
+    "schema_migrations",
+    _migrations_metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", schema.UTCDateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    upgrade: Callable[[sa.Connection], None]
+
+
+def _v1_initial(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, checkfirst=False)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+if [m.version for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):
+    raise RuntimeError("migration versions must be 1..N in order")
+
+
+async def _read_version(conn: AsyncConnection) -> int:
+    exists = await conn.run_sync(lambda c: sa.inspect(c).has_table(schema_migrations.name))
+    if not exists:
+        return 0
+    return int((await conn.execute(sa.select(sa.func.max(schema_migrations.c.version)))).scalar() or 0)
+
+
+def _check_not_newer(version: int) -> None:
+    if version > LATEST_VERSION:
+        raise SchemaTooNewError(
+            f"the database schema is at version {version}, newer than this aigw-proxy supports "
+            f"(version {LATEST_VERSION}); upgrade aigw-proxy or use the database with a newer release"
+        )
+
+
+async def current_version(engine: AsyncEngine) -> int:
+    """The highest applied migration version (0 for an empty database)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**READ_ONLY)  # no write lock just to read the version
+        return await _read_version(conn)
+
+
+async def migrate(engine: AsyncEngine, *, lock_timeout: float = 60.0) -> int:
+    """Apply pending migrations; return the schema version. Idempotent and safe to run concurrently.
+
+    `engine` must start transactions with BEGIN IMMEDIATE (the Database writer engine does). Raises
+    `SchemaTooNewError` if the database comes from a newer release.
+    """
+    version = await current_version(engine)  # fast path: no write lock when up to date
+    _check_not_newer(version)
+    if version == LATEST_VERSION:
+        return version
+
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.05
+    while True:
+        try:
+            return await _migrate_locked(engine)
+        except sa.exc.OperationalError as exc:
+            if not is_busy_error(exc) or time.monotonic() >= deadline:
+                raise StorageError(f"could not migrate the database: {exc.orig}") from exc
+            log.info("database locked while migrating; retrying")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def _migrate_locked(engine: AsyncEngine) -> int:
+    async with engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here on
+        await conn.run_sync(lambda c: _migrations_metadata.create_all(c, checkfirst=True))
+        version = await _read_version(conn)
+        _check_not_newer(version)
+        for step in MIGRATIONS:
+            if step.version <= version:
+                continue
+            log.info("applying schema migration v%d: %s", step.version, step.description)
+            await conn.run_sync(step.upgrade)
+            await conn.execute(sa.insert(schema_migrations).values(version=step.version, applied_at=datetime.now(UTC)))
+            version = step.version
+        return version

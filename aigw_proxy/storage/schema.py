@@ -1,0 +1,257 @@
+"""Tables: users and proxy tokens, plus the interception tables modelled on Coder's `aibridge_*` tables.
+
+Portable SQLAlchemy Core: JSON maps to jsonb and `UTCDateTime` to timestamptz on PostgreSQL. Ids are text.
+Children reference their interception with ON DELETE CASCADE (retention deletes children explicitly anyway);
+`initiator_id` has no foreign key, as in Coder ("FK is elided for performance").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+ROLES = ("member", "admin")
+STATUSES = ("completed", "failed")
+ERROR_TYPES = (
+    "bad_request",
+    "unauthorized",
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "timeout",
+    "unknown",
+)
+
+CLIENT_MAX = 64
+CLIENT_SESSION_ID_MAX = 256
+CREDENTIAL_HINT_MAX = 32
+ERROR_MESSAGE_MAX = 1024
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware datetimes in, timezone-aware UTC datetimes out.
+
+    SQLite stores fixed-width UTC text (`YYYY-MM-DD HH:MM:SS.ffffff`), which orders correctly as text;
+    PostgreSQL gets `timestamptz`. Naive datetimes are refused rather than guessed.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(sa.DateTime(timezone=False))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: timestamps must carry a timezone")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def error_type_for_status(upstream_status: int | None) -> str:
+    """Coder's `aibridge_interception_error_type` for a failed interception, from the upstream HTTP status."""
+    match upstream_status:
+        case 400 | 404 | 413 | 422:
+            return "bad_request"
+        case 401 | 403:
+            return "unauthorized"
+        case 429:
+            return "rate_limited"
+        case 503 | 529:
+            return "overloaded"
+        case 504 | 408:
+            return "timeout"
+        case int() if 500 <= upstream_status <= 599:
+            return "server_error"
+        case _:
+            return "unknown"
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False, server_default="member"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
+    sa.CheckConstraint(_in("role", ROLES), name="ck_users_role"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 hex of the plaintext
+    sa.Column("hint", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(128), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Index("idx_api_tokens_user_id", "user_id"),
+)
+
+interceptions = sa.Table(
+    "aibridge_interceptions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("initiator_id", sa.String(36), nullable=False),
+    sa.Column("api_key_id", sa.String(36), nullable=True),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("provider_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("client", sa.String(CLIENT_MAX), nullable=True, server_default="Unknown"),
+    sa.Column("client_session_id", sa.String(CLIENT_SESSION_ID_MAX), nullable=True),
+    sa.Column("thread_parent_id", sa.String(64), nullable=True),
+    sa.Column("thread_root_id", sa.String(64), nullable=True),
+    sa.Column(
+        "session_id",
+        sa.Text,
+        sa.Computed("COALESCE(client_session_id, thread_root_id, id)", persisted=True),
+        nullable=False,
+    ),
+    sa.Column("correlating_tool_call_id", sa.Text, nullable=True),
+    sa.Column("previous_response_id", sa.Text, nullable=True),
+    sa.Column("credential_kind", sa.String(32), nullable=False, server_default="api_key"),
+    sa.Column("credential_hint", sa.String(CREDENTIAL_HINT_MAX), nullable=False, server_default=""),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("status", sa.String(16), nullable=True),
+    sa.Column("upstream_status", sa.Integer, nullable=True),
+    sa.Column("error_type", sa.String(16), nullable=True),
+    sa.Column("error_message", sa.String(ERROR_MESSAGE_MAX), nullable=True),
+    sa.Column("metadata", JSONType, nullable=True),
+    sa.CheckConstraint(f"status IS NULL OR {_in('status', STATUSES)}", name="ck_interceptions_status"),
+    sa.CheckConstraint(f"error_type IS NULL OR {_in('error_type', ERROR_TYPES)}", name="ck_interceptions_error_type"),
+)
+_i = interceptions.c
+_ended = _i.ended_at.is_not(None)
+sa.Index("idx_aibridge_interceptions_started_at_id", _i.started_at.desc(), _i.id.desc())
+sa.Index("idx_aibridge_interceptions_initiator_id", _i.initiator_id)
+sa.Index("idx_aibridge_interceptions_client", _i.client)
+sa.Index("idx_aibridge_interceptions_thread_parent_id", _i.thread_parent_id)
+sa.Index("idx_aibridge_interceptions_thread_root_id", _i.thread_root_id)
+sa.Index(
+    "idx_aibridge_interceptions_session_id",
+    _i.session_id,
+    sqlite_where=_ended,
+    postgresql_where=_ended,
+)
+sa.Index(
+    "idx_aibridge_interceptions_session_latest",
+    _i.session_id,
+    _i.initiator_id,
+    _i.started_at.desc(),
+    _i.id.desc(),
+    sqlite_where=_ended,
+    postgresql_where=_ended,
+)
+# In-flight interceptions: tiny, lets the writer close the ones a crashed process left open without a scan.
+sa.Index(
+    "idx_aibridge_interceptions_in_flight",
+    _i.started_at,
+    sqlite_where=_i.ended_at.is_(None),
+    postgresql_where=_i.ended_at.is_(None),
+)
+
+
+def _interception_fk() -> sa.Column[str]:
+    return sa.Column(
+        "interception_id",
+        sa.String(64),
+        sa.ForeignKey("aibridge_interceptions.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
+token_usages = sa.Table(
+    "aibridge_token_usages",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    _interception_fk(),
+    sa.Column("provider_response_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("cache_read_input_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("cache_write_input_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("metadata", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("idx_aibridge_token_usages_interception_id", "interception_id"),
+    sa.Index("idx_aibridge_token_usages_provider_response_id", "provider_response_id"),
+)
+
+user_prompts = sa.Table(
+    "aibridge_user_prompts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    _interception_fk(),
+    sa.Column("provider_response_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("metadata", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("idx_aibridge_user_prompts_interception_id", "interception_id"),
+    sa.Index("idx_aibridge_user_prompts_provider_response_id", "provider_response_id"),
+)
+sa.Index(
+    "idx_aibridge_user_prompts_interception_created",
+    user_prompts.c.interception_id,
+    user_prompts.c.created_at.desc(),
+)
+
+tool_usages = sa.Table(
+    "aibridge_tool_usages",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    _interception_fk(),
+    sa.Column("provider_response_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("provider_tool_call_id", sa.Text, nullable=True),
+    sa.Column("provider_item_id", sa.Text, nullable=True),
+    sa.Column("tool", sa.Text, nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("server_url", sa.Text, nullable=True),  # NULL: a client-defined tool
+    sa.Column("injected", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("invocation_error", sa.Text, nullable=True),
+    sa.Column("metadata", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("idx_aibridge_tool_usages_interception_id", "interception_id"),
+    sa.Index("idx_aibridge_tool_usages_provider_response_id", "provider_response_id"),
+    sa.Index("idx_aibridge_tool_usages_provider_tool_call_id", "provider_tool_call_id"),
+)
+
+model_thoughts = sa.Table(
+    "aibridge_model_thoughts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    _interception_fk(),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("metadata", JSONType, nullable=True),  # {"source": "thinking" | "reasoning_summary" | ...}
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("idx_aibridge_model_thoughts_interception_id", "interception_id"),
+)
+
+CHILD_TABLES = (token_usages, user_prompts, tool_usages, model_thoughts)
