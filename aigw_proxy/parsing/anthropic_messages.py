@@ -13,6 +13,7 @@ from typing import Any
 
 from aigw_proxy.parsing.jsonwalk import (
     arr,
+    compact_json,
     count,
     error_text,
     is_injected_context,
@@ -20,6 +21,8 @@ from aigw_proxy.parsing.jsonwalk import (
     loads_object,
     nonempty,
     obj,
+    request_guard,
+    response_guard,
     text,
 )
 from aigw_proxy.parsing.sse import SSEStreamParser
@@ -30,14 +33,8 @@ _NOT_TURNS = frozenset({"system", "developer"})
 _LEGACY_SESSION = re.compile(r"_session_(.+)$")
 
 
+@request_guard
 def parse_request(body: bytes) -> RequestFacts:
-    try:
-        return _parse_request(body)
-    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: the proxy must never see it
-        return RequestFacts(error=f"unreadable request body: {exc!r}")
-
-
-def _parse_request(body: bytes) -> RequestFacts:
     req, why = loads_object(body)
     if req is None:
         return RequestFacts(error=why)
@@ -92,14 +89,8 @@ def _session_id(user_id: Any) -> str | None:
     return nonempty(m.group(1)) if m else None
 
 
+@response_guard
 def parse_response(body: bytes) -> ResponseFacts:
-    try:
-        return _parse_response(body)
-    except Exception as exc:
-        return ResponseFacts(error=f"unreadable response body: {exc!r}", parse_errors=1)
-
-
-def _parse_response(body: bytes) -> ResponseFacts:
     msg, why = loads_object(body)
     if msg is None:
         return ResponseFacts(error=why, parse_errors=1)
@@ -145,15 +136,7 @@ def _add_thought(thoughts: list[ModelThought], value: Any) -> None:
 
 def _tool_call(msg_id: str, block: dict[str, Any], raw_input: str) -> ToolCall:
     call_id, name = nonempty(block.get("id")) or "", text(block.get("name")) or ""
-    return ToolCall(msg_id, call_id, name, _normalise(raw_input))
-
-
-def _normalise(raw: str) -> str:
-    """Compact JSON, so streamed (concatenated) and blocking inputs compare equal; raw text if not JSON."""
-    try:
-        return json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":"))
-    except (ValueError, RecursionError):
-        return raw
+    return ToolCall(msg_id, call_id, name, compact_json(raw_input))
 
 
 @dataclass(slots=True)

@@ -3,9 +3,13 @@ every accessor returns a default instead of raising on a missing key or a value 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Callable
 from typing import Any
+
+from aigw_proxy.records import RequestFacts, ResponseFacts
 
 
 def loads_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
@@ -68,6 +72,41 @@ def error_text(body: Any) -> str | None:
         if msg:
             return msg
     return None
+
+
+def compact_json(raw: str) -> str:
+    """Compact JSON text, so streamed (concatenated) and whole tool inputs compare equal. Text that is not JSON
+    (models do emit invalid arguments) is kept exactly as sent."""
+    try:
+        return json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return raw
+
+
+def request_guard(parse: Callable[[bytes], RequestFacts]) -> Callable[[bytes], RequestFacts]:
+    """Untrusted bodies must never raise into the proxy: any failure becomes `RequestFacts.error`."""
+
+    @functools.wraps(parse)
+    def guarded(body: bytes) -> RequestFacts:
+        try:
+            return parse(body)
+        except Exception as exc:  # e.g. RecursionError on absurdly nested JSON
+            return RequestFacts(error=f"unreadable request body: {exc!r}")
+
+    return guarded
+
+
+def response_guard(parse: Callable[[bytes], ResponseFacts]) -> Callable[[bytes], ResponseFacts]:
+    """Like `request_guard`, for whole response bodies."""
+
+    @functools.wraps(parse)
+    def guarded(body: bytes) -> ResponseFacts:
+        try:
+            return parse(body)
+        except Exception as exc:
+            return ResponseFacts(error=f"unreadable response body: {exc!r}", parse_errors=1)
+
+    return guarded
 
 
 def json_text(value: Any) -> str:

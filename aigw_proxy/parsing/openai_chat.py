@@ -6,12 +6,12 @@ Mapping: contract §2.6.2 / §2.6.4. Bytes in, facts out; nothing here raises fo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from aigw_proxy.parsing.jsonwalk import (
     arr,
+    compact_json,
     count,
     error_text,
     is_injected_context,
@@ -19,6 +19,8 @@ from aigw_proxy.parsing.jsonwalk import (
     loads_object,
     nonempty,
     obj,
+    request_guard,
+    response_guard,
 )
 from aigw_proxy.parsing.sse import SSEStreamParser
 from aigw_proxy.records import RequestFacts, ResponseFacts, TokenUsage, ToolCall
@@ -37,14 +39,8 @@ _EXTRAS = {
 }
 
 
+@request_guard
 def parse_request(body: bytes) -> RequestFacts:
-    try:
-        return _parse_request(body)
-    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: the proxy must never see it
-        return RequestFacts(error=f"unreadable request body: {exc!r}")
-
-
-def _parse_request(body: bytes) -> RequestFacts:
     req, why = loads_object(body)
     if req is None:
         return RequestFacts(error=why)
@@ -65,14 +61,8 @@ def _parse_request(body: bytes) -> RequestFacts:
     return facts
 
 
+@response_guard
 def parse_response(body: bytes) -> ResponseFacts:
-    try:
-        return _parse_response(body)
-    except Exception as exc:
-        return ResponseFacts(error=f"unreadable response body: {exc!r}", parse_errors=1)
-
-
-def _parse_response(body: bytes) -> ResponseFacts:
     resp, why = loads_object(body)
     if resp is None:
         return ResponseFacts(error=why, parse_errors=1)
@@ -114,15 +104,7 @@ def _usage(resp_id: str, usage: dict[str, Any]) -> TokenUsage:
 
 
 def _tool_call(resp_id: str, call_id: Any, name: Any, raw: str) -> ToolCall:
-    return ToolCall(resp_id, nonempty(call_id) or "", nonempty(name) or "", _normalise(raw))
-
-
-def _normalise(raw: str) -> str:
-    """Compact JSON, so streamed (concatenated) and blocking arguments compare equal; raw text if not JSON."""
-    try:
-        return json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":"))
-    except (ValueError, RecursionError):
-        return raw
+    return ToolCall(resp_id, nonempty(call_id) or "", nonempty(name) or "", compact_json(raw))
 
 
 @dataclass(slots=True)

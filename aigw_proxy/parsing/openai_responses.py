@@ -12,6 +12,7 @@ from typing import Any
 
 from aigw_proxy.parsing.jsonwalk import (
     arr,
+    compact_json,
     count,
     error_text,
     is_injected_context,
@@ -37,18 +38,11 @@ _START_EVENTS = frozenset({"response.created", "response.in_progress", "response
 _END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-def _loads(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        return loads_object(body)
-    except RecursionError:  # absurdly deep nesting is not a ValueError, and must not reach the proxy
-        return None, "invalid JSON: nested too deeply"
-
-
 # --- request ---------------------------------------------------------------------------------------------
 
 
 def parse_request(body: bytes) -> RequestFacts:
-    req, why = _loads(body)
+    req, why = loads_object(body)
     if req is None:
         return RequestFacts(error=why)
     return parse_request_object(req)
@@ -122,7 +116,7 @@ def _user_text(content: Any) -> str | None:
 def parse_response(body: bytes) -> ResponseFacts:
     """Facts of a whole non-streamed body: a response object, or an error body."""
     facts = ResponseFacts()
-    resp, why = _loads(body)
+    resp, why = loads_object(body)
     if resp is None:
         facts.error, facts.parse_errors = why, 1
         return facts
@@ -217,10 +211,7 @@ def _tool_call(rid: str, item: dict, args: str) -> ToolCall:
 def _normalise_args(value: Any) -> str:
     if not isinstance(value, str):
         return "" if value is None else json_text(value)
-    try:
-        return json.dumps(json.loads(value), ensure_ascii=False, separators=(",", ":"))
-    except (ValueError, RecursionError):
-        return value  # models do emit invalid JSON arguments: keep what was sent
+    return compact_json(value)
 
 
 def _add_thought(facts: ResponseFacts, value: Any, source: Any) -> None:

@@ -65,5 +65,11 @@ async def pragma(conn: AsyncConnection, name: str) -> Any:
 
 async def reclaim_free_pages(conn: AsyncConnection) -> None:
     """Give pages freed by a purge back to the file system (auto_vacuum = INCREMENTAL)."""
-    # The pragma frees pages as its result rows are stepped through: read them all.
-    (await conn.exec_driver_sql("PRAGMA incremental_vacuum")).fetchall()
+    # The pragma frees one page per step and returns no columns, so SQLAlchemy would step it only once: step it
+    # to the end on the driver's own cursor (same connection, same transaction).
+    raw = await conn.get_raw_connection()
+    cursor = await raw.driver_connection.execute("PRAGMA incremental_vacuum")
+    try:
+        await cursor.fetchall()
+    finally:
+        await cursor.close()

@@ -28,7 +28,7 @@ def _versions(path: Path) -> list[int]:
 async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
     db = await open_database(db_path)
     try:
-        assert db_path.exists()
+        assert await asyncio.to_thread(db_path.exists)
         assert await current_version(db.writer) == LATEST_VERSION == 1
         async with db.reader.connect() as conn:
             tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
@@ -72,9 +72,7 @@ def test_concurrent_processes_migrate_once(db_path: Path) -> None:
         "    await db.close()\n"
         "asyncio.run(main())\n"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(db_path)], stderr=subprocess.PIPE) for _ in range(4)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db_path)], stderr=subprocess.PIPE) for _ in range(4)]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
@@ -86,13 +84,17 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
     await db.close()
     with sqlite3.connect(db_path) as conn:
         conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, '2030-01-01 00:00:00.000000')")
-    with pytest.raises(SchemaTooNewError, match="version 99.*newer than this aigw-proxy supports"):
+    with pytest.raises(SchemaTooNewError, match=r"version 99.*newer than this aigw-proxy supports"):
         await open_database(db_path)
 
 
+def _write_garbage(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not sqlite" * 100)
+
+
 async def test_not_a_database_is_a_storage_error(db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
-    db_path.write_bytes(b"this is not sqlite" * 100)
+    await asyncio.to_thread(_write_garbage, db_path)
     with pytest.raises(StorageError, match="cannot open the database"):
         await open_database(db_path)
 

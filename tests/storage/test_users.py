@@ -10,6 +10,7 @@ from aigw_proxy.records import Initiator
 from aigw_proxy.storage import (
     Database,
     InvalidUsernameError,
+    StorageError,
     TokenNotFoundError,
     UserExistsError,
     UserNotFoundError,
@@ -37,7 +38,7 @@ async def test_duplicate_and_invalid_usernames(db: Database) -> None:
     for bad in ("", "-alice", "a b", "x" * 65, "alice\n", "ä"):
         with pytest.raises(InvalidUsernameError):
             await store.create_user(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(StorageError, match="invalid role"):
         await store.create_user("carol", role="owner")
     await store.create_user("a" * 64)
     await store.create_user("Bob.o_k-1", role="admin")

@@ -1,0 +1,499 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from aigw_proxy.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
+from aigw_proxy.storage import (
+    DANGLING_MESSAGE,
+    CommitInfo,
+    Database,
+    RecordWriter,
+    error_type_for_status,
+    list_interceptions,
+    open_database,
+)
+
+from .conftest import T0, at, ended, started
+
+RFC3339_T0 = "2025-03-01T12:00:00.000000Z"
+
+
+async def _by_id(db: Database) -> dict[str, dict]:
+    return {item["id"]: item for item in await list_interceptions(db, limit=1000)}
+
+
+async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    start = started(
+        "i-1",
+        alice,
+        client_session_id="sess-1",
+        metadata={"request_user_agent": "claude-cli/2.0", "stream": False},
+    )
+    start.credential_kind = "oauth"
+    start.credential_hint = "sk-a…wxyz"
+    assert writer.submit(start)
+    end = InterceptionEnded(
+        id="i-1",
+        ended_at=at(2.5),
+        status="completed",
+        upstream_status=200,
+        model="claude-sonnet-4-5-20250929",
+        prompt="list the files",
+        prompt_response_id="msg_1",
+        token_usages=[
+            TokenUsage("msg_1", 100, 20, 300, 40, {"web_search_requests": 1}),
+            TokenUsage("msg_2", 1, 2),
+        ],
+        tool_calls=[
+            ToolCall("msg_1", "toolu_1", "Bash", '{"command":"ls"}'),
+            ToolCall("msg_1", "toolu_2", "Read", '{"path":"a"}', item_id="fc_1"),
+        ],
+        thoughts=[ModelThought("hmm", "thinking"), ModelThought("so", "reasoning_summary")],
+        metadata={"stream": True, "parse_errors": 0},
+    )
+    assert writer.submit(end)
+    await writer.flush(timeout=5)
+    assert writer.stats() == {"queue_depth": 0, "written": 2, "dropped": {}, "last_error": None}
+
+    [item] = await list_interceptions(db)
+    ended_s = "2025-03-01T12:00:02.500000Z"
+    tu = item["token_usages"]
+    tools = item["tool_usages"]
+    [prompt] = item["user_prompts"]
+    assert item == {
+        "id": "i-1",
+        "initiator": {"id": alice.user_id, "username": "alice"},
+        "api_key_id": alice.token_id,
+        "provider": "anthropic",
+        "provider_name": "anthropic",
+        "model": "claude-sonnet-4-5-20250929",
+        "client": "Claude Code",
+        "client_session_id": "sess-1",
+        "session_id": "sess-1",
+        "thread_parent_id": None,
+        "thread_root_id": None,
+        "status": "completed",
+        "upstream_status": 200,
+        "error_type": None,
+        "error_message": None,
+        "credential_kind": "oauth",
+        "credential_hint": "sk-a…wxyz",
+        "started_at": RFC3339_T0,
+        "ended_at": ended_s,
+        "metadata": {"request_user_agent": "claude-cli/2.0", "stream": True, "parse_errors": 0},
+        "token_usages": [
+            {
+                "id": tu[0]["id"],
+                "provider_response_id": "msg_1",
+                "input_tokens": 100,
+                "output_tokens": 20,
+                "cache_read_input_tokens": 300,
+                "cache_write_input_tokens": 40,
+                "metadata": {"web_search_requests": 1},
+                "created_at": ended_s,
+            },
+            {
+                "id": tu[1]["id"],
+                "provider_response_id": "msg_2",
+                "input_tokens": 1,
+                "output_tokens": 2,
+                "cache_read_input_tokens": 0,
+                "cache_write_input_tokens": 0,
+                "metadata": {},
+                "created_at": ended_s,
+            },
+        ],
+        "user_prompts": [
+            {"id": prompt["id"], "provider_response_id": "msg_1", "prompt": "list the files", "created_at": ended_s}
+        ],
+        "tool_usages": [
+            {
+                "id": tools[0]["id"],
+                "provider_response_id": "msg_1",
+                "provider_tool_call_id": "toolu_1",
+                "provider_item_id": None,
+                "tool": "Bash",
+                "input": '{"command":"ls"}',
+                "injected": False,
+                "server_url": None,
+                "invocation_error": None,
+                "created_at": ended_s,
+            },
+            {
+                "id": tools[1]["id"],
+                "provider_response_id": "msg_1",
+                "provider_tool_call_id": "toolu_2",
+                "provider_item_id": "fc_1",
+                "tool": "Read",
+                "input": '{"path":"a"}',
+                "injected": False,
+                "server_url": None,
+                "invocation_error": None,
+                "created_at": ended_s,
+            },
+        ],
+        "model_thoughts": [
+            {"content": "hmm", "metadata": {"source": "thinking"}, "created_at": ended_s},
+            {"content": "so", "metadata": {"source": "reasoning_summary"}, "created_at": ended_s},
+        ],
+    }
+    assert len({tu[0]["id"], tu[1]["id"], tools[0]["id"], tools[1]["id"], prompt["id"]}) == 5
+
+
+async def test_in_flight_interceptions_are_not_listed(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    writer.submit(started("i-1", alice))
+    await writer.flush()
+    assert await list_interceptions(db) == []
+    writer.submit(ended("i-1"))
+    await writer.flush()
+    assert [i["id"] for i in await list_interceptions(db)] == ["i-1"]
+
+
+async def test_failed_interception_error_fields(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    writer.submit(started("i-1", alice))
+    writer.submit(ended("i-1", status="failed", upstream_status=529, error="x" * 5000))
+    writer.submit(started("i-2", alice, t=1))
+    writer.submit(ended("i-2", status="failed", upstream_status=None, error="connection reset", model=None))
+    await writer.flush()
+    items = await _by_id(db)
+    assert items["i-1"]["error_type"] == "overloaded"
+    assert items["i-1"]["upstream_status"] == 529
+    assert len(items["i-1"]["error_message"]) == 1024
+    assert items["i-2"]["error_type"] == "unknown"
+    assert items["i-2"]["error_message"] == "connection reset"
+    assert items["i-2"]["model"] == "claude-sonnet-4-5"  # an end without a model keeps the start's
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "bad_request"),
+        (404, "bad_request"),
+        (413, "bad_request"),
+        (422, "bad_request"),
+        (401, "unauthorized"),
+        (403, "unauthorized"),
+        (429, "rate_limited"),
+        (529, "overloaded"),
+        (503, "overloaded"),
+        (500, "server_error"),
+        (502, "server_error"),
+        (504, "timeout"),
+        (408, "timeout"),
+        (409, "unknown"),
+        (200, "unknown"),
+        (None, "unknown"),
+    ],
+)
+def test_error_type_for_status(status: int | None, kind: str) -> None:
+    assert error_type_for_status(status) == kind
+
+
+async def test_metadata_merge_reads_the_row_when_not_in_memory(
+    db: Database, alice: Initiator, writer: RecordWriter
+) -> None:
+    writer.submit(started("i-1", alice, metadata={"a": 1, "b": 1}))
+    await writer.flush()
+    writer._inflight.clear()  # as if evicted: the writer must read the start metadata back
+    writer.submit(ended("i-1", metadata={"b": 2, "c": [3]}))
+    await writer.flush()
+    [item] = await list_interceptions(db)
+    assert item["metadata"] == {"a": 1, "b": 2, "c": [3]}
+
+
+async def test_thread_lineage_via_tool_call_id(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    infos: dict[str, CommitInfo] = {}
+    writer.add_listener(lambda ev, info: infos.setdefault(type(ev).__name__ + ":" + ev.id, info))
+    writer.submit(started("a", alice, t=0))
+    writer.submit(ended("a", t=1, response_id="msg_a", tool_call_ids=("call_1",)))
+    await writer.flush()
+    writer.submit(started("b", alice, t=2, correlating_tool_call_id="call_1"))
+    writer.submit(ended("b", t=3, response_id="msg_b", tool_call_ids=("call_2",)))
+    await writer.flush()
+    writer.submit(started("c", alice, t=4, correlating_tool_call_id="call_2"))
+    writer.submit(ended("c", t=5))
+    writer.submit(started("d", alice, t=6, correlating_tool_call_id="call_unknown"))
+    writer.submit(ended("d", t=7))
+    await writer.flush()
+    items = await _by_id(db)
+    assert (items["a"]["thread_parent_id"], items["a"]["thread_root_id"]) == (None, None)
+    assert (items["b"]["thread_parent_id"], items["b"]["thread_root_id"]) == ("a", "a")
+    assert (items["c"]["thread_parent_id"], items["c"]["thread_root_id"]) == ("b", "a")
+    assert (items["d"]["thread_parent_id"], items["d"]["thread_root_id"]) == (None, None)
+    assert infos["InterceptionStarted:c"] == CommitInfo("b", "a", "a")
+    assert infos["InterceptionEnded:c"] == CommitInfo("b", "a", "a", None)
+
+
+async def test_thread_lineage_via_previous_response_id(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    writer.submit(started("a", alice, provider="openai", t=0))
+    writer.submit(ended("a", t=1, response_id="resp_a"))
+    await writer.flush()
+    writer.submit(started("b", alice, provider="openai", t=2, previous_response_id="resp_a"))
+    writer.submit(ended("b", t=3))
+    writer.submit(started("c", alice, provider="openai", t=4, previous_response_id="resp_nope"))
+    writer.submit(ended("c", t=5))
+    await writer.flush()
+    items = await _by_id(db)
+    assert (items["b"]["thread_parent_id"], items["b"]["thread_root_id"]) == ("a", "a")
+    assert items["b"]["session_id"] == "a"
+    assert (items["c"]["thread_parent_id"], items["c"]["thread_root_id"]) == (None, None)
+
+
+async def test_thread_lineage_within_one_batch(db: Database, alice: Initiator) -> None:
+    writer = RecordWriter(db, batch_size=500, flush_interval=0.2)
+    batches: list[int] = []
+    real = writer._write_batch
+
+    async def spy(batch, *, isolate):  # type: ignore[no-untyped-def]
+        batches.append(len(batch))
+        return await real(batch, isolate=isolate)
+
+    writer._write_batch = spy  # type: ignore[method-assign]
+    # Everything is queued before the writer starts: one batch, one transaction.
+    writer.submit(started("a", alice, t=0))
+    writer.submit(ended("a", t=1, response_id="resp_a", tool_call_ids=("call_1",)))
+    writer.submit(started("b", alice, t=2, correlating_tool_call_id="call_1"))
+    writer.submit(ended("b", t=3, response_id="resp_b"))
+    writer.submit(started("c", alice, t=4, previous_response_id="resp_b"))
+    writer.submit(ended("c", t=5))
+    writer.start()
+    await writer.flush(timeout=5)
+    await writer.close()
+    assert batches == [6]
+    items = await _by_id(db)
+    assert (items["b"]["thread_parent_id"], items["b"]["thread_root_id"]) == ("a", "a")
+    assert (items["c"]["thread_parent_id"], items["c"]["thread_root_id"]) == ("b", "a")
+
+
+async def test_lineage_ignores_other_users_tool_calls(
+    db: Database, alice: Initiator, bob: Initiator, writer: RecordWriter
+) -> None:
+    writer.submit(started("a", alice))
+    writer.submit(ended("a", tool_call_ids=("call_0",)))
+    writer.submit(started("b", bob, t=2, correlating_tool_call_id="call_0"))
+    writer.submit(ended("b", t=3))
+    await writer.flush()
+    assert (await _by_id(db))["b"]["thread_parent_id"] is None
+
+
+async def test_session_id_fallback(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    writer.submit(started("a", alice, client_session_id="sess-1"))
+    writer.submit(ended("a", tool_call_ids=("call_a",)))
+    writer.submit(started("b", alice, t=2))
+    writer.submit(ended("b", t=3, tool_call_ids=("call_b",)))
+    writer.submit(started("c", alice, t=4, correlating_tool_call_id="call_b"))
+    writer.submit(ended("c", t=5))
+    writer.submit(started("d", alice, t=6, correlating_tool_call_id="call_a", client_session_id="   "))
+    writer.submit(ended("d", t=7))
+    await writer.flush()
+    items = await _by_id(db)
+    assert items["a"]["session_id"] == "sess-1"  # client session id first
+    assert items["b"]["session_id"] == "b"  # a root without one: its own id
+    assert items["c"]["session_id"] == "b"  # then the thread root
+    assert items["d"]["client_session_id"] is None  # blank → NULL
+    assert items["d"]["session_id"] == "a"
+
+
+async def test_locked_database_delays_writes_but_loses_nothing(
+    db: Database, db_path: Path, alice: Initiator, writer: RecordWriter
+) -> None:
+    await writer.flush()
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    lock_started = time.monotonic()
+    lags: list[float] = []
+
+    async def ticker() -> None:  # the event loop must keep turning while the writer waits for the lock
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    slowest = 0.0
+    try:
+        for n in range(100):
+            t = time.perf_counter()
+            assert writer.submit(started(f"i-{n}", alice, t=n))
+            assert writer.submit(ended(f"i-{n}", t=n + 0.5))
+            slowest = max(slowest, time.perf_counter() - t)
+            if n % 25 == 0:
+                await asyncio.sleep(0.05)  # let the writer start waiting on the lock
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - lock_started)))
+        assert writer.written == 0
+        assert writer.queue_depth == 200
+        assert await list_interceptions(db) == []  # WAL: readers are not blocked by the writer lock
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    await writer.flush(timeout=10)
+    tick.cancel()
+    assert slowest < 0.005, f"submit took {slowest * 1000:.1f} ms"
+    assert max(lags) < 0.25, f"event loop stalled {max(lags) * 1000:.0f} ms"
+    assert writer.written == 200
+    assert writer.dropped == {}
+    assert len(await list_interceptions(db, limit=1000)) == 100
+
+
+async def test_lock_longer_than_busy_timeout_is_retried(db_path: Path, alice: Initiator) -> None:
+    db = await open_database(db_path, busy_timeout_ms=20)
+    writer = RecordWriter(db, flush_interval=0.001, max_backoff=0.05)
+    writer.start()
+    try:
+        await writer.flush()
+        locker = sqlite3.connect(db_path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        for n in range(10):
+            writer.submit(started(f"i-{n}", alice, t=n))
+            writer.submit(ended(f"i-{n}", t=n + 0.5))
+        await asyncio.sleep(0.6)
+        assert writer.written == 0
+        assert writer.last_error is not None and "locked" in writer.last_error
+        locker.execute("COMMIT")
+        locker.close()
+        await writer.flush(timeout=10)
+        assert writer.written == 20 and writer.dropped == {}
+        assert len(await list_interceptions(db)) == 10
+    finally:
+        await writer.close()
+        await db.close()
+
+
+async def test_database_failing_past_the_cap_drops_counted_and_logged(
+    db_path: Path, alice: Initiator, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = await open_database(db_path, busy_timeout_ms=20)
+    writer = RecordWriter(db, flush_interval=0.001, retry_for=0.3, max_backoff=0.05)
+    writer.start()
+    try:
+        await writer.flush()
+        locker = sqlite3.connect(db_path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        with caplog.at_level(logging.WARNING, logger="aigw_proxy.storage"):
+            for n in range(3):
+                writer.submit(started(f"i-{n}", alice, t=n))
+            await writer.flush(timeout=10)
+        assert writer.dropped == {"db_error": 3}
+        assert writer.written == 0
+        assert any("dropped after retrying" in r.getMessage() for r in caplog.records)
+        locker.execute("COMMIT")
+        locker.close()
+        writer.submit(started("later", alice))  # the writer keeps going once the database is back
+        await writer.flush(timeout=10)
+        assert writer.written == 1
+    finally:
+        await writer.close()
+        await db.close()
+
+
+async def test_queue_full_drops_are_counted(db: Database, alice: Initiator) -> None:
+    writer = RecordWriter(db, max_queue=3)
+    results = [writer.submit(started(f"i-{n}", alice, t=n)) for n in range(5)]
+    assert results == [True, True, True, False, False]
+    assert writer.dropped == {"queue_full": 2}
+    assert writer.queue_depth == 3
+    writer.start()
+    await writer.flush(timeout=5)
+    assert writer.written == 3 and writer.queue_depth == 0
+    await writer.close()
+    assert writer.submit(started("late", alice)) is False
+    assert writer.dropped == {"queue_full": 2, "closed": 1}
+
+
+async def test_close_flushes_everything(db: Database, alice: Initiator) -> None:
+    writer = RecordWriter(db, batch_size=7)
+    writer.start()
+    for n in range(50):
+        writer.submit(started(f"i-{n}", alice, t=n))
+        writer.submit(ended(f"i-{n}", t=n + 1))
+    await writer.close(timeout=10)
+    assert writer.written == 100 and writer.queue_depth == 0
+    assert len(await list_interceptions(db)) == 50
+
+
+async def test_restart_closes_dangling_interceptions(db_path: Path, alice: Initiator) -> None:
+    db = await open_database(db_path)
+    writer = RecordWriter(db)
+    writer.start()
+    writer.submit(started("open", alice))
+    writer.submit(started("done", alice, t=1))
+    writer.submit(ended("done", t=2))
+    await writer.close()
+    await db.close()
+
+    db = await open_database(db_path)
+    writer = RecordWriter(db)
+    writer.start()
+    try:
+        await writer.flush(timeout=5)
+        assert writer.closed_dangling == 1
+        items = await _by_id(db)
+        assert items["open"]["status"] == "failed"
+        assert items["open"]["error_type"] == "unknown"
+        assert items["open"]["error_message"] == DANGLING_MESSAGE
+        assert items["open"]["ended_at"] > RFC3339_T0
+        assert items["done"]["status"] == "completed"
+        writer.submit(ended("open", t=3))  # too late: already closed
+        writer.submit(ended("never-started"))
+        await writer.flush()
+        assert writer.dropped == {"already_ended": 1, "unknown_interception": 1}
+    finally:
+        await writer.close()
+        await db.close()
+
+
+async def test_a_refused_record_does_not_lose_its_batch(
+    db: Database, alice: Initiator, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = RecordWriter(db)
+    writer.submit(started("a", alice))
+    writer.submit(started("a", alice, t=1))  # duplicate id: the database refuses it
+    writer.submit(ended("a", t=2))
+    writer.submit(started("b", alice, t=3))
+    writer.submit(ended("b", t=4))
+    writer.start()
+    await writer.flush(timeout=5)
+    await writer.close()
+    assert writer.dropped == {"invalid": 1}
+    assert writer.written == 4
+    assert sorted(await _by_id(db)) == ["a", "b"]
+
+
+async def test_listener_errors_never_propagate(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    seen: list[str] = []
+
+    def bad(ev: object, info: CommitInfo) -> None:
+        raise RuntimeError("boom")
+
+    writer.add_listener(bad)
+    writer.add_listener(lambda ev, info: seen.append(ev.id))
+    writer.submit(started("a", alice))
+    writer.submit(ended("a"))
+    await writer.flush()
+    assert seen == ["a", "a"]
+    assert writer.written == 2
+
+
+async def test_children_keep_insertion_order(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    calls = tuple(f"call_{n:03d}" for n in range(60))[::-1]  # not sorted: order must come from insertion
+    writer.submit(started("a", alice))
+    writer.submit(ended("a", response_id="r", tool_call_ids=calls))
+    await writer.flush()
+    [item] = await list_interceptions(db)
+    assert tuple(t["provider_tool_call_id"] for t in item["tool_usages"]) == calls
+
+
+async def test_naive_times_are_taken_as_utc(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    ev = started("a", alice)
+    ev.started_at = T0.replace(tzinfo=None)
+    writer.submit(ev)
+    writer.submit(ended("a"))
+    await writer.flush()
+    [item] = await list_interceptions(db)
+    assert item["started_at"] == RFC3339_T0
