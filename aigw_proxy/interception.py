@@ -160,7 +160,7 @@ class Interception:
             facts = ResponseFacts()
         if self._decoder is not None and self._decoder.error:
             facts.parse_errors += 1
-            facts.error = facts.error or self._decoder.error
+            facts.error = self._decoder.error  # the root cause, not what parsing garbage said
         return facts
 
     def finish(self, error: str | None = None) -> InterceptionEnded | None:

@@ -1,0 +1,140 @@
+"""Config file validation, provider merging and route matching."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from aigw_proxy.config import ConfigError, load_file_config, parse_hostport
+from aigw_proxy.netpolicy import is_blocked
+from aigw_proxy.providers import Api, Provider
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "aigw.toml"
+    p.write_text(text)
+    return p
+
+
+def test_builtins_without_a_config_file() -> None:
+    cfg = load_file_config(None)
+    table = cfg.provider_table()
+    assert [p.name for p in cfg.providers] == ["anthropic", "openai", "chatgpt", "copilot"]
+    assert table.for_host("API.Anthropic.com").name == "anthropic"  # type: ignore[union-attr]
+    assert table.for_host("api.business.githubcopilot.com").type == "copilot"  # type: ignore[union-attr]
+    assert table.for_host("example.com") is None
+    assert cfg.allowed_ports == (80, 443)
+
+
+def test_config_overrides_a_builtin_field_by_field_and_adds_providers(tmp_path: Path) -> None:
+    (tmp_path / "extra.pem").write_text("pem")
+    cfg = load_file_config(write(tmp_path, """
+upstream_ca_file = "extra.pem"
+allowed_private_cidrs = ["127.0.0.0/8"]
+allowed_ports = [443, 8443]
+
+[[providers]]
+name = "anthropic"
+upstream = "https://127.0.0.1:9443"
+
+[[providers]]
+name = "openai"
+enabled = false
+
+[[providers]]
+name = "azure-openai"
+type = "openai"
+hosts = ["myco.openai.azure.com"]
+base_path = "/openai/v1"
+"""))
+    by_name = {p.name: p for p in cfg.providers}
+    assert by_name["anthropic"].hosts == ("api.anthropic.com",)
+    assert str(by_name["anthropic"].upstream) == "https://127.0.0.1:9443"
+    assert by_name["openai"].enabled is False
+    table = cfg.provider_table()
+    assert table.for_host("api.openai.com") is None  # disabled: tunnelled, not decrypted
+    assert table.for_host("myco.openai.azure.com").api_for("POST", "/openai/v1/responses") == Api.OPENAI_RESPONSES  # type: ignore[union-attr]
+    assert cfg.upstream_ca_file == tmp_path / "extra.pem"
+    assert cfg.allowed_private_cidrs == [ipaddress.ip_network("127.0.0.0/8")]
+    assert cfg.allowed_ports == (443, 8443)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('upstream_ca_file = "missing.pem"', "does not exist"),
+    ('[[providers]]\nname = "x"\ntype = "openai"', "a new provider needs type and hosts"),
+    ('[[providers]]\nname = "anthropic"\nhosts = ["api.anthropic.com:443"]', "must be a bare hostname"),
+    ('[[providers]]\nname = "anthropic"\nupstream = "https://h/path"', "no path"),
+    ('[[providers]]\nname = "anthropic"\n[[providers]]\nname = "anthropic"', "used twice"),
+    ('[[providers]]\nname = "anthropic"\ncolour = "red"', "unknown key(s) colour"),
+    ('[[providers]]\nname = "anthropic"\nenabled = "yes"', "enabled must be true or false"),
+    ("providers = 3", "array of tables"),
+])
+def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_file_config(write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(tmp_path / "aigw.toml") in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_file_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("127.0.0.1:8888", ("127.0.0.1", 8888)), (":8888", ("0.0.0.0", 8888)), ("[::1]:0", ("::1", 0))])
+def test_hostport(value: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(value, "--listen") == expected
+
+
+@pytest.mark.parametrize("value", ["8888", "host:http", "host:70000"])
+def test_bad_hostport(value: str) -> None:
+    with pytest.raises(ConfigError, match="--listen"):
+        parse_hostport(value, "--listen")
+
+
+@pytest.mark.parametrize(("provider", "method", "path", "api"), [
+    ("anthropic", "POST", "/v1/messages", Api.ANTHROPIC_MESSAGES),
+    ("anthropic", "POST", "/v1/messages?beta=true", Api.ANTHROPIC_MESSAGES),
+    ("anthropic", "POST", "/v1/messages/count_tokens", None),
+    ("anthropic", "GET", "/v1/messages", None),
+    ("anthropic", "GET", "/api/claude_code/settings", None),
+    ("openai", "POST", "/v1/chat/completions", Api.OPENAI_CHAT),
+    ("openai", "POST", "/v1/responses", Api.OPENAI_RESPONSES),
+    ("openai", "POST", "/v1/responses/resp_1/cancel", None),
+    ("openai", "GET", "/v1/models", None),
+    ("chatgpt", "POST", "/backend-api/codex/responses", Api.OPENAI_RESPONSES),
+    ("chatgpt", "POST", "/backend-api/conversation", None),
+    ("chatgpt", "POST", "/v1/responses", None),
+    ("copilot", "POST", "/chat/completions", Api.OPENAI_CHAT),
+    ("copilot", "POST", "/responses", Api.OPENAI_RESPONSES),
+    ("copilot", "POST", "/v1/messages", Api.ANTHROPIC_MESSAGES),
+    ("copilot", "GET", "/models", None),
+])
+def test_model_routes(provider: str, method: str, path: str, api: Api | None) -> None:
+    p = {p.name: p for p in load_file_config(None).providers}[provider]
+    assert p.api_for(method, path) == api
+
+
+def test_provider_name_rules() -> None:
+    with pytest.raises(ValueError, match="must match"):
+        Provider.build("Bad_Name", "openai", ["x"])
+    assert Provider.build("my-gw-2", "anthropic", ["GW.Example.com."]).hosts == ("gw.example.com",)
+
+
+@pytest.mark.parametrize(("ip", "blocked"), [
+    ("10.1.2.3", True), ("172.16.0.1", True), ("192.168.1.1", True), ("127.0.0.1", True), ("169.254.169.254", True),
+    ("100.64.0.1", True), ("0.0.0.0", True), ("198.18.0.1", True), ("224.0.0.1", True), ("240.0.0.1", True),
+    ("::1", True), ("fe80::1", True), ("fd00::1", True), ("::ffff:10.0.0.1", True), ("64:ff9b::a00:1", True),
+    ("8.8.8.8", False), ("1.1.1.1", False), ("2606:4700::1111", False), ("::ffff:8.8.8.8", False),
+])
+def test_private_and_reserved_addresses(ip: str, blocked: bool) -> None:
+    assert is_blocked(ipaddress.ip_address(ip)) is blocked
+
+
+def test_exempted_cidrs() -> None:
+    allowed = [ipaddress.ip_network("10.0.0.0/24")]
+    assert not is_blocked(ipaddress.ip_address("10.0.0.7"), allowed)
+    assert is_blocked(ipaddress.ip_address("10.0.1.7"), allowed)
