@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -12,7 +13,7 @@ from typing import Self
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialect import configure_sqlite_engine
+from aigw_proxy.storage.dialect import READ_ONLY, configure_sqlite_engine, is_busy_error
 from aigw_proxy.storage.errors import StorageError
 from aigw_proxy.storage.migrations import migrate
 
@@ -74,6 +75,23 @@ def _prepare_path(path: str | Path) -> Path:
     return resolved
 
 
+async def _first_connection(engine: AsyncEngine, *, give_up_after: float = 30.0) -> None:
+    """Connect once, retrying while another process is creating the file or switching it to WAL."""
+    deadline = time.monotonic() + give_up_after
+    delay = 0.01
+    while True:
+        try:
+            async with engine.connect() as conn:
+                await conn.execution_options(**READ_ONLY)
+                await conn.exec_driver_sql("SELECT 1")
+            return
+        except sa.exc.OperationalError as exc:
+            if not is_busy_error(exc) or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 async def open_database(
     path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, migrate_schema: bool = True
 ) -> Database:
@@ -83,6 +101,7 @@ async def open_database(
     reader = _engine(path, immediate=False, busy_timeout_ms=busy_timeout_ms, pool_size=4)
     db = Database(path, writer, reader)
     try:
+        await _first_connection(writer)
         if migrate_schema:
             await migrate(writer)
     except StorageError:

@@ -39,7 +39,11 @@ def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immedi
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             # Only takes effect before the first table exists; a no-op afterwards.
             cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            # WAL is persistent. Switching to it takes a lock SQLite does not wait for (no busy handler), so only
+            # switch when needed: open_database retries a first connection that lost that race.
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
