@@ -26,6 +26,7 @@ from aigw_proxy.admin import AdminResponse, AdminServer
 from aigw_proxy.ca import CAError, ensure_ca
 from aigw_proxy.config import Settings
 from aigw_proxy.identity import TokenAuthenticator
+from aigw_proxy.recorder import Recorder
 from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
 
 log = logging.getLogger("aigw_proxy.daemon")
@@ -54,6 +55,7 @@ class Running:
     master_task: asyncio.Task[None]
     db: Database
     writer: RecordWriter
+    recorder: Recorder
     admin: AdminServer
     inflight: InFlight
     router: ProviderRouter
@@ -70,6 +72,7 @@ async def start(settings: Settings) -> Running:
     db = await open_database(settings.database_path)
     writer = RecordWriter(db)
     writer.start()
+    recorder = Recorder(writer)
     admin = AdminServer()
     try:
         admin_addr = await admin.start(*settings.admin_listen)
@@ -91,7 +94,7 @@ async def start(settings: Settings) -> Running:
     router = ProviderRouter(settings.file)
     authenticator = TokenAuthenticator(UserStore(db).authenticate)
     # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
-    master.addons.add(TokenAuth(authenticator), router, inflight, Interceptor(writer.submit))
+    master.addons.add(TokenAuth(authenticator), router, inflight, Interceptor(recorder.submit))
     master.addons.add(
         core.Core(),
         disable_h2c.DisableH2C(),
@@ -115,7 +118,7 @@ async def start(settings: Settings) -> Running:
         await db.close()
         raise DaemonError(str(exc) or "the proxy did not start") from None
 
-    running = Running(master, master_task, db, writer, admin, inflight, router, addrs[0], admin_addr)
+    running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin_addr)
     admin.route("/healthz", lambda m, t, h: _healthz(running))
     log.info("proxy listening on %s:%d, admin on %s:%d", *addrs[0], *admin_addr)
     return running
