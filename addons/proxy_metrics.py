@@ -1,0 +1,96 @@
+"""Proxy-level metrics (contract §1.9) plus time to first byte, passthrough and shadow-AI counts.
+
+Registered after the router (it reads the router's decision) and after the Interceptor (it only counts). Every
+hook is a few dictionary updates; nothing here can delay or break a flow.
+"""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from addons.auth import INITIATOR
+from addons.circuit_breaker import REJECTED
+from addons.routing import CONNECT_TARGET, PROVIDER, ConnectTarget, ProviderRouter
+from aigw_proxy.metrics import Metrics
+from aigw_proxy.providers import Provider
+from aigw_proxy.shadow_ai import ShadowAI
+
+_STARTED = "aigw.metrics.started"  # monotonic time of the request headers; set only on counted flows
+_ROUTES_PER_PROVIDER = 50  # passthrough paths are client-chosen: bound the route label's values
+_SHADOW_HOSTS = 1000
+OTHER = "other"
+
+
+class ProxyMetrics:
+    def __init__(self, metrics: Metrics, router: ProviderRouter) -> None:
+        self.m = metrics
+        self.router = router
+        self._routes: dict[str, set[str]] = {}
+        self._shadow_hosts: set[str] = set()
+        self._matcher = ShadowAI(router.cfg.shadow_ai_hosts)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(INITIATOR) is None:  # refused by authentication: no session
+            return
+        target: ConnectTarget | None = flow.metadata.get(CONNECT_TARGET)
+        if target is not None and target.provider is not None:
+            self.m.connect_sessions.labels("mitm").inc()
+            return
+        if flow.response is None:
+            self.m.connect_sessions.labels("tunneled").inc()
+        # Refused tunnels (port, private address, unknown host) count too: the attempt is the signal.
+        host = target.host if target is not None else flow.request.host.lower().rstrip(".")
+        if self._shadow(host):
+            self.m.shadow_ai.labels(self._bounded(self._shadow_hosts, host, _SHADOW_HOSTS)).inc()
+
+    def _shadow(self, host: str) -> bool:
+        cfg = self.router.cfg
+        if self._matcher.extra != cfg.shadow_ai_hosts:  # the config was reloaded with other patterns
+            self._matcher = ShadowAI(cfg.shadow_ai_hosts)
+        # A host of a provider the operator configured, even a disabled one, is not shadow AI.
+        return self._matcher.matches(host) and not any(host in p.hosts for p in self.router.table.providers)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        provider: Provider | None = flow.metadata.get(PROVIDER)
+        if provider is None or flow.response is not None:
+            return
+        flow.metadata[_STARTED] = time.monotonic()
+        self.m.mitm_requests.labels(provider.name).inc()
+        self.m.inflight_mitm.labels(provider.name).inc()
+        method = flow.request.method
+        path = flow.request.path.split("?", 1)[0]
+        if provider.api_for(method, path) is None:
+            route = self._bounded(self._routes.setdefault(provider.name, set()), path, _ROUTES_PER_PROVIDER)
+            self.m.passthrough.labels(provider.name, route, method).inc()
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        started = flow.metadata.get(_STARTED)
+        provider: Provider | None = flow.metadata.get(PROVIDER)
+        if started is not None and provider is not None and not flow.metadata.get(REJECTED):
+            self.m.ttfb.labels(provider.name).observe(time.monotonic() - started)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._done(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._done(flow)
+
+    def _done(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.pop(_STARTED, None) is None:
+            return
+        provider: Provider = flow.metadata[PROVIDER]
+        self.m.inflight_mitm.labels(provider.name).dec()
+        # No response at all: mitmproxy answers the client with a 502.
+        code = flow.response.status_code if flow.response is not None else 502
+        self.m.mitm_responses.labels(str(code), provider.name).inc()
+
+    @staticmethod
+    def _bounded(seen: set[str], value: str, cap: int) -> str:
+        if value in seen:
+            return value
+        if len(seen) >= cap:
+            return OTHER
+        seen.add(value)
+        return value

@@ -1,0 +1,180 @@
+"""Prometheus metrics: one private registry, exposed on the admin listener's `/metrics`.
+
+Names follow Coder's AI Gateway contract so its dashboards and alerts work unchanged: proxy metrics under
+`coder_ai_gateway_proxy_*` and gateway metrics under `coder_ai_gateway_*`, each also emitted under its legacy
+name (`coder_aibridgeproxyd_*`, `coder_aibridged_*`). Both names come from the *same* samples at scrape time
+(`_DualNames`), so canonical and legacy series can never disagree. Our own metrics are `aigw_proxy_*` only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PROXY = "coder_ai_gateway_proxy_"
+GATEWAY = "coder_ai_gateway_"
+OWN = "aigw_proxy_"
+# Canonical prefix -> legacy prefix. The proxy prefix is longer and starts like the gateway's: match it first.
+LEGACY_PREFIXES = (("coder_ai_gateway_proxy_", "coder_aibridgeproxyd_"), ("coder_ai_gateway_", "coder_aibridged_"))
+
+DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)  # contract §9
+TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# The classic text format every Prometheus version reads (all our names are plain ASCII, so nothing is escaped).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def legacy_name(name: str) -> str | None:
+    for canonical, legacy in LEGACY_PREFIXES:
+        if name.startswith(canonical):
+            return legacy + name[len(canonical):]
+    return None
+
+
+def _copy(family: Metric, name: str, samples: Iterable) -> Metric:
+    out = Metric(name, family.documentation, family.type, family.unit)
+    out.samples = list(samples)
+    return out
+
+
+class _DualNames(Collector):
+    """Yield every family of `inner` under its own name and, for contract metrics, again under the legacy name.
+
+    `*_created` samples are left out: they double the series count and no dashboard uses them."""
+
+    def __init__(self, inner: CollectorRegistry) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield _copy(family, family.name, samples)
+            legacy = legacy_name(family.name)
+            if legacy is not None:
+                cut = len(family.name)
+                yield _copy(family, legacy, (s._replace(name=legacy + s.name[cut:]) for s in samples))
+
+
+class WriterStats(Protocol):
+    queue_depth: int
+    written: int
+
+    @property
+    def dropped(self) -> dict[str, int]: ...
+
+
+class _RecorderCollector(Collector):
+    """Recorder figures read from the writer at scrape time (no bookkeeping on the hot path)."""
+
+    def __init__(self) -> None:
+        self.writer: WriterStats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.writer
+        if w is None:
+            return
+        yield GaugeMetricFamily(OWN + "recorder_queue_depth", "Record events queued but not yet written.",
+                                value=w.queue_depth)
+        yield CounterMetricFamily(OWN + "records_written", "Record events written to the database.",
+                                  value=w.written)
+        dropped = CounterMetricFamily(OWN + "records_dropped", "Record events dropped, by reason.",
+                                      labels=["reason"])
+        for reason, n in sorted(dict(w.dropped).items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+
+
+class Metrics:
+    """Every metric family the daemon exports. `initiator_label=False` drops `initiator_id` (large fleets)."""
+
+    def __init__(self, *, initiator_label: bool = True) -> None:
+        self.initiator_label = initiator_label
+        self._inner = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_DualNames(self._inner))
+        r = self._inner
+        user = ["initiator_id"] if initiator_label else []
+
+        # -- proxy (contract §1.9)
+        self.connect_sessions = Counter(PROXY + "connect_sessions_total", "CONNECT sessions established.",
+                                        ["type"], registry=r)
+        self.mitm_requests = Counter(PROXY + "mitm_requests_total", "Decrypted requests to provider hosts.",
+                                     ["provider"], registry=r)
+        self.inflight_mitm = Gauge(PROXY + "inflight_mitm_requests", "Decrypted requests in flight.",
+                                   ["provider"], registry=r)
+        self.mitm_responses = Counter(PROXY + "mitm_responses_total", "Responses to decrypted requests.",
+                                      ["code", "provider"], registry=r)
+        # -- gateway (contract §9)
+        self.interceptions = Counter(GATEWAY + "interceptions_total", "Ended interceptions.",
+                                     ["provider", "model", "status", "route", "method", *user, "client"],
+                                     registry=r)
+        self.interceptions_inflight = Gauge(GATEWAY + "interceptions_inflight", "Interceptions in flight.",
+                                            ["provider", "model", "route"], registry=r)
+        self.interceptions_duration = Histogram(GATEWAY + "interceptions_duration_seconds",
+                                                "Interception duration.", ["provider", "model"],
+                                                buckets=DURATION_BUCKETS, registry=r)
+        self.passthrough = Counter(GATEWAY + "passthrough_total", "Requests on provider hosts relayed untouched.",
+                                   ["provider", "route", "method"], registry=r)
+        self.prompts = Counter(GATEWAY + "prompts_total", "Interceptions that carried a user prompt.",
+                               ["provider", "model", *user, "client"], registry=r)
+        self.tokens = Counter(GATEWAY + "tokens_total", "Tokens used, by type.",
+                              ["provider", "model", "type", *user, "client"], registry=r)
+        self.tool_selections = Counter(GATEWAY + "non_injected_tool_selections_total",
+                                       "Client-defined tools the model selected.", ["provider", "model", "name"],
+                                       registry=r)
+        breaker = ["provider", "endpoint", "model"]
+        self.breaker_state = Gauge(GATEWAY + "circuit_breaker_state",
+                                   "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.", breaker, registry=r)
+        self.breaker_trips = Counter(GATEWAY + "circuit_breaker_trips_total", "Circuit breaker trips to open.",
+                                     breaker, registry=r)
+        self.breaker_rejects = Counter(GATEWAY + "circuit_breaker_rejects_total",
+                                       "Requests rejected by an open circuit breaker.", breaker, registry=r)
+        # -- provider status, reported by both the proxy and the gateway side (contract §1.9, §1.10, §9)
+        info_labels = ["provider_name", "provider_type", "status"]
+        self.provider_info = [Gauge(p + "provider_info", "Configured providers; the status label carries the signal.",
+                                    info_labels, registry=r) for p in (PROXY, GATEWAY)]
+        self.reload_attempt = [Gauge(p + "providers_last_reload_timestamp_seconds",
+                                     "Unix time of the last provider reload attempt.", registry=r)
+                               for p in (PROXY, GATEWAY)]
+        self.reload_success = [Gauge(p + "providers_last_reload_success_timestamp_seconds",
+                                     "Unix time of the last successful provider reload.", registry=r)
+                               for p in (PROXY, GATEWAY)]
+        # -- ours
+        self.parse_errors = Counter(OWN + "parse_errors_total", "Request or response parts that could not be parsed.",
+                                    ["provider", "api"], registry=r)
+        self.ttfb = Histogram(OWN + "time_to_first_byte_seconds",
+                              "From a decrypted request's headers to the upstream's response headers.",
+                              ["provider"], buckets=TTFB_BUCKETS, registry=r)
+        self.shadow_ai = Counter(OWN + "shadow_ai_connects_total",
+                                 "Tunnelled CONNECTs to hosts that look like AI endpoints but are not configured.",
+                                 ["host"], registry=r)
+        self.initiator_info = Gauge(OWN + "initiator_info", "Username of each initiator_id (join on initiator_id).",
+                                    ["initiator_id", "username"], registry=r)
+        self._recorder = _RecorderCollector()
+        r.register(self._recorder)
+
+    def watch_writer(self, writer: WriterStats) -> None:
+        self._recorder.writer = writer
+
+    def set_provider_statuses(self, statuses: Iterable[tuple[str, str, str]]) -> None:
+        """Replace the provider_info series with one per (name, type, status)."""
+        rows = list(statuses)
+        for gauge in self.provider_info:
+            gauge.clear()
+            for name, ptype, status in rows:
+                gauge.labels(name, ptype, status).set(1)
+
+    def stamp_reload(self, *, success: bool, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        for gauge in self.reload_attempt:
+            gauge.set(at)
+        if success:
+            for gauge in self.reload_success:
+                gauge.set(at)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
