@@ -28,6 +28,7 @@ run: install
 
 test: install
 	$(VENV)/bin/ruff check aigw_proxy addons tests bench
+	bash scripts/ensure-prometheus.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
@@ -16,6 +17,9 @@ from addons.auth import INITIATOR
 from addons.routing import PROVIDER
 from aigw_proxy.interception import Interception, Submit
 from aigw_proxy.providers import Provider
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
+    from aigw_proxy.tracing import Tracer
 
 log = logging.getLogger("aigw_proxy.intercept")
 
@@ -51,8 +55,9 @@ class _Tee:
 
 
 class Interceptor:
-    def __init__(self, submit: Submit) -> None:
+    def __init__(self, submit: Submit, tracer: Tracer | None = None) -> None:
         self.submit = submit
+        self.tracer = tracer  # None: tracing off, nothing is created per call
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         provider: Provider | None = flow.metadata.get(PROVIDER)
@@ -64,8 +69,13 @@ class Interceptor:
         if api is None:
             return  # passthrough: relayed untouched, not recorded
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        if provider.type == "gemini" and not headers.get("x-goog-api-key") and flow.request.query.get("key"):
+            # Gemini also takes its key as `?key=`: classify and mask it like the header. The query string itself
+            # is never recorded (`route` is the bare path).
+            headers["x-goog-api-key"] = flow.request.query["key"]
         flow.metadata[INTERCEPTION] = Interception(
-            api=api, provider=provider, initiator=initiator, headers=headers, route=path, submit=self.submit
+            api=api, provider=provider, initiator=initiator, headers=headers, route=path, submit=self.submit,
+            tracer=self.tracer,
         )
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -95,6 +105,9 @@ class Interceptor:
         tee = _Tee(ix)
         flow.metadata["aigw.tee"] = tee
         flow.response.stream = tee
+        if flow.response.raw_content:
+            # Made by an earlier addon (the circuit breaker's 503): sent whole, never streamed, so parse it here.
+            tee(flow.response.raw_content)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)

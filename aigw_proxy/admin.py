@@ -27,16 +27,23 @@ class AdminResponse:
 
 Handler = Callable[[str, str, dict[str, str]], Awaitable[AdminResponse]]  # (method, target, headers)
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Error", 503: "Service Unavailable"}
 
 
 class AdminServer:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
+        self.prefix_routes: dict[str, Handler] = {}  # path prefix → handler, for whole trees such as /api/
         self._server: asyncio.Server | None = None
 
-    def route(self, path: str, handler: Handler) -> None:
-        self.routes[path] = handler
+    def route(self, path: str, handler: Handler, *, prefix: bool = False) -> None:
+        """Serve `path` exactly, or with `prefix=True` every path that starts with it (longest prefix wins;
+        exact routes win over prefixes)."""
+        if prefix:
+            self.prefix_routes[path] = handler
+        else:
+            self.routes[path] = handler
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -80,7 +87,11 @@ class AdminServer:
             writer.close()
 
     async def _dispatch(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
-        handler = self.routes.get(target.split("?", 1)[0])
+        path = target.split("?", 1)[0]
+        handler = self.routes.get(path)
+        if handler is None:
+            matches = [p for p in self.prefix_routes if path.startswith(p)]
+            handler = self.prefix_routes[max(matches, key=len)] if matches else None
         if handler is None:
             return AdminResponse.json(404, {"message": f"no such endpoint: {target}"})
         try:

@@ -6,6 +6,7 @@ headers follow contract §2.7.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 MAX_SESSION_ID_LEN = 256
@@ -24,11 +25,16 @@ _UA_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
     (("charm crush/", "charm-crush/"), (), "Charm Crush"),
 )
 _LATE_UA_RULES: tuple[tuple[str, str], ...] = (("opencode/", "OpenCode"), ("junie:", "Junie"))
+# Gemini CLI: `GeminiCLI/<version>[/<model>] (<platform>; <arch>[; <surface>])`, `GeminiCLI-<client>/…` when
+# embedded. A token anywhere in the UA, not only a prefix: google-genai for Python puts its own label in front of
+# a User-Agent its caller sets (the JS SDK, which Gemini CLI uses, does not).
+_GEMINI_CLI_UA = re.compile(r"(?:^|\s)geminicli[/-]")
 
 CLIENTS: tuple[str, ...] = (
     *(name for _, _, name in _UA_RULES),
     "Cursor",
     *(name for _, name in _LATE_UA_RULES),
+    "Gemini CLI",
     "Unknown",
 )
 
@@ -42,6 +48,8 @@ _SESSION_HEADERS: dict[str, tuple[str, ...]] = {
     "Kilo Code": ("x-kilocode-taskid",),
     "Coder Agents": ("x-coder-chat-id",),
     "OpenCode": ("x-opencode-session", "x-session-affinity"),
+    # Gemini CLI: none. On the Gemini API it sends no session header (its session id only goes into Code Assist
+    # request bodies on cloudcode-pa.googleapis.com); `x-gemini-api-privileged-user-id` is a per-install id.
 }
 # Clients whose session id may also come from the request body (Claude Code metadata, Codex client_metadata).
 _BODY_SESSION_CLIENTS = frozenset({"Claude Code", "Codex"})
@@ -67,6 +75,8 @@ def classify_client(headers: Mapping[str, str]) -> str:
     for prefix, name in _LATE_UA_RULES:
         if ua.startswith(prefix):
             return name
+    if _GEMINI_CLI_UA.search(ua):
+        return "Gemini CLI"
     # Codex names itself in `originator` (codex_exec, codex_cli_rs) even when a wrapper replaces the UA.
     if originator.startswith("codex"):
         return "Codex"

@@ -9,10 +9,13 @@ import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aigw_proxy.circuit import BreakerConfig
 from aigw_proxy.providers import Provider, ProviderTable, builtin_providers
+from aigw_proxy.shadow_ai import parse_host_patterns
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -49,12 +52,13 @@ class FileConfig:
     upstream_ca_file: Path | None = None
     allowed_private_cidrs: list[IPNetwork] = field(default_factory=list)
     allowed_ports: tuple[int, ...] = (80, 443)
+    shadow_ai_hosts: tuple[str, ...] = ()  # extra host patterns counted as shadow AI when tunnelled (shadow_ai.py)
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
-_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers"}
+_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 
 
@@ -101,6 +105,11 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
         if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
             raise ConfigError("allowed_ports must be a list of port numbers (1..65535)")
         cfg.allowed_ports = tuple(ports)
+    if "shadow_ai_hosts" in raw:
+        try:
+            cfg.shadow_ai_hosts = parse_host_patterns(raw["shadow_ai_hosts"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     cfg.providers = merge_providers(raw.get("providers", []))
     try:
         cfg.provider_table()
@@ -157,6 +166,12 @@ class Settings:
     config_file: Path | None = None
     shutdown_grace: float = 10.0  # seconds in-flight streams get to finish on SIGTERM
     file: FileConfig = field(default_factory=FileConfig)
+    structured_logging: bool = False  # one `interception log` line per committed record
+    trace: bool = False  # OpenTelemetry spans per interception, exported over OTLP/HTTP (OTEL_* variables)
+    trace_logs: bool = False  # with `trace`: log records become events on their interception's span
+    metrics_initiator_label: bool = True  # False drops the per-user `initiator_id` label (large fleets)
+    circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)  # off unless enabled
+    retention: timedelta | None = timedelta(days=60)  # interceptions older than this are purged; None keeps all
 
     @property
     def database_path(self) -> Path:

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 # A JWT: three base64url segments (the signature may be empty for unsigned tokens). ChatGPT-plan tokens.
 _JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Tokens obtained by a login rather than created as keys: Anthropic OAuth access tokens, GitHub user-to-server
-# and OAuth app tokens, Copilot session tokens (`tid=…;exp=…`, minted from the user's GitHub login).
-# (`ghp_`/`github_pat_` personal access tokens are keys.)
-_OAUTH_PREFIXES = ("sk-ant-oat", "ghu_", "gho_", "tid=")
+# and OAuth app tokens, Copilot session tokens (`tid=…;exp=…`, minted from the user's GitHub login), Google OAuth
+# access tokens (`ya29.`, Gemini CLI's "Login with Google"). (`ghp_`/`github_pat_` personal access tokens are keys.)
+_OAUTH_PREFIXES = ("sk-ant-oat", "ghu_", "gho_", "tid=", "ya29.")
 
 
 def credential_info(headers: Mapping[str, str]) -> tuple[str, str]:
@@ -20,8 +20,8 @@ def credential_info(headers: Mapping[str, str]) -> tuple[str, str]:
         h = {str(k).lower(): str(v) for k, v in headers.items()}
     except Exception:
         return "none", ""
-    # X-Api-Key wins over Authorization, as in the gateway; `api-key` is Azure OpenAI's header.
-    for name in ("x-api-key", "api-key"):
+    # X-Api-Key wins over Authorization, as in the gateway; `api-key` is Azure OpenAI's, `x-goog-api-key` Gemini's.
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
         key = h.get(name, "").strip()
         if key:
             return "api_key", mask_secret(key)

@@ -22,11 +22,17 @@ from addons.inflight import InFlight
 from addons.intercept import Interceptor
 from addons.readiness import Readiness
 from addons.routing import ProviderRouter
+from addons.websocket import ResponsesSocket
 from aigw_proxy.admin import AdminResponse, AdminServer
+from aigw_proxy.api.thread import ApiThread
 from aigw_proxy.ca import CAError, ensure_ca
 from aigw_proxy.config import Settings
 from aigw_proxy.identity import TokenAuthenticator
+from aigw_proxy.monitoring import Monitoring, setup_monitoring
+from aigw_proxy.observability import Observability
+from aigw_proxy.observability import setup as setup_observability
 from aigw_proxy.recorder import Recorder
+from aigw_proxy.retention import RetentionLoop
 from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
 
 log = logging.getLogger("aigw_proxy.daemon")
@@ -61,6 +67,10 @@ class Running:
     router: ProviderRouter
     proxy_addr: tuple[str, int]
     admin_addr: tuple[str, int]
+    observability: Observability | None = None
+    monitoring: Monitoring | None = None
+    api: ApiThread | None = None  # the REST API's own thread and loop
+    retention: RetentionLoop | None = None
 
 
 async def start(settings: Settings) -> Running:
@@ -73,6 +83,7 @@ async def start(settings: Settings) -> Running:
     writer = RecordWriter(db)
     writer.start()
     recorder = Recorder(writer)
+    obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for
     admin = AdminServer()
     try:
         admin_addr = await admin.start(*settings.admin_listen)
@@ -92,9 +103,11 @@ async def start(settings: Settings) -> Running:
     master = Master(opts)
     inflight = InFlight()
     router = ProviderRouter(settings.file)
+    mon = setup_monitoring(settings, recorder, writer, router)  # metrics, provider reload, circuit breaker
     authenticator = TokenAuthenticator(UserStore(db).authenticate)
     # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
-    master.addons.add(TokenAuth(authenticator), router, inflight, Interceptor(recorder.submit))
+    master.addons.add(TokenAuth(authenticator), router, inflight, *mon.gates, Interceptor(recorder.submit, obs.tracer),
+                      ResponsesSocket(recorder.submit), mon.proxy_metrics)
     master.addons.add(
         core.Core(),
         disable_h2c.DisableH2C(),
@@ -118,8 +131,18 @@ async def start(settings: Settings) -> Running:
         await db.close()
         raise DaemonError(str(exc) or "the proxy did not start") from None
 
-    running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin_addr)
+    running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin_addr,
+                      obs)
     admin.route("/healthz", lambda m, t, h: _healthz(running))
+    running.monitoring = mon
+    admin.route("/metrics", mon.metrics_endpoint)
+    mon.start(settings)
+    running.api = ApiThread(settings.database_path, settings.confdir)
+    await running.api.start()
+    admin.route("/api/", running.api.handle, prefix=True)  # handled on the API thread, off the proxy loop
+    if settings.retention is not None:
+        running.retention = RetentionLoop(db, settings.retention)
+        running.retention.start()
     log.info("proxy listening on %s:%d, admin on %s:%d", *addrs[0], *admin_addr)
     return running
 
@@ -137,6 +160,10 @@ async def _healthz(r: Running) -> AdminResponse:
 
 
 async def stop(r: Running, grace: float) -> None:
+    if r.retention is not None:
+        await r.retention.close()
+    if r.monitoring is not None:
+        await r.monitoring.close()  # no provider reload while stopping
     ps = r.master.addons.get("proxyserver")
     await ps.servers.update([])  # stop accepting: master.shutdown() alone leaves the port listening
     if not await r.inflight.wait_idle(grace):
@@ -148,7 +175,11 @@ async def stop(r: Running, grace: float) -> None:
     r.master.shutdown()
     await r.master_task
     await r.admin.close()
+    if r.api is not None:
+        await r.api.close()
     await r.writer.close(30)
+    if r.observability is not None:
+        await r.observability.close()  # after the writer: its last commits end their spans
     await r.db.close()
     log.info("stopped; %d record event(s) written, dropped: %s", r.writer.written, dict(r.writer.dropped) or "none")
 
@@ -160,6 +191,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    if running.monitoring is not None:
+        loop.add_signal_handler(signal.SIGHUP, running.monitoring.reloader.trigger, "SIGHUP")
     print(f"aigw-proxy listening on {running.proxy_addr[0]}:{running.proxy_addr[1]} "
           f"(admin {running.admin_addr[0]}:{running.admin_addr[1]}, data {settings.data_dir})", flush=True)
     await stop_requested.wait()

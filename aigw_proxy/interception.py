@@ -1,7 +1,8 @@
 """One model call as the proxy sees it: request bytes, response bytes as they stream, and the records they make.
 
-Transport-neutral (no mitmproxy imports): the HTTP addon and, later, the WebSocket addon feed it bytes and call
-`finish()`. Every failure inside is turned into a failed or partial record; nothing raises into the proxy.
+Transport-neutral (no mitmproxy imports): the HTTP addon feeds it bytes, the WebSocket addon feeds it a decoded
+`response.create` message and server event dicts; both call `finish()`. Every failure inside is turned into a
+failed or partial record; nothing raises into the proxy.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from aigw_proxy.clients import classify_client, client_session_id
 from aigw_proxy.credentials import credential_info
-from aigw_proxy.parsing import anthropic_messages, openai_chat, openai_responses
+from aigw_proxy.parsing import anthropic_messages, gemini, openai_chat, openai_responses
 from aigw_proxy.parsing.decoding import StreamDecoder, decode_body
-from aigw_proxy.parsing.sse import SSEStreamParser
+from aigw_proxy.parsing.jsonarray import JSONArrayStreamParser
+from aigw_proxy.parsing.sse import EventAccumulator, SSEStreamParser
 from aigw_proxy.providers import Api, Provider
 from aigw_proxy.records import (
     Initiator,
@@ -27,16 +30,25 @@ from aigw_proxy.records import (
     ResponseFacts,
 )
 
+if TYPE_CHECKING:  # tracing (OpenTelemetry) is imported only when a tracer is configured
+    from aigw_proxy.tracing import InterceptionTrace, Tracer
+
 log = logging.getLogger("aigw_proxy.interception")
 
 PARSERS: dict[Api, ModuleType] = {
     Api.ANTHROPIC_MESSAGES: anthropic_messages,
     Api.OPENAI_CHAT: openai_chat,
     Api.OPENAI_RESPONSES: openai_responses,
+    Api.GEMINI_GENERATE: gemini,
+}
+# APIs whose responses can also arrive as already-framed JSON events (Responses over a WebSocket).
+EVENT_ACCUMULATORS: dict[Api, Callable[[], EventAccumulator]] = {
+    Api.OPENAI_RESPONSES: openai_responses.StreamAccumulator,
 }
 
 # A non-streamed body larger than this is relayed but not parsed (memory stays bounded whatever upstream sends).
 MAX_PARSED_BODY = 64 * 1024 * 1024
+SWITCHING_PROTOCOLS = 101  # a WebSocket turn's upstream status: the socket's upgrade succeeded
 
 Submit = Callable[[RecordEvent], object]
 
@@ -58,12 +70,14 @@ class Interception:
         route: str,
         submit: Submit,
         transport: str = "http",
+        tracer: Tracer | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.api = api
         self.provider = provider
         self.initiator = initiator
         self.route = route
+        self.route_match = provider.match_route(route)  # what the path says (Gemini: model, streaming)
         self.transport = transport
         self.started_at = _now()
         self._submit = submit
@@ -75,10 +89,14 @@ class Interception:
         self.streaming = False
         self.finished = False
         self._decoder: StreamDecoder | None = None
-        self._stream: SSEStreamParser | None = None
+        self._stream: SSEStreamParser | JSONArrayStreamParser | None = None
+        self._events: EventAccumulator | None = None  # a WebSocket turn's server events
         self._body: bytearray | None = None
         self._body_overflow = False
         self._raw_request: tuple[bytes, str | None] = (b"", None)
+        self.trace: InterceptionTrace | None = (
+            tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
+        )
 
     @property
     def parser(self) -> ModuleType:
@@ -88,6 +106,8 @@ class Interception:
     def request_received(self, raw: bytes, content_encoding: str | None) -> None:
         """Keep the request body; it is parsed by `parse_request` once it has been relayed."""
         self._raw_request = (raw, content_encoding)
+        if self.trace is not None:
+            self.trace.request_received()
 
     def parse_request(self) -> None:
         """Parse the request and record the interception's start (once)."""
@@ -96,10 +116,22 @@ class Interception:
         raw, content_encoding = self._raw_request
         self._raw_request = (b"", None)
         body, err = decode_body(raw, content_encoding)
-        facts = self.parser.parse_request(body) if err is None else RequestFacts(error=err)
+        self._record_start(self.parser.parse_request(body) if err is None else RequestFacts(error=err))
+
+    def request_object(self, req: dict) -> None:
+        """Parse an already-decoded request (a WebSocket `response.create` message) and record the start (once)."""
+        if self.request is None:
+            self._record_start(self.parser.parse_request_object(req))
+
+    def _record_start(self, facts: RequestFacts) -> None:
+        if self.route_match is not None:  # a path-named model (Gemini) counts when the body names none
+            facts.model = facts.model or self.route_match.model
+            facts.stream = facts.stream or self.route_match.streaming
         if facts.error:
             log.warning("interception %s: cannot parse %s request: %s", self.id, self.api, facts.error)
         self.request = facts
+        if self.trace is not None:
+            self.trace.request_parsed(facts.model or "unknown", facts.stream, facts.error)
         kind, hint = credential_info(self._headers)
         self._submit(
             InterceptionStarted(
@@ -122,6 +154,7 @@ class Interception:
                 previous_response_id=facts.previous_response_id,
                 credential_kind=kind,
                 credential_hint=hint,
+                api=str(self.api),
             )
         )
 
@@ -132,8 +165,22 @@ class Interception:
         if content_type.lower().startswith("text/event-stream"):
             self.streaming = True
             self._stream = self.parser.stream_parser()
+        elif self._streams_json_array(content_type):
+            self.streaming = True
+            self._stream = self.parser.json_stream_parser()
         else:
             self._body = bytearray()
+        if self.trace is not None:
+            self.trace.response_started(self.streaming)
+
+    def _streams_json_array(self, content_type: str) -> bool:
+        """A streaming route answering in JSON (Gemini without `alt=sse`) streams a JSON array, element by element."""
+        return (
+            self.route_match is not None
+            and self.route_match.streaming
+            and content_type.lower().startswith("application/json")
+            and hasattr(self.parser, "json_stream_parser")
+        )
 
     def response_chunk(self, chunk: bytes) -> None:
         if self._decoder is None or not chunk:
@@ -148,9 +195,28 @@ class Interception:
             else:
                 self._body += data
 
+    def events_started(self) -> None:
+        """The response comes as JSON event dicts on an upgraded socket (a WebSocket turn): `response_event`."""
+        self.status_code = SWITCHING_PROTOCOLS
+        self.streaming = True
+        self._events = EVENT_ACCUMULATORS[self.api]()
+
+    def response_event(self, event: dict) -> None:
+        if self._events is None:
+            return
+        status = event.get("status")
+        if event.get("type") == "error" and isinstance(status, int) and not isinstance(status, bool):
+            self.status_code = status  # the HTTP status the provider would have answered with (Codex reads it too)
+        self._events.on_event(event)
+
     def _response_facts(self) -> ResponseFacts:
         if self._stream is not None:
             facts = self._stream.finish()
+        elif self._events is not None:
+            try:
+                facts = self._events.result()
+            except Exception as exc:  # a bug in an accumulator must not reach the proxy
+                facts = ResponseFacts(error=f"event parser failed: {exc!r}", parse_errors=1)
         elif self._body_overflow:
             facts = ResponseFacts(completed=True, error=None)
             facts.parse_errors = 1
@@ -168,11 +234,15 @@ class Interception:
         if self.finished:
             return None
         self.finished = True
+        if self.trace is not None:
+            self.trace.upstream_ended(self.status_code, error)
         self.parse_request()  # no-op when already parsed; the start is always recorded before the end
         facts = self._response_facts() if self.status_code is not None else ResponseFacts()
         self.response = facts
         req = self.request or RequestFacts()
-        status_ok = self.status_code is not None and 200 <= self.status_code < 300
+        status_ok = self.status_code is not None and (
+            200 <= self.status_code < 300 or (self.status_code == SWITCHING_PROTOCOLS and self._events is not None)
+        )
         failure = error
         if failure is None and self.status_code is not None and not status_ok:
             failure = facts.error or f"upstream returned HTTP {self.status_code}"
@@ -196,6 +266,9 @@ class Interception:
             tool_calls=facts.tool_calls,
             thoughts=facts.thoughts,
             metadata={"streaming": self.streaming or req.stream} if self.streaming != req.stream else {},
+            parse_errors=facts.parse_errors + (1 if req.error else 0),
         )
+        if self.trace is not None:
+            self.trace.finished(ended)
         self._submit(ended)
         return ended

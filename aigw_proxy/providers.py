@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 class Api(StrEnum):
@@ -18,9 +18,10 @@ class Api(StrEnum):
     ANTHROPIC_MESSAGES = "anthropic.messages"
     OPENAI_CHAT = "openai.chat_completions"
     OPENAI_RESPONSES = "openai.responses"
+    GEMINI_GENERATE = "gemini.generate_content"
 
 
-PROVIDER_TYPES = ("anthropic", "openai", "copilot")
+PROVIDER_TYPES = ("anthropic", "openai", "copilot", "gemini")
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 # Model-call endpoints per provider type, relative to the provider's base path.
@@ -32,8 +33,32 @@ ENDPOINTS: dict[str, dict[str, Api]] = {
         "/responses": Api.OPENAI_RESPONSES,
         "/v1/messages": Api.ANTHROPIC_MESSAGES,
     },
+    "gemini": {},
 }
-DEFAULT_BASE_PATH = {"anthropic": "", "openai": "/v1", "copilot": ""}
+# Model-call endpoints whose path names the model (`{model}`: one path segment), relative to the base path:
+# (pattern, API, whether the route itself streams). Tried only when no exact route matched.
+PATTERN_ENDPOINTS: dict[str, tuple[tuple[str, Api, bool], ...]] = {
+    "gemini": tuple(
+        (f"/{version}/models/{{model}}:{method}", Api.GEMINI_GENERATE, method == "streamGenerateContent")
+        for version in ("v1beta", "v1", "v1alpha")
+        for method in ("generateContent", "streamGenerateContent")
+    ),
+}
+DEFAULT_BASE_PATH = {"anthropic": "", "openai": "/v1", "copilot": "", "gemini": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """What a model route's path says: the API, and for path-named models (Gemini) the model and streaming."""
+
+    api: Api
+    model: str | None = None  # named by the path, for bodies that carry none
+    streaming: bool = False  # the route itself streams (Gemini `:streamGenerateContent`), whatever the body says
+
+
+def _compile_pattern(base_path: str, pattern: str) -> re.Pattern[str]:
+    before, _, after = pattern.partition("{model}")
+    return re.compile(re.escape(base_path + before) + r"(?P<model>[^/:]+)" + re.escape(after))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,7 @@ class Provider:
     upstream: Upstream | None = None
     enabled: bool = True
     routes: dict[str, Api] = field(default_factory=dict, compare=False)
+    patterns: tuple[tuple[re.Pattern[str], Api, bool], ...] = field(default=(), compare=False)
 
     @classmethod
     def build(
@@ -99,13 +125,32 @@ class Provider:
             raise ValueError(f"provider {name!r}: base_path {base_path!r} must start with '/'")
         up = Upstream.parse(upstream) if upstream else None
         routes = {bp + suffix: api for suffix, api in ENDPOINTS[type].items()}
-        return cls(name, type, clean_hosts, bp, up, enabled, routes)
+        patterns = tuple((_compile_pattern(bp, p), api, s) for p, api, s in PATTERN_ENDPOINTS.get(type, ()))
+        return cls(name, type, clean_hosts, bp, up, enabled, routes, patterns)
 
     def api_for(self, method: str, path: str) -> Api | None:
         """The model API a request calls, or None for a passthrough path (query strings ignored)."""
         if method != "POST":
             return None
-        return self.routes.get(path.split("?", 1)[0].rstrip("/") or "/")
+        clean = path.split("?", 1)[0].rstrip("/") or "/"
+        api = self.routes.get(clean)  # the exact routes: one dict lookup
+        if api is not None or not self.patterns:
+            return api
+        found = self._match_pattern(clean)
+        return found.api if found else None
+
+    def match_route(self, path: str) -> RouteMatch | None:
+        """The model route a path is, with what the path itself says (query strings ignored)."""
+        clean = path.split("?", 1)[0].rstrip("/") or "/"
+        api = self.routes.get(clean)
+        return RouteMatch(api) if api is not None else self._match_pattern(clean)
+
+    def _match_pattern(self, clean: str) -> RouteMatch | None:
+        for pattern, api, streaming in self.patterns:
+            m = pattern.fullmatch(clean)
+            if m:
+                return RouteMatch(api, unquote(m["model"]) or None, streaming)
+        return None
 
 
 def builtin_providers() -> list[Provider]:
@@ -123,6 +168,7 @@ def builtin_providers() -> list[Provider]:
                 "api.enterprise.githubcopilot.com",
             ],
         ),
+        Provider.build("gemini", "gemini", ["generativelanguage.googleapis.com"]),
     ]
 
 

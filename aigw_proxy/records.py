@@ -99,6 +99,7 @@ class InterceptionStarted:
     previous_response_id: str | None = None
     credential_kind: str = "api_key"  # api_key | oauth | none
     credential_hint: str = ""
+    api: str = ""  # the provider API called (providers.Api value), for per-API metrics
 
 
 @dataclass(slots=True)
@@ -115,6 +116,7 @@ class InterceptionEnded:
     tool_calls: list[ToolCall] = field(default_factory=list)
     thoughts: list[ModelThought] = field(default_factory=list)
     metadata: dict[str, object] = field(default_factory=dict)  # merged into the interception's metadata
+    parse_errors: int = 0  # request or response parts that could not be parsed (metrics)
 
 
 RecordEvent = InterceptionStarted | InterceptionEnded

@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.certs import make_ca, make_server_cert, server_ssl_context, write_pem
 from tests.support.standin import StandIn
+from tests.support.ws_fixtures import ws_daemon, ws_proxy_env, ws_standin_server, ws_upstream  # noqa: F401
 
 PROVIDER_HOSTS = [
     "api.anthropic.com",
@@ -31,6 +32,7 @@ PROVIDER_HOSTS = [
     "chatgpt.com",
     "api.githubcopilot.com",
     "api.individual.githubcopilot.com",
+    "generativelanguage.googleapis.com",
 ]
 AIGW = [sys.executable, "-m", "aigw_proxy"]
 
@@ -204,7 +206,7 @@ def provider_config(standin: StandIn, upstream_ca: Path, *, extra: str = "", por
         'allowed_private_cidrs = ["127.0.0.1/32"]',
         extra,
     ]
-    for name in ("anthropic", "openai", "chatgpt", "copilot"):
+    for name in ("anthropic", "openai", "chatgpt", "copilot", "gemini"):
         lines += ["[[providers]]", f'name = "{name}"', f'upstream = "{standin.url}"', ""]
     return "\n".join(lines)
 

@@ -1,14 +1,17 @@
-"""`aigw-proxy interceptions …`: read the records."""
+"""`aigw-proxy interceptions …`: read the records, from the local database or a running proxy's API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from aigw_proxy.cli.common import data_dir_option, print_json, storage_call
 from aigw_proxy.cli.main import main
+from aigw_proxy.cli.remote import api_get, remote_options, search_query
 
 
 def _rfc3339(value: str | None, flag: str) -> datetime | None:
@@ -23,33 +26,61 @@ def _rfc3339(value: str | None, flag: str) -> datetime | None:
     return dt
 
 
+def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters shared by `interceptions list` and `sessions list` (contract §5)."""
+    for option in reversed([
+        click.option("--initiator", help="User name or id ('me' with --url: the token's user)."),
+        click.option("--provider", help="Provider type (anthropic, openai, copilot, gemini)."),
+        click.option("--provider-name", help="Provider name (e.g. chatgpt)."),
+        click.option("--model"),
+        click.option("--client", help="Client name, e.g. 'Claude Code'."),
+        click.option("--session-id", help="Only this session."),
+        click.option("--started-after", help="RFC 3339 time."),
+        click.option("--started-before", help="RFC 3339 time."),
+        click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True),
+    ]):
+        f = option(f)
+    return f
+
+
+def filter_terms(kw: dict[str, Any]) -> dict[str, Any]:
+    """The filter flags as storage/search terms (times parsed and checked)."""
+    return {
+        "initiator": kw["initiator"], "provider": kw["provider"], "provider_name": kw["provider_name"],
+        "model": kw["model"], "client": kw["client"], "session_id": kw["session_id"],
+        "started_after": _rfc3339(kw["started_after"], "--started-after"),
+        "started_before": _rfc3339(kw["started_before"], "--started-before"),
+    }
+
+
+def local_filter(terms: dict[str, Any]) -> Any:
+    from aigw_proxy.storage import InterceptionFilter
+
+    if terms["initiator"] == "me":
+        raise click.BadParameter("'me' needs remote mode (--url and --token)", param_hint="--initiator")
+    return InterceptionFilter(**terms)
+
+
 @main.group()
 def interceptions() -> None:
     """Read recorded interceptions."""
 
 
 @interceptions.command("list")
-@click.option("--initiator", help="User name or id.")
-@click.option("--provider", help="Provider type (anthropic, openai, copilot).")
-@click.option("--provider-name", help="Provider name (e.g. chatgpt).")
-@click.option("--model")
-@click.option("--client", help="Client name, e.g. 'Claude Code'.")
-@click.option("--started-after", help="RFC 3339 time.")
-@click.option("--started-before", help="RFC 3339 time.")
+@filter_options
 @click.option("--after-id", help="Cursor: the id of the last result of the previous page.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@remote_options
 @data_dir_option
-def interceptions_list(initiator: str | None, provider: str | None, provider_name: str | None,
-                       model: str | None, client: str | None, started_after: str | None,
-                       started_before: str | None, after_id: str | None, limit: int, data_dir: Path) -> None:
+def interceptions_list(after_id: str | None, url: str | None, token: str | None, data_dir: Path,
+                       **kw: Any) -> None:
     """Print ended interceptions as a JSON array, newest first."""
-    from aigw_proxy.storage import InterceptionFilter, list_interceptions
+    terms = filter_terms(kw)
+    if url:
+        body = api_get(url, token, "/interceptions", {"q": search_query(**terms), "limit": kw["limit"],
+                                                       "after_id": after_id})
+        print_json(body["results"])
+        return
+    from aigw_proxy.storage import list_interceptions
 
-    flt = InterceptionFilter(
-        initiator=initiator, provider=provider, provider_name=provider_name, model=model, client=client,
-        started_after=_rfc3339(started_after, "--started-after"),
-        started_before=_rfc3339(started_before, "--started-before"),
-    )
-    print_json(storage_call(data_dir, lambda db: list_interceptions(db, flt, limit=limit, after_id=after_id)))
-
-
+    flt = local_filter(terms)
+    print_json(storage_call(data_dir, lambda db: list_interceptions(db, flt, limit=kw["limit"], after_id=after_id)))

@@ -67,13 +67,17 @@ async def pragma(conn: AsyncConnection, name: str) -> Any:
     return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
 
 
-async def reclaim_free_pages(conn: AsyncConnection) -> None:
-    """Give pages freed by a purge back to the file system (auto_vacuum = INCREMENTAL)."""
+async def reclaim_free_pages(conn: AsyncConnection, pages: int | None = None) -> int:
+    """Give pages freed by a purge back to the file system (auto_vacuum = INCREMENTAL): all of them, or at most
+    `pages` (a bounded step, so a large purge does not hold the write lock for long). Returns the free pages
+    still left."""
     # The pragma frees one page per step and returns no columns, so SQLAlchemy would step it only once: step it
     # to the end on the driver's own cursor (same connection, same transaction).
     raw = await conn.get_raw_connection()
-    cursor = await raw.driver_connection.execute("PRAGMA incremental_vacuum")
+    limit = "" if pages is None else f"({int(pages)})"
+    cursor = await raw.driver_connection.execute(f"PRAGMA incremental_vacuum{limit}")
     try:
         await cursor.fetchall()
     finally:
         await cursor.close()
+    return int((await conn.exec_driver_sql("PRAGMA freelist_count")).scalar() or 0)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aigw_proxy.storage import schema
+from aigw_proxy.storage import schema, summaries
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
 
@@ -53,6 +53,7 @@ def _v1_initial(conn: sa.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
+    Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

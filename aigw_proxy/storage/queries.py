@@ -37,14 +37,35 @@ class InterceptionFilter:
     session_id: str | None = None
     started_after: datetime | None = None  # inclusive
     started_before: datetime | None = None  # inclusive
+    visible_to: str | None = None  # a member's user id: only their own records (API roles); None: everything
+
+    @property
+    def by_user(self) -> bool:
+        """Narrowed to one user's or one session's rows: small enough to count and group directly."""
+        return self.initiator is not None or self.visible_to is not None or self.session_id is not None
+
+    @property
+    def by_attribute(self) -> bool:
+        """Narrowed by time or by what was called (needs the per-interception rows, not the summaries)."""
+        return any(
+            v is not None
+            for v in (self.provider, self.provider_name, self.model, self.client, self.started_after,
+                      self.started_before)
+        )
 
 
-def _conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+def initiator_ids(value: str) -> sa.Select[tuple[str]]:
+    """The user ids `value` may name: itself (an id, possibly of a deleted user) or a username's id."""
+    return sa.select(sa.literal(value, sa.String)).union(sa.select(users.c.id).where(users.c.username == value))
+
+
+def filter_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
     i = interceptions.c
     cond: list[sa.ColumnElement[bool]] = [i.ended_at.is_not(None)]
+    if flt.visible_to is not None:
+        cond.append(i.initiator_id == flt.visible_to)
     if flt.initiator is not None:
-        by_username = sa.select(users.c.id).where(users.c.username == flt.initiator).scalar_subquery()
-        cond.append(sa.or_(i.initiator_id == flt.initiator, i.initiator_id.in_(by_username)))
+        cond.append(i.initiator_id.in_(initiator_ids(flt.initiator)))
     if flt.provider is not None:
         cond.append(i.provider == flt.provider)
     if flt.provider_name is not None:
@@ -64,9 +85,14 @@ def _conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
 
 async def count_interceptions(db: Database, flt: InterceptionFilter | None = None) -> int:
     """How many ended interceptions match (ignores pagination)."""
-    query = sa.select(sa.func.count()).select_from(interceptions).where(*_conditions(flt or InterceptionFilter()))
+    flt = flt or InterceptionFilter()
     async with db.reader.connect() as conn:
-        return int((await conn.execute(query)).scalar_one())
+        if flt.by_user:  # a user has few enough rows to count them through an index
+            query = sa.select(sa.func.count()).select_from(interceptions).where(*filter_conditions(flt))
+            return int((await conn.execute(query)).scalar_one())
+        from aigw_proxy.storage.counts import count_by_days  # it builds on this module's filters
+
+        return await count_by_days(conn, flt)
 
 
 async def list_interceptions(
@@ -88,11 +114,12 @@ async def list_interceptions(
         raise ValueError("cannot use both after_id and offset pagination")
     limit = limit or DEFAULT_LIMIT
     i = interceptions.c
-    cond = _conditions(flt or InterceptionFilter())
+    cond = filter_conditions(flt or InterceptionFilter())
     async with db.reader.connect() as conn:
         if after_id is not None:
             cursor = (
-                await conn.execute(sa.select(i.started_at).where(i.id == after_id, i.ended_at.is_not(None)))
+                await conn.execute(sa.select(i.started_at).where(i.id == after_id, *filter_conditions(
+                    InterceptionFilter(visible_to=(flt or InterceptionFilter()).visible_to))))
             ).first()
             if cursor is None:
                 raise InvalidCursor(f"invalid pagination cursor: no ended interception with id {after_id!r}")
@@ -113,11 +140,11 @@ async def list_interceptions(
         rows = (await conn.execute(query)).all()
         if not rows:
             return []
-        children = await _children([r.id for r in rows], conn)
+        children = await children_of([r.id for r in rows], conn)
     return [_interception_json(r, children) for r in rows]
 
 
-async def _children(ids: list[str], conn: AsyncConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
+async def children_of(ids: list[str], conn: AsyncConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"token_usages": [], "user_prompts": [], "tool_usages": [], "model_thoughts": []}
     )
@@ -170,6 +197,7 @@ def _interception_json(r: Any, children: dict[str, dict[str, list[dict[str, Any]
 def _token_usage_json(r: Any) -> dict[str, Any]:
     return {
         "id": r.id,
+        "interception_id": r.interception_id,
         "provider_response_id": r.provider_response_id,
         "input_tokens": r.input_tokens,
         "output_tokens": r.output_tokens,
@@ -183,8 +211,10 @@ def _token_usage_json(r: Any) -> dict[str, Any]:
 def _user_prompt_json(r: Any) -> dict[str, Any]:
     return {
         "id": r.id,
+        "interception_id": r.interception_id,
         "provider_response_id": r.provider_response_id,
         "prompt": r.prompt,
+        "metadata": r.metadata or {},
         "created_at": rfc3339(r.created_at),
     }
 
@@ -192,6 +222,7 @@ def _user_prompt_json(r: Any) -> dict[str, Any]:
 def _tool_usage_json(r: Any) -> dict[str, Any]:
     return {
         "id": r.id,
+        "interception_id": r.interception_id,
         "provider_response_id": r.provider_response_id,
         "provider_tool_call_id": r.provider_tool_call_id,
         "provider_item_id": r.provider_item_id,
@@ -200,9 +231,15 @@ def _tool_usage_json(r: Any) -> dict[str, Any]:
         "injected": bool(r.injected),
         "server_url": r.server_url,
         "invocation_error": r.invocation_error,
+        "metadata": r.metadata or {},
         "created_at": rfc3339(r.created_at),
     }
 
 
 def _model_thought_json(r: Any) -> dict[str, Any]:
-    return {"content": r.content, "metadata": r.metadata or {}, "created_at": rfc3339(r.created_at)}
+    return {
+        "interception_id": r.interception_id,
+        "content": r.content,
+        "metadata": r.metadata or {},
+        "created_at": rfc3339(r.created_at),
+    }

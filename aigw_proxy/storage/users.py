@@ -139,10 +139,15 @@ class UserStore:
 
     async def authenticate(self, token: str) -> Initiator | None:
         """The user behind an unrevoked token of a live user, or None."""
+        found = await self.authenticate_with_role(token)
+        return found[0] if found is not None else None
+
+    async def authenticate_with_role(self, token: str) -> tuple[Initiator, str] | None:
+        """Like `authenticate`, plus the user's role (`member` or `admin`): proxy tokens double as API tokens."""
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX_LEN:
             return None
         query = (
-            sa.select(api_tokens.c.id, users.c.id.label("user_id"), users.c.username)
+            sa.select(api_tokens.c.id, users.c.id.label("user_id"), users.c.username, users.c.role)
             .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
             .where(
                 api_tokens.c.token_hash == hash_token(token),
@@ -154,7 +159,7 @@ class UserStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return Initiator(user_id=row.user_id, username=row.username, token_id=row.id)
+        return Initiator(user_id=row.user_id, username=row.username, token_id=row.id), row.role
 
 
 async def _resolve_user(conn: AsyncConnection, username_or_id: str) -> str:

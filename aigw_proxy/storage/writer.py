@@ -1,6 +1,11 @@
 """The record writer: the proxy's event loop hands events over with `submit()` (never blocks, never awaits the
 database); a background task writes them in batches, one transaction per batch, in submission order.
 
+Within a batch, writes are queued and sent with executemany (interception inserts, then end updates, then child
+rows: each group only depends on the ones before it). Thread lineage is resolved from in-memory maps of recent
+tool call ids and response ids (batch-local entries included, so a parent earlier in the same batch counts);
+only a miss asks the database, after sending the queued writes so they are visible to the lookup.
+
 Failure handling:
 * database locked / I/O errors: the batch stays in memory and is retried with exponential backoff for up to
   `retry_for` seconds, then dropped and counted as `dropped["db_error"]` (logged);
@@ -28,6 +33,7 @@ from aigw_proxy.records import InterceptionEnded, InterceptionStarted, RecordEve
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.ids import new_id
 from aigw_proxy.storage.schema import (
+    CHILD_TABLES,
     CLIENT_MAX,
     CLIENT_SESSION_ID_MAX,
     CREDENTIAL_HINT_MAX,
@@ -44,6 +50,8 @@ log = logging.getLogger("aigw_proxy.storage")
 
 DANGLING_MESSAGE: Final = "proxy stopped before the interception ended"
 _INFLIGHT_CAP = 100_000  # in-flight start metadata kept in memory; beyond it the writer reads the row back
+_LINK_CAP = 100_000  # recent tool call ids / response ids kept in memory for thread lineage
+_EXPECTED_DROPS = frozenset({"already_ended", "unknown_interception", "closed"})  # logged as warnings
 _LOG_EVERY = 10.0  # seconds between two warnings of the same kind
 
 
@@ -63,10 +71,20 @@ class CommitInfo:
 Listener = Callable[[RecordEvent, CommitInfo], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """A possible thread parent: the interception that issued a tool call or produced a response."""
+
+    interception_id: str
+    root_id: str  # COALESCE(its thread_root_id, its id)
+    initiator_id: str
+
+
 @dataclass(slots=True)
 class _InFlight:
     metadata: dict[str, Any]
     info: CommitInfo
+    initiator_id: str
 
 
 @dataclass(slots=True)
@@ -75,11 +93,54 @@ class _Skip:
 
 
 @dataclass(slots=True)
+class _Outcome:
+    """One event's effect on the writer's memory, applied only once its writes went through."""
+
+    info: CommitInfo
+    inflight: _InFlight | None = None  # starts
+    tool_links: dict[str, _Link] = field(default_factory=dict)  # ends: call id → this interception
+    response_links: dict[str, _Link] = field(default_factory=dict)  # ends: response id → this interception
+
+
+@dataclass(slots=True)
 class _BatchResult:
     committed: list[tuple[RecordEvent, CommitInfo]] = field(default_factory=list)
     drops: Counter[str] = field(default_factory=Counter)
     started: dict[str, _InFlight] = field(default_factory=dict)  # started in this batch, still in flight
     ended: set[str] = field(default_factory=set)
+    tool_links: dict[str, _Link] = field(default_factory=dict)
+    response_links: dict[str, _Link] = field(default_factory=dict)
+
+
+class _Pending:
+    """Writes queued in the current transaction; `flush()` sends them in dependency order."""
+
+    __slots__ = ("children", "ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[dict[str, Any]] = []
+        self.ends: list[dict[str, Any]] = []
+        self.children: dict[str, list[dict[str, Any]]] = {t.name: [] for t in CHILD_TABLES}
+
+    def clear(self) -> None:
+        self.starts.clear()
+        self.ends.clear()
+        for rows in self.children.values():
+            rows.clear()
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        if self.starts:
+            rows, self.starts = self.starts, []
+            await conn.execute(_INSERT_INTERCEPTION, rows)
+        if self.ends:
+            rows, self.ends = self.ends, []
+            result = await conn.execute(_END_INTERCEPTION, rows)
+            if result.rowcount >= 0 and result.rowcount < len(rows):  # another process ended some first
+                log.warning("%d of %d interceptions were already ended", len(rows) - result.rowcount, len(rows))
+        for name, rows in self.children.items():
+            if rows:
+                self.children[name] = []
+                await conn.execute(_INSERT_CHILD[name], rows)
 
 
 class _Stop:
@@ -119,6 +180,8 @@ class RecordWriter:
         self._closing = False
         self._listeners: list[Listener] = []
         self._inflight: dict[str, _InFlight] = {}
+        self._tool_links: dict[str, _Link] = {}
+        self._response_links: dict[str, _Link] = {}
         self._submitted = 0  # events accepted by submit()
         self._done = 0  # accepted events written or dropped
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -171,8 +234,8 @@ class RecordWriter:
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background task (on the running loop). First it closes interceptions a previous process
-        left open. Idempotent."""
+        """Start the background task (on the running loop). First it closes, as failed, every interception a
+        previous process left open: one recording daemon per database. Idempotent."""
         if self._task is not None:
             return
         if self._closing:
@@ -206,7 +269,8 @@ class RecordWriter:
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Stop accepting events, write everything queued, stop. After `timeout` seconds the rest is dropped
-        (counted as `dropped["shutdown"]`)."""
+        (counted as `dropped["shutdown"]`). If another process holds the database lock at that moment, the
+        write already waiting for it cannot be interrupted: close() can overrun by up to busy_timeout."""
         if self._closing:
             if self._task is not None:
                 await asyncio.wait({self._task}, timeout=timeout)
@@ -305,9 +369,9 @@ class RecordWriter:
 
         for event_id in result.ended:
             self._inflight.pop(event_id, None)
-        self._inflight.update(result.started)
-        while len(self._inflight) > _INFLIGHT_CAP:
-            del self._inflight[next(iter(self._inflight))]
+        _remember(self._inflight, result.started, _INFLIGHT_CAP)
+        _remember(self._tool_links, result.tool_links, _LINK_CAP)
+        _remember(self._response_links, result.response_links, _LINK_CAP)
         for reason, n in result.drops.items():
             self._drop(reason, n, f"records not written: {reason}")
         self.written += len(result.committed)
@@ -356,108 +420,146 @@ class RecordWriter:
 
     async def _write_batch(self, batch: list[RecordEvent], *, isolate: bool) -> _BatchResult:
         result = _BatchResult()
+        pending = _Pending()
         async with self._db.writer.begin() as conn:
             for event in batch:
+                outcome: _Outcome | _Skip
                 if not isolate:
-                    outcome = await self._write_event(conn, event, result)
+                    outcome = await self._write_event(conn, event, result, pending)
                 else:
                     try:
                         async with conn.begin_nested():
-                            outcome = await self._write_event(conn, event, result)
+                            outcome = await self._write_event(conn, event, result, pending)
+                            await pending.flush(conn)
                     except Exception as exc:
                         if _is_database_error(exc):
                             raise
+                        pending.clear()
                         log.error("record %s refused by the database: %s", _event_name(event), _describe(exc))
                         outcome = _Skip("invalid")
                 _apply(result, event, outcome)
+            await pending.flush(conn)
         return result
 
-    async def _write_event(self, conn: AsyncConnection, event: RecordEvent, batch: _BatchResult) -> CommitInfo | _Skip:
-        """Write one event; mutate nothing outside the database (the caller applies the outcome)."""
+    async def _write_event(
+        self, conn: AsyncConnection, event: RecordEvent, batch: _BatchResult, pending: _Pending
+    ) -> _Outcome | _Skip:
+        """Queue one event's writes; change nothing in memory (the caller applies the outcome)."""
         if isinstance(event, InterceptionStarted):
-            return await self._write_start(conn, event)
+            return await self._write_start(conn, event, batch, pending)
         if isinstance(event, InterceptionEnded):
-            return await self._write_end(conn, event, batch)
+            return await self._write_end(conn, event, batch, pending)
         raise TypeError(f"not a record event: {type(event).__name__}")
 
-    async def _write_start(self, conn: AsyncConnection, ev: InterceptionStarted) -> CommitInfo:
-        parent_id, root_id = await _thread_lineage(conn, ev)
-        client_session_id = (
-            _clip(ev.client_session_id.strip() if ev.client_session_id else None, CLIENT_SESSION_ID_MAX) or None
+    async def _write_start(
+        self, conn: AsyncConnection, ev: InterceptionStarted, batch: _BatchResult, pending: _Pending
+    ) -> _Outcome:
+        parent = await self._thread_parent(conn, ev, batch, pending)
+        parent_id = parent.interception_id if parent else None
+        root_id = parent.root_id if parent else None
+        client_session_id = ev.client_session_id.strip() if ev.client_session_id else None
+        client_session_id = _clip(client_session_id, CLIENT_SESSION_ID_MAX) or None
+        pending.starts.append(
+            {
+                "id": ev.id,
+                "initiator_id": ev.initiator.user_id,
+                "api_key_id": ev.initiator.token_id,
+                "provider": ev.provider,
+                "provider_name": ev.provider_name or "",
+                "model": ev.model or "",
+                "client": _clip(ev.client, CLIENT_MAX) or "Unknown",
+                "client_session_id": client_session_id,
+                "thread_parent_id": parent_id,
+                "thread_root_id": root_id,
+                "correlating_tool_call_id": ev.correlating_tool_call_id or None,
+                "previous_response_id": ev.previous_response_id or None,
+                "credential_kind": ev.credential_kind,
+                "credential_hint": _clip(ev.credential_hint, CREDENTIAL_HINT_MAX) or "",
+                "started_at": self._utc(ev.started_at),
+                "ended_at": None,
+                "metadata": dict(ev.metadata),
+            }
         )
-        await conn.execute(
-            sa.insert(interceptions).values(
-                id=ev.id,
-                initiator_id=ev.initiator.user_id,
-                api_key_id=ev.initiator.token_id,
-                provider=ev.provider,
-                provider_name=ev.provider_name or "",
-                model=ev.model or "",
-                client=_clip(ev.client, CLIENT_MAX) or "Unknown",
-                client_session_id=client_session_id,
-                thread_parent_id=parent_id,
-                thread_root_id=root_id,
-                correlating_tool_call_id=ev.correlating_tool_call_id or None,
-                previous_response_id=ev.previous_response_id or None,
-                credential_kind=ev.credential_kind,
-                credential_hint=_clip(ev.credential_hint, CREDENTIAL_HINT_MAX) or "",
-                started_at=self._utc(ev.started_at),
-                metadata=dict(ev.metadata),
-            )
+        info = CommitInfo(
+            thread_parent_id=parent_id, thread_root_id=root_id, session_id=client_session_id or root_id or ev.id
         )
-        return CommitInfo(
-            thread_parent_id=parent_id,
-            thread_root_id=root_id,
-            session_id=client_session_id or root_id or ev.id,
-        )
+        return _Outcome(info, inflight=_InFlight(dict(ev.metadata), info, ev.initiator.user_id))
 
-    async def _write_end(self, conn: AsyncConnection, ev: InterceptionEnded, batch: _BatchResult) -> CommitInfo | _Skip:
-        i = interceptions.c
+    async def _thread_parent(
+        self, conn: AsyncConnection, ev: InterceptionStarted, batch: _BatchResult, pending: _Pending
+    ) -> _Link | None:
+        """The interception that issued the tool call this request answers, else the one that produced
+        `previous_response_id`; the most recent one, and only among the same user's interceptions (tool call ids
+        are not globally unique with every provider). Memory first, the database on a miss."""
+        who = ev.initiator.user_id
+        lookups = []
+        if ev.correlating_tool_call_id:
+            lookups.append((ev.correlating_tool_call_id, batch.tool_links, self._tool_links, _PARENT_BY_TOOL_CALL))
+        if ev.previous_response_id:
+            lookups.append((ev.previous_response_id, batch.response_links, self._response_links, _PARENT_BY_RESPONSE))
+        for key, batch_links, links, queries in lookups:
+            link = batch_links.get(key) or links.get(key)
+            if link is not None and link.initiator_id == who:
+                return link
+            await pending.flush(conn)  # the lookup must see this batch's rows
+            for query in queries:
+                row = (await conn.execute(query, {"key": key, "who": who})).first()
+                if row is not None:
+                    return _Link(row.id, row.root_id, who)
+        return None
+
+    async def _write_end(
+        self, conn: AsyncConnection, ev: InterceptionEnded, batch: _BatchResult, pending: _Pending
+    ) -> _Outcome | _Skip:
         if ev.id in batch.ended:
             return _Skip("already_ended")
         inflight = batch.started.get(ev.id) or self._inflight.get(ev.id)
         if inflight is None:  # started by an earlier run or evicted from memory: read the row
-            row = (
-                await conn.execute(
-                    sa.select(i.metadata, i.ended_at, i.thread_parent_id, i.thread_root_id, i.session_id).where(
-                        i.id == ev.id
-                    )
-                )
-            ).first()
+            row = (await conn.execute(_IN_FLIGHT_ROW, {"id": ev.id})).first()
             if row is None:
                 return _Skip("unknown_interception")
             if row.ended_at is not None:
                 return _Skip("already_ended")
             inflight = _InFlight(
-                row.metadata or {}, CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id)
+                row.metadata or {},
+                CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id),
+                row.initiator_id,
             )
 
         error_type = error_type_for_status(ev.upstream_status) if ev.status == "failed" else None
         ended_at = self._utc(ev.ended_at)
-        values: dict[str, Any] = {
-            "ended_at": ended_at,
-            "status": ev.status,
-            "upstream_status": ev.upstream_status,
-            "error_type": error_type,
-            "error_message": _clip(ev.error, ERROR_MESSAGE_MAX),
-            "metadata": {**inflight.metadata, **ev.metadata},
-        }
-        if ev.model:
-            values["model"] = ev.model
-        result = await conn.execute(
-            sa.update(interceptions).where(i.id == ev.id, i.ended_at.is_(None)).values(**values)
+        pending.ends.append(
+            {
+                "b_id": ev.id,
+                "b_ended_at": ended_at,
+                "b_status": ev.status,
+                "b_upstream_status": ev.upstream_status,
+                "b_error_type": error_type,
+                "b_error_message": _clip(ev.error, ERROR_MESSAGE_MAX),
+                "b_metadata": {**inflight.metadata, **ev.metadata},
+                "b_model": ev.model or None,
+            }
         )
-        if not result.rowcount:
-            exists = (await conn.execute(sa.select(i.id).where(i.id == ev.id))).first()
-            return _Skip("already_ended" if exists else "unknown_interception")
+        _queue_children(pending, ev, ended_at)
 
-        await _insert_children(conn, ev, ended_at)
-        return CommitInfo(
-            thread_parent_id=inflight.info.thread_parent_id,
-            thread_root_id=inflight.info.thread_root_id,
-            session_id=inflight.info.session_id,
-            error_type=error_type,
+        link = _Link(ev.id, inflight.info.thread_root_id or ev.id, inflight.initiator_id)
+        outcome = _Outcome(
+            CommitInfo(
+                thread_parent_id=inflight.info.thread_parent_id,
+                thread_root_id=inflight.info.thread_root_id,
+                session_id=inflight.info.session_id,
+                error_type=error_type,
+            )
         )
+        for call in ev.tool_calls:
+            if call.call_id:
+                outcome.tool_links[call.call_id] = link
+        for usage in ev.token_usages:
+            if usage.provider_response_id:
+                outcome.response_links[usage.provider_response_id] = link
+        if ev.prompt and ev.prompt_response_id:
+            outcome.response_links.setdefault(ev.prompt_response_id, link)
+        return outcome
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -492,7 +594,7 @@ class RecordWriter:
         self.dropped[reason] += n
         self._log_limited(
             f"drop:{reason}",
-            logging.ERROR,
+            logging.WARNING if reason in _EXPECTED_DROPS else logging.ERROR,
             "%s (%s: %d dropped so far)",
             message,
             reason,
@@ -506,109 +608,122 @@ class RecordWriter:
             log.log(level, msg, *args)
 
 
-def _apply(result: _BatchResult, event: RecordEvent, outcome: CommitInfo | _Skip) -> None:
+def _apply(result: _BatchResult, event: RecordEvent, outcome: _Outcome | _Skip) -> None:
     if isinstance(outcome, _Skip):
         result.drops[outcome.reason] += 1
         return
-    if isinstance(event, InterceptionStarted):
-        result.started[event.id] = _InFlight(dict(event.metadata), outcome)
+    if outcome.inflight is not None:
+        result.started[event.id] = outcome.inflight
     else:
         result.started.pop(event.id, None)
         result.ended.add(event.id)
-    result.committed.append((event, outcome))
+    result.tool_links.update(outcome.tool_links)
+    result.response_links.update(outcome.response_links)
+    result.committed.append((event, outcome.info))
 
 
-async def _thread_lineage(conn: AsyncConnection, ev: InterceptionStarted) -> tuple[str | None, str | None]:
-    """(thread_parent_id, thread_root_id): the interception that issued the tool call this request answers,
-    else the one that produced `previous_response_id`. Only the same user's interceptions count: tool call
-    ids are not globally unique for every provider."""
-    i = interceptions.c
-    lookups: list[tuple[sa.Table, sa.ColumnElement[bool]]] = []
-    if ev.correlating_tool_call_id:
-        lookups.append((tool_usages, tool_usages.c.provider_tool_call_id == ev.correlating_tool_call_id))
-    if ev.previous_response_id:
-        for child in (token_usages, user_prompts):
-            lookups.append((child, child.c.provider_response_id == ev.previous_response_id))
-    for child, condition in lookups:
-        row = (
-            await conn.execute(
-                sa.select(i.id, i.thread_root_id)
-                .select_from(child.join(interceptions, i.id == child.c.interception_id))
-                .where(condition, i.initiator_id == ev.initiator.user_id)
-                .order_by(child.c.created_at.desc(), child.c.id.desc())
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
-            return row.id, row.thread_root_id or row.id
-    return None, None
+def _remember[V](memory: dict[str, V], new: dict[str, V], cap: int) -> None:
+    """Merge `new` into an insertion-ordered map (newest last) and evict the oldest entries beyond `cap`."""
+    for key, value in new.items():
+        memory.pop(key, None)
+        memory[key] = value
+    while len(memory) > cap:
+        del memory[next(iter(memory))]
 
 
-async def _insert_children(conn: AsyncConnection, ev: InterceptionEnded, created_at: datetime) -> None:
+def _queue_children(pending: _Pending, ev: InterceptionEnded, created_at: datetime) -> None:
+    # Ids are time-ordered and increasing, so rows with the same created_at keep this order.
     if ev.prompt:
-        await conn.execute(
-            sa.insert(user_prompts).values(
-                id=new_id(),
-                interception_id=ev.id,
-                provider_response_id=ev.prompt_response_id or "",
-                prompt=ev.prompt,
-                metadata={},
-                created_at=created_at,
-            )
+        pending.children[user_prompts.name].append(
+            {
+                "id": new_id(),
+                "interception_id": ev.id,
+                "provider_response_id": ev.prompt_response_id or "",
+                "prompt": ev.prompt,
+                "metadata": {},
+                "created_at": created_at,
+            }
         )
-    if ev.token_usages:
-        await conn.execute(
-            sa.insert(token_usages),
-            [
-                {
-                    "id": new_id(),
-                    "interception_id": ev.id,
-                    "provider_response_id": u.provider_response_id or "",
-                    "input_tokens": u.input_tokens,
-                    "output_tokens": u.output_tokens,
-                    "cache_read_input_tokens": u.cache_read_input_tokens,
-                    "cache_write_input_tokens": u.cache_write_input_tokens,
-                    "metadata": dict(u.metadata),
-                    "created_at": created_at,
-                }
-                for u in ev.token_usages
-            ],
-        )
-    if ev.tool_calls:
-        await conn.execute(
-            sa.insert(tool_usages),
-            [
-                {
-                    "id": new_id(),
-                    "interception_id": ev.id,
-                    "provider_response_id": t.provider_response_id or "",
-                    "provider_tool_call_id": t.call_id or None,
-                    "provider_item_id": t.item_id or None,
-                    "tool": t.name,
-                    "input": t.input,
-                    "server_url": None,
-                    "injected": False,
-                    "invocation_error": None,
-                    "metadata": {},
-                    "created_at": created_at,
-                }
-                for t in ev.tool_calls
-            ],
-        )
-    if ev.thoughts:
-        await conn.execute(
-            sa.insert(model_thoughts),
-            [
-                {
-                    "id": new_id(),
-                    "interception_id": ev.id,
-                    "content": th.content,
-                    "metadata": {"source": th.source},
-                    "created_at": created_at,
-                }
-                for th in ev.thoughts
-            ],
-        )
+    pending.children[token_usages.name].extend(
+        {
+            "id": new_id(),
+            "interception_id": ev.id,
+            "provider_response_id": u.provider_response_id or "",
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_input_tokens": u.cache_read_input_tokens,
+            "cache_write_input_tokens": u.cache_write_input_tokens,
+            "metadata": dict(u.metadata),
+            "created_at": created_at,
+        }
+        for u in ev.token_usages
+    )
+    pending.children[tool_usages.name].extend(
+        {
+            "id": new_id(),
+            "interception_id": ev.id,
+            "provider_response_id": t.provider_response_id or "",
+            "provider_tool_call_id": t.call_id or None,
+            "provider_item_id": t.item_id or None,
+            "tool": t.name,
+            "input": t.input,
+            "server_url": None,
+            "injected": False,
+            "invocation_error": None,
+            "metadata": {},
+            "created_at": created_at,
+        }
+        for t in ev.tool_calls
+    )
+    pending.children[model_thoughts.name].extend(
+        {
+            "id": new_id(),
+            "interception_id": ev.id,
+            "content": th.content,
+            "metadata": {"source": th.source},
+            "created_at": created_at,
+        }
+        for th in ev.thoughts
+    )
+
+
+# Statements are built once: executing a constant statement skips SQLAlchemy's per-call compile/cache-key work.
+_i = interceptions.c
+_INSERT_INTERCEPTION = sa.insert(interceptions)
+_INSERT_CHILD = {t.name: sa.insert(t) for t in CHILD_TABLES}
+_END_INTERCEPTION = (
+    sa.update(interceptions)
+    .where(_i.id == sa.bindparam("b_id", type_=_i.id.type), _i.ended_at.is_(None))
+    .values(
+        ended_at=sa.bindparam("b_ended_at", type_=_i.ended_at.type),
+        status=sa.bindparam("b_status", type_=_i.status.type),
+        upstream_status=sa.bindparam("b_upstream_status", type_=_i.upstream_status.type),
+        error_type=sa.bindparam("b_error_type", type_=_i.error_type.type),
+        error_message=sa.bindparam("b_error_message", type_=_i.error_message.type),
+        metadata=sa.bindparam("b_metadata", type_=_i.metadata.type),
+        model=sa.func.coalesce(sa.bindparam("b_model", type_=_i.model.type), _i.model),
+    )
+)
+_IN_FLIGHT_ROW = sa.select(
+    _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id
+).where(_i.id == sa.bindparam("id"))
+
+
+def _parent_query(child: sa.Table, key: sa.Column[Any]) -> sa.Select[Any]:
+    return (
+        sa.select(_i.id, sa.func.coalesce(_i.thread_root_id, _i.id).label("root_id"))
+        .select_from(child.join(interceptions, _i.id == child.c.interception_id))
+        .where(key == sa.bindparam("key"), _i.initiator_id == sa.bindparam("who"))
+        .order_by(child.c.created_at.desc(), child.c.id.desc())
+        .limit(1)
+    )
+
+
+_PARENT_BY_TOOL_CALL = (_parent_query(tool_usages, tool_usages.c.provider_tool_call_id),)
+_PARENT_BY_RESPONSE = (
+    _parent_query(token_usages, token_usages.c.provider_response_id),
+    _parent_query(user_prompts, user_prompts.c.provider_response_id),
+)
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -79,7 +79,8 @@ def test_streaming_thinking_and_tool_use_recorded_exactly(proxy_env: Daemon, ups
     seen = upstream.requests[-1]
     assert seen.headers["host"] == "api.anthropic.com"
     assert "proxy-authorization" not in seen.headers
-    assert API_KEY in (seen.headers.get("x-api-key"), seen.headers.get("authorization", "").removeprefix("Bearer ")), seen.headers
+    sent_keys = (seen.headers.get("x-api-key"), seen.headers.get("authorization", "").removeprefix("Bearer "))
+    assert API_KEY in sent_keys
 
 
 def test_tool_result_continues_the_thread(proxy_env: Daemon, upstream: StandIn) -> None:

@@ -37,6 +37,13 @@ SESSION = "8f14e45f-ceea-467f-a0e6-6c0e9b2d4a11"
         ({"User-Agent": "connect-es/1.6.1", "x-cursor-client-version": "  "}, "Unknown"),
         ({"User-Agent": "opencode/0.15.2 ai-sdk/provider-utils/3.0.9"}, "OpenCode"),
         ({"User-Agent": "Junie:252.1 (IntelliJ IDEA)"}, "Junie"),
+        ({"User-Agent": "GeminiCLI/0.18.4/gemini-2.5-pro (linux; x64; terminal)"}, "Gemini CLI"),
+        ({"User-Agent": "GeminiCLI/0.1.5 (darwin; arm64)"}, "Gemini CLI"),
+        ({"User-Agent": "GeminiCLI-a2a-server/0.18.4/gemini-2.5-pro (linux; x64; terminal)"}, "Gemini CLI"),
+        # google-genai for Python puts its own label before a User-Agent its caller sets.
+        ({"User-Agent": "google-genai-sdk/3.4.0 gl-python/3.13.1 GeminiCLI/0.18.4 (linux; x64)"}, "Gemini CLI"),
+        ({"User-Agent": "google-genai-sdk/3.4.0 gl-python/3.13.1"}, "Unknown"),
+        ({"User-Agent": "my-geminicli/1.0"}, "Unknown"),
         # Codex behind a wrapper that replaced the User-Agent still names itself in `originator`.
         ({"User-Agent": "reqwest/0.12", "originator": "codex_cli_rs"}, "Codex"),
         ({"User-Agent": ""}, "Unknown"),
@@ -58,7 +65,7 @@ def test_first_match_wins() -> None:
 
 
 def test_clients_constant() -> None:
-    assert CLIENTS[0] == "Mux" and CLIENTS[-1] == "Unknown" and len(set(CLIENTS)) == len(CLIENTS) == 14
+    assert CLIENTS[0] == "Mux" and CLIENTS[-1] == "Unknown" and len(set(CLIENTS)) == len(CLIENTS) == 15
 
 
 @pytest.mark.parametrize(
@@ -79,6 +86,8 @@ def test_clients_constant() -> None:
         ("Coder Agents", {"X-Coder-Chat-Id": "chat-1"}, None, "chat-1"),
         ("OpenCode", {"X-OpenCode-Session": "ses-1", "x-session-affinity": "aff"}, None, "ses-1"),
         ("OpenCode", {"x-session-affinity": "aff"}, None, "aff"),
+        # Gemini CLI sends no session id on the Gemini API; its per-install id is not one.
+        ("Gemini CLI", {"x-gemini-api-privileged-user-id": "install-1"}, None, None),
         # Body session ids only count for the clients that put one there.
         ("Mux", {}, "body", None),
         ("Zed", {"session-id": "x", "X-Claude-Code-Session-Id": "y"}, "body", None),
@@ -119,6 +128,8 @@ JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJ
     [
         ({"x-api-key": "sk-ant-api03-" + "k" * 40}, "api_key"),
         ({"api-key": "0123456789abcdef0123456789abcdef"}, "api_key"),
+        ({"x-goog-api-key": "AIzaSy" + "g" * 33}, "api_key"),
+        ({"Authorization": "Bearer ya29.a0AfB_byC" + "x" * 60}, "oauth"),
         ({"Authorization": "Bearer sk-proj-" + "p" * 40}, "api_key"),
         ({"Authorization": "Bearer sk-" + "p" * 40}, "api_key"),
         ({"authorization": "Bearer sk-ant-api03-" + "k" * 40}, "api_key"),

@@ -4,6 +4,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from aigw_proxy.storage.dialect import pragma
 
 
 def _versions(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
 
 
@@ -29,7 +30,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
     db = await open_database(db_path)
     try:
         assert await asyncio.to_thread(db_path.exists)
-        assert await current_version(db.writer) == LATEST_VERSION == 1
+        assert await current_version(db.writer) == LATEST_VERSION == 2
         async with db.reader.connect() as conn:
             tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
         assert {
@@ -44,7 +45,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
         } <= tables
     finally:
         await db.close()
-    assert _versions(db_path) == [1]
+    assert _versions(db_path) == list(range(1, LATEST_VERSION + 1))
 
 
 async def test_migrate_is_idempotent(db_path: Path) -> None:
@@ -52,14 +53,14 @@ async def test_migrate_is_idempotent(db_path: Path) -> None:
         db = await open_database(db_path)
         assert await migrate(db.writer) == LATEST_VERSION
         await db.close()
-    assert _versions(db_path) == [1]
+    assert _versions(db_path) == list(range(1, LATEST_VERSION + 1))
 
 
 async def test_concurrent_open_in_one_process(db_path: Path) -> None:
     dbs = await asyncio.gather(*(open_database(db_path) for _ in range(4)))
     for db in dbs:
         await db.close()
-    assert _versions(db_path) == [1]
+    assert _versions(db_path) == list(range(1, LATEST_VERSION + 1))
 
 
 def test_concurrent_processes_migrate_once(db_path: Path) -> None:
@@ -76,13 +77,13 @@ def test_concurrent_processes_migrate_once(db_path: Path) -> None:
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
-    assert _versions(db_path) == [1]
+    assert _versions(db_path) == list(range(1, LATEST_VERSION + 1))
 
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     db = await open_database(db_path)
     await db.close()
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, '2030-01-01 00:00:00.000000')")
     with pytest.raises(SchemaTooNewError, match=r"version 99.*newer than this aigw-proxy supports"):
         await open_database(db_path)
@@ -116,7 +117,7 @@ async def test_pragmas_on_every_connection(db_path: Path) -> None:
 async def test_session_id_is_a_stored_generated_column(db_path: Path) -> None:
     db = await open_database(db_path)
     await db.close()
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         cols = {r[1]: r[6] for r in conn.execute("PRAGMA table_xinfo(aibridge_interceptions)")}
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(aibridge_interceptions)")}
     assert cols["session_id"] == 3  # 3 = STORED generated column

@@ -90,6 +90,7 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
         "token_usages": [
             {
                 "id": tu[0]["id"],
+                "interception_id": "i-1",
                 "provider_response_id": "msg_1",
                 "input_tokens": 100,
                 "output_tokens": 20,
@@ -100,6 +101,7 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
             },
             {
                 "id": tu[1]["id"],
+                "interception_id": "i-1",
                 "provider_response_id": "msg_2",
                 "input_tokens": 1,
                 "output_tokens": 2,
@@ -110,11 +112,13 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
             },
         ],
         "user_prompts": [
-            {"id": prompt["id"], "provider_response_id": "msg_1", "prompt": "list the files", "created_at": ended_s}
+            {"id": prompt["id"], "interception_id": "i-1", "provider_response_id": "msg_1", "prompt": "list the files",
+             "metadata": {}, "created_at": ended_s}
         ],
         "tool_usages": [
             {
                 "id": tools[0]["id"],
+                "interception_id": "i-1",
                 "provider_response_id": "msg_1",
                 "provider_tool_call_id": "toolu_1",
                 "provider_item_id": None,
@@ -123,10 +127,12 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
                 "injected": False,
                 "server_url": None,
                 "invocation_error": None,
+                "metadata": {},
                 "created_at": ended_s,
             },
             {
                 "id": tools[1]["id"],
+                "interception_id": "i-1",
                 "provider_response_id": "msg_1",
                 "provider_tool_call_id": "toolu_2",
                 "provider_item_id": "fc_1",
@@ -135,12 +141,14 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
                 "injected": False,
                 "server_url": None,
                 "invocation_error": None,
+                "metadata": {},
                 "created_at": ended_s,
             },
         ],
         "model_thoughts": [
-            {"content": "hmm", "metadata": {"source": "thinking"}, "created_at": ended_s},
-            {"content": "so", "metadata": {"source": "reasoning_summary"}, "created_at": ended_s},
+            {"interception_id": "i-1", "content": "hmm", "metadata": {"source": "thinking"}, "created_at": ended_s},
+            {"interception_id": "i-1", "content": "so", "metadata": {"source": "reasoning_summary"},
+             "created_at": ended_s},
         ],
     }
     assert len({tu[0]["id"], tu[1]["id"], tools[0]["id"], tools[1]["id"], prompt["id"]}) == 5
@@ -334,7 +342,7 @@ async def test_locked_database_delays_writes_but_loses_nothing(
         locker.close()
     await writer.flush(timeout=10)
     tick.cancel()
-    assert slowest < 0.005, f"submit took {slowest * 1000:.1f} ms"
+    assert slowest < 0.01, f"submit took {slowest * 1000:.1f} ms"
     assert max(lags) < 0.25, f"event loop stalled {max(lags) * 1000:.0f} ms"
     assert writer.written == 200
     assert writer.dropped == {}
@@ -497,3 +505,52 @@ async def test_naive_times_are_taken_as_utc(db: Database, alice: Initiator, writ
     await writer.flush()
     [item] = await list_interceptions(db)
     assert item["started_at"] == RFC3339_T0
+
+
+async def test_lineage_from_the_database_after_a_restart(db_path: Path, alice: Initiator) -> None:
+    """A new process has nothing in memory: the parent is found in the database."""
+    db = await open_database(db_path)
+    writer = RecordWriter(db)
+    writer.start()
+    writer.submit(started("a", alice))
+    writer.submit(ended("a", response_id="resp_a", tool_call_ids=("call_a",)))
+    await writer.close()
+    await db.close()
+
+    db = await open_database(db_path)
+    writer = RecordWriter(db)
+    writer.start()
+    try:
+        writer.submit(started("b", alice, t=2, correlating_tool_call_id="call_a"))
+        writer.submit(ended("b", t=3))
+        writer.submit(started("c", alice, t=4, previous_response_id="resp_a"))
+        writer.submit(ended("c", t=5))
+        await writer.flush()
+        items = await _by_id(db)
+        assert (items["b"]["thread_parent_id"], items["b"]["thread_root_id"]) == ("a", "a")
+        assert (items["c"]["thread_parent_id"], items["c"]["thread_root_id"]) == ("a", "a")
+    finally:
+        await writer.close()
+        await db.close()
+
+
+async def test_lineage_database_lookup_sees_rows_queued_in_the_same_batch(
+    db: Database, alice: Initiator, bob: Initiator
+) -> None:
+    """Memory points at bob's call with the same id, so alice's lookup goes to the database, which must see
+    alice's parent written earlier in the same (uncommitted) batch."""
+    writer = RecordWriter(db, flush_interval=0.2)
+    writer.submit(started("a", alice))
+    writer.submit(ended("a", tool_call_ids=("call_0",)))
+    writer.submit(started("b", bob, t=1))
+    writer.submit(ended("b", t=1.5, tool_call_ids=("call_0",)))
+    writer.submit(started("c", alice, t=2, correlating_tool_call_id="call_0"))
+    writer.submit(ended("c", t=3))
+    writer.submit(started("d", bob, t=2, correlating_tool_call_id="call_0"))
+    writer.submit(ended("d", t=3))
+    writer.start()
+    await writer.flush(timeout=5)
+    await writer.close()
+    items = await _by_id(db)
+    assert (items["c"]["thread_parent_id"], items["c"]["thread_root_id"]) == ("a", "a")
+    assert (items["d"]["thread_parent_id"], items["d"]["thread_root_id"]) == ("b", "b")

@@ -9,7 +9,7 @@ import pytest
 
 from aigw_proxy.config import ConfigError, load_file_config, parse_hostport
 from aigw_proxy.netpolicy import is_blocked
-from aigw_proxy.providers import Api, Provider
+from aigw_proxy.providers import Api, Provider, RouteMatch
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -21,9 +21,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_builtins_without_a_config_file() -> None:
     cfg = load_file_config(None)
     table = cfg.provider_table()
-    assert [p.name for p in cfg.providers] == ["anthropic", "openai", "chatgpt", "copilot"]
+    assert [p.name for p in cfg.providers] == ["anthropic", "openai", "chatgpt", "copilot", "gemini"]
     assert table.for_host("API.Anthropic.com").name == "anthropic"  # type: ignore[union-attr]
     assert table.for_host("api.business.githubcopilot.com").type == "copilot"  # type: ignore[union-attr]
+    assert table.for_host("generativelanguage.googleapis.com").type == "gemini"  # type: ignore[union-attr]
     assert table.for_host("example.com") is None
     assert cfg.allowed_ports == (80, 443)
 
@@ -112,10 +113,54 @@ def test_bad_hostport(value: str) -> None:
     ("copilot", "POST", "/responses", Api.OPENAI_RESPONSES),
     ("copilot", "POST", "/v1/messages", Api.ANTHROPIC_MESSAGES),
     ("copilot", "GET", "/models", None),
+    ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:generateContent", Api.GEMINI_GENERATE),
+    ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", Api.GEMINI_GENERATE),
+    ("gemini", "POST", "/v1/models/gemini-2.5-flash:streamGenerateContent", Api.GEMINI_GENERATE),
+    ("gemini", "POST", "/v1alpha/models/gemini-2.5-flash:generateContent", Api.GEMINI_GENERATE),
+    ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:countTokens", None),
+    ("gemini", "POST", "/v1beta/models/gemini-2.5-pro:embedContent", None),
+    ("gemini", "POST", "/v1beta/models/:generateContent", None),
+    ("gemini", "POST", "/v1beta/models/a/b:generateContent", None),
+    ("gemini", "POST", "/v2/models/gemini-2.5-pro:generateContent", None),
+    ("gemini", "GET", "/v1beta/models/gemini-2.5-pro:generateContent", None),
+    ("gemini", "GET", "/v1beta/models", None),
 ])
 def test_model_routes(provider: str, method: str, path: str, api: Api | None) -> None:
     p = {p.name: p for p in load_file_config(None).providers}[provider]
     assert p.api_for(method, path) == api
+
+
+@pytest.mark.parametrize(("path", "model", "streaming"), [
+    ("/v1beta/models/gemini-2.5-pro:generateContent", "gemini-2.5-pro", False),
+    ("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key=AIzaX", "gemini-2.5-pro", True),
+    ("/v1/models/gemini-2.5-flash-lite:streamGenerateContent/", "gemini-2.5-flash-lite", True),
+    ("/v1beta/models/my%2Dmodel:generateContent", "my-model", False),
+])
+def test_gemini_routes_name_the_model_and_whether_they_stream(path: str, model: str, streaming: bool) -> None:
+    p = {p.name: p for p in load_file_config(None).providers}["gemini"]
+    assert p.match_route(path) == RouteMatch(Api.GEMINI_GENERATE, model, streaming)
+    # Exact routes say only the API.
+    anthropic = {p.name: p for p in load_file_config(None).providers}["anthropic"]
+    assert anthropic.match_route("/v1/messages?beta=true") == RouteMatch(Api.ANTHROPIC_MESSAGES)
+
+
+def test_a_gemini_provider_under_a_base_path(tmp_path: Path) -> None:
+    cfg = load_file_config(write(tmp_path, """
+[[providers]]
+name = "gemini-gw"
+type = "gemini"
+hosts = ["llm.example.com"]
+base_path = "/google"
+"""))
+    p = cfg.provider_table().for_host("llm.example.com")
+    assert p is not None and p.type == "gemini"
+    assert p.api_for("POST", "/google/v1beta/models/gemini-2.5-pro:generateContent") == Api.GEMINI_GENERATE
+    assert p.api_for("POST", "/v1beta/models/gemini-2.5-pro:generateContent") is None
+
+
+def test_unknown_provider_type_lists_the_types(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected one of anthropic, openai, copilot, gemini"):
+        load_file_config(write(tmp_path, '[[providers]]\nname = "x"\ntype = "vertex"\nhosts = ["x.example.com"]'))
 
 
 def test_provider_name_rules() -> None:

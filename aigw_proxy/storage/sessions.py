@@ -1,0 +1,249 @@
+"""Sessions (contract §4.2): ended interceptions grouped by (session_id, initiator_id), newest activity first.
+
+Without time or call filters a session row is read straight from the `aigw_sessions` summary the database keeps
+(see summaries.py). With them, the matching interceptions are grouped on the fly as Coder does: started/ended,
+threads and `last_active_at` then cover only the matching interceptions, while providers, models, client,
+metadata, token sums and the last prompt always describe the whole session. Either way only the page's sessions
+are looked at in detail ("page first, then enrich").
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.queries import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
+from aigw_proxy.storage.schema import UTCDateTime, interceptions, token_usages, user_prompts, users
+from aigw_proxy.storage.summaries import sessions as summary
+from aigw_proxy.storage.timefmt import rfc3339
+
+_i = interceptions.c
+_s = summary.c
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
+
+
+class SessionCursorNotFound(InvalidCursor):
+    """`after_session_id` names no session in the listed set."""
+
+
+def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+    cond: list[sa.ColumnElement[bool]] = []
+    if flt.visible_to is not None:
+        cond.append(_s.initiator_id == flt.visible_to)
+    if flt.initiator is not None:
+        cond.append(_s.initiator_id.in_(initiator_ids(flt.initiator)))
+    if flt.session_id is not None:
+        cond.append(_s.session_id == flt.session_id)
+    return cond
+
+
+def _grouped(flt: InterceptionFilter) -> sa.Subquery:
+    """Matching interceptions grouped into sessions, with the columns the summary table has for ordering."""
+    latest_prompt = (
+        sa.select(sa.func.max(user_prompts.c.created_at))
+        .where(user_prompts.c.interception_id == _i.id)
+        .scalar_subquery()
+    )
+    first_start = sa.func.min(_i.started_at)
+    return (
+        sa.select(
+            _i.session_id,
+            _i.initiator_id,
+            sa.type_coerce(first_start, UTCDateTime).label("started_at"),
+            sa.type_coerce(sa.func.max(_i.ended_at), UTCDateTime).label("ended_at"),
+            sa.type_coerce(sa.func.coalesce(sa.func.max(latest_prompt), first_start), UTCDateTime).label(
+                "last_active_at"
+            ),
+            sa.func.count().label("interceptions"),
+            sa.func.sum(sa.case((_i.thread_root_id.is_(None), 1), else_=0)).label("threads"),
+        )
+        .where(*filter_conditions(flt))
+        .group_by(_i.session_id, _i.initiator_id)
+        .subquery("grouped")
+    )
+
+
+def _source(flt: InterceptionFilter) -> tuple[Any, list[sa.ColumnElement[bool]]]:
+    """(the selectable sessions come from, its conditions)."""
+    if flt.by_attribute:
+        return _grouped(flt), []
+    return summary, _summary_conditions(flt)
+
+
+async def count_sessions(db: Database, flt: InterceptionFilter | None = None) -> int:
+    flt = flt or InterceptionFilter()
+    source, cond = _source(flt)
+    async with db.reader.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(source).where(*cond))).scalar_one())
+
+
+async def list_sessions(
+    db: Database,
+    flt: InterceptionFilter | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    after_session_id: str | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Sessions ordered by `last_active_at DESC, session_id DESC`; keyset `after_session_id` or `offset`."""
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    if after_session_id is not None and offset:
+        raise ValueError("cannot use both after_session_id and offset pagination")
+    flt = flt or InterceptionFilter()
+    source, cond = _source(flt)
+    c = source.c
+    async with db.reader.connect() as conn:
+        if after_session_id is not None:
+            cursor = (
+                await conn.execute(
+                    sa.select(c.last_active_at)
+                    .where(*cond, c.session_id == after_session_id)
+                    .order_by(c.last_active_at.desc())
+                    .limit(1)
+                )
+            ).first()
+            if cursor is None:
+                raise SessionCursorNotFound(f"after_session_id: session {after_session_id!r} not found")
+            cond = [*cond, sa.tuple_(c.last_active_at, c.session_id) < sa.tuple_(
+                sa.literal(cursor.last_active_at, UTCDateTime), sa.literal(after_session_id))]
+        page = (
+            await conn.execute(
+                sa.select(c.session_id, c.initiator_id, c.started_at, c.ended_at, c.last_active_at,
+                          c.interceptions, c.threads)
+                .where(*cond)
+                .order_by(c.last_active_at.desc(), c.session_id.desc())
+                .limit(limit or DEFAULT_LIMIT)
+                .offset(offset)
+            )
+        ).all()
+        if not page:
+            return []
+        keys = [(r.session_id, r.initiator_id) for r in page]
+        details = await _session_details(conn, keys)
+    return [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
+
+
+async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """Whole-session facts for a page of sessions: providers, models, first client and metadata, token sums,
+    last prompt, the user."""
+    wanted = set(keys)
+    out: dict[tuple[str, str], dict[str, Any]] = {
+        k: {"providers": set(), "models": set(), "first": None, "tokens": {}, "last_prompt": None, "username": None}
+        for k in keys
+    }
+    session_ids = sorted({k[0] for k in keys})
+    rows = await conn.execute(
+        sa.select(_i.id, _i.session_id, _i.initiator_id, _i.provider, _i.model, _i.client, _i.started_at)
+        .where(_i.ended_at.is_not(None), _i.session_id.in_(session_ids))
+    )
+    for r in rows:
+        d = out.get((r.session_id, r.initiator_id))
+        if d is None:
+            continue
+        d["providers"].add(r.provider)
+        d["models"].add(r.model)
+        if d["first"] is None or (r.started_at, r.id) < (d["first"].started_at, d["first"].id):
+            d["first"] = r
+    first_ids = [d["first"].id for d in out.values() if d["first"] is not None]
+    metadata = dict((await conn.execute(sa.select(_i.id, _i.metadata).where(_i.id.in_(first_ids)))).all())
+    for d in out.values():
+        d["metadata"] = (metadata.get(d["first"].id) if d["first"] is not None else None) or {}
+
+    tokens = await conn.execute(
+        sa.select(summary).where(_s.session_id.in_(session_ids))
+    )
+    for r in tokens:
+        if (r.session_id, r.initiator_id) in wanted:
+            out[(r.session_id, r.initiator_id)]["tokens"] = {t: int(getattr(r, t)) for t in _TOKENS}
+
+    # The newest prompt per session: rank the page's prompts in SQL and keep rank 1 only.
+    ranked = (
+        sa.select(
+            _i.session_id,
+            _i.initiator_id,
+            user_prompts.c.prompt,
+            sa.func.row_number()
+            .over(partition_by=(_i.session_id, _i.initiator_id),
+                  order_by=(user_prompts.c.created_at.desc(), user_prompts.c.id.desc()))
+            .label("rank"),
+        )
+        .select_from(user_prompts.join(interceptions, _i.id == user_prompts.c.interception_id))
+        .where(_i.ended_at.is_not(None), _i.session_id.in_(session_ids))
+        .subquery()
+    )
+    for r in await conn.execute(sa.select(ranked.c.session_id, ranked.c.initiator_id, ranked.c.prompt)
+                                .where(ranked.c.rank == 1)):
+        if (r.session_id, r.initiator_id) in wanted:
+            out[(r.session_id, r.initiator_id)]["last_prompt"] = r.prompt
+
+    names = dict((await conn.execute(
+        sa.select(users.c.id, users.c.username).where(users.c.id.in_({k[1] for k in keys}))
+    )).all())
+    for (_sid, uid), d in out.items():
+        d["username"] = names.get(uid)
+    return out
+
+
+def _session_json(r: Any, d: dict[str, Any]) -> dict[str, Any]:
+    first = d["first"]
+    return {
+        "id": r.session_id,
+        "initiator": {"id": r.initiator_id, "username": d["username"]},
+        "providers": sorted(d["providers"]),
+        "models": sorted(d["models"]),
+        "client": (first.client or "Unknown") if first is not None else None,
+        "metadata": d["metadata"],
+        "started_at": rfc3339(r.started_at),
+        "ended_at": rfc3339(r.ended_at),
+        "threads": int(r.threads or 0),
+        "interceptions": int(r.interceptions),
+        "token_usage_summary": {t: d["tokens"].get(t, 0) for t in _TOKENS},
+        "last_prompt": d["last_prompt"],
+        "last_active_at": rfc3339(r.last_active_at),
+    }
+
+
+async def session_key(conn: AsyncConnection, session_id: str, visible_to: str | None) -> Any:
+    """The summary row of a session visible to the caller (the most recently active one if several users share
+    the id), or None."""
+    cond = [_s.session_id == session_id]
+    if visible_to is not None:
+        cond.append(_s.initiator_id == visible_to)
+    query = sa.select(summary).where(*cond).order_by(_s.last_active_at.desc(), _s.initiator_id).limit(1)
+    return (await conn.execute(query)).first()
+
+
+async def token_metadata_sums(conn: AsyncConnection, session_id: str, initiator_id: str) -> dict[str, int]:
+    """Extra token kinds (token usage `metadata`) summed over a whole session."""
+    each = sa.func.json_each(token_usages.c.metadata).table_valued("key", "value", "type")
+    ids = sa.select(_i.id).where(_i.session_id == session_id, _i.initiator_id == initiator_id,
+                                 _i.ended_at.is_not(None))
+    rows = await conn.execute(
+        sa.select(each.c.key, sa.func.sum(each.c.value))
+        .select_from(token_usages.join(each, sa.true()))
+        .where(token_usages.c.interception_id.in_(ids), each.c.type.in_(("integer", "real")))
+        .group_by(each.c.key)
+    )
+    return {k: int(v) for k, v in rows}
+
+
+def keyset_after(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
+    return sa.tuple_(_i.started_at, _i.id) > sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
+
+
+def keyset_before(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
+    return sa.tuple_(_i.started_at, _i.id) < sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
+
+
+def by_key[T](rows: list[T], key: Any) -> dict[Any, list[T]]:
+    grouped: dict[Any, list[T]] = defaultdict(list)
+    for r in rows:
+        grouped[key(r)].append(r)
+    return grouped

@@ -1,0 +1,46 @@
+"""Schemathesis against the live OpenAPI document: every documented operation, generated parameters, and the
+responses must match the document (status codes, content types, JSON schemas) and never be a server error."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import hypothesis
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.api.conftest import Api
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def schema(api: Api) -> schemathesis.BaseSchema:
+    with urllib.request.urlopen(f"{api.url}/api/v2/openapi.json", timeout=10) as resp:
+        document = json.loads(resp.read())
+    return schemathesis.openapi.from_dict(document).configure(base_url=api.url)  # type: ignore[attr-defined]
+
+
+def test_live_server_matches_its_openapi_document(api: Api, schema: schemathesis.BaseSchema) -> None:
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert len(operations) == 14  # 7 routes under each of the two prefixes
+    session = api.data.ended[0].session_id
+    for operation in operations:
+        for user in ("root", "alice"):
+            @hypothesis.settings(max_examples=8, deadline=None, derandomize=True, database=None,
+                                 suppress_health_check=list(hypothesis.HealthCheck))
+            @hypothesis.given(case=operation.as_strategy())
+            def check(case: schemathesis.Case, user: str = user) -> None:
+                if "session_id" in (case.path_parameters or {}) and case.path_parameters["session_id"] == "":
+                    case.path_parameters["session_id"] = session
+                response = case.call(headers={"Coder-Session-Token": api.tokens[user]}, timeout=30)
+                case.validate_response(response, checks=CHECKS)
+
+            check()
