@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
 	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then command -v $$c; break; fi; done)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-api clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ lint: install
 
 bench: install
 	$(PY) bench/proxy_bench.py
+
+bench-api: install  # REST API p50/p95 on a generated 1M-interception database (cached under /tmp)
+	$(PY) bench/api_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
+from mitmproxy.http import Headers
 
 from addons.auth import INITIATOR
 from addons.routing import PROVIDER
@@ -24,6 +25,17 @@ if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
 log = logging.getLogger("aigw_proxy.intercept")
 
 INTERCEPTION = "aigw.interception"
+
+
+def header_map(headers: Headers) -> dict[str, str]:
+    """Request headers as a plain dict with lower-case names (repeated headers joined, as mitmproxy does). One
+    pass over the raw fields: `Headers.items()` rescans every field for each name."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in headers.fields:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("utf-8", "surrogateescape")
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
 
 
 class _Tee:
@@ -68,7 +80,7 @@ class Interceptor:
         api = provider.api_for(flow.request.method, path)
         if api is None:
             return  # passthrough: relayed untouched, not recorded
-        headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        headers = header_map(flow.request.headers)
         if provider.type == "gemini" and not headers.get("x-goog-api-key") and flow.request.query.get("key"):
             # Gemini also takes its key as `?key=`: classify and mask it like the header. The query string itself
             # is never recorded (`route` is the bare path).

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from mitmproxy import http
 from mitmproxy.websocket import WebSocketData
 
 from addons.auth import INITIATOR
+from addons.intercept import header_map
 from addons.routing import PROVIDER
 from aigw_proxy.interception import Interception, Submit
 from aigw_proxy.providers import Api, Provider
 from aigw_proxy.records import Initiator
+
+if TYPE_CHECKING:
+    from aigw_proxy.tracing import Tracer
 from aigw_proxy.socket_turns import SocketTurns
 
 log = logging.getLogger("aigw_proxy.websocket")
@@ -74,9 +79,15 @@ def _close_reason(ws: WebSocketData | None) -> str:
 class ResponsesSocket:
     """Named so as not to clash with mitmproxy's own addons (addon names are the lower-cased class name)."""
 
-    def __init__(self, submit: Submit) -> None:
+    def __init__(self, submit: Submit, tracer: Tracer | None = None) -> None:
         self.submit = submit
+        self.tracer = tracer
         self._live: dict[str, _SocketFeed] = {}  # by flow id: sockets still open, closed on shutdown
+
+    @property
+    def turns_in_flight(self) -> int:
+        """Turns sent and not yet answered in full, over all open sockets (graceful shutdown waits for them)."""
+        return sum(feed.turns.pending for feed in self._live.values())
 
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         provider: Provider | None = flow.metadata.get(PROVIDER)
@@ -87,12 +98,12 @@ class ResponsesSocket:
         # The upgrade is a GET; the socket carries what a POST to the same route would.
         if provider.api_for("POST", path) is not Api.OPENAI_RESPONSES:
             return  # another socket on a provider host: relayed untouched, not recorded
-        headers = {k.lower(): v for k, v in flow.request.headers.items()}
-        submit = self.submit
+        headers = header_map(flow.request.headers)
+        submit, tracer = self.submit, self.tracer
 
         def new_interception() -> Interception:
             return Interception(api=Api.OPENAI_RESPONSES, provider=provider, initiator=initiator, headers=headers,
-                                route=path, submit=submit, transport="websocket")
+                                route=path, submit=submit, transport="websocket", tracer=tracer)
 
         feed = _SocketFeed(SocketTurns(new_interception))
         flow.metadata[SOCKET] = feed

@@ -1,21 +1,29 @@
-"""Proxy benchmark: direct vs bare mitmproxy (mitmdump) vs aigw-proxy, side by side, in one run.
+"""Proxy benchmark: direct vs bare mitmproxy vs aigw-proxy, side by side, in one run.
 
-    .venv/bin/python bench/proxy_bench.py            # full run (~3-4 minutes on 2 cores)
-    .venv/bin/python bench/proxy_bench.py --quick    # smoke run (small counts)
+    .venv/bin/python bench/proxy_bench.py            # full run (~3 minutes on 2 cores); also `make bench`
+    .venv/bin/python bench/proxy_bench.py --quick    # smoke run (small counts, ~20 s)
+    .venv/bin/python bench/proxy_bench.py --py-spy /tmp/prof   # + py-spy profiles of aigw and mitm-min per
+                                                                #   throughput rep (see bench/pyspy_summary.py)
 
 Everything stays on 127.0.0.1. A throwaway CA signs a certificate for api.anthropic.com; a raw-asyncio HTTPS
-stand-in (in this process) answers `POST /v1/messages` with a small Anthropic message (JSON) or an SSE stream.
-Three paths reach it:
-  direct   client -> stand-in (TLS, SNI api.anthropic.com)
-  mitmdump client -> CONNECT api.anthropic.com:443 -> mitmdump (a 6-line addon redirects the CONNECT target to
-           the stand-in and streams responses, as aigw-proxy does) -> stand-in
-  aigw     client -> CONNECT (Proxy-Authorization) -> `aigw-proxy run` (anthropic upstream = the stand-in,
-           recording every call into SQLite) -> stand-in
-The load generator is a raw-asyncio HTTP/1.1 client running in a separate process (this script with --worker),
-driven over a pipe, so the proxies' CPU is what limits throughput.
+stand-in (in this process) answers `POST /v1/messages` with a small Anthropic message (JSON) or an SSE stream
+(fast: all events at once; paced: N events M ms apart, asked for with an X-Bench-Pace header). Four paths:
+  direct    client -> stand-in (TLS, SNI api.anthropic.com)
+  mitmdump  client -> CONNECT api.anthropic.com:443 -> `mitmdump -q` (default addons) + a 6-line addon that
+            redirects the CONNECT target to the stand-in (in `http_connect`) and streams responses, as aigw does;
+            upstream verified with ssl_verify_upstream_trusted_ca. The goal baseline ("bare mitmproxy").
+  mitm-min  the same addon on mitmproxy embedded exactly like aigw_proxy/daemon.py (same options, same five
+            built-in addons): aigw minus its own addons and recording, to show what aigw itself costs.
+  aigw      client -> CONNECT (Proxy-Authorization: Basic bench:<token>) -> `python -m aigw_proxy run`
+            (anthropic upstream = the stand-in, upstream_ca_file = the throwaway CA) recording into SQLite.
+The load generator is a raw-asyncio HTTP/1.1 client in a separate process (this script with --worker), driven
+over a pipe, so the proxies' CPU is what limits throughput. Proxy CPU per request comes from /proc (all threads
+and the event-loop thread alone). After each aigw run the benchmark waits for the recorder queue to drain, so
+"relayed AND recorded" and aigw's CPU include the recording work.
 
 Exit status: 0 after printing the report (timings are reported, not asserted); 1 if something broke (a proxy
-did not start, a request failed, or the database does not hold exactly one completed interception per call).
+did not start, a request failed, or the database does not hold exactly one completed interception, token usage
+and prompt per call, or the recorder dropped anything).
 """
 
 from __future__ import annotations
@@ -844,7 +852,7 @@ asyncio.run(main())
         py_spy = Path(sys.executable).parent / "py-spy"
         out = self.pyspy_dir / f"{label}.txt"
         proc = await asyncio.create_subprocess_exec(
-            str(py_spy if file_exists(py_spy) else "py-spy"), "record", "-p", str(t.pid), "-r", "250", "--nonblocking",
+            str(py_spy if file_exists(py_spy) else "py-spy"), "record", "-p", str(t.pid), "-r", "100", "--gil",
             "-f", "raw", "--threads", "-o", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(0.5)  # attach
         return proc

@@ -23,7 +23,7 @@ from aigw_proxy.storage import Database, InterceptionFilter, InvalidCursor, User
 from aigw_proxy.storage.catalog import distinct_values
 from aigw_proxy.storage.queries import count_interceptions, list_interceptions
 from aigw_proxy.storage.session_threads import DEFAULT_THREADS, MAX_THREADS, get_session
-from aigw_proxy.storage.sessions import SessionCursorNotFound, count_sessions, list_sessions
+from aigw_proxy.storage.sessions import SessionCursorNotFound, sessions_page
 
 log = logging.getLogger("aigw_proxy.api")
 
@@ -192,10 +192,10 @@ class ApiApp:
         flt = self._filter(req, caller)
         limit, offset, after = self._page(req, "after_session_id")
         try:
-            results = await list_sessions(self._db, flt, limit=limit, after_session_id=after, offset=offset)
+            count, results = await sessions_page(self._db, flt, limit=limit, after_session_id=after, offset=offset)
         except SessionCursorNotFound as exc:
             raise ApiError(400, str(exc)) from None
-        return _json(200, {"count": await count_sessions(self._db, flt), "sessions": results})
+        return _json(200, {"count": count, "sessions": results})
 
     async def _session(self, req: Request, caller: Caller, session_id: str) -> AdminResponse:
         limit = _int_param(req, "limit", DEFAULT_THREADS, 1, MAX_THREADS, "Invalid pagination limit value.")

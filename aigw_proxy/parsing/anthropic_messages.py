@@ -151,6 +151,12 @@ class _Block:
 class StreamAccumulator:
     """Messages stream events → facts. Content blocks count only once their `content_block_stop` arrived."""
 
+    @staticmethod
+    def ignores(event: str | None, data: str) -> bool:
+        """Streamed answer text is most of a stream and never recorded: skip it undecoded. The marker cannot
+        match inside a JSON string value, where quotes are escaped; a differently spaced event is just decoded."""
+        return event == "content_block_delta" and '"delta":{"type":"text_delta"' in data
+
     def __init__(self) -> None:
         self._msg_id = ""
         self._ids: list[str] = []

@@ -241,6 +241,12 @@ class StreamAccumulator:
 
     __slots__ = ("_facts", "_items", "_model", "_open", "_rid")
 
+    @staticmethod
+    def ignores(event: str | None, data: str) -> bool:
+        """Delta events (answer text, arguments, summaries) are never used: the `.done` events and the final
+        response carry the whole values. Skip them undecoded."""
+        return event is not None and event.endswith(".delta")
+
     def __init__(self) -> None:
         self._facts = ResponseFacts()
         self._rid: str | None = None  # id of the response in progress

@@ -103,16 +103,21 @@ class EventAccumulator(Protocol):
 
     def result(self) -> ResponseFacts: ...
 
+    # Optional: `on_done()` is called on Chat Completions' `data: [DONE]`; `ignores(event_name, data) -> bool`
+    # lets an accumulator skip events it never uses (streamed answer text, most of a stream) without decoding
+    # their JSON.
+
 
 class SSEStreamParser:
     """Glue: SSE bytes → JSON events → an API's accumulator. Never raises into the proxy."""
 
-    __slots__ = ("_acc", "_decoder", "_malformed")
+    __slots__ = ("_acc", "_decoder", "_ignores", "_malformed")
 
     def __init__(self, accumulator: EventAccumulator) -> None:
         self._acc = accumulator
         self._decoder = SSEDecoder()
         self._malformed = 0
+        self._ignores = getattr(accumulator, "ignores", None)
 
     def feed(self, chunk: bytes) -> None:
         for ev in self._decoder.feed(chunk):
@@ -141,6 +146,8 @@ class SSEStreamParser:
                     on_done()
                 except Exception:
                     self._malformed += 1
+            return
+        if self._ignores is not None and self._ignores(ev.event, data):
             return
         try:
             obj = json.loads(data)

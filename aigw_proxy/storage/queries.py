@@ -123,12 +123,9 @@ async def list_interceptions(
             ).first()
             if cursor is None:
                 raise InvalidCursor(f"invalid pagination cursor: no ended interception with id {after_id!r}")
-            cond.append(
-                sa.or_(
-                    i.started_at < cursor.started_at,
-                    sa.and_(i.started_at == cursor.started_at, i.id < after_id),
-                )
-            )
+            # A row-value comparison: SQLite seeks the (started_at, id) index to it; an OR would scan.
+            cond.append(sa.tuple_(i.started_at, i.id) < sa.tuple_(
+                sa.literal(cursor.started_at, i.started_at.type), sa.literal(after_id, i.id.type)))
         query = (
             sa.select(interceptions, users.c.username)
             .select_from(interceptions.outerjoin(users, users.c.id == i.initiator_id))

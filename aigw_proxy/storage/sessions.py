@@ -9,6 +9,7 @@ are looked at in detail ("page first, then enrich").
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -44,27 +45,36 @@ def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]
 
 
 def _grouped(flt: InterceptionFilter) -> sa.Subquery:
-    """Matching interceptions grouped into sessions, with the columns the summary table has for ordering."""
+    """Matching interceptions grouped into sessions, with the columns the summary table has for ordering.
+
+    The matching rows are materialized first: SQLite would otherwise walk the whole (session, initiator) index
+    to avoid a sort, instead of the few rows a time or client filter selects."""
+    matching = (
+        sa.select(_i.id, _i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id)
+        .where(*filter_conditions(flt))
+        .cte("matching")
+        .prefix_with("MATERIALIZED")
+    )
+    m = matching.c
     latest_prompt = (
         sa.select(sa.func.max(user_prompts.c.created_at))
-        .where(user_prompts.c.interception_id == _i.id)
+        .where(user_prompts.c.interception_id == m.id)
         .scalar_subquery()
     )
-    first_start = sa.func.min(_i.started_at)
+    first_start = sa.func.min(m.started_at)
     return (
         sa.select(
-            _i.session_id,
-            _i.initiator_id,
+            m.session_id,
+            m.initiator_id,
             sa.type_coerce(first_start, UTCDateTime).label("started_at"),
-            sa.type_coerce(sa.func.max(_i.ended_at), UTCDateTime).label("ended_at"),
+            sa.type_coerce(sa.func.max(m.ended_at), UTCDateTime).label("ended_at"),
             sa.type_coerce(sa.func.coalesce(sa.func.max(latest_prompt), first_start), UTCDateTime).label(
                 "last_active_at"
             ),
             sa.func.count().label("interceptions"),
-            sa.func.sum(sa.case((_i.thread_root_id.is_(None), 1), else_=0)).label("threads"),
+            sa.func.sum(sa.case((m.thread_root_id.is_(None), 1), else_=0)).label("threads"),
         )
-        .where(*filter_conditions(flt))
-        .group_by(_i.session_id, _i.initiator_id)
+        .group_by(m.session_id, m.initiator_id)
         .subquery("grouped")
     )
 
@@ -92,6 +102,20 @@ async def list_sessions(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Sessions ordered by `last_active_at DESC, session_id DESC`; keyset `after_session_id` or `offset`."""
+    return (await sessions_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset,
+                                count=False))[1]
+
+
+async def sessions_page(
+    db: Database,
+    flt: InterceptionFilter | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    after_session_id: str | None = None,
+    offset: int = 0,
+    count: bool = True,
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """(total matching sessions, ignoring pagination, or None without `count`; one page of sessions)."""
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
     if after_session_id is not None and offset:
@@ -110,24 +134,37 @@ async def list_sessions(
                 )
             ).first()
             if cursor is None:
-                raise SessionCursorNotFound(f"after_session_id: session {after_session_id!r} not found")
+                raise SessionCursorNotFound(f"after_session_id: session {json.dumps(after_session_id)} not found")
             cond = [*cond, sa.tuple_(c.last_active_at, c.session_id) < sa.tuple_(
                 sa.literal(cursor.last_active_at, UTCDateTime), sa.literal(after_session_id))]
+        # Grouping on the fly is the expensive part: on a first page, count in the same pass (a window count
+        # sees every group before LIMIT/OFFSET); a cursor narrows the groups, so its pages count separately.
+        same_pass = count and flt.by_attribute and after_session_id is None
+        columns = [c.session_id, c.initiator_id, c.started_at, c.ended_at, c.last_active_at, c.interceptions,
+                   c.threads]
+        if same_pass:
+            columns.append(sa.func.count().over().label("total"))
         page = (
             await conn.execute(
-                sa.select(c.session_id, c.initiator_id, c.started_at, c.ended_at, c.last_active_at,
-                          c.interceptions, c.threads)
+                sa.select(*columns)
                 .where(*cond)
                 .order_by(c.last_active_at.desc(), c.session_id.desc())
                 .limit(limit or DEFAULT_LIMIT)
                 .offset(offset)
             )
         ).all()
+        total: int | None = None
+        if count and (not same_pass or not page):
+            base_source, base_cond = _source(flt)
+            total = int((await conn.execute(
+                sa.select(sa.func.count()).select_from(base_source).where(*base_cond))).scalar_one())
+        elif same_pass:
+            total = int(page[0].total)
         if not page:
-            return []
+            return total, []
         keys = [(r.session_id, r.initiator_id) for r in page]
         details = await _session_details(conn, keys)
-    return [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
+    return total, [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
 
 
 async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:

@@ -50,7 +50,9 @@ log = logging.getLogger("aigw_proxy.storage")
 
 DANGLING_MESSAGE: Final = "proxy stopped before the interception ended"
 _INFLIGHT_CAP = 100_000  # in-flight start metadata kept in memory; beyond it the writer reads the row back
-_LINK_CAP = 100_000  # recent tool call ids / response ids kept in memory for thread lineage
+# Recent tool call ids / response ids kept in memory for thread lineage. A tool result usually follows its call
+# within seconds, so a few thousand cover it; older ones are found in the database. Small keeps memory flat.
+_LINK_CAP = 4096
 _EXPECTED_DROPS = frozenset({"already_ended", "unknown_interception", "closed"})  # logged as warnings
 _LOG_EVERY = 10.0  # seconds between two warnings of the same kind
 

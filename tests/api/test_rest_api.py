@@ -120,7 +120,7 @@ def test_pagination_errors(api: Api, path: str) -> None:
     status, body, _ = api.get(path, **{cursor: "no-such-thing"})
     assert status == 400
     assert body["message"] == ("Invalid pagination cursor." if path == "/interceptions"
-                               else "after_session_id: session 'no-such-thing' not found")
+                               else 'after_session_id: session "no-such-thing" not found')
     in_flight = next(r for r in api.data.rows if r.ended_at is None)
     if path == "/interceptions":
         assert api.get(path, after_id=in_flight.id)[0] == 400

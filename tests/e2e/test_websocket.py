@@ -236,14 +236,18 @@ def test_other_sockets_on_a_provider_host_pass_through_unrecorded(
     assert len(ws_proxy_env.interceptions()) == before + 1
 
 
-def test_a_turn_cut_by_proxy_shutdown_is_recorded_as_failed(
+@pytest.mark.parametrize("grace", ["10", "0"])
+def test_sigterm_mid_turn_gives_the_turn_its_grace_then_records_it(
         tmp_path: Path, ws_standin_server: WsStandIn, upstream_pki: UpstreamPKI,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGTERM while a socket is mid-response: the daemon exits 0 and the turn is in the database, failed."""
+        monkeypatch: pytest.MonkeyPatch, grace: str) -> None:
+    """SIGTERM while a socket is mid-response: like an HTTP stream, the turn gets the shutdown grace period to
+    finish and is recorded completed; with no grace it is cut, and still written (failed) before the daemon
+    exits 0."""
     ws_standin_server.reset()
     resp = responses_object("resp_SHUT", MODEL, [message("word " * 200)], responses_usage(10, 200))
     events = responses_events(resp)
-    d = start_daemon(tmp_path, provider_config(ws_standin_server, upstream_pki.ca_file))
+    d = start_daemon(tmp_path, provider_config(ws_standin_server, upstream_pki.ca_file),
+                     extra_args=("--shutdown-grace", grace))
     try:
         monkeypatch.setenv("HTTPS_PROXY", d.proxy_url("alice"))
         monkeypatch.setenv("SSL_CERT_FILE", str(d.ca_bundle))
@@ -257,8 +261,13 @@ def test_a_turn_cut_by_proxy_shutdown_is_recorded_as_failed(
         stop_daemon(d)
         ws_standin_server.reset()
     ix = d.one(prompt="interrupted by a restart")
-    assert ix["status"] == "failed" and ix["metadata"]["transport"] == "websocket"
-    # Shutdown drops the client connection (mitmproxy ends the socket as lost); a socket it never ended would
-    # be closed by the addon's `done` hook instead. Either way the turn is written before the daemon exits.
-    assert ix["error_message"].endswith("before the response completed")
-    assert (ix["model"], ix["upstream_status"], ix["token_usages"]) == (MODEL, 101, [])
+    assert ix["metadata"]["transport"] == "websocket"
+    if grace == "0":
+        assert ix["status"] == "failed"
+        # Shutdown drops the client connection (mitmproxy ends the socket as lost); a socket it never ended would
+        # be closed by the addon's `done` hook instead. Either way the turn is written before the daemon exits.
+        assert ix["error_message"].endswith("before the response completed")
+        assert (ix["model"], ix["upstream_status"], ix["token_usages"]) == (MODEL, 101, [])
+    else:
+        assert ix["status"] == "completed"
+        assert ix["token_usages"][0]["output_tokens"] == 200

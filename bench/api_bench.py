@@ -1,0 +1,260 @@
+"""REST API benchmark on a realistic database (bench/gen_api_db.py: 1M interceptions, 2,000 users, ~5M child rows).
+
+    .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N]      # or: make bench-api
+
+Starts `aigw-proxy run` on the (cached) database, times each API query (p50/p95 over --runs requests after a
+warm-up) and then measures what a heavy API load costs proxy traffic: the latency of requests through a proxy
+tunnel to a local HTTP server, idle and while another process hammers the heaviest API queries. Everything stays
+on 127.0.0.1. Figures are printed, not asserted; exit status 1 only if something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.server
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gen_api_db import default_dir, ensure_db
+
+PREFIX = "/api/v2/ai-gateway"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, token: str, path: str, params: dict[str, object] | None = None) -> tuple[int, bytes]:
+    query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+    req = urllib.request.Request(f"{url}{PREFIX}{path}" + (f"?{query}" if query else ""),
+                                 headers={"Coder-Session-Token": token})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class Origin(http.server.BaseHTTPRequestHandler):
+    """The tunnelled destination: a tiny local HTTP server."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b'{"ok":true}'
+        # One write: headers and body in separate segments would meet Nagle + delayed ACK (40 ms stalls).
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def tunnel(proxy: tuple[str, int], origin_port: int, token: str) -> socket.socket:
+    s = socket.create_connection(proxy, timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cred = base64.b64encode(f"bench:{token}".encode()).decode()
+    s.sendall(f"CONNECT 127.0.0.1:{origin_port} HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n"
+              f"Proxy-Authorization: Basic {cred}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("proxy closed the CONNECT")
+        head += chunk
+    if b" 200" not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"CONNECT refused: {head[:60]!r}")
+    return s
+
+
+def round_trip(s: socket.socket) -> float:
+    t = time.perf_counter()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: origin\r\n\r\n")
+    data = b""
+    while not data.endswith(b'{"ok":true}'):
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("tunnel closed")
+        data += chunk
+    return (time.perf_counter() - t) * 1000
+
+
+def proxied_latency(proxy: tuple[str, int], origin_port: int, token: str, seconds: float) -> dict[str, float]:
+    """Requests over an open tunnel, and new tunnel + request, for `seconds`."""
+    open_rt: list[float] = []
+    new_rt: list[float] = []
+    s = tunnel(proxy, origin_port, token)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        open_rt.append(round_trip(s))
+        if len(open_rt) % 10 == 0:
+            t = time.perf_counter()
+            fresh = tunnel(proxy, origin_port, token)
+            round_trip(fresh)
+            fresh.close()
+            new_rt.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.01)
+    s.close()
+    return {"open_p50": pct(open_rt, 50), "open_p95": pct(open_rt, 95), "open_max": max(open_rt),
+            "new_p50": pct(new_rt, 50), "new_p95": pct(new_rt, 95), "n": len(open_rt)}
+
+
+def hammer(url: str, token: str, seconds: float) -> None:
+    """(--hammer) The heaviest API queries back to back, in a separate process."""
+    heavy = [("/sessions", {"q": "model:gpt-5", "limit": 1000}), ("/interceptions", {"limit": 1000}),
+             ("/sessions", {"limit": 1000}), ("/interceptions", {"q": "model:o4-mini", "limit": 1000})]
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        path, params = heavy[n % len(heavy)]
+        get(url, token, path, params)
+        n += 1
+    print(n)
+
+
+def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
+    """(name, role, path, params or a callable giving fresh params per request)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    deep_id = conn.execute("SELECT id FROM aibridge_interceptions WHERE ended_at IS NOT NULL "
+                           "ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET 500000").fetchone()[0]
+    deep_session = conn.execute("SELECT session_id FROM aigw_sessions ORDER BY last_active_at DESC, session_id DESC "
+                                "LIMIT 1 OFFSET 50000").fetchone()[0]
+    busy_user = conn.execute("SELECT username FROM users ORDER BY created_at, id LIMIT 1 OFFSET 3").fetchone()[0]
+    conn.close()
+    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    week = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rng = random.Random(1)
+    sample = info["sessions_sample"]
+    return [
+        ("interceptions: first page", "admin", "/interceptions", {}),
+        ("interceptions: provider:anthropic", "admin", "/interceptions", {"q": "provider:anthropic"}),
+        ("interceptions: model:o4-mini", "admin", "/interceptions", {"q": "model:o4-mini"}),
+        ("interceptions: client + last 7 days", "admin", "/interceptions",
+         {"q": f'client:"Gemini CLI" started_after:{week}'}),
+        ("interceptions: last 24 hours", "admin", "/interceptions", {"q": f"started_after:{day}"}),
+        (f"interceptions: initiator:{busy_user}", "admin", "/interceptions", {"q": f"initiator:{busy_user}"}),
+        ("interceptions: member (own)", "member", "/interceptions", {}),
+        ("interceptions: deep page (after_id 500k)", "admin", "/interceptions", {"after_id": deep_id}),
+        ("interceptions: offset 10000", "admin", "/interceptions", {"offset": 10000}),
+        ("interceptions: limit 1000", "admin", "/interceptions", {"limit": 1000}),
+        ("sessions: first page", "admin", "/sessions", {}),
+        ("sessions: member (own)", "member", "/sessions", {}),
+        (f"sessions: initiator:{busy_user}", "admin", "/sessions", {"q": f"initiator:{busy_user}"}),
+        ("sessions: deep page (after 50k sessions)", "admin", "/sessions", {"after_session_id": deep_session}),
+        ("sessions: last 24 hours", "admin", "/sessions", {"q": f"started_after:{day}"}),
+        ("sessions: client:Codex last 7 days", "admin", "/sessions", {"q": f"client:Codex started_after:{week}"}),
+        ("sessions: model:gpt-5 (all time)", "admin", "/sessions", {"q": "model:gpt-5"}),
+        ("session detail", "admin", "/sessions/{sid}", lambda: {"sid": rng.choice(sample)}),
+        ("models", "admin", "/models", {}),
+        ("clients", "member", "/clients", {}),
+    ]
+
+
+def start_daemon(data_dir: Path, origin_port: int) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
+    cfg = data_dir / "bench.toml"
+    cfg.write_text(f'allowed_private_cidrs = ["127.0.0.1/32"]\nallowed_ports = [443, {origin_port}]\n')
+    port, admin = free_port(), free_port()
+    log = open(data_dir / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "aigw_proxy", "run", "--listen", f"127.0.0.1:{port}",
+                             "--admin-listen", f"127.0.0.1:{admin}", "--data-dir", str(data_dir), "--config", str(cfg),
+                             "--retention", "0", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{admin}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1).read()
+            return proc, url, ("127.0.0.1", port)
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((data_dir / "daemon.log").read_text()) from None
+            time.sleep(0.1)
+    raise RuntimeError("daemon did not start")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--interceptions", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--load-seconds", type=float, default=15.0)
+    ap.add_argument("--hammer", nargs=3, metavar=("URL", "TOKEN", "SECONDS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.hammer:
+        hammer(args.hammer[0], args.hammer[1], float(args.hammer[2]))
+        return 0
+    out = default_dir(args.interceptions)
+    info = ensure_db(out, interceptions=args.interceptions, n_users=args.users)
+    tokens = info["tokens"]
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    proc, url, proxy = start_daemon(out, origin.server_address[1])
+    failed = False
+    try:
+        print(f"\nAPI latency over {args.runs} requests each (ms; {os.cpu_count()} CPUs; "
+              f"{info['interceptions']:,} interceptions, {info['child_rows']:,} child rows):")
+        print(f"  {'query':52s} {'p50':>8s} {'p95':>8s} {'rows':>6s} {'KiB':>7s}")
+        for name, role, path, params in scenarios(out / "aigw-proxy.db", info):
+            times: list[float] = []
+            for n in range(args.runs + 3):
+                p = params() if callable(params) else dict(params)
+                real_path = path.format(**p) if "{" in path else path
+                query = {k: v for k, v in p.items() if k != "sid"}
+                t = time.perf_counter()
+                status, body = get(url, tokens[role], real_path, query)
+                elapsed = (time.perf_counter() - t) * 1000
+                if status != 200:
+                    print(f"  {name}: HTTP {status}: {body[:200]!r}")
+                    failed = True
+                    break
+                if n >= 3:  # the first requests warm the page cache
+                    times.append(elapsed)
+            if times:
+                doc = json.loads(body)
+                rows = len(doc) if isinstance(doc, list) else len(
+                    doc.get("results", doc.get("sessions", doc.get("threads", []))))
+                print(f"  {name:52s} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {rows:6d} {len(body) / 1024:7.0f}")
+
+        print(f"\nproxied requests through a tunnel, {args.load_seconds:.0f}s each (ms):")
+        idle = proxied_latency(proxy, origin.server_address[1], tokens["admin"], args.load_seconds)
+        hammer_proc = subprocess.Popen([sys.executable, __file__, "--hammer", url, tokens["admin"],
+                                        str(args.load_seconds + 2)], stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        loaded = proxied_latency(proxy, origin.server_address[1], tokens["admin"], args.load_seconds)
+        api_requests = hammer_proc.communicate(timeout=120)[0].strip()
+        for label, r in (("idle", idle), (f"during heavy API load ({api_requests} API requests)", loaded)):
+            print(f"  {label:52s} open tunnel p50 {r['open_p50']:.2f} p95 {r['open_p95']:.2f} max "
+                  f"{r['open_max']:.1f} | new tunnel p50 {r['new_p50']:.1f} p95 {r['new_p95']:.1f}")
+        print(f"  added latency (open tunnel): p50 {loaded['open_p50'] - idle['open_p50']:+.2f}, "
+              f"p95 {loaded['open_p95'] - idle['open_p95']:+.2f}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        origin.shutdown()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    tempfile.tempdir = None
+    sys.exit(main())
