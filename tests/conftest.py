@@ -139,6 +139,23 @@ class Daemon:
             time.sleep(0.05)
 
 
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Wait until /healthz answers (or fail with the daemon's log), then fetch the CA bundle."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.healthz()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise AssertionError(f"daemon did not become healthy:\n{self.log()}") from None
+                time.sleep(0.1)
+        self.ca_bundle.write_text(self.cli("ca", "export").stdout)
+
     def one(self, *, prompt: str | None = None, response_id: str | None = None, timeout: float = 10.0) -> dict:
         """The single interception with this prompt or provider response id (waits for the writer)."""
 
@@ -168,21 +185,8 @@ def start_daemon(tmp: Path, config: str, *, extra_args: tuple[str, ...] = (), en
          "--data-dir", str(data_dir), "--config", str(cfg), *extra_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
-    if not wait:
-        return d
-    deadline = time.monotonic() + 30
-    while True:
-        if d.proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {d.proc.returncode}:\n{d.log()}")
-        try:
-            d.healthz()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                d.proc.kill()
-                raise AssertionError(f"daemon did not become healthy:\n{d.log()}") from None
-            time.sleep(0.1)
-    d.ca_bundle.write_text(d.cli("ca", "export").stdout)
+    if wait:
+        d.wait_healthy()
     return d
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,19 +132,7 @@ def start_observed(tmp: Path, config: str, env: dict[str, str]) -> tuple[Daemon,
              "--structured-logging", "--log-format", "json", "--trace", "--trace-logs"],
             stdout=out, stderr=err, env=env,
         )
-    deadline = time.monotonic() + 30
-    while True:
-        if d.proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {d.proc.returncode}:\n{d.log()}")
-        try:
-            d.healthz()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                d.proc.kill()
-                raise AssertionError(f"daemon did not become healthy:\n{d.log()}") from None
-            time.sleep(0.1)
-    d.ca_bundle.write_text(d.cli("ca", "export").stdout)
+    d.wait_healthy()
     return d, stdout
 
 
