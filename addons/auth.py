@@ -6,6 +6,7 @@ The identity found on the CONNECT follows every request inside that tunnel.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from mitmproxy import connection, http
 
@@ -49,16 +50,22 @@ class TokenAuth:
             self._by_client[flow.client_conn.id] = who
             flow.metadata[INITIATOR] = who
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Sync on the hot path (a request inside an authenticated tunnel); mitmproxy awaits what a hook returns,
+        # so only a plain proxied request pays for a coroutine.
         if flow.response is not None:
-            return
+            return None
         who = self._by_client.get(flow.client_conn.id)
         if who is None:
-            # A plain (absolute-form) proxy request outside any CONNECT: authenticate it on its own.
-            who = await self._check(flow)
-            if who is None:
-                return
+            return self._authenticate_plain_request(flow)
         flow.metadata[INITIATOR] = who
+        return None
+
+    async def _authenticate_plain_request(self, flow: http.HTTPFlow) -> None:
+        """A plain (absolute-form) proxy request outside any CONNECT: authenticate it on its own."""
+        who = await self._check(flow)
+        if who is not None:
+            flow.metadata[INITIATOR] = who
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._by_client.pop(client.id, None)

@@ -6,6 +6,7 @@ Registered before mitmproxy's default addons so our `next_layer` decision is mad
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from mitmproxy import connection, http
@@ -86,10 +87,14 @@ class ProviderRouter:
             flow.metadata[PROVIDER] = target.provider
             flow.metadata[CONNECT_TARGET] = target
 
-    async def request(self, flow: http.HTTPFlow) -> None:
-        # Plain (absolute-form) proxied requests outside any CONNECT get the same destination policy.
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Sync on the hot path (requests inside a tunnel); only plain proxied requests get a coroutine.
         if flow.response is not None or flow.client_conn.id in self._targets or flow.request.method == "CONNECT":
-            return
+            return None
+        return self._check_plain_request(flow)
+
+    async def _check_plain_request(self, flow: http.HTTPFlow) -> None:
+        """Plain (absolute-form) proxied requests outside any CONNECT get the same destination policy."""
         if flow.request.port not in self.cfg.allowed_ports:
             flow.response = _refuse(403, f"requests to port {flow.request.port} are not allowed")
             return

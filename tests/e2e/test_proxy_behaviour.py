@@ -125,3 +125,27 @@ def test_upstream_override_never_dials_the_real_host(proxy_env: Daemon, upstream
     assert msg.id == "msg_override"
     assert upstream.requests[-1].headers["host"] == "api.anthropic.com"
     assert proxy_env.one(response_id="msg_override")["initiator"]["username"] == "alice"
+
+
+def plain_request(daemon: Daemon, url: str, auth: str | None) -> tuple[int, bytes]:
+    """A plain-HTTP (absolute-form) proxy request, no CONNECT."""
+    s = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+    head = f"GET {url} HTTP/1.1\r\nHost: {url.split('/')[2]}\r\nConnection: close\r\n"
+    if auth is not None:
+        head += f"Proxy-Authorization: Basic {base64.b64encode(auth.encode()).decode()}\r\n"
+    s.sendall((head + "\r\n").encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_plain_http_proxy_requests_get_the_same_auth_and_policy(daemon: Daemon) -> None:
+    token = daemon.token("alice")
+    status, data = plain_request(daemon, "http://127.0.0.2/x", None)
+    assert status == 407 and b'realm="aigw-proxy"' in data
+    status, data = plain_request(daemon, "http://127.0.0.2/x", f"a:{token}")
+    assert status == 403 and b"private or reserved" in data
+    status, data = plain_request(daemon, f"http://127.0.0.1:{daemon.admin_port}/healthz", f"a:{token}")
+    assert status == 403 and b"not allowed" in data
