@@ -24,6 +24,7 @@ from addons.inflight import InFlight
 from addons.intercept import Interceptor
 from addons.readiness import Readiness
 from addons.routing import ProviderRouter
+from addons.stack import AigwAddons
 from addons.websocket import ResponsesSocket
 from aigw_proxy.admin import AdminResponse, AdminServer
 from aigw_proxy.api.thread import ApiThread
@@ -110,8 +111,8 @@ async def start(settings: Settings) -> Running:
     authenticator = TokenAuthenticator(UserStore(db).authenticate)
     # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
     sockets = ResponsesSocket(recorder.submit, obs.tracer)
-    master.addons.add(TokenAuth(authenticator), router, inflight, *mon.gates, Interceptor(recorder.submit, obs.tracer),
-                      sockets, mon.proxy_metrics)
+    master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *mon.gates,
+                                 Interceptor(recorder.submit, obs.tracer), sockets, mon.proxy_metrics))
     master.addons.add(
         core.Core(),
         disable_h2c.DisableH2C(),
@@ -134,6 +135,7 @@ async def start(settings: Settings) -> Running:
         await writer.close(5)
         await db.close()
         raise DaemonError(str(exc) or "the proxy did not start") from None
+    master.addons.remove(readiness)  # its one check is done: no need to visit it on every event
 
     running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin_addr,
                       obs)
