@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from aigw_proxy.api.app import ApiApp
 from aigw_proxy.storage import Database, open_database
 
 log = logging.getLogger("aigw_proxy.api")
+
+BUSY_SWITCH_INTERVAL = 0.001  # seconds; see ApiThread.handle
 
 
 class ApiThread:
@@ -29,6 +32,8 @@ class ApiThread:
         self._app: ApiApp | None = None
         self._thread: threading.Thread | None = None
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._busy = 0  # API requests in progress (counted on the proxy's loop, where `handle` runs)
+        self._idle_switch_interval = sys.getswitchinterval()
 
     async def start(self) -> None:
         """Start the thread and wait (without blocking the caller's loop) until its database is open."""
@@ -59,7 +64,19 @@ class ApiThread:
         if self._loop is None or self._app is None or not self._loop.is_running():
             return AdminResponse.json(503, {"message": "The API is not running."})
         future = asyncio.run_coroutine_threadsafe(self._app.handle(method, target, headers), self._loop)
-        return await asyncio.wrap_future(future)
+        self._busy += 1
+        if self._busy == 1:
+            # While the API thread works, a GIL it holds keeps the proxy's loop waiting up to the switch
+            # interval (5 ms by default) each time: shorten it so a heavy query adds little to proxied requests
+            # (measured p95 +11 ms -> +4 ms). Only while busy: more switching costs proxy throughput otherwise.
+            self._idle_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(BUSY_SWITCH_INTERVAL)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                sys.setswitchinterval(self._idle_switch_interval)
 
     async def close(self) -> None:
         if self._loop is not None and self._loop.is_running():
