@@ -324,26 +324,26 @@ async def test_locked_database_delays_writes_but_loses_nothing(
             lags.append(time.monotonic() - t - 0.01)
 
     tick = asyncio.create_task(ticker())
-    slowest = 0.0
     try:
         for n in range(100):
-            t = time.perf_counter()
             assert writer.submit(started(f"i-{n}", alice, t=n))
             assert writer.submit(ended(f"i-{n}", t=n + 0.5))
-            slowest = max(slowest, time.perf_counter() - t)
             if n % 25 == 0:
                 await asyncio.sleep(0.05)  # let the writer start waiting on the lock
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - lock_started)))
+        # All 200 events were accepted while the database was locked: submit never waited for it.
         assert writer.written == 0
         assert writer.queue_depth == 200
         assert await list_interceptions(db) == []  # WAL: readers are not blocked by the writer lock
+        ticks_while_locked = len(lags)
     finally:
         locker.execute("COMMIT")
         locker.close()
     await writer.flush(timeout=10)
     tick.cancel()
-    assert slowest < 0.01, f"submit took {slowest * 1000:.1f} ms"
-    assert max(lags) < 0.25, f"event loop stalled {max(lags) * 1000:.0f} ms"
+    # The loop kept turning through the locked second (a writer blocking the loop would leave a handful of
+    # 10 ms ticks at most, not dozens): a functional check, not a timing threshold.
+    assert ticks_while_locked >= 20, f"only {ticks_while_locked} loop ticks while the database was locked"
     assert writer.written == 200
     assert writer.dropped == {}
     assert len(await list_interceptions(db, limit=1000)) == 100
