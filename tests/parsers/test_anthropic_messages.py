@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from aigw_proxy.parsing import anthropic_messages as am
 from aigw_proxy.records import ModelThought, ResponseFacts, TokenUsage, ToolCall
+from tests.parsers.chunking import feed_in_chunks
 
 MSG_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
 TOOL_ID = "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
@@ -270,11 +271,7 @@ EXPECTED = ResponseFacts(
 
 
 def run_stream(data: bytes, chunk: int | None = None) -> ResponseFacts:
-    parser = am.stream_parser()
-    step = chunk or max(len(data), 1)
-    for i in range(0, len(data), step):
-        parser.feed(data[i:i + step])
-    return parser.finish()
+    return feed_in_chunks(am.stream_parser, data, chunk)
 
 
 def test_blocking_response_facts() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from aigw_proxy.parsing import gemini as gm
 from aigw_proxy.parsing import jsonarray
 from aigw_proxy.parsing.jsonarray import JSONArraySplitter
 from aigw_proxy.records import ModelThought, ResponseFacts, TokenUsage, ToolCall
+from tests.parsers.chunking import StreamParser, feed_in_chunks
 
 RESP_ID = "mPfcaN2nB8ak1dkPtr3HwQk"
 MODEL = "gemini-2.5-pro"
@@ -148,12 +150,8 @@ EXPECTED = ResponseFacts(
 )
 
 
-def run(parser_factory: object, data: bytes, step: int | None = None) -> ResponseFacts:
-    parser = parser_factory()  # type: ignore[operator]
-    step = step or max(len(data), 1)
-    for i in range(0, len(data), step):
-        parser.feed(data[i:i + step])
-    return parser.finish()
+def run(parser_factory: Callable[[], StreamParser], data: bytes, step: int | None = None) -> ResponseFacts:
+    return feed_in_chunks(parser_factory, data, step)
 
 
 def test_whole_body() -> None:

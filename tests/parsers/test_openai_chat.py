@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from aigw_proxy.parsing import openai_chat as oc
 from aigw_proxy.records import ResponseFacts, TokenUsage, ToolCall
+from tests.parsers.chunking import feed_in_chunks
 
 RESP_ID = "chatcmpl-CTz4mKq8d1a2b3c4d5e6f7g8h9i0"
 MODEL = "o4-mini-2025-04-16"
@@ -186,11 +187,7 @@ EXPECTED = ResponseFacts(
 
 
 def run_stream(data: bytes, chunk: int | None = None) -> ResponseFacts:
-    parser = oc.stream_parser()
-    step = chunk or max(len(data), 1)
-    for i in range(0, len(data), step):
-        parser.feed(data[i:i + step])
-    return parser.finish()
+    return feed_in_chunks(oc.stream_parser, data, chunk)
 
 
 def chunk(**fields: object) -> bytes:
