@@ -7,7 +7,6 @@ proxy's loop. Admins see everything; a member sees only their own records: every
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
 
 from aigw_proxy.admin import AdminResponse
 from aigw_proxy.api.openapi import openapi_document
@@ -65,20 +66,14 @@ class Request:
         return values[-1] if values else None
 
 
-_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
-
-
 def _encode(value: object) -> bytes:
-    """JSON bytes; big pages item by item. One C-level `json.dumps` of a multi-megabyte page holds the GIL for
-    tens of milliseconds, stalling the proxy's event loop in the other thread; between items (Python calls) the
-    interpreter can switch to it."""
-    if isinstance(value, dict) and any(isinstance(v, list) and len(v) > 8 for v in value.values()):
-        fields = (_dumps(k) + ":" + ("[" + ",".join(map(_dumps, v)) + "]" if isinstance(v, list) else _dumps(v))
-                  for k, v in value.items())
-        return ("{" + ",".join(fields) + "}").encode()
-    if isinstance(value, list) and len(value) > 8:
-        return ("[" + ",".join(map(_dumps, value)) + "]").encode()
-    return _dumps(value).encode()
+    """JSON bytes. orjson encodes a 2 MB page in a few milliseconds — several times faster than `json`, whose C
+    encoder would also hold the GIL (and so the proxy's loop in the other thread) for tens of milliseconds.
+    Values orjson refuses (integers beyond 64 bits) fall back to the standard encoder."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _json(status: int, value: object) -> AdminResponse:

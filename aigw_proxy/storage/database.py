@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -21,6 +22,15 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 # Metadata comes from the proxy: anything that json cannot encode is stored as its str() rather than failing.
 _json_dumps = functools.partial(json.dumps, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_loads(text: str | bytes) -> object:
+    """JSON columns are read by the thousand on API pages: orjson is several times faster. It rejects the NaN
+    and Infinity that `json.dumps` may have written; the standard parser reads those."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class Database:
@@ -59,6 +69,7 @@ def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int
         pool_size=pool_size,
         max_overflow=0 if immediate else pool_size,
         json_serializer=_json_dumps,
+        json_deserializer=_json_loads,
     )
     configure_sqlite_engine(engine, busy_timeout_ms=busy_timeout_ms, immediate=immediate)
     return engine
