@@ -191,6 +191,10 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     rebuild_started = time.monotonic()
     with _sqlalchemy(path) as sa_conn:
         rebuild(sa_conn)
+        # Prompts were bulk-loaded, not written through the RecordWriter: derive `last_prompt_at` from them.
+        from aigw_proxy.storage.migrations import backfill_last_prompt_at
+
+        backfill_last_prompt_at(sa_conn)
         from aigw_proxy.storage.summaries import create_triggers
 
         create_triggers(sa_conn)

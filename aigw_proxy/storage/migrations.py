@@ -6,7 +6,9 @@ applied completely or not at all.
 
 Steps are frozen once released. v1 builds the tables from `schema.metadata`; when a later version changes a
 table, add a step (v2, …) doing the ALTERs and give v1 a frozen copy of the v1 definitions, so that an empty
-database still goes v1 → v2 → … exactly like an old one.
+database still goes v1 → v2 → … exactly like an old one. Exception, for a nullable column appended at the end of
+a table: v1's create_all already makes it on a new database, so the step that adds it (v3) adds it only where it
+is missing; either way the table ends up the same.
 
 Concurrency: the daemon and a CLI process may start at once. Migrating takes the write lock first (the writer
 engine starts transactions with BEGIN IMMEDIATE), re-reads the version under the lock and only then applies
@@ -51,9 +53,44 @@ def _v1_initial(conn: sa.Connection) -> None:
     schema.metadata.create_all(conn, checkfirst=False)
 
 
+_SESSION_COLUMNS = "session_id, initiator_id, started_at, ended_at, thread_root_id, last_prompt_at"
+# v3: one covering index per attribute the sessions list is usually filtered by (model, provider, client; not
+# provider_name, which mostly repeats provider: each index costs the writer ~7 µs per interception), over ended
+# rows, so a filter over all time groups its sessions from the index alone. The client expression must match the
+# sessions query's literally.
+# `session_id IS NOT NULL` (always true) keeps them to the sessions query, which says it: SQLite uses a partial
+# index only for queries whose WHERE names its terms, and for the interceptions list (newest first, LIMIT) it
+# would otherwise pick `model = ?` and sort 100k rows instead of walking the started_at index.
+V3_INDEXES = tuple(
+    f"CREATE INDEX IF NOT EXISTS idx_aibridge_interceptions_{name}_sessions ON aibridge_interceptions "
+    f"({lead}, {_SESSION_COLUMNS}) WHERE ended_at IS NOT NULL AND session_id IS NOT NULL"
+    for name, lead in (("model", "model"), ("provider", "provider"), ("client", "COALESCE(client, 'Unknown')"))
+)
+
+
+def backfill_last_prompt_at(conn: sa.Connection) -> None:
+    """Set `last_prompt_at` from the prompts (v3 upgrade; bulk loads that insert prompts without the writer)."""
+    conn.exec_driver_sql(
+        "UPDATE aibridge_interceptions SET last_prompt_at = (SELECT max(p.created_at) FROM aibridge_user_prompts p "
+        "WHERE p.interception_id = aibridge_interceptions.id) "
+        "WHERE id IN (SELECT interception_id FROM aibridge_user_prompts)"
+    )
+
+
+def _v3_session_filters(conn: sa.Connection) -> None:
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(schema.interceptions.name)}
+    if "last_prompt_at" not in columns:
+        conn.exec_driver_sql("ALTER TABLE aibridge_interceptions ADD COLUMN last_prompt_at DATETIME")
+    backfill_last_prompt_at(conn)  # the writer sets it from now on; no trigger watches this column
+    for ddl in V3_INDEXES:
+        conn.exec_driver_sql(ddl)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
     Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
+    Migration(3, "interceptions.last_prompt_at and covering indexes for sessions filtered by model, provider or "
+              "client", _v3_session_filters),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

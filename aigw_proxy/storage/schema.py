@@ -146,6 +146,9 @@ interceptions = sa.Table(
     sa.Column("error_type", sa.String(16), nullable=True),
     sa.Column("error_message", sa.String(ERROR_MESSAGE_MAX), nullable=True),
     sa.Column("metadata", JSONType, nullable=True),
+    # Schema v3: created_at of the interception's newest prompt (the writer sets it when the call ends), so the
+    # sessions list groups by it without a per-row prompt lookup. Kept last: v3 adds it to older databases.
+    sa.Column("last_prompt_at", UTCDateTime, nullable=True),
     sa.CheckConstraint(f"status IS NULL OR {_in('status', STATUSES)}", name="ck_interceptions_status"),
     sa.CheckConstraint(f"error_type IS NULL OR {_in('error_type', ERROR_TYPES)}", name="ck_interceptions_error_type"),
 )

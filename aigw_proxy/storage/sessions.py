@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,39 +46,62 @@ def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]
     return cond
 
 
-def _grouped(flt: InterceptionFilter) -> sa.Subquery:
-    """Matching interceptions grouped into sessions, with the columns the summary table has for ordering.
+def _by_indexed_call(flt: InterceptionFilter) -> bool:
+    """Filtered by an attribute with a v3 covering index (provider_name has none)."""
+    return any(v is not None for v in (flt.provider, flt.model, flt.client))
 
-    The matching rows are materialized first: SQLite would otherwise walk the whole (session, initiator) index
-    to avoid a sort, instead of the few rows a time or client filter selects."""
-    matching = (
-        sa.select(_i.id, _i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id)
-        .where(*filter_conditions(flt))
-        .cte("matching")
-        .prefix_with("MATERIALIZED")
-    )
-    m = matching.c
-    latest_prompt = (
-        sa.select(sa.func.max(user_prompts.c.created_at))
-        .where(user_prompts.c.interception_id == m.id)
-        .scalar_subquery()
-    )
-    first_start = sa.func.min(m.started_at)
+
+def _matching(
+    flt: InterceptionFilter, *columns: sa.ColumnElement[Any], of_sessions: list[str] | None = None
+) -> sa.CTE:
+    """The matching interceptions' `columns` (only those of `of_sessions` if given: found through the session
+    index, never materialized).
+
+    The client test is written as the v3 index's expression (a bound 'Unknown' would not match it). Filtered by
+    model, provider or client, the rows come from that attribute's covering index (v3), already in session order.
+    Otherwise they are materialized first: SQLite would walk the whole (session, initiator) index to avoid a sort,
+    instead of the few rows a time filter selects."""
+    cond = filter_conditions(replace(flt, client=None))
+    if flt.client is not None:
+        cond.append(sa.func.coalesce(_i.client, sa.literal_column("'Unknown'")) == flt.client)
+    if of_sessions is not None:
+        return sa.select(*columns).where(*cond, _i.session_id.in_(of_sessions)).cte("matching")
+    if not _by_indexed_call(flt):
+        return sa.select(*columns).where(*cond).cte("matching").prefix_with("MATERIALIZED")
+    cond.append(_i.session_id.is_not(None))  # always true; lets SQLite use the v3 indexes (see migrations.py)
+    return sa.select(*columns).where(*cond).cte("matching")
+
+
+def _grouped(flt: InterceptionFilter) -> sa.Subquery:
+    """Matching interceptions grouped into sessions: the key and `last_active_at`, which pages are cut by. The
+    other per-session columns are computed for the page's sessions only (`_grouped_totals`)."""
+    m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.last_prompt_at).c
+    last_active = sa.func.coalesce(sa.func.max(m.last_prompt_at), sa.func.min(m.started_at))
     return (
+        sa.select(m.session_id, m.initiator_id, sa.type_coerce(last_active, UTCDateTime).label("last_active_at"))
+        .group_by(m.session_id, m.initiator_id)
+        .subquery("grouped")
+    )
+
+
+async def _grouped_totals(
+    conn: AsyncConnection, flt: InterceptionFilter, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """started_at, ended_at, interceptions and threads over the matching interceptions of a page of sessions."""
+    m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id,
+                  of_sessions=sorted({k[0] for k in keys})).c
+    rows = await conn.execute(
         sa.select(
             m.session_id,
             m.initiator_id,
-            sa.type_coerce(first_start, UTCDateTime).label("started_at"),
+            sa.type_coerce(sa.func.min(m.started_at), UTCDateTime).label("started_at"),
             sa.type_coerce(sa.func.max(m.ended_at), UTCDateTime).label("ended_at"),
-            sa.type_coerce(sa.func.coalesce(sa.func.max(latest_prompt), first_start), UTCDateTime).label(
-                "last_active_at"
-            ),
             sa.func.count().label("interceptions"),
             sa.func.sum(sa.case((m.thread_root_id.is_(None), 1), else_=0)).label("threads"),
         )
         .group_by(m.session_id, m.initiator_id)
-        .subquery("grouped")
     )
+    return {(r.session_id, r.initiator_id): r for r in rows}
 
 
 def _source(flt: InterceptionFilter) -> tuple[Any, list[sa.ColumnElement[bool]]]:
@@ -86,11 +111,17 @@ def _source(flt: InterceptionFilter) -> tuple[Any, list[sa.ColumnElement[bool]]]
     return summary, _summary_conditions(flt)
 
 
+def _count_query(flt: InterceptionFilter) -> sa.Select[Any]:
+    if flt.by_attribute:  # distinct keys: no aggregate per session needed just to count them
+        m = _matching(flt, _i.session_id, _i.initiator_id).c
+        keys = sa.select(m.session_id, m.initiator_id).distinct().subquery()
+        return sa.select(sa.func.count()).select_from(keys)
+    return sa.select(sa.func.count()).select_from(summary).where(*_summary_conditions(flt))
+
+
 async def count_sessions(db: Database, flt: InterceptionFilter | None = None) -> int:
-    flt = flt or InterceptionFilter()
-    source, cond = _source(flt)
     async with db.reader.connect() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(source).where(*cond))).scalar_one())
+        return int((await conn.execute(_count_query(flt or InterceptionFilter()))).scalar_one())
 
 
 async def list_sessions(
@@ -137,32 +168,27 @@ async def sessions_page(
                 raise SessionCursorNotFound(f"after_session_id: session {json.dumps(after_session_id)} not found")
             cond = [*cond, sa.tuple_(c.last_active_at, c.session_id) < sa.tuple_(
                 sa.literal(cursor.last_active_at, UTCDateTime), sa.literal(after_session_id))]
-        # Grouping on the fly is the expensive part: on a first page, count in the same pass (a window count
-        # sees every group before LIMIT/OFFSET); a cursor narrows the groups, so its pages count separately.
-        same_pass = count and flt.by_attribute and after_session_id is None
-        columns = [c.session_id, c.initiator_id, c.started_at, c.ended_at, c.last_active_at, c.interceptions,
-                   c.threads]
-        if same_pass:
-            columns.append(sa.func.count().over().label("total"))
-        page = (
-            await conn.execute(
-                sa.select(*columns)
-                .where(*cond)
-                .order_by(c.last_active_at.desc(), c.session_id.desc())
-                .limit(limit or DEFAULT_LIMIT)
-                .offset(offset)
-            )
-        ).all()
-        total: int | None = None
-        if count and (not same_pass or not page):
-            base_source, base_cond = _source(flt)
-            total = int((await conn.execute(
-                sa.select(sa.func.count()).select_from(base_source).where(*base_cond))).scalar_one())
-        elif same_pass:
-            total = int(page[0].total)
+        columns = [c.session_id, c.initiator_id, c.last_active_at]
+        if not flt.by_attribute:
+            columns += [c.started_at, c.ended_at, c.interceptions, c.threads]
+        page: list[Any] = list(
+            (
+                await conn.execute(
+                    sa.select(*columns)
+                    .where(*cond)
+                    .order_by(c.last_active_at.desc(), c.session_id.desc())
+                    .limit(limit or DEFAULT_LIMIT)
+                    .offset(offset)
+                )
+            ).all()
+        )
+        total = int((await conn.execute(_count_query(flt))).scalar_one()) if count else None
         if not page:
             return total, []
         keys = [(r.session_id, r.initiator_id) for r in page]
+        if flt.by_attribute:
+            totals = await _grouped_totals(conn, flt, keys)
+            page = [SimpleNamespace(**{**r._mapping, **totals[k]._mapping}) for r, k in zip(page, keys, strict=True)]
         details = await _session_details(conn, keys)
     return total, [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
 

@@ -540,6 +540,7 @@ class RecordWriter:
                 "b_error_message": _clip(ev.error, ERROR_MESSAGE_MAX),
                 "b_metadata": {**inflight.metadata, **ev.metadata},
                 "b_model": ev.model or None,
+                "b_last_prompt_at": ended_at if ev.prompt else None,  # the prompt row's created_at
             }
         )
         _queue_children(pending, ev, ended_at)
@@ -704,6 +705,7 @@ _END_INTERCEPTION = (
         error_message=sa.bindparam("b_error_message", type_=_i.error_message.type),
         metadata=sa.bindparam("b_metadata", type_=_i.metadata.type),
         model=sa.func.coalesce(sa.bindparam("b_model", type_=_i.model.type), _i.model),
+        last_prompt_at=sa.bindparam("b_last_prompt_at", type_=_i.last_prompt_at.type),
     )
 )
 _IN_FLIGHT_ROW = sa.select(
