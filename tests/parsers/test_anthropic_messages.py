@@ -460,16 +460,6 @@ JSON = st.recursive(LEAVES, lambda c: st.lists(c, max_size=4) | st.dictionaries(
 
 
 @settings(max_examples=300, deadline=None)
-@given(raw=st.binary(max_size=300))
-def test_random_bytes_never_raise(raw: bytes) -> None:
-    am.parse_request(raw)
-    am.parse_response(raw)
-    parser = am.stream_parser()
-    parser.feed(raw)
-    parser.finish()
-
-
-@settings(max_examples=300, deadline=None)
 @given(value=JSON)
 def test_random_json_bodies_never_raise(value: object) -> None:
     raw = json.dumps(value).encode()

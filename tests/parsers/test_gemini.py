@@ -375,17 +375,6 @@ JSON = st.recursive(LEAVES, lambda c: st.lists(c, max_size=4) | st.dictionaries(
 
 
 @settings(max_examples=300, deadline=None)
-@given(raw=st.binary(max_size=300))
-def test_random_bytes_never_raise(raw: bytes) -> None:
-    gm.parse_request(raw)
-    gm.parse_response(raw)
-    for factory in (gm.stream_parser, gm.json_stream_parser):
-        parser = factory()
-        parser.feed(raw)
-        parser.finish()
-
-
-@settings(max_examples=300, deadline=None)
 @given(value=JSON)
 def test_random_json_bodies_never_raise(value: object) -> None:
     raw = json.dumps(value).encode()
