@@ -38,7 +38,7 @@ CLIENTS: tuple[str, ...] = (
     "Unknown",
 )
 
-# Session id headers per client, in preference order (lower-case: lookups go through `_lower`).
+# Session id headers per client, in preference order (lower-case: lookups go through `lower_names`).
 _SESSION_HEADERS: dict[str, tuple[str, ...]] = {
     "Claude Code": ("x-claude-code-session-id",),
     "Codex": ("session-id", "session_id"),
@@ -55,16 +55,17 @@ _SESSION_HEADERS: dict[str, tuple[str, ...]] = {
 _BODY_SESSION_CLIENTS = frozenset({"Claude Code", "Codex"})
 
 
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names lower-cased, so a plain dict works like mitmproxy's case-insensitive Headers."""
+def lower_names(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased, so a plain dict works like mitmproxy's case-insensitive Headers. A strange
+    mapping gives an empty dict: it must not break classification."""
     try:
         return {str(k).lower(): str(v) for k, v in headers.items()}
-    except Exception:  # a strange mapping must not break classification
+    except Exception:
         return {}
 
 
 def classify_client(headers: Mapping[str, str]) -> str:
-    h = _lower(headers)
+    h = lower_names(headers)
     ua = h.get("user-agent", "").strip().lower()
     originator = h.get("originator", "").strip().lower()
     for prefixes, originators, name in _UA_RULES:
@@ -84,7 +85,7 @@ def classify_client(headers: Mapping[str, str]) -> str:
 
 
 def client_session_id(client: str, headers: Mapping[str, str], body_session_id: str | None) -> str | None:
-    h = _lower(headers)
+    h = lower_names(headers)
     candidates = [h.get(name) for name in _SESSION_HEADERS.get(client, ())]
     if client in _BODY_SESSION_CLIENTS:
         candidates.append(body_session_id)

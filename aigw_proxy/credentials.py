@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from aigw_proxy.clients import lower_names
+
 # A JWT: three base64url segments (the signature may be empty for unsigned tokens). ChatGPT-plan tokens.
 _JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Tokens obtained by a login rather than created as keys: Anthropic OAuth access tokens, GitHub user-to-server
@@ -16,10 +18,7 @@ _OAUTH_PREFIXES = ("sk-ant-oat", "ghu_", "gho_", "tid=", "ya29.")
 
 def credential_info(headers: Mapping[str, str]) -> tuple[str, str]:
     """(kind, hint): kind is "api_key", "oauth" or "none"."""
-    try:
-        h = {str(k).lower(): str(v) for k, v in headers.items()}
-    except Exception:
-        return "none", ""
+    h = lower_names(headers)
     # X-Api-Key wins over Authorization, as in the gateway; `api-key` is Azure OpenAI's, `x-goog-api-key` Gemini's.
     for name in ("x-api-key", "api-key", "x-goog-api-key"):
         key = h.get(name, "").strip()
