@@ -12,6 +12,7 @@ from mitmproxy import http
 
 from addons.auth import INITIATOR
 from addons.circuit_breaker import REJECTED
+from addons.intercept import INTERCEPTION
 from addons.routing import CONNECT_TARGET, PROVIDER, ConnectTarget, ProviderRouter
 from aigw_proxy.metrics import Metrics
 from aigw_proxy.providers import Provider
@@ -59,11 +60,12 @@ class ProxyMetrics:
         flow.metadata[_STARTED] = time.monotonic()
         self.m.mitm_requests.labels(provider.name).inc()
         self.m.inflight_mitm.labels(provider.name).inc()
-        method = flow.request.method
-        path = flow.request.path.split("?", 1)[0]
-        if provider.api_for(method, path) is None:
+        # Registered after the Interceptor, which has already matched the route: no interception means a
+        # passthrough path.
+        if flow.metadata.get(INTERCEPTION) is None:
+            path = flow.request.path.split("?", 1)[0]
             route = self._bounded(self._routes.setdefault(provider.name, set()), path, _ROUTES_PER_PROVIDER)
-            self.m.passthrough.labels(provider.name, route, method).inc()
+            self.m.passthrough.labels(provider.name, route, flow.request.method).inc()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         started = flow.metadata.get(_STARTED)
