@@ -146,6 +146,7 @@ def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
     conn.close()
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     week = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    month = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     rng = random.Random(1)
     sample = info["sessions_sample"]
     return [
@@ -167,6 +168,12 @@ def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
         ("sessions: last 24 hours", "admin", "/sessions", {"q": f"started_after:{day}"}),
         ("sessions: client:Codex last 7 days", "admin", "/sessions", {"q": f"client:Codex started_after:{week}"}),
         ("sessions: model:gpt-5 (all time)", "admin", "/sessions", {"q": "model:gpt-5"}),
+        ("sessions: provider:anthropic (all time, half the rows)", "admin", "/sessions", {"q": "provider:anthropic"}),
+        ("sessions: provider_name:openai (all time)", "admin", "/sessions", {"q": "provider_name:openai"}),
+        ("sessions: client:Unknown (all time)", "admin", "/sessions", {"q": "client:Unknown"}),
+        ("sessions: provider:openai last 30 days", "admin", "/sessions",
+         {"q": f"provider:openai started_after:{month}"}),
+        ("sessions: limit 1000", "admin", "/sessions", {"limit": 1000}),
         ("session detail", "admin", "/sessions/{sid}", lambda: {"sid": rng.choice(sample)}),
         ("models", "admin", "/models", {}),
         ("clients", "member", "/clients", {}),

@@ -76,9 +76,9 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -512000")
-    from aigw_proxy.storage.summaries import TRIGGERS
+    from aigw_proxy.storage import session_slices, summaries
 
-    for name in TRIGGERS:
+    for name in [*summaries.TRIGGERS, *session_slices.TRIGGERS]:
         conn.execute(f"DROP TRIGGER IF EXISTS {name}")
 
     users = [(ids(start), f"user{n:04d}", "admin" if n < 5 else "member", _fmt(start)) for n in range(n_users)]
@@ -186,18 +186,16 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
             print(f"  {made:,} interceptions, {children:,} child rows ({time.monotonic() - began:.0f}s)", flush=True)
     flush()
     print("  rebuilding summaries and ANALYZE ...", flush=True)
-    from aigw_proxy.storage.summaries import rebuild
-
     rebuild_started = time.monotonic()
     with _sqlalchemy(path) as sa_conn:
-        rebuild(sa_conn)
+        summaries.rebuild(sa_conn)
         # Prompts were bulk-loaded, not written through the RecordWriter: derive `last_prompt_at` from them.
         from aigw_proxy.storage.migrations import backfill_last_prompt_at
 
         backfill_last_prompt_at(sa_conn)
-        from aigw_proxy.storage.summaries import create_triggers
-
-        create_triggers(sa_conn)
+        session_slices.rebuild(sa_conn)  # after the back-fill: slices carry last_prompt_at
+        summaries.create_triggers(sa_conn)
+        session_slices.create_triggers(sa_conn)
     conn.execute("ANALYZE")
     conn.close()
     print(f"  summaries + ANALYZE: {time.monotonic() - rebuild_started:.0f}s", flush=True)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aigw_proxy.storage import schema, summaries
+from aigw_proxy.storage import schema, session_slices, summaries
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
 
@@ -91,6 +91,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
     Migration(3, "interceptions.last_prompt_at and covering indexes for sessions filtered by model, provider or "
               "client", _v3_session_filters),
+    Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
+              "time-windowed sessions lists", session_slices.upgrade_v4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

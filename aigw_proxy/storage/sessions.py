@@ -1,10 +1,13 @@
 """Sessions (contract §4.2): ended interceptions grouped by (session_id, initiator_id), newest activity first.
 
-Without time or call filters a session row is read straight from the `aigw_sessions` summary the database keeps
-(see summaries.py). With them, the matching interceptions are grouped on the fly as Coder does: started/ended,
-threads and `last_active_at` then cover only the matching interceptions, while providers, models, client,
-metadata, token sums and the last prompt always describe the whole session. Either way only the page's sessions
-are looked at in detail ("page first, then enrich").
+With a time or call filter, started/ended, threads and `last_active_at` cover only the matching interceptions
+(as Coder groups them), while providers, models, client, metadata, token sums and the last prompt always
+describe the whole session. Where the rows come from:
+* no time or call filter: the `aigw_sessions` summary the database keeps (summaries.py);
+* a time window and/or one of provider, provider_name, model, client, not narrowed to a user or session: the
+  session slices (session_slices.py, read by sliced_sessions.py);
+* otherwise (a user's or a session's rows, or two call attributes): the matching interceptions, grouped here.
+Either way only the page's sessions are looked at in detail ("page first, then enrich").
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.queries import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema import UTCDateTime, interceptions, token_usages, user_prompts, users
+from aigw_proxy.storage.sliced_sessions import slice_of, slice_page
 from aigw_proxy.storage.summaries import sessions as summary
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -119,11 +123,6 @@ def _count_query(flt: InterceptionFilter) -> sa.Select[Any]:
     return sa.select(sa.func.count()).select_from(summary).where(*_summary_conditions(flt))
 
 
-async def count_sessions(db: Database, flt: InterceptionFilter | None = None) -> int:
-    async with db.reader.connect() as conn:
-        return int((await conn.execute(_count_query(flt or InterceptionFilter()))).scalar_one())
-
-
 async def list_sessions(
     db: Database,
     flt: InterceptionFilter | None = None,
@@ -152,6 +151,34 @@ async def sessions_page(
     if after_session_id is not None and offset:
         raise ValueError("cannot use both after_session_id and offset pagination")
     flt = flt or InterceptionFilter()
+    sliced = slice_of(flt) if flt.by_attribute else None
+    if sliced is not None:
+        async with db.reader.connect() as conn:
+            try:
+                total, page = await slice_page(conn, flt, *sliced, limit=limit or DEFAULT_LIMIT,
+                                               after_session_id=after_session_id, offset=offset, count=count)
+            except LookupError:
+                raise _cursor_not_found(after_session_id) from None
+            details = await _session_details(conn, [(r.session_id, r.initiator_id) for r in page]) if page else {}
+        return total, [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
+    return await _grouped_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset, count=count)
+
+
+def _cursor_not_found(session_id: str | None) -> SessionCursorNotFound:
+    return SessionCursorNotFound(f"after_session_id: session {json.dumps(session_id)} not found")
+
+
+async def _grouped_page(
+    db: Database,
+    flt: InterceptionFilter,
+    *,
+    limit: int,
+    after_session_id: str | None,
+    offset: int,
+    count: bool,
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """`sessions_page` from the session summary (no attribute or time filter) or by grouping the matching
+    interceptions. Also the reference the sliced path is tested against."""
     source, cond = _source(flt)
     c = source.c
     async with db.reader.connect() as conn:
@@ -165,7 +192,7 @@ async def sessions_page(
                 )
             ).first()
             if cursor is None:
-                raise SessionCursorNotFound(f"after_session_id: session {json.dumps(after_session_id)} not found")
+                raise _cursor_not_found(after_session_id)
             cond = [*cond, sa.tuple_(c.last_active_at, c.session_id) < sa.tuple_(
                 sa.literal(cursor.last_active_at, UTCDateTime), sa.literal(after_session_id))]
         columns = [c.session_id, c.initiator_id, c.last_active_at]

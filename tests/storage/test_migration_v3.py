@@ -13,6 +13,7 @@ from aigw_proxy.storage.migrations import V3_INDEXES
 from aigw_proxy.storage.queries import InterceptionFilter
 from aigw_proxy.storage.sessions import sessions_page
 from tests.storage.conftest import ended, started
+from tests.storage.test_session_slices import downgrade_to_v3
 
 FILTERS = (
     InterceptionFilter(model="gpt-5"),
@@ -43,6 +44,7 @@ async def _write(writer: RecordWriter, alice: Initiator, bob: Initiator) -> None
 
 def _downgrade_to_v2(path: Path) -> None:
     """What a v2 database looked like: no v3 indexes, no `last_prompt_at` column, version 2."""
+    downgrade_to_v3(path)
     with closing(sqlite3.connect(path)) as conn, conn:
         for ddl in V3_INDEXES:
             conn.execute(f"DROP INDEX {ddl.split()[5]}")
@@ -78,10 +80,10 @@ async def test_v3_backfills_last_prompt_at_and_sessions_answer_the_same(
     }
 
     _downgrade_to_v2(db_path)
-    db = await open_database(db_path)  # migrates v2 → v3
+    db = await open_database(db_path)  # migrates v2 → v3 → v4
     await db.close()
     with closing(sqlite3.connect(db_path)) as conn:
-        assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == 3
+        assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == 4
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(aibridge_interceptions)")}
     assert {ddl.split()[5] for ddl in V3_INDEXES} <= indexes
     assert _last_prompt_at(db_path) == {**written, "a3": "2025-03-01 12:00:45.000000"}
