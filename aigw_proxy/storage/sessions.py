@@ -22,10 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.database import Database, _json_loads
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.queries import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema import UTCDateTime, interceptions, token_usages, user_prompts, users
+from aigw_proxy.storage.session_slices import slice_counts
 from aigw_proxy.storage.sliced_sessions import slice_of, slice_page
 from aigw_proxy.storage.summaries import sessions as summary
 from aigw_proxy.storage.timefmt import rfc3339
@@ -120,7 +121,11 @@ def _count_query(flt: InterceptionFilter) -> sa.Select[Any]:
         m = _matching(flt, _i.session_id, _i.initiator_id).c
         keys = sa.select(m.session_id, m.initiator_id).distinct().subquery()
         return sa.select(sa.func.count()).select_from(keys)
-    return sa.select(sa.func.count()).select_from(summary).where(*_summary_conditions(flt))
+    cond = _summary_conditions(flt)
+    if not cond:  # every session: the slice counts hold the number (counting the summary reads 400k rows)
+        whole = sa.select(slice_counts.c.sessions).where(slice_counts.c.kind == "all").scalar_subquery()
+        return sa.select(sa.func.coalesce(whole, 0))
+    return sa.select(sa.func.count()).select_from(summary).where(*cond)
 
 
 async def list_sessions(
@@ -229,8 +234,12 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         for k in keys
     }
     session_ids = sorted({k[0] for k in keys})
+    # Start times compared as stored text (fixed-width, so in time order) and metadata kept as text until the
+    # first interception is known: a page of 1000 sessions reads ~2500 rows here.
     rows = await conn.execute(
-        sa.select(_i.id, _i.session_id, _i.initiator_id, _i.provider, _i.model, _i.client, _i.started_at)
+        sa.select(_i.id, _i.session_id, _i.initiator_id, _i.provider, _i.model, _i.client,
+                  sa.type_coerce(_i.started_at, sa.Text).label("started_at"),
+                  sa.type_coerce(_i.metadata, sa.Text).label("metadata"))
         .where(_i.ended_at.is_not(None), _i.session_id.in_(session_ids))
     )
     for r in rows:
@@ -241,13 +250,12 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         d["models"].add(r.model)
         if d["first"] is None or (r.started_at, r.id) < (d["first"].started_at, d["first"].id):
             d["first"] = r
-    first_ids = [d["first"].id for d in out.values() if d["first"] is not None]
-    metadata = dict((await conn.execute(sa.select(_i.id, _i.metadata).where(_i.id.in_(first_ids)))).all())
     for d in out.values():
-        d["metadata"] = (metadata.get(d["first"].id) if d["first"] is not None else None) or {}
+        d["metadata"] = (_json_loads(d["first"].metadata) if d["first"] is not None and d["first"].metadata
+                         else None) or {}
 
     tokens = await conn.execute(
-        sa.select(summary).where(_s.session_id.in_(session_ids))
+        sa.select(_s.session_id, _s.initiator_id, *(_s[t] for t in _TOKENS)).where(_s.session_id.in_(session_ids))
     )
     for r in tokens:
         if (r.session_id, r.initiator_id) in wanted:
