@@ -92,7 +92,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "interceptions.last_prompt_at and covering indexes for sessions filtered by model, provider or "
               "client", _v3_session_filters),
     Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
-              "time-windowed sessions lists", session_slices.upgrade_v4),
+              "time-windowed sessions lists; session summary triggers that purge fast", session_slices.upgrade_v4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from aigw_proxy.storage import summaries
 from aigw_proxy.storage.schema import UTCDateTime
 
 slices_metadata = sa.MetaData()
@@ -164,7 +165,10 @@ def rebuild(conn: sa.Connection) -> None:
 
 
 def upgrade_v4(conn: sa.Connection) -> None:
-    """Schema v4: the session slices table, its triggers and back-fill."""
+    """Schema v4: the session slices table, its triggers and back-fill; the v2 summary triggers re-created (a
+    deleted interception no longer aggregates the whole token table to rebuild its session)."""
+    summaries.drop_triggers(conn)
+    summaries.create_triggers(conn)
     slices_metadata.create_all(conn, checkfirst=False)
     rebuild(conn)
     create_triggers(conn)

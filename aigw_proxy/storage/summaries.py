@@ -98,19 +98,25 @@ ON CONFLICT (session_id, initiator_id) DO UPDATE SET
 """
 
 # Rebuild one session from what is left of it (OLD = a deleted interception row); no row if nothing is left.
+# Prompts and token sums are read through the session's own interception ids: a join with a grouped token
+# subquery would aggregate the whole token table on every deleted row (seconds each on a million rows).
+_SESSION_IDS = ("SELECT j.id FROM aibridge_interceptions j WHERE j.session_id = OLD.session_id "
+                "AND j.initiator_id = OLD.initiator_id AND j.ended_at IS NOT NULL")
+
+
+def _session_token_sum(column: str) -> str:
+    return (f"(SELECT COALESCE(sum(t.{column}), 0) FROM aibridge_token_usages t "
+            f"WHERE t.interception_id IN ({_SESSION_IDS}))")
+
+
 _REBUILD_SESSION = f"""
 DELETE FROM aigw_sessions WHERE session_id = OLD.session_id AND initiator_id = OLD.initiator_id;
 INSERT INTO aigw_sessions (session_id, initiator_id, started_at, ended_at, last_prompt_at, interceptions, threads,
                            {", ".join(_TOKENS)})
 SELECT i.session_id, i.initiator_id, min(i.started_at), max(i.ended_at),
-       (SELECT max(p.created_at) FROM aibridge_user_prompts p WHERE p.interception_id IN (
-           SELECT j.id FROM aibridge_interceptions j
-           WHERE j.session_id = OLD.session_id AND j.initiator_id = OLD.initiator_id AND j.ended_at IS NOT NULL)),
-       count(*), sum(i.thread_root_id IS NULL),
-       {", ".join(f"COALESCE(sum(tk.{c}), 0)" for c in _TOKENS)}
+       (SELECT max(p.created_at) FROM aibridge_user_prompts p WHERE p.interception_id IN ({_SESSION_IDS})),
+       count(*), sum(i.thread_root_id IS NULL), {", ".join(_session_token_sum(c) for c in _TOKENS)}
 FROM aibridge_interceptions i
-LEFT JOIN (SELECT interception_id, {", ".join(f"sum({c}) AS {c}" for c in _TOKENS)}
-           FROM aibridge_token_usages GROUP BY interception_id) tk ON tk.interception_id = i.id
 WHERE i.session_id = OLD.session_id AND i.initiator_id = OLD.initiator_id AND i.ended_at IS NOT NULL
 GROUP BY i.session_id, i.initiator_id;
 """
