@@ -24,7 +24,7 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 _json_dumps = functools.partial(json.dumps, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-def _json_loads(text: str | bytes) -> object:
+def json_loads(text: str | bytes) -> object:
     """JSON columns are read by the thousand on API pages: orjson is several times faster. It rejects the NaN
     and Infinity that `json.dumps` may have written; the standard parser reads those."""
     try:
@@ -69,7 +69,7 @@ def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int
         pool_size=pool_size,
         max_overflow=0 if immediate else pool_size,
         json_serializer=_json_dumps,
-        json_deserializer=_json_loads,
+        json_deserializer=json_loads,
     )
     configure_sqlite_engine(engine, busy_timeout_ms=busy_timeout_ms, immediate=immediate)
     return engine

@@ -20,7 +20,7 @@ from aigw_proxy.storage.schema import (
     user_prompts,
     users,
 )
-from aigw_proxy.storage.timefmt import rfc3339
+from aigw_proxy.storage.stored import driver_rows, metadata_json, time_json, untyped
 
 DEFAULT_LIMIT = 100
 
@@ -127,7 +127,7 @@ async def list_interceptions(
             cond.append(sa.tuple_(i.started_at, i.id) < sa.tuple_(
                 sa.literal(cursor.started_at, i.started_at.type), sa.literal(after_id, i.id.type)))
         query = (
-            sa.select(interceptions, users.c.username)
+            sa.select(*_PAGE_COLUMNS)
             .select_from(interceptions.outerjoin(users, users.c.id == i.initiator_id))
             .where(*cond)
             .order_by(i.started_at.desc(), i.id.desc())
@@ -137,53 +137,64 @@ async def list_interceptions(
         rows = (await conn.execute(query)).all()
         if not rows:
             return []
-        children = await children_of([r.id for r in rows], conn)
+        children = await children_of([r[0] for r in rows], conn)
     return [_interception_json(r, children) for r in rows]
 
 
 async def children_of(ids: list[str], conn: AsyncConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The children of interceptions `ids`, JSON-ready, oldest first, by interception id (a defaultdict: empty
+    lists for an id without children)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"token_usages": [], "user_prompts": [], "tool_usages": [], "model_thoughts": []}
     )
-    for key, table, shape in (
-        ("token_usages", token_usages, _token_usage_json),
-        ("user_prompts", user_prompts, _user_prompt_json),
-        ("tool_usages", tool_usages, _tool_usage_json),
-        ("model_thoughts", model_thoughts, _model_thought_json),
-    ):
-        rows = await conn.execute(
-            sa.select(table)
-            .where(table.c.interception_id.in_(ids))
-            .order_by(table.c.created_at.asc(), table.c.id.asc())
-        )
-        for row in rows:
-            out[row.interception_id][key].append(shape(row))
+    if not ids:
+        return out
+    marks = ", ".join("?" * len(ids))
+    for key, table, columns, shape in _CHILDREN:
+        # Driver-level SQL and rows: SQLAlchemy spends milliseconds per statement expanding a 1000-value IN list.
+        sql = (f"SELECT {columns} FROM {table.name} WHERE interception_id IN ({marks}) "
+               "ORDER BY created_at ASC, id ASC")
+        for row in await driver_rows(conn, sql, ids):
+            item = shape(row)
+            out[item["interception_id"]][key].append(item)
     return out
 
 
+_i = interceptions.c
+# In the order `_interception_json` unpacks them.
+_PAGE_COLUMNS = untyped(
+    _i.id, _i.initiator_id, users.c.username, _i.api_key_id, _i.provider, _i.provider_name, _i.model, _i.client,
+    _i.client_session_id, _i.session_id, _i.thread_parent_id, _i.thread_root_id, _i.status, _i.upstream_status,
+    _i.error_type, _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at, _i.metadata,
+)
+
+
 def _interception_json(r: Any, children: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    kids = children[r.id]
+    (iid, initiator_id, username, api_key_id, provider, provider_name, model, client, client_session_id, session_id,
+     thread_parent_id, thread_root_id, status, upstream_status, error_type, error_message, credential_kind,
+     credential_hint, started_at, ended_at, metadata) = r
+    kids = children[iid]
     return {
-        "id": r.id,
-        "initiator": {"id": r.initiator_id, "username": r.username},
-        "api_key_id": r.api_key_id,
-        "provider": r.provider,
-        "provider_name": r.provider_name,
-        "model": r.model,
-        "client": r.client or "Unknown",
-        "client_session_id": r.client_session_id,
-        "session_id": r.session_id,
-        "thread_parent_id": r.thread_parent_id,
-        "thread_root_id": r.thread_root_id,
-        "status": r.status,
-        "upstream_status": r.upstream_status,
-        "error_type": r.error_type,
-        "error_message": r.error_message,
-        "credential_kind": r.credential_kind,
-        "credential_hint": r.credential_hint,
-        "started_at": rfc3339(r.started_at),
-        "ended_at": rfc3339(r.ended_at),
-        "metadata": r.metadata or {},
+        "id": iid,
+        "initiator": {"id": initiator_id, "username": username},
+        "api_key_id": api_key_id,
+        "provider": provider,
+        "provider_name": provider_name,
+        "model": model,
+        "client": client or "Unknown",
+        "client_session_id": client_session_id,
+        "session_id": session_id,
+        "thread_parent_id": thread_parent_id,
+        "thread_root_id": thread_root_id,
+        "status": status,
+        "upstream_status": upstream_status,
+        "error_type": error_type,
+        "error_message": error_message,
+        "credential_kind": credential_kind,
+        "credential_hint": credential_hint,
+        "started_at": time_json(started_at),
+        "ended_at": time_json(ended_at),
+        "metadata": metadata_json(metadata),
         "token_usages": kids["token_usages"],
         "user_prompts": kids["user_prompts"],
         "tool_usages": kids["tool_usages"],
@@ -191,52 +202,77 @@ def _interception_json(r: Any, children: dict[str, dict[str, list[dict[str, Any]
     }
 
 
-def _token_usage_json(r: Any) -> dict[str, Any]:
+# Each child shape unpacks its table's columns in the order `_CHILDREN` selects them.
+def _token_usage_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    iid, interception_id, response_id, input_tokens, output_tokens, cache_read, cache_write, metadata, created_at = r
     return {
-        "id": r.id,
-        "interception_id": r.interception_id,
-        "provider_response_id": r.provider_response_id,
-        "input_tokens": r.input_tokens,
-        "output_tokens": r.output_tokens,
-        "cache_read_input_tokens": r.cache_read_input_tokens,
-        "cache_write_input_tokens": r.cache_write_input_tokens,
-        "metadata": r.metadata or {},
-        "created_at": rfc3339(r.created_at),
+        "id": iid,
+        "interception_id": interception_id,
+        "provider_response_id": response_id,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_read_input_tokens": cache_read,
+        "cache_write_input_tokens": cache_write,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
     }
 
 
-def _user_prompt_json(r: Any) -> dict[str, Any]:
+def _user_prompt_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    iid, interception_id, response_id, prompt, metadata, created_at = r
     return {
-        "id": r.id,
-        "interception_id": r.interception_id,
-        "provider_response_id": r.provider_response_id,
-        "prompt": r.prompt,
-        "metadata": r.metadata or {},
-        "created_at": rfc3339(r.created_at),
+        "id": iid,
+        "interception_id": interception_id,
+        "provider_response_id": response_id,
+        "prompt": prompt,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
     }
 
 
-def _tool_usage_json(r: Any) -> dict[str, Any]:
+def _tool_usage_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    (iid, interception_id, response_id, tool_call_id, item_id, tool, tool_input, injected, server_url,
+     invocation_error, metadata, created_at) = r
     return {
-        "id": r.id,
-        "interception_id": r.interception_id,
-        "provider_response_id": r.provider_response_id,
-        "provider_tool_call_id": r.provider_tool_call_id,
-        "provider_item_id": r.provider_item_id,
-        "tool": r.tool,
-        "input": r.input,
-        "injected": bool(r.injected),
-        "server_url": r.server_url,
-        "invocation_error": r.invocation_error,
-        "metadata": r.metadata or {},
-        "created_at": rfc3339(r.created_at),
+        "id": iid,
+        "interception_id": interception_id,
+        "provider_response_id": response_id,
+        "provider_tool_call_id": tool_call_id,
+        "provider_item_id": item_id,
+        "tool": tool,
+        "input": tool_input,
+        "injected": bool(injected),
+        "server_url": server_url,
+        "invocation_error": invocation_error,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
     }
 
 
-def _model_thought_json(r: Any) -> dict[str, Any]:
+def _model_thought_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    interception_id, content, metadata, created_at = r
     return {
-        "interception_id": r.interception_id,
-        "content": r.content,
-        "metadata": r.metadata or {},
-        "created_at": rfc3339(r.created_at),
+        "interception_id": interception_id,
+        "content": content,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
     }
+
+
+def _select_list(table: sa.Table, *names: str) -> str:
+    return ", ".join(table.c[name].name for name in names)  # a KeyError at import for a misspelt column
+
+
+_CHILDREN = (
+    ("token_usages", token_usages, _select_list(
+        token_usages, "id", "interception_id", "provider_response_id", "input_tokens", "output_tokens",
+        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at"), _token_usage_json),
+    ("user_prompts", user_prompts, _select_list(
+        user_prompts, "id", "interception_id", "provider_response_id", "prompt", "metadata", "created_at"),
+     _user_prompt_json),
+    ("tool_usages", tool_usages, _select_list(
+        tool_usages, "id", "interception_id", "provider_response_id", "provider_tool_call_id", "provider_item_id",
+        "tool", "input", "injected", "server_url", "invocation_error", "metadata", "created_at"), _tool_usage_json),
+    ("model_thoughts", model_thoughts, _select_list(
+        model_thoughts, "interception_id", "content", "metadata", "created_at"), _model_thought_json),
+)

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.storage.database import Database, _json_loads
+from aigw_proxy.storage.database import Database, json_loads
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.queries import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema import UTCDateTime, interceptions, token_usages, user_prompts, users
@@ -251,7 +251,7 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         if d["first"] is None or (r.started_at, r.id) < (d["first"].started_at, d["first"].id):
             d["first"] = r
     for d in out.values():
-        d["metadata"] = (_json_loads(d["first"].metadata) if d["first"] is not None and d["first"].metadata
+        d["metadata"] = (json_loads(d["first"].metadata) if d["first"] is not None and d["first"].metadata
                          else None) or {}
 
     tokens = await conn.execute(
