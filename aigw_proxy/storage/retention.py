@@ -20,7 +20,7 @@ from aigw_proxy.storage.schema import CHILD_TABLES, interceptions
 
 log = logging.getLogger("aigw_proxy.storage")
 
-DEFAULT_BATCH = 1000
+DEFAULT_BATCH = 250  # ~0.3 ms per interception warm, ~3 ms cold on 1M rows: the writer lock is held < 1 s
 VACUUM_PAGES = 2000  # pages (4 KiB) given back per transaction
 _MAX_VACUUM_STEPS = 100_000  # bound: 800 GB worth of pages
 
