@@ -22,12 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.storage.database import Database, json_loads
+from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.queries import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema import UTCDateTime, interceptions, token_usages, user_prompts, users
 from aigw_proxy.storage.session_slices import slice_counts
 from aigw_proxy.storage.sliced_sessions import slice_of, slice_page
+from aigw_proxy.storage.stored import driver_rows, metadata_json, time_json, untyped
 from aigw_proxy.storage.summaries import sessions as summary
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -200,9 +201,9 @@ async def _grouped_page(
                 raise _cursor_not_found(after_session_id)
             cond = [*cond, sa.tuple_(c.last_active_at, c.session_id) < sa.tuple_(
                 sa.literal(cursor.last_active_at, UTCDateTime), sa.literal(after_session_id))]
-        columns = [c.session_id, c.initiator_id, c.last_active_at]
+        columns = [c.session_id, c.initiator_id, *untyped(c.last_active_at)]  # as stored: see _time
         if not flt.by_attribute:
-            columns += [c.started_at, c.ended_at, c.interceptions, c.threads]
+            columns += [*untyped(c.started_at, c.ended_at), c.interceptions, c.threads]
         page: list[Any] = list(
             (
                 await conn.execute(
@@ -234,52 +235,44 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         for k in keys
     }
     session_ids = sorted({k[0] for k in keys})
-    # Start times compared as stored text (fixed-width, so in time order) and metadata kept as text until the
-    # first interception is known: a page of 1000 sessions reads ~2500 rows here.
-    rows = await conn.execute(
-        sa.select(_i.id, _i.session_id, _i.initiator_id, _i.provider, _i.model, _i.client,
-                  sa.type_coerce(_i.started_at, sa.Text).label("started_at"),
-                  sa.type_coerce(_i.metadata, sa.Text).label("metadata"))
-        .where(_i.ended_at.is_not(None), _i.session_id.in_(session_ids))
-    )
-    for r in rows:
-        d = out.get((r.session_id, r.initiator_id))
+    marks = ", ".join("?" * len(session_ids))
+    # A page of 1000 sessions reads ~2500 interceptions here: plain driver tuples, start times compared as stored
+    # text (fixed-width, so in time order), metadata kept as text until each session's first call is known.
+    for iid, sid, uid, provider, model, client, started_at, metadata in await driver_rows(
+        conn, "SELECT id, session_id, initiator_id, provider, model, client, started_at, metadata "
+        f"FROM {interceptions.name} WHERE ended_at IS NOT NULL AND session_id IN ({marks})", session_ids
+    ):
+        d = out.get((sid, uid))
         if d is None:
             continue
-        d["providers"].add(r.provider)
-        d["models"].add(r.model)
-        if d["first"] is None or (r.started_at, r.id) < (d["first"].started_at, d["first"].id):
-            d["first"] = r
+        d["providers"].add(provider)
+        d["models"].add(model)
+        first = d["first"]
+        if first is None or (started_at, iid) < (first[0], first[1]):
+            d["first"] = (started_at, iid, client or "Unknown", metadata)
     for d in out.values():
-        d["metadata"] = (json_loads(d["first"].metadata) if d["first"] is not None and d["first"].metadata
-                         else None) or {}
+        d["metadata"] = metadata_json(d["first"][3]) if d["first"] is not None else {}
 
-    tokens = await conn.execute(
-        sa.select(_s.session_id, _s.initiator_id, *(_s[t] for t in _TOKENS)).where(_s.session_id.in_(session_ids))
-    )
-    for r in tokens:
-        if (r.session_id, r.initiator_id) in wanted:
-            out[(r.session_id, r.initiator_id)]["tokens"] = {t: int(getattr(r, t)) for t in _TOKENS}
+    for sid, uid, *sums in await driver_rows(
+        conn, f"SELECT session_id, initiator_id, {', '.join(_TOKENS)} FROM {summary.name} "
+        f"WHERE session_id IN ({marks})", session_ids
+    ):
+        if (sid, uid) in wanted:
+            out[(sid, uid)]["tokens"] = dict(zip(_TOKENS, map(int, sums), strict=True))
 
     # The newest prompt per session: rank the page's prompts in SQL and keep rank 1 only.
-    ranked = (
-        sa.select(
-            _i.session_id,
-            _i.initiator_id,
-            user_prompts.c.prompt,
-            sa.func.row_number()
-            .over(partition_by=(_i.session_id, _i.initiator_id),
-                  order_by=(user_prompts.c.created_at.desc(), user_prompts.c.id.desc()))
-            .label("rank"),
-        )
-        .select_from(user_prompts.join(interceptions, _i.id == user_prompts.c.interception_id))
-        .where(_i.ended_at.is_not(None), _i.session_id.in_(session_ids))
-        .subquery()
-    )
-    for r in await conn.execute(sa.select(ranked.c.session_id, ranked.c.initiator_id, ranked.c.prompt)
-                                .where(ranked.c.rank == 1)):
-        if (r.session_id, r.initiator_id) in wanted:
-            out[(r.session_id, r.initiator_id)]["last_prompt"] = r.prompt
+    # The newest prompt of each session: the page's prompts ranked in SQL, rank 1 kept.
+    newest = f"""
+        SELECT session_id, initiator_id, prompt FROM (
+            SELECT i.session_id, i.initiator_id, p.prompt,
+                   row_number() OVER (PARTITION BY i.session_id, i.initiator_id
+                                      ORDER BY p.created_at DESC, p.id DESC) AS rank
+            FROM {user_prompts.name} p JOIN {interceptions.name} i ON i.id = p.interception_id
+            WHERE i.ended_at IS NOT NULL AND i.session_id IN ({marks}))
+        WHERE rank = 1"""
+    for sid, uid, prompt in await driver_rows(conn, newest, session_ids):
+        if (sid, uid) in wanted:
+            out[(sid, uid)]["last_prompt"] = prompt
 
     names = dict((await conn.execute(
         sa.select(users.c.id, users.c.username).where(users.c.id.in_({k[1] for k in keys}))
@@ -289,6 +282,11 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
     return out
 
 
+def _time(value: Any) -> str | None:
+    """RFC 3339 of a timestamp read as stored (text) or through the column type (a datetime)."""
+    return time_json(value) if isinstance(value, str) else rfc3339(value)
+
+
 def _session_json(r: Any, d: dict[str, Any]) -> dict[str, Any]:
     first = d["first"]
     return {
@@ -296,15 +294,15 @@ def _session_json(r: Any, d: dict[str, Any]) -> dict[str, Any]:
         "initiator": {"id": r.initiator_id, "username": d["username"]},
         "providers": sorted(d["providers"]),
         "models": sorted(d["models"]),
-        "client": (first.client or "Unknown") if first is not None else None,
+        "client": first[2] if first is not None else None,
         "metadata": d["metadata"],
-        "started_at": rfc3339(r.started_at),
-        "ended_at": rfc3339(r.ended_at),
+        "started_at": _time(r.started_at),
+        "ended_at": _time(r.ended_at),
         "threads": int(r.threads or 0),
         "interceptions": int(r.interceptions),
         "token_usage_summary": {t: d["tokens"].get(t, 0) for t in _TOKENS},
         "last_prompt": d["last_prompt"],
-        "last_active_at": rfc3339(r.last_active_at),
+        "last_active_at": _time(r.last_active_at),
     }
 
 
