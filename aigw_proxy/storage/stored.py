@@ -36,7 +36,7 @@ def time_json(value: Any) -> str | None:
 
 def metadata_json(value: Any) -> Any:
     """A JSON column as SQLAlchemy's SQLite JSON type reads it, then `or {}`."""
-    if value is None:
+    if value is None or value == "{}":  # most child rows: no parse needed
         return {}
     # JSON columns have NUMERIC affinity: SQLite returns a stored JSON number as a number, which the type keeps.
     return (value if isinstance(value, int | float) else json_loads(value)) or {}
