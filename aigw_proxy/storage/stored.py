@@ -8,6 +8,7 @@ read as stored and the few typed columns converted here: to exactly what the col
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -27,6 +28,7 @@ _SQLITE = sqlite.dialect()
 _utc_datetime = UTCDateTime().dialect_impl(_SQLITE).result_processor(_SQLITE, None)
 
 
+@functools.lru_cache(maxsize=8192)  # a call's children all carry its end time: most lookups on a page are repeats
 def time_json(value: Any) -> str | None:
     """`rfc3339()` of a stored UTCDateTime: `2025-01-02 03:04:05.123456` → `2025-01-02T03:04:05.123456Z`."""
     if value.__class__ is str and _STORED_TIME(value):
