@@ -155,7 +155,9 @@ async def _migrate_locked(engine: AsyncEngine) -> int:
             if step.version <= version:
                 continue
             log.info("applying schema migration v%d: %s", step.version, step.description)
+            began = time.monotonic()
             await conn.run_sync(step.upgrade)
+            log.info("schema migration v%d applied in %.1f s", step.version, time.monotonic() - began)
             await conn.execute(sa.insert(schema_migrations).values(version=step.version, applied_at=datetime.now(UTC)))
             version = step.version
         return version
