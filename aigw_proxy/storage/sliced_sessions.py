@@ -132,12 +132,13 @@ async def slice_page(
             raise LookupError(after_session_id)
         return (0 if count else None), []
     w = _Window(kind, value, after, before)
-    straddling = matching_straddlers = await _straddlers(conn, flt, w)
+    straddlers = await _straddlers(conn, flt, w)
+    listed_straddlers = straddlers  # those after the cursor, if any
 
     cursor_cond = ""
     extra: dict[str, Any] = {}
     if after_session_id is not None:
-        found = [r for r in straddling if r.session_id == after_session_id]
+        found = [r for r in straddlers if r.session_id == after_session_id]
         found += list(await conn.execute(w.text(
             f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices INDEXED BY {PAGE_INDEX} "
             f"WHERE {w.inside} AND session_id = :sid", sid=after_session_id).columns(**_ROW_TYPES)))
@@ -146,13 +147,14 @@ async def slice_page(
         at = max(found, key=_order_key).last_active_at
         cursor_cond = " AND (last_active_at, session_id) < (:at, :sid)"
         extra = {"at": at, "sid": after_session_id}
-        straddling = [r for r in straddling if _order_key(r) < (at, after_session_id)]
+        listed_straddlers = [r for r in straddlers if _order_key(r) < (at, after_session_id)]
 
     inside = list(await conn.execute(w.text(
         f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices INDEXED BY {PAGE_INDEX} "
         f"WHERE {w.inside}{cursor_cond} ORDER BY last_active_at DESC, session_id DESC LIMIT :n",
         n=offset + limit, **extra).columns(**_ROW_TYPES)))
-    merged = heapq.merge(inside, sorted(straddling, key=_order_key, reverse=True), key=_order_key, reverse=True)
+    merged = heapq.merge(inside, sorted(listed_straddlers, key=_order_key, reverse=True), key=_order_key,
+                         reverse=True)
     page = [SimpleNamespace(**r._mapping) for r in list(merged)[offset:offset + limit]]
 
     total = None
@@ -164,5 +166,5 @@ async def slice_page(
             n_inside = (await conn.execute(w.text(
                 f"SELECT count(*) FROM aigw_session_slices INDEXED BY {WINDOW_INDEX} WHERE {w.inside_by_window}"
             ))).scalar_one()
-        total = int(n_inside or 0) + len(matching_straddlers)
+        total = int(n_inside or 0) + len(straddlers)
     return total, page
