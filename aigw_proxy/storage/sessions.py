@@ -157,16 +157,18 @@ async def sessions_page(
     if after_session_id is not None and offset:
         raise ValueError("cannot use both after_session_id and offset pagination")
     flt = flt or InterceptionFilter()
-    sliced = slice_of(flt) if flt.by_attribute else None
-    if sliced is not None:
+    if flt.by_attribute:
         async with db.reader.connect() as conn:
-            try:
-                total, page = await slice_page(conn, flt, *sliced, limit=limit or DEFAULT_LIMIT,
-                                               after_session_id=after_session_id, offset=offset, count=count)
-            except LookupError:
-                raise _cursor_not_found(after_session_id) from None
-            details = await _session_details(conn, [(r.session_id, r.initiator_id) for r in page]) if page else {}
-        return total, [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
+            sliced = await slice_of(conn, flt)
+            if sliced is not None:
+                try:
+                    total, page = await slice_page(conn, flt, *sliced, limit=limit or DEFAULT_LIMIT,
+                                                   after_session_id=after_session_id, offset=offset, count=count)
+                except LookupError:
+                    raise _cursor_not_found(after_session_id) from None
+                keys = [(r.session_id, r.initiator_id) for r in page]
+                details = await _session_details(conn, keys) if page else {}
+                return total, [_session_json(r, details[k]) for r, k in zip(page, keys, strict=True)]
     return await _grouped_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset, count=count)
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aigw_proxy.storage.queries import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema import UTCDateTime, interceptions
 from aigw_proxy.storage.session_slices import PAGE_INDEX, WINDOW_INDEX
+from aigw_proxy.storage.summaries import interception_days
 
 _i = interceptions.c
 _ROW_TYPES = {"last_active_at": UTCDateTime, "started_at": UTCDateTime, "ended_at": UTCDateTime,
@@ -35,16 +36,30 @@ _ROW_TYPES = {"last_active_at": UTCDateTime, "started_at": UTCDateTime, "ended_a
 _ROW_COLUMNS = "session_id, initiator_id, last_active_at, started_at, ended_at, interceptions, threads"
 
 
-def slice_of(flt: InterceptionFilter) -> tuple[str, str] | None:
+async def slice_of(conn: AsyncConnection, flt: InterceptionFilter) -> tuple[str, str] | None:
     """The slice a filter can be answered from: (kind, value); None when it names a user or session (their rows
-    are few: grouped directly) or two attributes (no slice holds their intersection)."""
+    are few: grouped directly) or two attributes no slice holds the intersection of.
+
+    Two or more attributes are answered from one of their slices when it implies the others: every ended
+    interception with that value has the other values too (a model names its provider, say). The daily counts
+    tell, in the same snapshot: that value's count equals the count with all of them."""
     if flt.by_user:
         return None
     named = [(kind, value) for kind, value in (("provider", flt.provider), ("provider_name", flt.provider_name),
                                                ("model", flt.model), ("client", flt.client)) if value is not None]
-    if len(named) > 1:
-        return None
-    return named[0] if named else ("all", "")
+    if len(named) <= 1:
+        return named[0] if named else ("all", "")
+    d = interception_days.c
+    each = [d[kind] == value for kind, value in named]
+    sums = [sa.func.coalesce(sa.func.sum(sa.case((test, d.interceptions), else_=0)), 0) for test in each]
+    counts = (await conn.execute(sa.select(
+        *sums, sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*each), d.interceptions), else_=0)), 0)
+    ).where(sa.or_(*each)))).one()
+    *alone, together = (int(n) for n in counts)
+    for (kind, value), n in sorted(zip(named, alone, strict=True), key=lambda item: item[1]):
+        if n == together:
+            return kind, value
+    return None
 
 
 class _Window:

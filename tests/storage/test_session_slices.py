@@ -74,6 +74,9 @@ def _filters(starts: list[float], seed: int) -> list[InterceptionFilter]:
     attributes += [{"provider": p} for p in PROVIDERS] + [{"provider_name": "corp"}, {"provider_name": "openai"}]
     attributes += [{"model": m} for ms in PROVIDERS.values() for m in ms] + [{"model": "no-such-model"}]
     attributes += [{"client": c or "Unknown"} for c in CLIENTS]
+    # Two at once: a model implies its provider (answered from the model's slice); a client does not.
+    attributes += [{"provider": p, "model": ms[0]} for p, ms in PROVIDERS.items()]
+    attributes += [{"provider": "anthropic", "client": "Codex"}, {"model": "gpt-5", "provider_name": "corp"}]
     windows: list[tuple[datetime | None, datetime | None]] = [(None, None)]
     for _ in range(5):
         a, b = sorted(rng.sample(starts, 2))
@@ -89,8 +92,12 @@ def _key(s: dict[str, Any]) -> tuple[str, str]:
     return (s["last_active_at"], s["id"])
 
 
+async def _slice_of(db: Database, flt: InterceptionFilter) -> tuple[str, str] | None:
+    async with db.reader.connect() as conn:
+        return await slice_of(conn, flt)
+
+
 async def _assert_same(db: Database, flt: InterceptionFilter) -> list[dict[str, Any]]:
-    assert slice_of(flt) is not None
     total, page = await sessions_page(db, flt, limit=1000)
     ref_total, ref = await _grouped_page(db, flt, limit=1000, after_session_id=None, offset=0, count=True)
     assert total == ref_total == len(ref), flt
@@ -138,6 +145,8 @@ async def test_sliced_sessions_equal_grouped_sessions(
 ) -> None:
     starts = await _write_random_traffic(writer, [alice, bob], seed)
     filters = _filters(starts, seed)
+    grouped = {(f.provider, f.provider_name, f.model, f.client) for f in filters if await _slice_of(db, f) is None}
+    assert grouped == {("anthropic", None, None, "Codex"), (None, "corp", "gpt-5", None)}  # the non-implied pairs
     nonempty = 0
     for flt in filters:
         nonempty += bool(await _assert_same(db, flt))
@@ -176,11 +185,26 @@ async def test_cursor_errors_and_routing(db: Database, writer: RecordWriter, ali
     with pytest.raises(SessionCursorNotFound):
         await sessions_page(db, InterceptionFilter(started_after=at(2 * DAY), started_before=at(DAY)),
                             after_session_id="s2")
-    # Narrowed to a user or by two attributes: grouped from the interceptions.
-    assert slice_of(InterceptionFilter(model="gpt-5", visible_to=alice.user_id)) is None
-    assert slice_of(InterceptionFilter(model="gpt-5", provider="openai")) is None
-    assert slice_of(InterceptionFilter(started_after=at(0))) == ("all", "")
-    assert slice_of(InterceptionFilter(client="Unknown")) == ("client", "Unknown")
+    # Narrowed to a user, or by two attributes neither of which implies the other: grouped from the interceptions.
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", visible_to=alice.user_id)) is None
+    assert await _slice_of(db, InterceptionFilter(started_after=at(0))) == ("all", "")
+    assert await _slice_of(db, InterceptionFilter(client="Unknown")) == ("client", "Unknown")
+    # Every gpt-5 call was an openai call, not the other way round: the model's slice answers both.
+    writer.submit(started("d", alice, t=DAY / 2, model="o4-mini", provider="openai", client_session_id="s4"))
+    writer.submit(ended("d", t=DAY / 2 + 1))
+    await writer.flush(timeout=10)
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="openai")) == ("model", "gpt-5")
+    writer.submit(started("c", alice, t=20 * DAY, model="gpt-5", provider="azure", client_session_id="s3"))
+    writer.submit(ended("c", t=20 * DAY + 1))
+    await writer.flush(timeout=10)
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="openai")) is None
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="azure")) == ("provider", "azure")
+    for provider in ("openai", "azure"):
+        flt = InterceptionFilter(model="gpt-5", provider=provider)
+        total, page = await sessions_page(db, flt)
+        assert (total, page) == await _grouped_page(db, flt, limit=100, after_session_id=None, offset=0, count=True)
+    azure = InterceptionFilter(model="gpt-5", provider="azure")
+    assert [s["id"] for s in (await sessions_page(db, azure))[1]] == ["s3"]
 
 
 def downgrade_to_v3(path: Path) -> None:
