@@ -8,7 +8,9 @@ thread counts — so a sessions list filtered by one attribute reads its page an
 grouping hundreds of thousands of interceptions (see sessions.py for how a time window is answered from it too).
 
 `last_started_at` exists for time windows: a slice whose first and last start both lie in the window matches as a
-whole, with exactly these aggregates. Rules the triggers rely on are those of summaries.py.
+whole, with exactly these aggregates. `only_provider`, `only_provider_name`, `only_model`, `only_client` do the
+same for a second attribute: the one value all the slice's interceptions share, NULL when they differ. Rules the
+triggers rely on are those of summaries.py.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ session_slices = sa.Table(
     sa.Column("last_active_at", UTCDateTime, sa.Computed("COALESCE(last_prompt_at, started_at)", persisted=True)),
     sa.Column("interceptions", sa.Integer, nullable=False),
     sa.Column("threads", sa.Integer, nullable=False),
+    # The one provider, provider_name, model and client of all the slice's interceptions; NULL where they differ.
+    # A filter on two attributes reads one's slice: rows whose `only_<other>` is the other value match whole.
+    sa.Column("only_provider", sa.Text, nullable=True),
+    sa.Column("only_provider_name", sa.Text, nullable=True),
+    sa.Column("only_model", sa.Text, nullable=True),
+    sa.Column("only_client", sa.Text, nullable=True),
     sqlite_with_rowid=False,
 )
 _c = session_slices.c
@@ -63,8 +71,15 @@ KINDS: dict[str, str] = {
     "client": "COALESCE({r}.client, 'Unknown')",
 }
 
+ATTRIBUTES = ("provider", "provider_name", "model", "client")
 _COLUMNS = ("kind, value, session_id, initiator_id, started_at, last_started_at, ended_at, last_prompt_at, "
-            "interceptions, threads")
+            "interceptions, threads, " + ", ".join(f"only_{a}" for a in ATTRIBUTES))
+
+
+def _only_aggregates(r: str) -> str:
+    """The `only_*` columns over grouped interceptions `r`: the value if there is one, else NULL."""
+    return ", ".join(f"CASE WHEN min({KINDS[a].format(r=r)}) = max({KINDS[a].format(r=r)}) "
+                     f"THEN min({KINDS[a].format(r=r)}) END" for a in ATTRIBUTES)
 
 
 def _add(kind: str) -> str:
@@ -73,7 +88,7 @@ def _add(kind: str) -> str:
     return f"""
 INSERT INTO aigw_session_slices ({_COLUMNS})
 VALUES ('{kind}', {value}, NEW.session_id, NEW.initiator_id, NEW.started_at, NEW.started_at, NEW.ended_at,
-        NEW.last_prompt_at, 1, NEW.thread_root_id IS NULL)
+        NEW.last_prompt_at, 1, NEW.thread_root_id IS NULL, {", ".join(KINDS[a].format(r="NEW") for a in ATTRIBUTES)})
 ON CONFLICT (kind, value, session_id, initiator_id) DO UPDATE SET
     started_at = min(started_at, excluded.started_at),
     last_started_at = max(last_started_at, excluded.last_started_at),
@@ -81,7 +96,8 @@ ON CONFLICT (kind, value, session_id, initiator_id) DO UPDATE SET
     last_prompt_at = max(COALESCE(last_prompt_at, excluded.last_prompt_at),
                          COALESCE(excluded.last_prompt_at, last_prompt_at)),
     interceptions = interceptions + 1,
-    threads = threads + excluded.threads;"""
+    threads = threads + excluded.threads,
+    {", ".join(f"only_{a} = CASE WHEN only_{a} = excluded.only_{a} THEN only_{a} END" for a in ATTRIBUTES)};"""
 
 
 def _rebuild(kind: str, row: str) -> str:
@@ -92,7 +108,7 @@ DELETE FROM aigw_session_slices WHERE kind = '{kind}' AND value = {value}
     AND session_id = {row}.session_id AND initiator_id = {row}.initiator_id;
 INSERT INTO aigw_session_slices ({_COLUMNS})
 SELECT '{kind}', {value}, i.session_id, i.initiator_id, min(i.started_at), max(i.started_at), max(i.ended_at),
-       max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL)
+       max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL), {_only_aggregates("i")}
 FROM aibridge_interceptions i
 WHERE i.session_id = {row}.session_id AND i.initiator_id = {row}.initiator_id AND i.ended_at IS NOT NULL
     AND {KINDS[kind].format(r="i")} = {value}
@@ -156,7 +172,8 @@ def rebuild(conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"""
             INSERT INTO aigw_session_slices ({_COLUMNS})
             SELECT '{kind}', {value}, i.session_id, i.initiator_id, min(i.started_at), max(i.started_at),
-                   max(i.ended_at), max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL)
+                   max(i.ended_at), max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL),
+                   {_only_aggregates("i")}
             FROM aibridge_interceptions i WHERE i.ended_at IS NOT NULL
             GROUP BY {value}, i.session_id, i.initiator_id""")
     conn.exec_driver_sql("DELETE FROM aigw_session_slice_counts")  # the inserts above counted; recount at once

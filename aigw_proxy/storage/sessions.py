@@ -159,10 +159,10 @@ async def sessions_page(
     flt = flt or InterceptionFilter()
     if flt.by_attribute:
         async with db.reader.connect() as conn:
-            sliced = await slice_of(conn, flt)
-            if sliced is not None:
+            plan = await slice_of(conn, flt)
+            if plan is not None:
                 try:
-                    total, page = await slice_page(conn, flt, *sliced, limit=limit or DEFAULT_LIMIT,
+                    total, page = await slice_page(conn, flt, plan, limit=limit or DEFAULT_LIMIT,
                                                    after_session_id=after_session_id, offset=offset, count=count)
                 except LookupError:
                     raise _cursor_not_found(after_session_id) from None

@@ -1,4 +1,4 @@
-"""A page of sessions filtered by at most one attribute and/or a time window, read from the session slices
+"""A page of sessions filtered by call attributes and/or a time window, read from the session slices
 (session_slices.py) instead of grouping the matching interceptions.
 
 For a window [after, before] on `started_at` a slice is either
@@ -7,9 +7,11 @@ For a window [after, before] on `started_at` a slice is either
 * outside: no start in the window — it does not match; or
 * straddling: starts on both sides of a window edge. Only these few (the sessions active at the moment of an
   edge) are grouped from their interceptions.
-Inside slices are paged straight from the (last_active_at DESC, session_id DESC) index and merged with the
-straddlers; the count is the inside slices counted from the window index plus the straddlers that match. So a
-filter over all time, or over a month of a provider with half the traffic, costs a page and an index count.
+A second attribute works the same way through the slice row's `only_<attribute>`: the other value there means
+the row matches whole, another value means it does not match, NULL (the session mixes values) means it is
+grouped from its interceptions. Inside rows are paged straight from the (last_active_at DESC, session_id DESC)
+index and merged with the grouped ones; the count is the inside rows counted plus the grouped ones that match.
+So a filter over all time, or over a month of a provider with half the traffic, costs a page and an index count.
 
 The queries name their index (INDEXED BY): SQLite without statistics for the table could otherwise page through
 the window index and sort a month of sessions.
@@ -18,6 +20,7 @@ the window index and sort a month of sessions.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aigw_proxy.storage.database import json_loads
 from aigw_proxy.storage.queries import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema import UTCDateTime, interceptions
 from aigw_proxy.storage.session_slices import PAGE_INDEX, WINDOW_INDEX
@@ -36,39 +40,56 @@ _ROW_TYPES = {"last_active_at": UTCDateTime, "started_at": UTCDateTime, "ended_a
 _ROW_COLUMNS = "session_id, initiator_id, last_active_at, started_at, ended_at, interceptions, threads"
 
 
-async def slice_of(conn: AsyncConnection, flt: InterceptionFilter) -> tuple[str, str] | None:
-    """The slice a filter can be answered from: (kind, value); None when it names a user or session (their rows
-    are few: grouped directly) or two attributes no slice holds the intersection of.
+@dataclass(frozen=True, slots=True)
+class SlicePlan:
+    """Read the slice (kind, value); its rows match whole where their `only_<attribute>` is each of `others`,
+    and need grouping where one of those is NULL (a session mixing values)."""
 
-    Two or more attributes are answered from one of their slices when it implies the others: every ended
-    interception with that value has the other values too (a model names its provider, say). The daily counts
-    tell, in the same snapshot: that value's count equals the count with all of them."""
+    kind: str
+    value: str
+    others: tuple[tuple[str, str], ...] = ()
+
+
+async def slice_of(conn: AsyncConnection, flt: InterceptionFilter) -> SlicePlan | None:
+    """How to answer a filter from the slices; None when it names a user or session (their rows are few:
+    grouped directly).
+
+    Two or more attributes: when the daily counts show that one value implies the others (every ended
+    interception with it has the others too: a model names its provider, say), that value's slice answers alone.
+    Otherwise the slice of the value with the fewest interceptions is read, checking the others."""
     if flt.by_user:
         return None
     named = [(kind, value) for kind, value in (("provider", flt.provider), ("provider_name", flt.provider_name),
                                                ("model", flt.model), ("client", flt.client)) if value is not None]
     if len(named) <= 1:
-        return named[0] if named else ("all", "")
+        return SlicePlan(*named[0]) if named else SlicePlan("all", "")
     d = interception_days.c
     each = [d[kind] == value for kind, value in named]
-    sums = [sa.func.coalesce(sa.func.sum(sa.case((test, d.interceptions), else_=0)), 0) for test in each]
     counts = (await conn.execute(sa.select(
-        *sums, sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*each), d.interceptions), else_=0)), 0)
+        *(sa.func.coalesce(sa.func.sum(sa.case((test, d.interceptions), else_=0)), 0) for test in each),
+        sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*each), d.interceptions), else_=0)), 0),
     ).where(sa.or_(*each)))).one()
     *alone, together = (int(n) for n in counts)
-    for (kind, value), n in sorted(zip(named, alone, strict=True), key=lambda item: item[1]):
+    ranked = sorted(zip(named, alone, strict=True), key=lambda item: item[1])
+    for (kind, value), n in ranked:
         if n == together:
-            return kind, value
-    return None
+            return SlicePlan(kind, value)
+    (kind, value), _ = ranked[0]
+    return SlicePlan(kind, value, tuple(a for a in named if a != (kind, value)))
 
 
 class _Window:
-    """The SQL conditions on slice rows for the filter's window; `params` binds them."""
+    """The SQL conditions on slice rows for the filter's window and other attributes; `params` binds them."""
 
-    def __init__(self, kind: str, value: str, after: datetime | None, before: datetime | None) -> None:
+    def __init__(self, plan: SlicePlan, after: datetime | None, before: datetime | None) -> None:
         self.after, self.before = after, before
-        self.params: dict[str, Any] = {"kind": kind, "value": value, "after": after, "before": before}
-        inside = ["kind = :kind", "value = :value"]
+        self.params: dict[str, Any] = {"kind": plan.kind, "value": plan.value, "after": after, "before": before}
+        whole = []  # rows matching whole on the other attributes
+        for attribute, value in plan.others:
+            whole.append(f"only_{attribute} = :only_{attribute}")
+            self.params[f"only_{attribute}"] = value
+        self.mixed = " OR ".join(f"only_{attribute} IS NULL" for attribute, _ in plan.others)
+        inside = ["kind = :kind", "value = :value", *whole]
         # last_active_at ≥ started_at ≥ after (a prompt is stamped when its call ends): bounds the page index walk
         # for windows that match fewer sessions than a page.
         if after is not None:
@@ -76,12 +97,14 @@ class _Window:
         if before is not None:
             inside.append("last_started_at <= :before")
         self.inside = " AND ".join(inside)
-        window = ["kind = :kind", "value = :value"]  # the same set, as a range of the window index
+        window = [*whole]  # the same set, as a range of the window index
         if after is not None:
             window += ["last_started_at >= :after", "started_at >= :after"]
         if before is not None:
             window.append("last_started_at <= :before")
-        self.inside_by_window = " AND ".join(window)
+        self.inside_by_window = " AND ".join(["kind = :kind", "value = :value", *window])
+        self.inside_in_slice = " AND ".join(window) or "1"  # given kind and value
+        self.checks_others = bool(plan.others)
 
     def text(self, sql: str, **extra: Any) -> sa.TextClause:
         params = {**self.params, **extra}
@@ -90,14 +113,27 @@ class _Window:
         return clause.bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
 
 
-async def _straddlers(conn: AsyncConnection, flt: InterceptionFilter, w: _Window) -> list[Any]:
-    """The straddling slices, grouped over their matching interceptions (those with none are dropped)."""
+async def _scan_with_others(conn: AsyncConnection, w: _Window) -> tuple[int, set[tuple[str, str]]]:
+    """(the rows inside the window that match the other attributes whole, counted; the keys of the rows that
+    mix their values) in one pass over the slice: `only_*` is in no index."""
+    row = (await conn.execute(w.text(
+        f"SELECT count(*) FILTER (WHERE {w.inside_in_slice}), "
+        f"json_group_array(json_array(session_id, initiator_id)) FILTER (WHERE {w.mixed}) "
+        f"FROM aigw_session_slices WHERE kind = :kind AND value = :value"))).one()
+    return int(row[0] or 0), {(sid, uid) for sid, uid in json_loads(row[1] or "[]")}  # type: ignore[union-attr]
+
+
+async def _irregular(
+    conn: AsyncConnection, flt: InterceptionFilter, w: _Window, mixed: set[tuple[str, str]]
+) -> list[Any]:
+    """The slices that do not match whole — straddling a window edge, or `mixed` (mixing values of the other
+    attributes) — grouped over their matching interceptions (those with none are dropped)."""
     edges = []
     if w.after is not None:
         edges.append("last_started_at >= :after AND started_at < :after")
     if w.before is not None:
         edges.append("last_started_at > :before AND started_at <= :before")
-    keys: set[tuple[str, str]] = set()
+    keys = set(mixed)
     for edge in edges:
         rows = await conn.execute(w.text(
             f"SELECT session_id, initiator_id FROM aigw_session_slices INDEXED BY {WINDOW_INDEX} "
@@ -130,8 +166,7 @@ def _order_key(r: Any) -> tuple[datetime, str]:
 async def slice_page(
     conn: AsyncConnection,
     flt: InterceptionFilter,
-    kind: str,
-    value: str,
+    plan: SlicePlan,
     *,
     limit: int,
     after_session_id: str | None,
@@ -146,14 +181,15 @@ async def slice_page(
         if after_session_id is not None:
             raise LookupError(after_session_id)
         return (0 if count else None), []
-    w = _Window(kind, value, after, before)
-    straddlers = await _straddlers(conn, flt, w)
-    listed_straddlers = straddlers  # those after the cursor, if any
+    w = _Window(plan, after, before)
+    n_inside, mixed = await _scan_with_others(conn, w) if w.checks_others else (0, set())
+    irregular = await _irregular(conn, flt, w, mixed)
+    listed_irregular = irregular  # those after the cursor, if any
 
     cursor_cond = ""
     extra: dict[str, Any] = {}
     if after_session_id is not None:
-        found = [r for r in straddlers if r.session_id == after_session_id]
+        found = [r for r in irregular if r.session_id == after_session_id]
         found += list(await conn.execute(w.text(
             f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices INDEXED BY {PAGE_INDEX} "
             f"WHERE {w.inside} AND session_id = :sid", sid=after_session_id).columns(**_ROW_TYPES)))
@@ -162,24 +198,24 @@ async def slice_page(
         at = max(found, key=_order_key).last_active_at
         cursor_cond = " AND (last_active_at, session_id) < (:at, :sid)"
         extra = {"at": at, "sid": after_session_id}
-        listed_straddlers = [r for r in straddlers if _order_key(r) < (at, after_session_id)]
+        listed_irregular = [r for r in irregular if _order_key(r) < (at, after_session_id)]
 
     inside = list(await conn.execute(w.text(
         f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices INDEXED BY {PAGE_INDEX} "
         f"WHERE {w.inside}{cursor_cond} ORDER BY last_active_at DESC, session_id DESC LIMIT :n",
         n=offset + limit, **extra).columns(**_ROW_TYPES)))
-    merged = heapq.merge(inside, sorted(listed_straddlers, key=_order_key, reverse=True), key=_order_key,
+    merged = heapq.merge(inside, sorted(listed_irregular, key=_order_key, reverse=True), key=_order_key,
                          reverse=True)
     page = [SimpleNamespace(**r._mapping) for r in list(merged)[offset:offset + limit]]
 
     total = None
     if count:
-        if after is None and before is None:  # the whole slice
+        if after is None and before is None and not w.checks_others:  # the whole slice
             n_inside = (await conn.execute(w.text(
                 "SELECT sessions FROM aigw_session_slice_counts WHERE kind = :kind AND value = :value"))).scalar()
-        else:
+        elif not w.checks_others:
             n_inside = (await conn.execute(w.text(
                 f"SELECT count(*) FROM aigw_session_slices INDEXED BY {WINDOW_INDEX} WHERE {w.inside_by_window}"
             ))).scalar_one()
-        total = int(n_inside or 0) + len(straddlers)
+        total = int(n_inside or 0) + len(irregular)
     return total, page

@@ -23,7 +23,7 @@ from aigw_proxy.storage.queries import InterceptionFilter
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.session_slices import TRIGGERS, rebuild, session_slices, slice_counts
 from aigw_proxy.storage.sessions import SessionCursorNotFound, _grouped_page, sessions_page
-from aigw_proxy.storage.sliced_sessions import slice_of
+from aigw_proxy.storage.sliced_sessions import SlicePlan, slice_of
 
 from .conftest import at, ended, started
 
@@ -41,7 +41,7 @@ async def _write_random_traffic(writer: RecordWriter, people: list[Initiator], s
     n = 0
     for s in range(60):
         who = people[s % len(people)]
-        sid = f"sess-{s:02d}" if s != 7 else "sess-shared"  # one id used by two users
+        sid = f"sess-{s:02d}" if s != 7 else "sess-shared \"ü\x1f"  # one id used by two users; odd characters
         t = rng.uniform(0, 10 * DAY)
         spread = rng.choice((60, 3600, 2 * DAY))  # minutes, hours or days between calls
         call_id = None
@@ -92,7 +92,7 @@ def _key(s: dict[str, Any]) -> tuple[str, str]:
     return (s["last_active_at"], s["id"])
 
 
-async def _slice_of(db: Database, flt: InterceptionFilter) -> tuple[str, str] | None:
+async def _slice_of(db: Database, flt: InterceptionFilter) -> SlicePlan | None:
     async with db.reader.connect() as conn:
         return await slice_of(conn, flt)
 
@@ -145,8 +145,10 @@ async def test_sliced_sessions_equal_grouped_sessions(
 ) -> None:
     starts = await _write_random_traffic(writer, [alice, bob], seed)
     filters = _filters(starts, seed)
-    grouped = {(f.provider, f.provider_name, f.model, f.client) for f in filters if await _slice_of(db, f) is None}
-    assert grouped == {("anthropic", None, None, "Codex"), (None, "corp", "gpt-5", None)}  # the non-implied pairs
+    plans = {(f.provider, f.provider_name, f.model, f.client): await _slice_of(db, f) for f in filters}
+    checked = {attrs for attrs, plan in plans.items() if plan is None or plan.others}
+    assert checked == {("anthropic", None, None, "Codex"), (None, "corp", "gpt-5", None)}  # the non-implied pairs
+    assert None not in plans.values()
     nonempty = 0
     for flt in filters:
         nonempty += bool(await _assert_same(db, flt))
@@ -185,20 +187,22 @@ async def test_cursor_errors_and_routing(db: Database, writer: RecordWriter, ali
     with pytest.raises(SessionCursorNotFound):
         await sessions_page(db, InterceptionFilter(started_after=at(2 * DAY), started_before=at(DAY)),
                             after_session_id="s2")
-    # Narrowed to a user, or by two attributes neither of which implies the other: grouped from the interceptions.
+    # Narrowed to a user: grouped from the interceptions.
     assert await _slice_of(db, InterceptionFilter(model="gpt-5", visible_to=alice.user_id)) is None
-    assert await _slice_of(db, InterceptionFilter(started_after=at(0))) == ("all", "")
-    assert await _slice_of(db, InterceptionFilter(client="Unknown")) == ("client", "Unknown")
+    assert await _slice_of(db, InterceptionFilter(started_after=at(0))) == SlicePlan("all", "")
+    assert await _slice_of(db, InterceptionFilter(client="Unknown")) == SlicePlan("client", "Unknown")
     # Every gpt-5 call was an openai call, not the other way round: the model's slice answers both.
     writer.submit(started("d", alice, t=DAY / 2, model="o4-mini", provider="openai", client_session_id="s4"))
     writer.submit(ended("d", t=DAY / 2 + 1))
     await writer.flush(timeout=10)
-    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="openai")) == ("model", "gpt-5")
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="openai")) == SlicePlan("model", "gpt-5")
     writer.submit(started("c", alice, t=20 * DAY, model="gpt-5", provider="azure", client_session_id="s3"))
     writer.submit(ended("c", t=20 * DAY + 1))
     await writer.flush(timeout=10)
-    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="openai")) is None
-    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="azure")) == ("provider", "azure")
+    # Now neither implies the other (3 calls each): one slice is read, checking the other attribute.
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="openai")) == SlicePlan(
+        "provider", "openai", (("model", "gpt-5"),))
+    assert await _slice_of(db, InterceptionFilter(model="gpt-5", provider="azure")) == SlicePlan("provider", "azure")
     for provider in ("openai", "azure"):
         flt = InterceptionFilter(model="gpt-5", provider=provider)
         total, page = await sessions_page(db, flt)
