@@ -61,10 +61,12 @@ _SESSION_COLUMNS = "session_id, initiator_id, started_at, ended_at, thread_root_
 # `session_id IS NOT NULL` (always true) keeps them to the sessions query, which says it: SQLite uses a partial
 # index only for queries whose WHERE names its terms, and for the interceptions list (newest first, LIMIT) it
 # would otherwise pick `model = ?` and sort 100k rows instead of walking the started_at index.
+# Dropped again by v4, whose session slices answer those filters without them (~600 MB on 1M interceptions).
+V3_INDEX_NAMES = tuple(f"idx_aibridge_interceptions_{name}_sessions" for name in ("model", "provider", "client"))
 V3_INDEXES = tuple(
-    f"CREATE INDEX IF NOT EXISTS idx_aibridge_interceptions_{name}_sessions ON aibridge_interceptions "
+    f"CREATE INDEX IF NOT EXISTS {index} ON aibridge_interceptions "
     f"({lead}, {_SESSION_COLUMNS}) WHERE ended_at IS NOT NULL AND session_id IS NOT NULL"
-    for name, lead in (("model", "model"), ("provider", "provider"), ("client", "COALESCE(client, 'Unknown')"))
+    for index, lead in zip(V3_INDEX_NAMES, ("model", "provider", "COALESCE(client, 'Unknown')"), strict=True)
 )
 
 
@@ -86,13 +88,20 @@ def _v3_session_filters(conn: sa.Connection) -> None:
         conn.exec_driver_sql(ddl)
 
 
+def _v4_session_slices(conn: sa.Connection) -> None:
+    for index in V3_INDEX_NAMES:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")
+    session_slices.upgrade_v4(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
     Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
     Migration(3, "interceptions.last_prompt_at and covering indexes for sessions filtered by model, provider or "
               "client", _v3_session_filters),
     Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
-              "time-windowed sessions lists; session summary triggers that purge fast", session_slices.upgrade_v4),
+              "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
+              "purge fast", _v4_session_slices),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import replace
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -52,30 +51,19 @@ def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]
     return cond
 
 
-def _by_indexed_call(flt: InterceptionFilter) -> bool:
-    """Filtered by an attribute with a v3 covering index (provider_name has none)."""
-    return any(v is not None for v in (flt.provider, flt.model, flt.client))
-
-
 def _matching(
     flt: InterceptionFilter, *columns: sa.ColumnElement[Any], of_sessions: list[str] | None = None
 ) -> sa.CTE:
     """The matching interceptions' `columns` (only those of `of_sessions` if given: found through the session
     index, never materialized).
 
-    The client test is written as the v3 index's expression (a bound 'Unknown' would not match it). Filtered by
-    model, provider or client, the rows come from that attribute's covering index (v3), already in session order.
-    Otherwise they are materialized first: SQLite would walk the whole (session, initiator) index to avoid a sort,
-    instead of the few rows a time filter selects."""
-    cond = filter_conditions(replace(flt, client=None))
-    if flt.client is not None:
-        cond.append(sa.func.coalesce(_i.client, sa.literal_column("'Unknown'")) == flt.client)
+    This path serves a user's or a session's rows (everything else reads the session slices), so they come
+    through the initiator or session index and are materialized first: otherwise SQLite would walk the whole
+    (session, initiator) index to avoid a sort, instead of the few rows the filter selects."""
+    cond = filter_conditions(flt)
     if of_sessions is not None:
         return sa.select(*columns).where(*cond, _i.session_id.in_(of_sessions)).cte("matching")
-    if not _by_indexed_call(flt):
-        return sa.select(*columns).where(*cond).cte("matching").prefix_with("MATERIALIZED")
-    cond.append(_i.session_id.is_not(None))  # always true; lets SQLite use the v3 indexes (see migrations.py)
-    return sa.select(*columns).where(*cond).cte("matching")
+    return sa.select(*columns).where(*cond).cte("matching").prefix_with("MATERIALIZED")
 
 
 def _grouped(flt: InterceptionFilter) -> sa.Subquery:

@@ -19,6 +19,7 @@ import pytest
 
 from aigw_proxy.records import Initiator
 from aigw_proxy.storage import Database, RecordWriter, open_database
+from aigw_proxy.storage.migrations import V3_INDEX_NAMES, V3_INDEXES
 from aigw_proxy.storage.queries import InterceptionFilter
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.session_slices import TRIGGERS, rebuild, session_slices, slice_counts
@@ -212,8 +213,10 @@ async def test_cursor_errors_and_routing(db: Database, writer: RecordWriter, ali
 
 
 def downgrade_to_v3(path: Path) -> None:
-    """What a v3 database looked like: no session slices, version 3."""
+    """What a v3 database looked like: no session slices, the v3 attribute indexes, version 3."""
     with closing(sqlite3.connect(path)) as conn, conn:
+        for ddl in V3_INDEXES:
+            conn.execute(ddl)
         for name in TRIGGERS:
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute(f"DROP TABLE {session_slices.name}")
@@ -231,6 +234,9 @@ async def test_v4_upgrade_backfills_the_slices(
     db = await open_database(db_path)  # migrates v3 → v4
     try:
         assert _tables(db_path) == before
+        with closing(sqlite3.connect(db_path)) as conn:
+            indexes = {r[1] for r in conn.execute("PRAGMA index_list(aibridge_interceptions)")}
+        assert not set(V3_INDEX_NAMES) & indexes  # the slices replace them
         for flt in _filters(starts, 3)[::5]:
             await _assert_same(db, flt)
     finally:
