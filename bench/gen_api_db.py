@@ -77,6 +77,7 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -512000")
     from aigw_proxy.storage import session_slices, summaries
+    from aigw_proxy.storage.dialect import create_triggers
 
     for name in [*summaries.TRIGGERS, *session_slices.TRIGGERS]:
         conn.execute(f"DROP TRIGGER IF EXISTS {name}")
@@ -194,8 +195,8 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
 
         backfill_last_prompt_at(sa_conn)
         session_slices.rebuild(sa_conn)  # after the back-fill: slices carry last_prompt_at
-        summaries.create_triggers(sa_conn)
-        session_slices.create_triggers(sa_conn)
+        create_triggers(sa_conn, summaries.TRIGGERS)
+        create_triggers(sa_conn, session_slices.TRIGGERS)
     conn.execute("ANALYZE")
     conn.close()
     print(f"  summaries + ANALYZE: {time.monotonic() - rebuild_started:.0f}s", flush=True)

@@ -1,6 +1,6 @@
 """Everything SQLite-specific lives here: connection pragmas, transaction start, error classification,
-incremental vacuum. Queries elsewhere are plain SQLAlchemy Core, so a PostgreSQL backend only needs a sibling
-of this module.
+incremental vacuum, creating the triggers that keep the summary tables. Queries elsewhere are plain SQLAlchemy
+Core, so a PostgreSQL backend only needs a sibling of this module.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immedi
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY_KEY) else begin_sql)
+
+
+def create_triggers(conn: sa.Connection, triggers: dict[str, str]) -> None:
+    """CREATE TRIGGER `name body` for each of `triggers`."""
+    for name, body in triggers.items():
+        conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}")
+
+
+def drop_triggers(conn: sa.Connection, triggers: dict[str, str]) -> None:
+    for name in triggers:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
 
 
 def is_busy_error(exc: BaseException) -> bool:

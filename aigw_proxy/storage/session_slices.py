@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from aigw_proxy.storage import summaries
+from aigw_proxy.storage.dialect import create_triggers, drop_triggers
 from aigw_proxy.storage.schema import UTCDateTime
 
 slices_metadata = sa.MetaData()
@@ -100,19 +101,26 @@ ON CONFLICT (kind, value, session_id, initiator_id) DO UPDATE SET
     {", ".join(f"only_{a} = CASE WHEN only_{a} = excluded.only_{a} THEN only_{a} END" for a in ATTRIBUTES)};"""
 
 
-def _rebuild(kind: str, row: str) -> str:
-    """Recompute the slice of `kind` that `row` (OLD or NEW) belongs to from the interceptions left in it."""
-    value = KINDS[kind].format(r=row)
+def _insert_grouped(kind: str, value: str, where: str, group_by: str) -> str:
+    """INSERT the slice rows of `kind` grouped from the ended interceptions `i` matching `where`."""
     return f"""
-DELETE FROM aigw_session_slices WHERE kind = '{kind}' AND value = {value}
-    AND session_id = {row}.session_id AND initiator_id = {row}.initiator_id;
 INSERT INTO aigw_session_slices ({_COLUMNS})
 SELECT '{kind}', {value}, i.session_id, i.initiator_id, min(i.started_at), max(i.started_at), max(i.ended_at),
        max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL), {_only_aggregates("i")}
 FROM aibridge_interceptions i
-WHERE i.session_id = {row}.session_id AND i.initiator_id = {row}.initiator_id AND i.ended_at IS NOT NULL
-    AND {KINDS[kind].format(r="i")} = {value}
-GROUP BY i.session_id, i.initiator_id;"""
+WHERE i.ended_at IS NOT NULL AND {where}
+GROUP BY {group_by};"""
+
+
+def _rebuild(kind: str, row: str) -> str:
+    """Recompute the slice of `kind` that `row` (OLD or NEW) belongs to from the interceptions left in it."""
+    value = KINDS[kind].format(r=row)
+    where = (f"i.session_id = {row}.session_id AND i.initiator_id = {row}.initiator_id "
+             f"AND {KINDS[kind].format(r='i')} = {value}")
+    return f"""
+DELETE FROM aigw_session_slices WHERE kind = '{kind}' AND value = {value}
+    AND session_id = {row}.session_id AND initiator_id = {row}.initiator_id;""" + _insert_grouped(
+        kind, value, where, "i.session_id, i.initiator_id")
 
 
 def _each(step: str, *args: str) -> str:
@@ -153,30 +161,13 @@ TRIGGERS |= {
 }
 
 
-def create_triggers(conn: sa.Connection) -> None:
-    for name, body in TRIGGERS.items():
-        conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}")
-
-
-def drop_triggers(conn: sa.Connection) -> None:
-    for name in TRIGGERS:
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
-
-
 def rebuild(conn: sa.Connection) -> None:
     """Recompute every slice from the interceptions (migration back-fill; bulk loads)."""
     conn.exec_driver_sql("DELETE FROM aigw_session_slices")
-    conn.exec_driver_sql("DELETE FROM aigw_session_slice_counts")
     for kind, expr in KINDS.items():
         value = expr.format(r="i")
-        conn.exec_driver_sql(f"""
-            INSERT INTO aigw_session_slices ({_COLUMNS})
-            SELECT '{kind}', {value}, i.session_id, i.initiator_id, min(i.started_at), max(i.started_at),
-                   max(i.ended_at), max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL),
-                   {_only_aggregates("i")}
-            FROM aibridge_interceptions i WHERE i.ended_at IS NOT NULL
-            GROUP BY {value}, i.session_id, i.initiator_id""")
-    conn.exec_driver_sql("DELETE FROM aigw_session_slice_counts")  # the inserts above counted; recount at once
+        conn.exec_driver_sql(_insert_grouped(kind, value, "1", f"{value}, i.session_id, i.initiator_id"))
+    conn.exec_driver_sql("DELETE FROM aigw_session_slice_counts")  # whatever triggers counted above: recount
     conn.exec_driver_sql("INSERT INTO aigw_session_slice_counts (kind, value, sessions) "
                          "SELECT kind, value, count(*) FROM aigw_session_slices GROUP BY kind, value")
 
@@ -184,8 +175,8 @@ def rebuild(conn: sa.Connection) -> None:
 def upgrade_v4(conn: sa.Connection) -> None:
     """Schema v4: the session slices table, its triggers and back-fill; the v2 summary triggers re-created (a
     deleted interception no longer aggregates the whole token table to rebuild its session)."""
-    summaries.drop_triggers(conn)
-    summaries.create_triggers(conn)
+    drop_triggers(conn, summaries.TRIGGERS)
+    create_triggers(conn, summaries.TRIGGERS)
     slices_metadata.create_all(conn, checkfirst=False)
     rebuild(conn)
-    create_triggers(conn)
+    create_triggers(conn, TRIGGERS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from aigw_proxy.storage.dialect import create_triggers
 from aigw_proxy.storage.schema import UTCDateTime
 
 summary_metadata = sa.MetaData()
@@ -156,16 +157,6 @@ TRIGGERS: dict[str, str] = {
 }
 
 
-def create_triggers(conn: sa.Connection) -> None:
-    for name, body in TRIGGERS.items():
-        conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}")
-
-
-def drop_triggers(conn: sa.Connection) -> None:
-    for name in TRIGGERS:
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
-
-
 def rebuild(conn: sa.Connection) -> None:
     """Recompute both summary tables from the interception tables (migration back-fill; bulk loads)."""
     conn.exec_driver_sql("DELETE FROM aigw_sessions")
@@ -193,5 +184,5 @@ def upgrade_v2(conn: sa.Connection) -> None:
     summary_metadata.create_all(conn, checkfirst=False)
     for ddl in V2_INDEXES:
         conn.exec_driver_sql(ddl)
-    create_triggers(conn)
+    create_triggers(conn, TRIGGERS)
     rebuild(conn)
