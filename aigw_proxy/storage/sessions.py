@@ -4,9 +4,9 @@ With a time or call filter, started/ended, threads and `last_active_at` cover on
 (as Coder groups them), while providers, models, client, metadata, token sums and the last prompt always
 describe the whole session. Where the rows come from:
 * no time or call filter: the `aigw_sessions` summary the database keeps (summaries.py);
-* a time window and/or one of provider, provider_name, model, client, not narrowed to a user or session: the
-  session slices (session_slices.py, read by sliced_sessions.py);
-* otherwise (a user's or a session's rows, or two call attributes): the matching interceptions, grouped here.
+* a time window and/or provider, provider_name, model, client, not narrowed to a user or session: the session
+  slices (session_slices.py, read by sliced_sessions.py);
+* a user's or a session's rows: the matching interceptions, grouped here.
 Either way only the page's sessions are looked at in detail ("page first, then enrich").
 """
 
@@ -26,7 +26,7 @@ from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.queries import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema import UTCDateTime, interceptions, token_usages, user_prompts, users
 from aigw_proxy.storage.session_slices import slice_counts
-from aigw_proxy.storage.sliced_sessions import slice_of, slice_page
+from aigw_proxy.storage.sliced_sessions import per_session, slice_of, slice_page
 from aigw_proxy.storage.stored import driver_rows, metadata_json, time_json, untyped
 from aigw_proxy.storage.summaries import sessions as summary
 from aigw_proxy.storage.timefmt import rfc3339
@@ -70,9 +70,8 @@ def _grouped(flt: InterceptionFilter) -> sa.Subquery:
     """Matching interceptions grouped into sessions: the key and `last_active_at`, which pages are cut by. The
     other per-session columns are computed for the page's sessions only (`_grouped_totals`)."""
     m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.last_prompt_at).c
-    last_active = sa.func.coalesce(sa.func.max(m.last_prompt_at), sa.func.min(m.started_at))
     return (
-        sa.select(m.session_id, m.initiator_id, sa.type_coerce(last_active, UTCDateTime).label("last_active_at"))
+        sa.select(m.session_id, m.initiator_id, *per_session(m, "last_active_at"))
         .group_by(m.session_id, m.initiator_id)
         .subquery("grouped")
     )
@@ -85,14 +84,7 @@ async def _grouped_totals(
     m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id,
                   of_sessions=sorted({k[0] for k in keys})).c
     rows = await conn.execute(
-        sa.select(
-            m.session_id,
-            m.initiator_id,
-            sa.type_coerce(sa.func.min(m.started_at), UTCDateTime).label("started_at"),
-            sa.type_coerce(sa.func.max(m.ended_at), UTCDateTime).label("ended_at"),
-            sa.func.count().label("interceptions"),
-            sa.func.sum(sa.case((m.thread_root_id.is_(None), 1), else_=0)).label("threads"),
-        )
+        sa.select(m.session_id, m.initiator_id, *per_session(m, "started_at", "ended_at", "interceptions", "threads"))
         .group_by(m.session_id, m.initiator_id)
     )
     return {(r.session_id, r.initiator_id): r for r in rows}
@@ -250,7 +242,6 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         if (sid, uid) in wanted:
             out[(sid, uid)]["tokens"] = dict(zip(_TOKENS, map(int, sums), strict=True))
 
-    # The newest prompt per session: rank the page's prompts in SQL and keep rank 1 only.
     # The newest prompt of each session: the page's prompts ranked in SQL, rank 1 kept.
     newest = f"""
         SELECT session_id, initiator_id, prompt FROM (

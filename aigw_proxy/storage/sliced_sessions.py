@@ -20,9 +20,9 @@ the window index and sort a month of sessions.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,13 +31,29 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aigw_proxy.storage.database import json_loads
 from aigw_proxy.storage.queries import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema import UTCDateTime, interceptions
-from aigw_proxy.storage.session_slices import PAGE_INDEX, WINDOW_INDEX
+from aigw_proxy.storage.session_slices import ATTRIBUTES, PAGE_INDEX, WINDOW_INDEX
 from aigw_proxy.storage.summaries import interception_days
 
 _i = interceptions.c
 _ROW_TYPES = {"last_active_at": UTCDateTime, "started_at": UTCDateTime, "ended_at": UTCDateTime,
               "interceptions": sa.Integer, "threads": sa.Integer}
-_ROW_COLUMNS = "session_id, initiator_id, last_active_at, started_at, ended_at, interceptions, threads"
+_ROW_COLUMNS = "session_id, initiator_id, " + ", ".join(_ROW_TYPES)
+
+# The sessions list's per-session columns over matching interceptions `m` grouped by (session_id, initiator_id):
+# the aggregates a slice row stores (session_slices.py), computed from the interceptions.
+_PER_SESSION: dict[str, Callable[[Any], sa.ColumnElement[Any]]] = {
+    "last_active_at": lambda m: sa.type_coerce(
+        sa.func.coalesce(sa.func.max(m.last_prompt_at), sa.func.min(m.started_at)), UTCDateTime),
+    "started_at": lambda m: sa.type_coerce(sa.func.min(m.started_at), UTCDateTime),
+    "ended_at": lambda m: sa.type_coerce(sa.func.max(m.ended_at), UTCDateTime),
+    "interceptions": lambda m: sa.func.count(),
+    "threads": lambda m: sa.func.sum(sa.case((m.thread_root_id.is_(None), 1), else_=0)),
+}
+
+
+def per_session(m: Any, *names: str) -> list[sa.Label[Any]]:
+    """The named per-session columns over the grouped matching interceptions `m` (a subquery's columns)."""
+    return [_PER_SESSION[name](m).label(name) for name in names]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +75,7 @@ async def slice_of(conn: AsyncConnection, flt: InterceptionFilter) -> SlicePlan 
     Otherwise the slice of the value with the fewest interceptions is read, checking the others."""
     if flt.by_user:
         return None
-    named = [(kind, value) for kind, value in (("provider", flt.provider), ("provider_name", flt.provider_name),
-                                               ("model", flt.model), ("client", flt.client)) if value is not None]
+    named = [(kind, getattr(flt, kind)) for kind in ATTRIBUTES if getattr(flt, kind) is not None]
     if len(named) <= 1:
         return SlicePlan(*named[0]) if named else SlicePlan("all", "")
     d = interception_days.c
@@ -84,27 +99,29 @@ class _Window:
     def __init__(self, plan: SlicePlan, after: datetime | None, before: datetime | None) -> None:
         self.after, self.before = after, before
         self.params: dict[str, Any] = {"kind": plan.kind, "value": plan.value, "after": after, "before": before}
-        whole = []  # rows matching whole on the other attributes
+        # The rows inside the window that match the other attributes whole: these terms (given kind and value),
+        # spelt for each index as a range of it.
+        core = []
         for attribute, value in plan.others:
-            whole.append(f"only_{attribute} = :only_{attribute}")
+            core.append(f"only_{attribute} = :only_{attribute}")
             self.params[f"only_{attribute}"] = value
-        self.mixed = " OR ".join(f"only_{attribute} IS NULL" for attribute, _ in plan.others)
-        inside = ["kind = :kind", "value = :value", *whole]
+        if after is not None:
+            core.append("started_at >= :after")
+        if before is not None:
+            core.append("last_started_at <= :before")
         # last_active_at ≥ started_at ≥ after (a prompt is stamped when its call ends): bounds the page index walk
-        # for windows that match fewer sessions than a page.
-        if after is not None:
-            inside += ["started_at >= :after", "last_active_at >= :after"]
-        if before is not None:
-            inside.append("last_started_at <= :before")
-        self.inside = " AND ".join(inside)
-        window = [*whole]  # the same set, as a range of the window index
-        if after is not None:
-            window += ["last_started_at >= :after", "started_at >= :after"]
-        if before is not None:
-            window.append("last_started_at <= :before")
-        self.inside_by_window = " AND ".join(["kind = :kind", "value = :value", *window])
-        self.inside_in_slice = " AND ".join(window) or "1"  # given kind and value
-        self.checks_others = bool(plan.others)
+        # for windows that match fewer sessions than a page; last_started_at ≥ started_at likewise for the window
+        # index.
+        page_bound = ["last_active_at >= :after"] if after is not None else []
+        window_bound = ["last_started_at >= :after"] if after is not None else []
+        self.inside = " AND ".join(["kind = :kind", "value = :value", *core, *page_bound])
+        self.inside_by_window = " AND ".join(["kind = :kind", "value = :value", *core, *window_bound])
+        self.inside_in_slice = " AND ".join(core) or "1"
+        self.mixed = " OR ".join(f"only_{attribute} IS NULL" for attribute, _ in plan.others)
+
+    @property
+    def checks_others(self) -> bool:
+        return bool(self.mixed)
 
     def text(self, sql: str, **extra: Any) -> sa.TextClause:
         params = {**self.params, **extra}
@@ -144,18 +161,8 @@ async def _irregular(
     m = (sa.select(_i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id, _i.last_prompt_at)
          .where(*filter_conditions(flt), _i.session_id.in_(sorted({k[0] for k in keys})))
          .subquery("matching").c)
-    grouped = await conn.execute(
-        sa.select(
-            m.session_id,
-            m.initiator_id,
-            sa.type_coerce(sa.func.coalesce(sa.func.max(m.last_prompt_at), sa.func.min(m.started_at)),
-                           UTCDateTime).label("last_active_at"),
-            sa.type_coerce(sa.func.min(m.started_at), UTCDateTime).label("started_at"),
-            sa.type_coerce(sa.func.max(m.ended_at), UTCDateTime).label("ended_at"),
-            sa.func.count().label("interceptions"),
-            sa.func.sum(sa.case((m.thread_root_id.is_(None), 1), else_=0)).label("threads"),
-        ).group_by(m.session_id, m.initiator_id)
-    )
+    grouped = await conn.execute(sa.select(m.session_id, m.initiator_id, *per_session(m, *_PER_SESSION))
+                                 .group_by(m.session_id, m.initiator_id))
     return [r for r in grouped if (r.session_id, r.initiator_id) in keys]
 
 
@@ -206,7 +213,7 @@ async def slice_page(
         n=offset + limit, **extra).columns(**_ROW_TYPES)))
     merged = heapq.merge(inside, sorted(listed_irregular, key=_order_key, reverse=True), key=_order_key,
                          reverse=True)
-    page = [SimpleNamespace(**r._mapping) for r in list(merged)[offset:offset + limit]]
+    page = list(merged)[offset:offset + limit]
 
     total = None
     if count:
