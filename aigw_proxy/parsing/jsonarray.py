@@ -8,10 +8,10 @@ its single element. Scanning UTF-8 byte by byte is safe: no multi-byte sequence 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 
+from aigw_proxy.parsing.jsonwalk import loads_object
 from aigw_proxy.parsing.sse import EventAccumulator
 from aigw_proxy.records import ResponseFacts
 
@@ -199,12 +199,8 @@ class JSONArrayStreamParser:
         return facts
 
     def _dispatch(self, element: bytes) -> None:
-        try:
-            obj = json.loads(element.decode("utf-8", "replace"))
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            self._malformed += 1
-            return
-        if not isinstance(obj, dict):
+        obj, _why = loads_object(element)
+        if obj is None:
             self._malformed += 1
             return
         try:
