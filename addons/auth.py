@@ -10,8 +10,8 @@ from collections.abc import Awaitable
 
 from mitmproxy import connection, http
 
-from aigw_proxy.identity import REALM, TokenAuthenticator, token_from_proxy_authorization
-from aigw_proxy.records import Initiator
+from aigw_proxy.policy.identity import REALM, TokenAuthenticator, token_from_proxy_authorization
+from aigw_proxy.recording.records import Initiator
 
 log = logging.getLogger("aigw_proxy.auth")
 

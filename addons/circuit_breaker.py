@@ -15,11 +15,11 @@ import math
 
 from mitmproxy import http
 
-from addons.intercept import INTERCEPTION
-from aigw_proxy.circuit import BreakerConfig, Breakers, Key, State, is_failure
-from aigw_proxy.interception import Interception
-from aigw_proxy.metrics import Metrics
-from aigw_proxy.providers import Api
+from aigw_proxy.addons.intercept import INTERCEPTION
+from aigw_proxy.intercept.interception import Interception
+from aigw_proxy.policy.circuit import BreakerConfig, Breakers, Key, State, is_failure
+from aigw_proxy.policy.providers import Api
+from aigw_proxy.telemetry.metrics import Metrics
 
 log = logging.getLogger("aigw_proxy.circuit")
 

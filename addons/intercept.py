@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 from mitmproxy.http import Headers
 
-from addons.auth import INITIATOR
-from addons.routing import PROVIDER
-from aigw_proxy.interception import Interception, Submit
-from aigw_proxy.providers import Provider
+from aigw_proxy.addons.auth import INITIATOR
+from aigw_proxy.addons.routing import PROVIDER
+from aigw_proxy.intercept.interception import Interception, Submit
+from aigw_proxy.policy.providers import Provider
 
 if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
-    from aigw_proxy.tracing import Tracer
+    from aigw_proxy.telemetry.tracing import Tracer
 
 log = logging.getLogger("aigw_proxy.intercept")
 

@@ -10,13 +10,13 @@ import time
 
 from mitmproxy import http
 
-from addons.auth import INITIATOR
-from addons.circuit_breaker import REJECTED
-from addons.intercept import INTERCEPTION
-from addons.routing import CONNECT_TARGET, PROVIDER, ConnectTarget, ProviderRouter
-from aigw_proxy.metrics import Metrics
-from aigw_proxy.providers import Provider
-from aigw_proxy.shadow_ai import ShadowAI
+from aigw_proxy.addons.auth import INITIATOR
+from aigw_proxy.addons.circuit_breaker import REJECTED
+from aigw_proxy.addons.intercept import INTERCEPTION
+from aigw_proxy.addons.routing import CONNECT_TARGET, PROVIDER, ConnectTarget, ProviderRouter
+from aigw_proxy.policy.providers import Provider
+from aigw_proxy.policy.shadow_ai import ShadowAI
+from aigw_proxy.telemetry.metrics import Metrics
 
 _STARTED = "aigw.metrics.started"  # monotonic time of the request headers; set only on counted flows
 _ROUTES_PER_PROVIDER = 50  # passthrough paths are client-chosen: bound the route label's values

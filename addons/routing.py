@@ -13,9 +13,9 @@ from mitmproxy import connection, http
 from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.layers.http import HttpStream
 
-from aigw_proxy.config import FileConfig
-from aigw_proxy.netpolicy import DestinationRefused, resolve_allowed
-from aigw_proxy.providers import Provider, ProviderTable
+from aigw_proxy.config.settings import FileConfig
+from aigw_proxy.policy.network import DestinationRefused, resolve_allowed
+from aigw_proxy.policy.providers import Provider, ProviderTable
 
 log = logging.getLogger("aigw_proxy.routing")
 

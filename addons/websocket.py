@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 from mitmproxy.websocket import WebSocketData
 
-from addons.auth import INITIATOR
-from addons.intercept import header_map
-from addons.routing import PROVIDER
-from aigw_proxy.interception import Interception, Submit
-from aigw_proxy.providers import Api, Provider
-from aigw_proxy.records import Initiator
+from aigw_proxy.addons.auth import INITIATOR
+from aigw_proxy.addons.intercept import header_map
+from aigw_proxy.addons.routing import PROVIDER
+from aigw_proxy.intercept.interception import Interception, Submit
+from aigw_proxy.policy.providers import Api, Provider
+from aigw_proxy.recording.records import Initiator
 
 if TYPE_CHECKING:
-    from aigw_proxy.tracing import Tracer
-from aigw_proxy.socket_turns import SocketTurns
+    from aigw_proxy.telemetry.tracing import Tracer
+from aigw_proxy.intercept.socket_turns import SocketTurns
 
 log = logging.getLogger("aigw_proxy.websocket")
 

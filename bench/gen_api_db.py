@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aigw_proxy.storage.migrations import LATEST_VERSION
+from aigw_proxy.storage.schema.migrations import LATEST_VERSION
 from aigw_proxy.storage.users import hash_token, token_hint
 
 SEED = 20250301
@@ -191,7 +191,7 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     with _sqlalchemy(path) as sa_conn:
         summaries.rebuild(sa_conn)
         # Prompts were bulk-loaded, not written through the RecordWriter: derive `last_prompt_at` from them.
-        from aigw_proxy.storage.migrations import backfill_last_prompt_at
+        from aigw_proxy.storage.schema.migrations import backfill_last_prompt_at
 
         backfill_last_prompt_at(sa_conn)
         session_slices.rebuild(sa_conn)  # after the back-fill: slices carry last_prompt_at

@@ -579,7 +579,7 @@ def http_get_json(url: str) -> dict:
 
 def db_counts(path: Path) -> dict[str, int]:
     sys.path.insert(0, str(REPO))
-    from aigw_proxy.storage.schema import interceptions, token_usages, user_prompts
+    from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts
 
     ix = interceptions.name
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)

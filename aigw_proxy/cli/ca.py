@@ -8,7 +8,7 @@ import click
 
 from aigw_proxy.cli.common import data_dir_option, fail
 from aigw_proxy.cli.main import main
-from aigw_proxy.config import Settings
+from aigw_proxy.config.settings import Settings
 
 
 @main.group()
@@ -24,7 +24,7 @@ def ca() -> None:
 @data_dir_option
 def ca_init(cert_file: Path, key_file: Path, data_dir: Path) -> None:
     """Import an operator's CA (replaces the current one; restart the proxy to use it)."""
-    from aigw_proxy.ca import CAError, import_ca
+    from aigw_proxy.proxy.ca import CAError, import_ca
 
     try:
         info = import_ca(Settings(data_dir=data_dir).confdir, cert_file, key_file)
@@ -38,7 +38,7 @@ def ca_init(cert_file: Path, key_file: Path, data_dir: Path) -> None:
 @data_dir_option
 def ca_export(data_dir: Path) -> None:
     """Print the CA certificate (PEM) for clients to trust; creates the CA if there is none."""
-    from aigw_proxy.ca import CAError, export_ca_pem
+    from aigw_proxy.proxy.ca import CAError, export_ca_pem
 
     try:
         click.echo(export_ca_pem(Settings(data_dir=data_dir).confdir), nl=False)

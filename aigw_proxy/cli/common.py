@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from aigw_proxy.config import Settings, default_data_dir
+from aigw_proxy.config.settings import Settings, default_data_dir
 
 
 def run_async[T](coro: Coroutine[Any, Any, T]) -> T:

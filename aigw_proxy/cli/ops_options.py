@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from aigw_proxy.circuit import BreakerConfig
+from aigw_proxy.policy.circuit import BreakerConfig
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

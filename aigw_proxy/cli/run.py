@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from aigw_proxy.circuit import BreakerConfig
 from aigw_proxy.cli.common import data_dir_option, fail, run_async
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.ops_options import ops_options
-from aigw_proxy.config import ConfigError, Settings, load_file_config, parse_hostport
+from aigw_proxy.config.settings import ConfigError, Settings, load_file_config, parse_hostport
+from aigw_proxy.policy.circuit import BreakerConfig
 
 
 @main.command()
@@ -41,8 +41,8 @@ def run(listen: str, admin_listen: str, data_dir: Path, config_file: Path | None
         log_level: str, log_format: str, structured_logging: bool, trace: bool, trace_logs: bool,
         retention: str, metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
-    from aigw_proxy.daemon import DaemonError, serve
-    from aigw_proxy.logsetup import configure_logging
+    from aigw_proxy.proxy.daemon import DaemonError, serve
+    from aigw_proxy.telemetry.log_setup import configure_logging
 
     configure_logging(log_level, log_format.lower())
     try:
@@ -66,7 +66,7 @@ def run(listen: str, admin_listen: str, data_dir: Path, config_file: Path | None
 
 
 def retention_window(value: str) -> timedelta | None:
-    from aigw_proxy.retention import parse_retention
+    from aigw_proxy.storage.retention_loop import parse_retention
 
     try:
         return parse_retention(value)

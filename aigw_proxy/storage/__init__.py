@@ -11,13 +11,13 @@ from aigw_proxy.storage.errors import (
     UserExistsError,
     UserNotFoundError,
 )
-from aigw_proxy.storage.migrations import LATEST_VERSION, current_version, migrate
-from aigw_proxy.storage.queries import InterceptionFilter, count_interceptions, list_interceptions
+from aigw_proxy.storage.read.interceptions import InterceptionFilter, count_interceptions, list_interceptions
 from aigw_proxy.storage.retention import purge_interceptions
-from aigw_proxy.storage.schema import error_type_for_status
+from aigw_proxy.storage.schema.migrations import LATEST_VERSION, current_version, migrate
+from aigw_proxy.storage.schema.tables import error_type_for_status
 from aigw_proxy.storage.timefmt import rfc3339
 from aigw_proxy.storage.users import UserStore
-from aigw_proxy.storage.writer import DANGLING_MESSAGE, CommitInfo, Listener, RecordWriter
+from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, CommitInfo, Listener, RecordWriter
 
 __all__ = [
     "DANGLING_MESSAGE",

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aigw_proxy.storage.dialect import READ_ONLY, configure_sqlite_engine, is_busy_error
 from aigw_proxy.storage.errors import StorageError
-from aigw_proxy.storage.migrations import migrate
+from aigw_proxy.storage.schema.migrations import migrate
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 

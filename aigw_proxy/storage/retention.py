@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.dialect import reclaim_free_pages
-from aigw_proxy.storage.schema import CHILD_TABLES, interceptions
+from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions
 
 log = logging.getLogger("aigw_proxy.storage")
 

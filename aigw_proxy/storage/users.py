@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.records import Initiator
+from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import (
     InvalidUsernameError,
@@ -21,7 +21,7 @@ from aigw_proxy.storage.errors import (
     UserNotFoundError,
 )
 from aigw_proxy.storage.ids import new_id
-from aigw_proxy.storage.schema import ROLES, api_tokens, users
+from aigw_proxy.storage.schema.tables import ROLES, api_tokens, users
 from aigw_proxy.storage.timefmt import rfc3339
 
 TOKEN_PREFIX = "aigw_"

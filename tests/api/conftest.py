@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.api.seed import Dataset, seed, user_id
-from tests.conftest import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.standin import StandIn
 
 PREFIX = "/api/v2/ai-gateway"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aigw_proxy.records import (
+from aigw_proxy.recording.records import (
     Initiator,
     InterceptionEnded,
     InterceptionStarted,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.api.conftest import Api
-from tests.conftest import run_cli
+from tests.support.daemon import run_cli
 
 
 def _json(api: Api, *args: str, env: dict[str, str] | None = None) -> object:

@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import scrape, wait_for
 from tests.support.payloads import anthropic_message, anthropic_usage, chat_completion, chat_usage
 from tests.support.standin import Reply, StandIn

@@ -10,7 +10,7 @@ import anthropic
 import httpx2
 import openai
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.payloads import (
     anthropic_stream,
     anthropic_usage,

@@ -11,7 +11,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from tests.conftest import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.payloads import anthropic_stream, anthropic_usage
 from tests.support.standin import StandIn
 

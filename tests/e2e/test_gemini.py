@@ -10,7 +10,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.gemini_payloads import (
     gemini_chunks,
     gemini_error,

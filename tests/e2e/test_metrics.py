@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.metrics import legacy_name
-from tests.conftest import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from aigw_proxy.telemetry.metrics import legacy_name
 from tests.e2e.test_proxy_behaviour import connect
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import Scrape, scrape, wait_for
 from tests.support.payloads import anthropic_message, anthropic_usage
 from tests.support.standin import Reply, StandIn

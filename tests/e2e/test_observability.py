@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.conftest import AIGW, Daemon, UpstreamPKI, free_port, provider_config, stop_daemon
+from tests.support.daemon import AIGW, Daemon, UpstreamPKI, free_port, provider_config, stop_daemon
 from tests.support.payloads import anthropic_message, anthropic_stream, anthropic_usage, chat_completion, chat_usage
 from tests.support.standin import Reply, StandIn
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import Daemon, UpstreamPKI, free_port, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, UpstreamPKI, free_port, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import wait_for
 from tests.support.standin import StandIn
 from tests.support.traffic import ANTHROPIC_MODEL, claude_code_turn, codex_chat, openai_client, tokens_by_type

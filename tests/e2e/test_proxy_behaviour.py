@@ -10,7 +10,7 @@ import anthropic
 import pytest
 from cryptography import x509
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.payloads import anthropic_message, anthropic_usage
 from tests.support.standin import Reply, StandIn
 

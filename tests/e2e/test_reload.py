@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import Scrape, scrape, wait_for
 from tests.support.payloads import chat_completion, chat_usage
 from tests.support.standin import Reply, StandIn

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 import zstandard
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.payloads import anthropic_message, anthropic_stream, anthropic_usage
 from tests.support.standin import Reply, StandIn
 

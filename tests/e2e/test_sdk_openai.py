@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.payloads import (
     chat_completion,
     chat_stream,

@@ -11,7 +11,7 @@ import json
 import anthropic
 import openai
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.payloads import (
     anthropic_stream,
     anthropic_usage,

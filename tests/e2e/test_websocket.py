@@ -12,7 +12,7 @@ import pytest
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.payloads import responses_object, responses_usage
 from tests.support.ws_standin import Script, WsStandIn, responses_events
 

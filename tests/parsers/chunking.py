@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from aigw_proxy.records import ResponseFacts
+from aigw_proxy.recording.records import ResponseFacts
 
 
 class StreamParser(Protocol):

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigw_proxy.parsing import anthropic_messages as am
-from aigw_proxy.records import ModelThought, ResponseFacts, TokenUsage, ToolCall
+from aigw_proxy.intercept.parsing import anthropic_messages as am
+from aigw_proxy.recording.records import ModelThought, ResponseFacts, TokenUsage, ToolCall
 from tests.parsers.chunking import feed_in_chunks
 
 MSG_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aigw_proxy.clients import CLIENTS, classify_client, client_session_id
-from aigw_proxy.credentials import credential_info, mask_secret
+from aigw_proxy.intercept.clients import CLIENTS, classify_client, client_session_id
+from aigw_proxy.intercept.credentials import credential_info, mask_secret
 
 CLAUDE_UA = "claude-cli/2.1.197 (external, sdk-cli)"
 CODEX_EXEC_UA = "codex_exec/0.169.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.169.0)"

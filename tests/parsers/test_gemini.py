@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigw_proxy.parsing import gemini as gm
-from aigw_proxy.parsing import jsonarray
-from aigw_proxy.parsing.jsonarray import JSONArraySplitter
-from aigw_proxy.records import ModelThought, ResponseFacts, TokenUsage, ToolCall
+from aigw_proxy.intercept.parsing import gemini as gm
+from aigw_proxy.intercept.parsing import jsonarray
+from aigw_proxy.intercept.parsing.jsonarray import JSONArraySplitter
+from aigw_proxy.recording.records import ModelThought, ResponseFacts, TokenUsage, ToolCall
 from tests.parsers.chunking import StreamParser, feed_in_chunks
 
 RESP_ID = "mPfcaN2nB8ak1dkPtr3HwQk"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aigw_proxy.parsing import anthropic_messages, gemini, openai_chat
-from aigw_proxy.records import RequestFacts, ResponseFacts
+from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat
+from aigw_proxy.recording.records import RequestFacts, ResponseFacts
 from tests.parsers.chunking import StreamParser, feed_in_chunks
 
 # openai_responses has its own version of this test, which also feeds random bytes after a valid stream prefix.

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigw_proxy.parsing import openai_chat as oc
-from aigw_proxy.records import ResponseFacts, TokenUsage, ToolCall
+from aigw_proxy.intercept.parsing import openai_chat as oc
+from aigw_proxy.recording.records import ResponseFacts, TokenUsage, ToolCall
 from tests.parsers.chunking import feed_in_chunks
 
 RESP_ID = "chatcmpl-CTz4mKq8d1a2b3c4d5e6f7g8h9i0"

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aigw_proxy.parsing import openai_responses as r
-from aigw_proxy.records import ModelThought, RequestFacts, ResponseFacts, TokenUsage, ToolCall
+from aigw_proxy.intercept.parsing import openai_responses as r
+from aigw_proxy.recording.records import ModelThought, RequestFacts, ResponseFacts, TokenUsage, ToolCall
 
 # --- fixtures --------------------------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from aigw_proxy.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
 from aigw_proxy.storage import Database, RecordWriter, list_interceptions, rfc3339
-from aigw_proxy.storage.queries import children_of
-from aigw_proxy.storage.schema import interceptions, model_thoughts, token_usages, tool_usages, user_prompts
-from aigw_proxy.storage.stored import metadata_json, time_json
+from aigw_proxy.storage.read.interceptions import children_of
+from aigw_proxy.storage.read.stored_values import metadata_json, time_json
+from aigw_proxy.storage.schema.tables import interceptions, model_thoughts, token_usages, tool_usages, user_prompts
 
 from .conftest import at, started
 

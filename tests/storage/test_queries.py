@@ -5,7 +5,7 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from aigw_proxy.records import Initiator
+from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import (
     Database,
     InterceptionFilter,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.records import Initiator, ModelThought
-from aigw_proxy.retention import RetentionLoop, parse_retention
+from aigw_proxy.recording.records import Initiator, ModelThought
 from aigw_proxy.storage import Database, RecordWriter, list_interceptions
 from aigw_proxy.storage.retention import purge_old_records
-from aigw_proxy.storage.summaries import rebuild
-from tests.conftest import run_cli
+from aigw_proxy.storage.retention_loop import RetentionLoop, parse_retention
+from aigw_proxy.storage.schema.summaries import rebuild
+from tests.support.daemon import run_cli
 
 from .conftest import at, ended, started
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from aigw_proxy.records import Initiator
+from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import Database, RecordWriter, open_database
-from aigw_proxy.storage.migrations import V3_INDEX_NAMES, V3_INDEXES
-from aigw_proxy.storage.queries import InterceptionFilter
+from aigw_proxy.storage.read.interceptions import InterceptionFilter
+from aigw_proxy.storage.read.sessions import SessionCursorNotFound, _grouped_page, sessions_page
+from aigw_proxy.storage.read.sessions_from_slices import SlicePlan, slice_of
 from aigw_proxy.storage.retention import purge_old_records
-from aigw_proxy.storage.session_slices import TRIGGERS, rebuild, session_slices, slice_counts
-from aigw_proxy.storage.sessions import SessionCursorNotFound, _grouped_page, sessions_page
-from aigw_proxy.storage.sliced_sessions import SlicePlan, slice_of
+from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES, V3_INDEXES
+from aigw_proxy.storage.schema.session_slices import TRIGGERS, rebuild, session_slices, slice_counts
 
 from .conftest import at, ended, started
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aigw_proxy.storage import rfc3339
 from aigw_proxy.storage.ids import new_id
-from aigw_proxy.storage.schema import UTCDateTime
+from aigw_proxy.storage.schema.tables import UTCDateTime
 
 _meta = sa.MetaData()
 _times = sa.Table("times", _meta, sa.Column("n", sa.Integer, primary_key=True), sa.Column("at", UTCDateTime))

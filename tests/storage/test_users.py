@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.records import Initiator
+from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import (
     Database,
     InvalidUsernameError,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
 from aigw_proxy.storage import (
     DANGLING_MESSAGE,
     CommitInfo,

@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 import openai
 
-from tests.conftest import Daemon
+from tests.support.daemon import Daemon
 from tests.support.payloads import (
     anthropic_stream,
     anthropic_usage,

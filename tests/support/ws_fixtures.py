@@ -11,7 +11,7 @@ import pytest
 from tests.support.ws_standin import WsStandIn
 
 if TYPE_CHECKING:
-    from tests.conftest import Daemon, UpstreamPKI
+    from tests.support.daemon import Daemon, UpstreamPKI
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def ws_upstream(ws_standin_server: WsStandIn) -> Iterator[WsStandIn]:
 @pytest.fixture(scope="session")
 def ws_daemon(tmp_path_factory: pytest.TempPathFactory, ws_standin_server: WsStandIn,
               upstream_pki: UpstreamPKI) -> Iterator[Daemon]:
-    from tests.conftest import provider_config, start_daemon, stop_daemon  # here: conftest imports this module
+    from tests.support.daemon import provider_config, start_daemon, stop_daemon  # here: conftest imports this module
 
     d = start_daemon(tmp_path_factory.mktemp("ws-daemon"), provider_config(ws_standin_server, upstream_pki.ca_file))
     yield d

@@ -1,4 +1,4 @@
-"""aigw_proxy.ca: generation, import, export and validation, checked against mitmproxy's real CertStore
+"""aigw_proxy.proxy.ca: generation, import, export and validation, checked against mitmproxy's real CertStore
 and real TLS handshakes with Python 3.13 strict verification."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from mitmproxy.certs import CertStore
 from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL
 
-from aigw_proxy import ca
-from aigw_proxy.ca import CAError, CAInfo, ensure_ca, export_ca_pem, import_ca, validate_ca
+from aigw_proxy.proxy import ca
+from aigw_proxy.proxy.ca import CAError, CAInfo, ensure_ca, export_ca_pem, import_ca, validate_ca
 from tests.support.certs import (
     client_ssl_context,
     make_ca,

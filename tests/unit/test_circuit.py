@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigw_proxy.circuit import BreakerConfig, Breakers, State, is_failure
+from aigw_proxy.policy.circuit import BreakerConfig, Breakers, State, is_failure
 
 KEY = ("anthropic", "/v1/messages", "claude-sonnet-4-5")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.config import ConfigError, load_file_config, parse_hostport
-from aigw_proxy.netpolicy import is_blocked
-from aigw_proxy.providers import Api, Provider, RouteMatch
+from aigw_proxy.config.settings import ConfigError, load_file_config, parse_hostport
+from aigw_proxy.policy.network import is_blocked
+from aigw_proxy.policy.providers import Api, Provider, RouteMatch
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from aigw_proxy.identity import TokenAuthenticator, token_from_proxy_authorization
-from aigw_proxy.records import Initiator
+from aigw_proxy.policy.identity import TokenAuthenticator, token_from_proxy_authorization
+from aigw_proxy.recording.records import Initiator
 
 
 def basic(s: str) -> str:

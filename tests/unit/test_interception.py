@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 
-from aigw_proxy.interception import MAX_PARSED_BODY, Interception
-from aigw_proxy.providers import Api, builtin_providers
-from aigw_proxy.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
+from aigw_proxy.intercept.interception import MAX_PARSED_BODY, Interception
+from aigw_proxy.policy.providers import Api, builtin_providers
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
 from tests.support.payloads import anthropic_message, anthropic_stream, anthropic_usage
 
 ANTHROPIC = builtin_providers()[0]

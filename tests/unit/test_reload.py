@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.config import ConfigError, FileConfig
-from aigw_proxy.metrics import Metrics
-from aigw_proxy.reload import Reloader, evaluate_config
+from aigw_proxy.config.reload import Reloader, evaluate_config
+from aigw_proxy.config.settings import ConfigError, FileConfig
+from aigw_proxy.telemetry.metrics import Metrics
 
 ATTEMPT = "coder_ai_gateway_proxy_providers_last_reload_timestamp_seconds"
 SUCCESS = "coder_ai_gateway_proxy_providers_last_reload_success_timestamp_seconds"

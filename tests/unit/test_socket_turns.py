@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from aigw_proxy.interception import Interception
-from aigw_proxy.providers import Api, builtin_providers
-from aigw_proxy.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
-from aigw_proxy.socket_turns import MAX_PENDING_TURNS, SocketTurns
+from aigw_proxy.intercept.interception import Interception
+from aigw_proxy.intercept.socket_turns import MAX_PENDING_TURNS, SocketTurns
+from aigw_proxy.policy.providers import Api, builtin_providers
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
 from tests.support.payloads import responses_object, responses_usage
 from tests.support.ws_standin import responses_events
 

@@ -13,10 +13,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aigw_proxy.logsetup import JsonLineFormatter, TextFormatter, redact
-from aigw_proxy.records import Initiator, InterceptionEnded, InterceptionStarted, ModelThought, TokenUsage, ToolCall
-from aigw_proxy.storage.writer import CommitInfo
-from aigw_proxy.structured_log import LOGGER_NAME, StructuredLog
+from aigw_proxy.recording.records import (
+    Initiator,
+    InterceptionEnded,
+    InterceptionStarted,
+    ModelThought,
+    TokenUsage,
+    ToolCall,
+)
+from aigw_proxy.storage.write.writer import CommitInfo
+from aigw_proxy.telemetry.log_setup import JsonLineFormatter, TextFormatter, redact
+from aigw_proxy.telemetry.structured_log import LOGGER_NAME, StructuredLog
 
 T0 = datetime(2025, 11, 22, 8, 30, 0, 123456, tzinfo=UTC)
 T1 = datetime(2025, 11, 22, 8, 30, 4, 500000, tzinfo=UTC)
@@ -148,7 +155,7 @@ def test_configured_json_logging_writes_every_line_as_json_with_tracebacks() -> 
     key = "sk-ant-api03-" + "Z" * 40
     script = f"""
 import logging
-from aigw_proxy.logsetup import configure_logging
+from aigw_proxy.telemetry.log_setup import configure_logging
 configure_logging("info", "json")
 log = logging.getLogger("aigw_proxy.demo")
 log.info("hello %s", "world", extra={{"count": 3}})

@@ -12,13 +12,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from aigw_proxy import tracing
-from aigw_proxy.interception import Interception
-from aigw_proxy.providers import Api, builtin_providers
-from aigw_proxy.records import Initiator, RecordEvent
-from aigw_proxy.storage.writer import CommitInfo
-from aigw_proxy.structured_log import StructuredLog
-from aigw_proxy.tracing import SpanEventHandler, Tracer
+from aigw_proxy.intercept.interception import Interception
+from aigw_proxy.policy.providers import Api, builtin_providers
+from aigw_proxy.recording.records import Initiator, RecordEvent
+from aigw_proxy.storage.write.writer import CommitInfo
+from aigw_proxy.telemetry import tracing
+from aigw_proxy.telemetry.structured_log import StructuredLog
+from aigw_proxy.telemetry.tracing import SpanEventHandler, Tracer
 from tests.support.payloads import anthropic_stream, anthropic_usage
 
 ANTHROPIC = next(p for p in builtin_providers() if p.name == "anthropic")

@@ -11,11 +11,11 @@ from mitmproxy.test import tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.auth import INITIATOR
-from addons.routing import PROVIDER
-from addons.websocket import SOCKET, ResponsesSocket
-from aigw_proxy.providers import builtin_providers
-from aigw_proxy.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
+from aigw_proxy.addons.auth import INITIATOR
+from aigw_proxy.addons.routing import PROVIDER
+from aigw_proxy.addons.websocket import SOCKET, ResponsesSocket
+from aigw_proxy.policy.providers import builtin_providers
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
 
 OPENAI = next(p for p in builtin_providers() if p.name == "openai")
 ALICE = Initiator("u1", "alice", "tok1")

@@ -1,0 +1,160 @@
+"""The OpenAPI 3.0 document served at `/api/v2/openapi.json`, written as data next to the handlers it describes.
+
+tests/api/test_schemathesis.py checks the live server against it, so a handler that drifts from it fails CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw_proxy.admin.api.search import KEYS
+
+_TIME = {"type": "string", "format": "date-time"}
+_NTIME = {"type": "string", "format": "date-time", "nullable": True}
+_NSTR = {"type": "string", "nullable": True}
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _obj(props: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "required": [k for k in props if k not in optional], "properties": props}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _array(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+_TOKENS = {k: _INT for k in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")}
+_TOOL = {
+    "id": _STR, "interception_id": _STR, "provider_response_id": _STR, "provider_tool_call_id": _NSTR,
+    "tool": _STR, "input": _STR, "injected": {"type": "boolean"}, "server_url": _NSTR, "invocation_error": _NSTR,
+    "metadata": _ANY_OBJECT, "created_at": _TIME,
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"message": _STR, "detail": _STR}, optional=("detail",)),
+    "User": _obj({"id": _STR, "username": _NSTR}),
+    "TokenUsage": _obj({"id": _STR, "interception_id": _STR, "provider_response_id": _STR, **_TOKENS,
+                        "metadata": _ANY_OBJECT, "created_at": _TIME}),
+    "UserPrompt": _obj({"id": _STR, "interception_id": _STR, "provider_response_id": _STR, "prompt": _STR,
+                        "metadata": _ANY_OBJECT, "created_at": _TIME}),
+    "ToolUsage": _obj({**_TOOL, "provider_item_id": _NSTR}),
+    "ModelThought": _obj({"interception_id": _STR, "content": _STR, "metadata": _ANY_OBJECT, "created_at": _TIME}),
+    "Interception": _obj({
+        "id": _STR, "initiator": _ref("User"), "api_key_id": _NSTR, "provider": _STR, "provider_name": _STR,
+        "model": _STR, "client": _STR, "client_session_id": _NSTR, "session_id": _STR, "thread_parent_id": _NSTR,
+        "thread_root_id": _NSTR, "status": _NSTR,
+        "upstream_status": {"type": "integer", "nullable": True}, "error_type": _NSTR, "error_message": _NSTR,
+        "credential_kind": _STR, "credential_hint": _STR, "started_at": _TIME, "ended_at": _TIME,
+        "metadata": _ANY_OBJECT, "token_usages": _array(_ref("TokenUsage")),
+        "user_prompts": _array(_ref("UserPrompt")), "tool_usages": _array(_ref("ToolUsage")),
+        "model_thoughts": _array(_ref("ModelThought")),
+    }),
+    "InterceptionList": _obj({"count": _INT, "results": _array(_ref("Interception"))}),
+    "Session": _obj({
+        "id": _STR, "initiator": _ref("User"), "providers": _array(_STR), "models": _array(_STR),
+        "client": _NSTR, "metadata": _ANY_OBJECT, "started_at": _TIME, "ended_at": _TIME, "threads": _INT,
+        "interceptions": _INT, "token_usage_summary": _obj(_TOKENS), "last_prompt": _NSTR,
+        "last_active_at": _TIME,
+    }),
+    "SessionList": _obj({"count": _INT, "sessions": _array(_ref("Session"))}),
+    "Usage": _obj({**_TOKENS, "metadata": {"type": "object", "additionalProperties": _INT}}),
+    "AgenticAction": _obj({
+        "interception_id": _STR, "model": _STR, "token_usage": _ref("Usage"),
+        "thinking": _array(_obj({"text": _STR, "source": _NSTR})),
+        "tool_calls": _array(_obj(_TOOL)),
+    }),
+    "Thread": _obj({
+        "id": _STR, "prompt": _NSTR, "model": _STR, "provider": _STR, "provider_name": _STR, "client": _STR,
+        "credential_kind": _STR, "credential_hint": _STR, "status": _STR, "started_at": _TIME, "ended_at": _TIME,
+        "interceptions": _INT, "token_usage": _ref("Usage"), "agentic_actions": _array(_ref("AgenticAction")),
+    }),
+    "SessionThreads": _obj({
+        "id": _STR, "initiator": _ref("User"), "providers": _array(_STR), "models": _array(_STR),
+        "client": _NSTR, "metadata": _ANY_OBJECT, "page_started_at": _NTIME, "page_ended_at": _NTIME,
+        "started_at": _TIME, "ended_at": _TIME, "threads_total": _INT, "token_usage_summary": _ref("Usage"),
+        "threads": _array(_ref("Thread")),
+    }),
+    "StringList": _array(_STR),
+}
+
+
+def _param(name: str, schema: dict[str, Any], description: str, where: str = "query") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
+
+
+_Q = _param("q", _STR, "Search terms `key:value` separated by spaces (quotes keep spaces); keys: "
+            + ", ".join(KEYS) + ". A bare word means initiator; `initiator:me` is the caller.")
+_LIMIT = _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size.")
+_OFFSET = _param("offset", {"type": "integer", "minimum": 0, "default": 0}, "Rows to skip (not with a cursor).")
+
+
+def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": _ref("Error")}}}
+    out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
+    descriptions = {400: "Invalid parameters", 401: "Missing or invalid token", 404: "Not found"}
+    for code in codes:
+        out[str(code)] = {"description": descriptions[code], **error}
+    return out
+
+
+def _operations(prefix: str, tag: str) -> dict[str, Any]:
+    ops: dict[str, Any] = {
+        f"{prefix}/interceptions": {"get": {
+            "summary": "Ended interceptions, newest first", "operationId": f"{tag}ListInterceptions",
+            "parameters": [_Q, _LIMIT, _OFFSET, _param("after_id", _STR, "Cursor: the last id of the previous page.")],
+            "responses": _responses(_ref("InterceptionList"), 400, 401),
+        }},
+        f"{prefix}/sessions": {"get": {
+            "summary": "Sessions, most recently active first", "operationId": f"{tag}ListSessions",
+            "parameters": [_Q, _LIMIT, _OFFSET,
+                           _param("after_session_id", _STR, "Cursor: the last session id of the previous page.")],
+            "responses": _responses(_ref("SessionList"), 400, 401),
+        }},
+        f"{prefix}/sessions/{{session_id}}": {"get": {
+            "summary": "One session with a page of its threads", "operationId": f"{tag}GetSession",
+            "parameters": [
+                _param("session_id", _STR, "Client session id or interception id.", "path"),
+                _param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Threads per page."),
+                _param("after_id", _STR, "Threads after this thread id."),
+                _param("before_id", _STR, "Threads before this thread id."),
+            ],
+            "responses": _responses(_ref("SessionThreads"), 400, 401, 404),
+        }},
+        f"{prefix}/proxy/ca-cert.pem": {"get": {
+            "summary": "The CA certificate clients must trust (public)", "operationId": f"{tag}CaCert",
+            "security": [],
+            "responses": {"200": {"description": "PEM", "content": {"application/x-pem-file": {
+                "schema": {"type": "string"}}}}, "404": {"description": "No CA",
+                                                          "content": {"application/json": {"schema": _ref("Error")}}}},
+        }},
+    }
+    for kind in ("models", "clients"):
+        ops[f"{prefix}/{kind}"] = {"get": {
+            "summary": f"Distinct {kind} (prefix filter `q`)", "operationId": f"{tag}List{kind.title()}",
+            "parameters": [_param("q", _STR, f"A prefix, or `{kind[:-1]}:<prefix>`."), _LIMIT, _OFFSET],
+            "responses": _responses(_ref("StringList"), 400, 401),
+        }}
+    return ops
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "aigw-proxy API", "version": "2",
+                 "description": "Interceptions and sessions recorded by aigw-proxy (Coder AI Gateway contract)."},
+        "paths": {**_operations("/api/v2/aibridge", "aibridge"), **_operations("/api/v2/ai-gateway", "aiGateway")},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "CoderSessionToken": {"type": "apiKey", "in": "header", "name": "Coder-Session-Token"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"CoderSessionToken": []}, {"Bearer": []}],
+    }

@@ -1,0 +1,182 @@
+"""Daemon settings: command-line/environment values plus the TOML config file, validated up front.
+
+Every problem is a ConfigError whose message names the file and the field, so `aigw-proxy run` can fail fast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aigw_proxy.policy.circuit import BreakerConfig
+from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
+from aigw_proxy.policy.shadow_ai import parse_host_patterns
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    pass
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aigw-proxy"
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{what} {value!r} must be HOST:PORT")
+    host = host.strip("[]")
+    try:
+        p = int(port)
+    except ValueError:
+        raise ConfigError(f"{what} {value!r}: port {port!r} is not a number") from None
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"{what} {value!r}: port must be 0..65535")
+    return host or "0.0.0.0", p
+
+
+@dataclass(slots=True)
+class FileConfig:
+    """What the TOML file may set."""
+
+    providers: list[Provider] = field(default_factory=builtin_providers)
+    upstream_ca_file: Path | None = None
+    allowed_private_cidrs: list[IPNetwork] = field(default_factory=list)
+    allowed_ports: tuple[int, ...] = (80, 443)
+    shadow_ai_hosts: tuple[str, ...] = ()  # extra host patterns counted as shadow AI when tunnelled (shadow_ai.py)
+
+    def provider_table(self) -> ProviderTable:
+        return ProviderTable(self.providers)
+
+
+_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts"}
+_PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
+
+
+def load_file_config(path: Path | None) -> FileConfig:
+    """Read and validate the TOML config file; None means built-in defaults only."""
+    if path is None:
+        return FileConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return parse_file_config(raw, base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}")
+    cfg = FileConfig()
+    if (ca := raw.get("upstream_ca_file")) is not None:
+        if not isinstance(ca, str):
+            raise ConfigError("upstream_ca_file must be a path string")
+        p = Path(ca) if Path(ca).is_absolute() else base_dir / ca
+        if not p.is_file():
+            raise ConfigError(f"upstream_ca_file {p} does not exist")
+        cfg.upstream_ca_file = p
+    cidrs = raw.get("allowed_private_cidrs", [])
+    if not isinstance(cidrs, list):
+        raise ConfigError("allowed_private_cidrs must be a list of CIDR strings")
+    for c in cidrs:
+        try:
+            cfg.allowed_private_cidrs.append(ipaddress.ip_network(str(c), strict=False))
+        except ValueError:
+            raise ConfigError(f"allowed_private_cidrs: {c!r} is not a valid CIDR") from None
+    if "allowed_ports" in raw:
+        ports = raw["allowed_ports"]
+        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise ConfigError("allowed_ports must be a list of port numbers (1..65535)")
+        cfg.allowed_ports = tuple(ports)
+    if "shadow_ai_hosts" in raw:
+        try:
+            cfg.shadow_ai_hosts = parse_host_patterns(raw["shadow_ai_hosts"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    cfg.providers = merge_providers(raw.get("providers", []))
+    try:
+        cfg.provider_table()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg
+
+
+def merge_providers(entries: Any) -> list[Provider]:
+    """Built-ins, with config entries overriding a built-in of the same name field by field, or adding one."""
+    if not isinstance(entries, list):
+        raise ConfigError("providers must be an array of tables ([[providers]])")
+    merged = {p.name: p for p in builtin_providers()}
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"providers[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(entry) - _PROVIDER_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: name is required")
+        if name in seen:
+            raise ConfigError(f"{where}: provider name {name!r} is used twice")
+        seen.add(name)
+        base = merged.get(name)
+        hosts = entry.get("hosts", list(base.hosts) if base else None)
+        ptype = entry.get("type", base.type if base else None)
+        if hosts is None or ptype is None:
+            raise ConfigError(f"{where} ({name}): a new provider needs type and hosts")
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise ConfigError(f"{where} ({name}): hosts must be a list of hostnames")
+        enabled = entry.get("enabled", base.enabled if base else True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{where} ({name}): enabled must be true or false")
+        upstream = entry.get("upstream", str(base.upstream) if base and base.upstream else None)
+        base_path = entry.get("base_path", base.base_path if base and base.type == ptype else None)
+        try:
+            merged[name] = Provider.build(
+                name, str(ptype), hosts, base_path=base_path, upstream=upstream, enabled=enabled
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return list(merged.values())
+
+
+@dataclass(slots=True)
+class Settings:
+    listen: tuple[str, int] = ("127.0.0.1", 8888)
+    admin_listen: tuple[str, int] = ("127.0.0.1", 8889)
+    data_dir: Path = field(default_factory=default_data_dir)
+    config_file: Path | None = None
+    shutdown_grace: float = 10.0  # seconds in-flight streams get to finish on SIGTERM
+    file: FileConfig = field(default_factory=FileConfig)
+    structured_logging: bool = False  # one `interception log` line per committed record
+    trace: bool = False  # OpenTelemetry spans per interception, exported over OTLP/HTTP (OTEL_* variables)
+    trace_logs: bool = False  # with `trace`: log records become events on their interception's span
+    metrics_initiator_label: bool = True  # False drops the per-user `initiator_id` label (large fleets)
+    circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)  # off unless enabled
+    retention: timedelta | None = timedelta(days=60)  # interceptions older than this are purged; None keeps all
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "aigw-proxy.db"
+
+    @property
+    def confdir(self) -> Path:
+        return self.data_dir / "ca"

@@ -1,0 +1,274 @@
+"""One model call as the proxy sees it: request bytes, response bytes as they stream, and the records they make.
+
+Transport-neutral (no mitmproxy imports): the HTTP addon feeds it bytes, the WebSocket addon feeds it a decoded
+`response.create` message and server event dicts; both call `finish()`. Every failure inside is turned into a
+failed or partial record; nothing raises into the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from aigw_proxy.intercept.clients import classify_client, client_session_id
+from aigw_proxy.intercept.credentials import credential_info
+from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat, openai_responses
+from aigw_proxy.intercept.parsing.decoding import StreamDecoder, decode_body
+from aigw_proxy.intercept.parsing.jsonarray import JSONArrayStreamParser
+from aigw_proxy.intercept.parsing.sse import EventAccumulator, SSEStreamParser
+from aigw_proxy.policy.providers import Api, Provider
+from aigw_proxy.recording.records import (
+    Initiator,
+    InterceptionEnded,
+    InterceptionStarted,
+    RecordEvent,
+    RequestFacts,
+    ResponseFacts,
+)
+
+if TYPE_CHECKING:  # tracing (OpenTelemetry) is imported only when a tracer is configured
+    from aigw_proxy.telemetry.tracing import InterceptionTrace, Tracer
+
+log = logging.getLogger("aigw_proxy.interception")
+
+PARSERS: dict[Api, ModuleType] = {
+    Api.ANTHROPIC_MESSAGES: anthropic_messages,
+    Api.OPENAI_CHAT: openai_chat,
+    Api.OPENAI_RESPONSES: openai_responses,
+    Api.GEMINI_GENERATE: gemini,
+}
+# APIs whose responses can also arrive as already-framed JSON events (Responses over a WebSocket).
+EVENT_ACCUMULATORS: dict[Api, Callable[[], EventAccumulator]] = {
+    Api.OPENAI_RESPONSES: openai_responses.StreamAccumulator,
+}
+
+# A non-streamed body larger than this is relayed but not parsed (memory stays bounded whatever upstream sends).
+MAX_PARSED_BODY = 64 * 1024 * 1024
+SWITCHING_PROTOCOLS = 101  # a WebSocket turn's upstream status: the socket's upgrade succeeded
+
+Submit = Callable[[RecordEvent], object]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Interception:
+    """Observe one model call: request_received → parse_request → response_started → response_chunk* → finish."""
+
+    def __init__(
+        self,
+        *,
+        api: Api,
+        provider: Provider,
+        initiator: Initiator,
+        headers: Mapping[str, str],
+        route: str,
+        submit: Submit,
+        transport: str = "http",
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.id = str(uuid.uuid4())
+        self.api = api
+        self.provider = provider
+        self.initiator = initiator
+        self.route = route
+        self.route_match = provider.match_route(route)  # what the path says (Gemini: model, streaming)
+        self.transport = transport
+        self.started_at = _now()
+        self._submit = submit
+        self._headers = headers
+        self.client = classify_client(headers)
+        self.request: RequestFacts | None = None
+        self.response: ResponseFacts | None = None
+        self.status_code: int | None = None
+        self.streaming = False
+        self.finished = False
+        self._decoder: StreamDecoder | None = None
+        self._stream: SSEStreamParser | JSONArrayStreamParser | None = None
+        self._events: EventAccumulator | None = None  # a WebSocket turn's server events
+        self._body: bytearray | None = None
+        self._body_overflow = False
+        self._raw_request: tuple[bytes, str | None] = (b"", None)
+        self.trace: InterceptionTrace | None = (
+            tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
+        )
+
+    @property
+    def parser(self) -> ModuleType:
+        return PARSERS[self.api]
+
+    # -- request ---------------------------------------------------------------------------------------------
+    def request_received(self, raw: bytes, content_encoding: str | None) -> None:
+        """Keep the request body; it is parsed by `parse_request` once it has been relayed."""
+        self._raw_request = (raw, content_encoding)
+        if self.trace is not None:
+            self.trace.request_received()
+
+    def parse_request(self) -> None:
+        """Parse the request and record the interception's start (once)."""
+        if self.request is not None:
+            return
+        raw, content_encoding = self._raw_request
+        self._raw_request = (b"", None)
+        body, err = decode_body(raw, content_encoding)
+        self._record_start(self.parser.parse_request(body) if err is None else RequestFacts(error=err))
+
+    def request_object(self, req: dict) -> None:
+        """Parse an already-decoded request (a WebSocket `response.create` message) and record the start (once)."""
+        if self.request is None:
+            self._record_start(self.parser.parse_request_object(req))
+
+    def _record_start(self, facts: RequestFacts) -> None:
+        if self.route_match is not None:  # a path-named model (Gemini) counts when the body names none
+            facts.model = facts.model or self.route_match.model
+            facts.stream = facts.stream or self.route_match.streaming
+        if facts.error:
+            log.warning("interception %s: cannot parse %s request: %s", self.id, self.api, facts.error)
+        self.request = facts
+        if self.trace is not None:
+            self.trace.request_parsed(facts.model or "unknown", facts.stream, facts.error)
+        kind, hint = credential_info(self._headers)
+        self._submit(
+            InterceptionStarted(
+                id=self.id,
+                initiator=self.initiator,
+                provider=self.provider.type,
+                provider_name=self.provider.name,
+                model=facts.model or "unknown",
+                client=self.client,
+                client_session_id=client_session_id(self.client, self._headers, facts.body_session_id),
+                started_at=self.started_at,
+                metadata={
+                    "request_user_agent": self._headers.get("user-agent", ""),
+                    "route": self.route,
+                    "streaming": facts.stream,
+                    "transport": self.transport,
+                    "username": self.initiator.username,
+                },
+                correlating_tool_call_id=facts.correlating_tool_call_id,
+                previous_response_id=facts.previous_response_id,
+                credential_kind=kind,
+                credential_hint=hint,
+                api=str(self.api),
+            )
+        )
+
+    # -- response --------------------------------------------------------------------------------------------
+    def response_started(self, status_code: int, content_type: str, content_encoding: str | None) -> None:
+        self.status_code = status_code
+        self._decoder = StreamDecoder(content_encoding)
+        if content_type.lower().startswith("text/event-stream"):
+            self.streaming = True
+            self._stream = self.parser.stream_parser()
+        elif self._streams_json_array(content_type):
+            self.streaming = True
+            self._stream = self.parser.json_stream_parser()
+        else:
+            self._body = bytearray()
+        if self.trace is not None:
+            self.trace.response_started(self.streaming)
+
+    def _streams_json_array(self, content_type: str) -> bool:
+        """A streaming route answering in JSON (Gemini without `alt=sse`) streams a JSON array, element by element."""
+        return (
+            self.route_match is not None
+            and self.route_match.streaming
+            and content_type.lower().startswith("application/json")
+            and hasattr(self.parser, "json_stream_parser")
+        )
+
+    def response_chunk(self, chunk: bytes) -> None:
+        if self._decoder is None or not chunk:
+            return
+        data = self._decoder.decode(chunk)
+        if self._stream is not None:
+            self._stream.feed(data)
+        elif self._body is not None and not self._body_overflow:
+            if len(self._body) + len(data) > MAX_PARSED_BODY:
+                self._body_overflow = True
+                self._body = bytearray()
+            else:
+                self._body += data
+
+    def events_started(self) -> None:
+        """The response comes as JSON event dicts on an upgraded socket (a WebSocket turn): `response_event`."""
+        self.status_code = SWITCHING_PROTOCOLS
+        self.streaming = True
+        self._events = EVENT_ACCUMULATORS[self.api]()
+
+    def response_event(self, event: dict) -> None:
+        if self._events is None:
+            return
+        status = event.get("status")
+        if event.get("type") == "error" and isinstance(status, int) and not isinstance(status, bool):
+            self.status_code = status  # the HTTP status the provider would have answered with (Codex reads it too)
+        self._events.on_event(event)
+
+    def _response_facts(self) -> ResponseFacts:
+        if self._stream is not None:
+            facts = self._stream.finish()
+        elif self._events is not None:
+            try:
+                facts = self._events.result()
+            except Exception as exc:  # a bug in an accumulator must not reach the proxy
+                facts = ResponseFacts(error=f"event parser failed: {exc!r}", parse_errors=1)
+        elif self._body_overflow:
+            facts = ResponseFacts(completed=True, error=None)
+            facts.parse_errors = 1
+        elif self._body is not None:
+            facts = self.parser.parse_response(bytes(self._body))
+        else:
+            facts = ResponseFacts()
+        if self._decoder is not None and self._decoder.error:
+            facts.parse_errors += 1
+            facts.error = self._decoder.error  # the root cause, not what parsing garbage said
+        return facts
+
+    def finish(self, error: str | None = None) -> InterceptionEnded | None:
+        """Record the end: `error` is set when the connection failed (upstream unreachable, client gone, …)."""
+        if self.finished:
+            return None
+        self.finished = True
+        if self.trace is not None:
+            self.trace.upstream_ended(self.status_code, error)
+        self.parse_request()  # no-op when already parsed; the start is always recorded before the end
+        facts = self._response_facts() if self.status_code is not None else ResponseFacts()
+        self.response = facts
+        req = self.request or RequestFacts()
+        status_ok = self.status_code is not None and (
+            200 <= self.status_code < 300 or (self.status_code == SWITCHING_PROTOCOLS and self._events is not None)
+        )
+        failure = error
+        if failure is None and self.status_code is not None and not status_ok:
+            failure = facts.error or f"upstream returned HTTP {self.status_code}"
+        if failure is None and facts.error:
+            failure = facts.error
+        if failure is None and not facts.completed:
+            failure = "stream ended before the final event" if self.streaming else "response was incomplete"
+        if facts.parse_errors:
+            log.warning("interception %s: %d unparseable event(s) in the %s response",
+                        self.id, facts.parse_errors, self.api)
+        ended = InterceptionEnded(
+            id=self.id,
+            ended_at=_now(),
+            status="failed" if failure else "completed",
+            upstream_status=self.status_code,
+            error=failure,
+            model=None if req.model else facts.model,
+            prompt=req.prompt,
+            prompt_response_id=facts.first_response_id,
+            token_usages=facts.token_usages,
+            tool_calls=facts.tool_calls,
+            thoughts=facts.thoughts,
+            metadata={"streaming": self.streaming or req.stream} if self.streaming != req.stream else {},
+            parse_errors=facts.parse_errors + (1 if req.error else 0),
+        )
+        if self.trace is not None:
+            self.trace.finished(ended)
+        self._submit(ended)
+        return ended

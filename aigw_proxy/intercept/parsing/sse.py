@@ -1,0 +1,165 @@
+"""Incremental Server-Sent Events framing (WHATWG EventSource rules), shared by every streaming API parser.
+
+Chunk boundaries are arbitrary: bytes are buffered until a blank line ends an event. Both LF and CRLF (and lone
+CR) line endings are accepted. Bytes that are not UTF-8 are replaced, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from aigw_proxy.recording.records import ResponseFacts
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str | None
+    data: str
+
+
+class SSEDecoder:
+    """Feed bytes, get complete events. `close()` flushes an event left without its final blank line."""
+
+    __slots__ = ("_buf", "_data", "_event", "_has_data")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._has_data = False
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        if not chunk:
+            return
+        buf = self._buf + chunk
+        start = 0
+        n = len(buf)
+        while start < n:
+            nl = _next_line_end(buf, start)
+            if nl is None:
+                break
+            end, after = nl
+            if buf[end:end + 1] == b"\r" and after == n:
+                # A CR at the very end may be the first half of CRLF: wait for the next byte.
+                break
+            line = buf[start:end]
+            start = after
+            ev = self._line(line)
+            if ev is not None:
+                yield ev
+        self._buf = buf[start:]
+
+    def close(self) -> Iterator[SSEEvent]:
+        if self._buf:
+            ev = self._line(self._buf.rstrip(b"\r"))
+            self._buf = b""
+            if ev is not None:
+                yield ev
+        ev = self._line(b"")
+        if ev is not None:
+            yield ev
+
+    def _line(self, raw: bytes) -> SSEEvent | None:
+        if not raw:
+            if not self._has_data and self._event is None:
+                return None
+            ev = SSEEvent(self._event, "\n".join(self._data))
+            self._event, self._data, self._has_data = None, [], False
+            return ev if ev.data or ev.event else None
+        line = raw.decode("utf-8", "replace")
+        if line.startswith(":"):
+            return None
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_data = True
+        elif name == "event":
+            self._event = value
+        return None
+
+
+def _next_line_end(buf: bytes, start: int) -> tuple[int, int] | None:
+    """(end of line, start of next line) for the first line ending at or after `start`."""
+    lf = buf.find(b"\n", start)
+    cr = buf.find(b"\r", start)
+    if cr < 0 and lf < 0:
+        return None
+    if cr < 0 or (0 <= lf < cr):
+        return lf, lf + 1
+    if cr + 1 < len(buf) and buf[cr + 1:cr + 2] == b"\n":
+        return cr, cr + 2
+    return cr, cr + 1
+
+
+class EventAccumulator(Protocol):
+    """One provider API's streaming state: JSON events in, facts out. Used by SSE and WebSocket transports."""
+
+    def on_event(self, event: dict) -> None: ...
+
+    def result(self) -> ResponseFacts: ...
+
+    # Optional: `on_done()` is called on Chat Completions' `data: [DONE]`; `ignores(event_name, data) -> bool`
+    # lets an accumulator skip events it never uses (streamed answer text, most of a stream) without decoding
+    # their JSON.
+
+
+class SSEStreamParser:
+    """Glue: SSE bytes → JSON events → an API's accumulator. Never raises into the proxy."""
+
+    __slots__ = ("_acc", "_decoder", "_ignores", "_malformed")
+
+    def __init__(self, accumulator: EventAccumulator) -> None:
+        self._acc = accumulator
+        self._decoder = SSEDecoder()
+        self._malformed = 0
+        self._ignores = getattr(accumulator, "ignores", None)
+
+    def feed(self, chunk: bytes) -> None:
+        for ev in self._decoder.feed(chunk):
+            self._dispatch(ev)
+
+    def finish(self) -> ResponseFacts:
+        for ev in self._decoder.close():
+            self._dispatch(ev)
+        try:
+            facts = self._acc.result()
+        except Exception as exc:  # a bug in an accumulator must not reach the proxy
+            facts = ResponseFacts(error=f"stream parser failed: {exc!r}")
+            facts.parse_errors += 1
+        facts.parse_errors += self._malformed
+        return facts
+
+    def _dispatch(self, ev: SSEEvent) -> None:
+        data = ev.data.strip()
+        if not data:
+            return
+        if data == "[DONE]":
+            # Chat Completions' end-of-stream marker: not JSON, but it tells the accumulator the stream ended.
+            on_done = getattr(self._acc, "on_done", None)
+            if on_done is not None:
+                try:
+                    on_done()
+                except Exception:
+                    self._malformed += 1
+            return
+        if self._ignores is not None and self._ignores(ev.event, data):
+            return
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+            self._malformed += 1
+            return
+        if not isinstance(obj, dict):
+            self._malformed += 1
+            return
+        if ev.event and "type" not in obj:
+            obj["type"] = ev.event
+        try:
+            self._acc.on_event(obj)
+        except Exception:
+            self._malformed += 1

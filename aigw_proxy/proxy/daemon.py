@@ -1,0 +1,217 @@
+"""The daemon: one embedded mitmproxy Master with our addon stack, the record writer and the admin listener.
+
+Start-up fails fast with a clear message (DaemonError) where mitmproxy would only log: port taken, unusable CA.
+Stop: stop accepting, give in-flight streams a bounded grace period, flush every queued record, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import certifi
+from mitmproxy import options
+from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
+
+from aigw_proxy.addons.auth import TokenAuth
+from aigw_proxy.addons.inflight import InFlight
+from aigw_proxy.addons.intercept import Interceptor
+from aigw_proxy.addons.readiness import Readiness
+from aigw_proxy.addons.routing import ProviderRouter
+from aigw_proxy.addons.stack import AigwAddons
+from aigw_proxy.addons.websocket import ResponsesSocket
+from aigw_proxy.admin.api.thread import ApiThread
+from aigw_proxy.admin.server import AdminResponse, AdminServer
+from aigw_proxy.config.settings import Settings
+from aigw_proxy.policy.identity import TokenAuthenticator
+from aigw_proxy.proxy.ca import CAError, ensure_ca
+from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
+from aigw_proxy.proxy.record_exports import Observability
+from aigw_proxy.proxy.record_exports import setup as setup_observability
+from aigw_proxy.recording.recorder import Recorder
+from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
+from aigw_proxy.storage.retention_loop import RetentionLoop
+
+log = logging.getLogger("aigw_proxy.daemon")
+
+
+class DaemonError(Exception):
+    pass
+
+
+def _upstream_trust(settings: Settings) -> str | None:
+    """A bundle of the default trust (certifi) plus the operator's extra upstream CAs, or None for the default.
+    mitmproxy's `ssl_verify_upstream_trusted_ca` replaces the default trust, so both go in one file."""
+    extra = settings.file.upstream_ca_file
+    if extra is None:
+        return None
+    bundle = settings.data_dir / "upstream-trust.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + "\n" + extra.read_text())
+    return str(bundle)
+
+
+def mitmproxy_builtins() -> list[object]:
+    """The few mitmproxy built-in addons a forward proxy needs (not `default_addons()`: no dumper, no replay, no
+    script loader, no ErrorCheck that exits the process). Registered after ours; the benchmark reuses this list."""
+    return [core.Core(), disable_h2c.DisableH2C(), proxyserver.Proxyserver(), next_layer.NextLayer(),
+            tlsconfig.TlsConfig()]
+
+
+@dataclass(slots=True)
+class Running:
+    """Handles to a started daemon (used by `serve` and by tests that embed it)."""
+
+    master: Master
+    master_task: asyncio.Task[None]
+    db: Database
+    writer: RecordWriter
+    recorder: Recorder
+    admin: AdminServer
+    inflight: InFlight
+    router: ProviderRouter
+    proxy_addr: tuple[str, int]
+    admin_addr: tuple[str, int]
+    observability: Observability | None = None
+    monitoring: Monitoring | None = None
+    api: ApiThread | None = None  # the REST API's own thread and loop
+    retention: RetentionLoop | None = None
+    sockets: ResponsesSocket | None = None
+
+
+async def start(settings: Settings) -> Running:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_ca(settings.confdir)
+    except CAError as exc:
+        raise DaemonError(f"cannot load the CA: {exc}") from None
+    db = await open_database(settings.database_path)
+    writer = RecordWriter(db)
+    writer.start()
+    recorder = Recorder(writer)
+    obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for
+    admin = AdminServer()
+    try:
+        admin_addr = await admin.start(*settings.admin_listen)
+    except OSError as exc:
+        await writer.close(5)
+        await db.close()
+        host, port = settings.admin_listen
+        raise DaemonError(f"cannot listen on {host}:{port} for the admin listener: {exc.strerror}") from None
+
+    opts = options.Options(
+        listen_host=settings.listen[0],
+        listen_port=settings.listen[1],
+        confdir=str(settings.confdir),
+        mode=["regular"],
+        ssl_insecure=False,
+    )
+    master = Master(opts)
+    inflight = InFlight()
+    router = ProviderRouter(settings.file)
+    mon = setup_monitoring(settings, recorder, writer, router)  # metrics, provider reload, circuit breaker
+    authenticator = TokenAuthenticator(UserStore(db).authenticate)
+    # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
+    sockets = ResponsesSocket(recorder.submit, obs.tracer)
+    master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *mon.gates,
+                                 Interceptor(recorder.submit, obs.tracer), sockets, mon.proxy_metrics))
+    master.addons.add(*mitmproxy_builtins())
+    trust = _upstream_trust(settings)
+    if trust:
+        opts.update(ssl_verify_upstream_trusted_ca=trust)
+    readiness = Readiness()
+    master.addons.add(readiness)  # last: TlsConfig loads the CA in its own `running` hook
+    master_task = asyncio.create_task(master.run(), name="mitmproxy master")
+    try:
+        addrs = await asyncio.wait_for(asyncio.shield(readiness.result), 30)
+    except (RuntimeError, TimeoutError) as exc:
+        master.shutdown()
+        await master_task
+        await admin.close()
+        await writer.close(5)
+        await db.close()
+        raise DaemonError(str(exc) or "the proxy did not start") from None
+    master.addons.remove(readiness)  # its one check is done: no need to visit it on every event
+
+    running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin_addr,
+                      obs)
+    admin.route("/healthz", lambda m, t, h: _healthz(running))
+    running.monitoring = mon
+    running.sockets = sockets
+    admin.route("/metrics", mon.metrics_endpoint)
+    mon.start(settings)
+    running.api = ApiThread(settings.database_path, settings.confdir)
+    await running.api.start()
+    admin.route("/api/", running.api.handle, prefix=True)  # handled on the API thread, off the proxy loop
+    if settings.retention is not None:
+        running.retention = RetentionLoop(db, settings.retention)
+        running.retention.start()
+    # Start-up leaves ~150k long-lived objects (mitmproxy, SQLAlchemy, OpenTelemetry…); without this every full
+    # collection walks them all, pausing relaying for ~150 ms under load. Freeze them out of future collections.
+    gc.collect()
+    gc.freeze()
+    log.info("proxy listening on %s:%d, admin on %s:%d", *addrs[0], *admin_addr)
+    return running
+
+
+async def _healthz(r: Running) -> AdminResponse:
+    return AdminResponse.json(
+        200,
+        {
+            "status": "ok",
+            "inflight_requests": r.inflight.count,
+            "recorder": {"queue_depth": r.writer.queue_depth, "written": r.writer.written,
+                         "dropped": dict(r.writer.dropped)},
+        },
+    )
+
+
+async def stop(r: Running, grace: float) -> None:
+    if r.retention is not None:
+        await r.retention.close()
+    if r.monitoring is not None:
+        await r.monitoring.close()  # no provider reload while stopping
+    ps = r.master.addons.get("proxyserver")
+    await ps.servers.update([])  # stop accepting: master.shutdown() alone leaves the port listening
+    deadline = time.monotonic() + grace
+    if not await r.inflight.wait_idle(grace):
+        log.warning("%d request(s) still in flight after %.0fs; closing them", r.inflight.count, grace)
+    # WebSocket turns are not HTTP requests in flight: a Codex turn streaming on an open socket gets the same grace.
+    # Polled: only on shutdown, bounded by the grace period, and it saves threading an event through every turn.
+    while r.sockets is not None and r.sockets.turns_in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    for handler in list(ps.connections.values()):
+        for io in handler.transports.values():
+            if io.handler:
+                io.handler.cancel()
+    r.master.shutdown()
+    await r.master_task
+    await r.admin.close()
+    if r.api is not None:
+        await r.api.close()
+    await r.writer.close(30)
+    if r.observability is not None:
+        await r.observability.close()  # after the writer: its last commits end their spans
+    await r.db.close()
+    log.info("stopped; %d record event(s) written, dropped: %s", r.writer.written, dict(r.writer.dropped) or "none")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT."""
+    running = await start(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    if running.monitoring is not None:
+        loop.add_signal_handler(signal.SIGHUP, running.monitoring.reloader.trigger, "SIGHUP")
+    print(f"aigw-proxy listening on {running.proxy_addr[0]}:{running.proxy_addr[1]} "
+          f"(admin {running.admin_addr[0]}:{running.admin_addr[1]}, data {settings.data_dir})", flush=True)
+    await stop_requested.wait()
+    log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
+    await stop(running, settings.shutdown_grace)

@@ -1,0 +1,51 @@
+"""Wiring for metrics, provider reload and circuit breaking: what the daemon adds for operators to watch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigw_proxy.addons.circuit_breaker import CircuitBreaker
+from aigw_proxy.addons.proxy_metrics import ProxyMetrics
+from aigw_proxy.addons.routing import ProviderRouter
+from aigw_proxy.admin.server import AdminResponse
+from aigw_proxy.config.reload import Reloader
+from aigw_proxy.config.settings import Settings
+from aigw_proxy.recording.recorder import Recorder
+from aigw_proxy.telemetry.gateway_metrics import GatewayMetrics
+from aigw_proxy.telemetry.metrics import CONTENT_TYPE, Metrics, WriterStats
+
+
+@dataclass(slots=True)
+class Monitoring:
+    metrics: Metrics
+    reloader: Reloader
+    proxy_metrics: ProxyMetrics  # addon: after the router and the Interceptor
+    breaker: CircuitBreaker | None  # addon: before the Interceptor; None when circuit breaking is off
+
+    @property
+    def gates(self) -> list[CircuitBreaker]:
+        """Addons that may answer a request themselves: register them before the Interceptor."""
+        return [self.breaker] if self.breaker is not None else []
+
+    async def metrics_endpoint(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
+        if method not in ("GET", "HEAD"):
+            return AdminResponse.json(405, {"message": "use GET"})
+        return AdminResponse(200, self.metrics.render(), {"Content-Type": CONTENT_TYPE})
+
+    def start(self, settings: Settings) -> None:
+        """Once the proxy runs: report the providers it started with and begin watching the config file."""
+        self.reloader.initial(settings.file)
+        self.reloader.start()
+
+    async def close(self) -> None:
+        await self.reloader.close()
+
+
+def setup_monitoring(settings: Settings, recorder: Recorder, writer: WriterStats,
+                     router: ProviderRouter) -> Monitoring:
+    metrics = Metrics(initiator_label=settings.metrics_initiator_label)
+    metrics.watch_writer(writer)
+    recorder.add_observer(GatewayMetrics(metrics))
+    breaker = CircuitBreaker(settings.circuit_breaker, metrics) if settings.circuit_breaker.enabled else None
+    reloader = Reloader(settings.config_file, router.apply, metrics)
+    return Monitoring(metrics, reloader, ProxyMetrics(metrics, router), breaker)

@@ -1,0 +1,278 @@
+"""Reading interceptions back: reader engine, one snapshot."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.read.stored_values import driver_rows, metadata_json, time_json, untyped
+from aigw_proxy.storage.schema.tables import (
+    interceptions,
+    model_thoughts,
+    token_usages,
+    tool_usages,
+    user_prompts,
+    users,
+)
+
+DEFAULT_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterceptionFilter:
+    """All fields optional; set fields are ANDed. Times must be timezone-aware."""
+
+    initiator: str | None = None  # user id or username
+    provider: str | None = None  # provider type (anthropic | openai | copilot)
+    provider_name: str | None = None
+    model: str | None = None
+    client: str | None = None
+    session_id: str | None = None
+    started_after: datetime | None = None  # inclusive
+    started_before: datetime | None = None  # inclusive
+    visible_to: str | None = None  # a member's user id: only their own records (API roles); None: everything
+
+    @property
+    def by_user(self) -> bool:
+        """Narrowed to one user's or one session's rows: small enough to count and group directly."""
+        return self.initiator is not None or self.visible_to is not None or self.session_id is not None
+
+    @property
+    def by_attribute(self) -> bool:
+        """Narrowed by time or by what was called (needs the per-interception rows, not the summaries)."""
+        return any(
+            v is not None
+            for v in (self.provider, self.provider_name, self.model, self.client, self.started_after,
+                      self.started_before)
+        )
+
+
+def initiator_ids(value: str) -> sa.Select[tuple[str]]:
+    """The user ids `value` may name: itself (an id, possibly of a deleted user) or a username's id."""
+    return sa.select(sa.literal(value, sa.String)).union(sa.select(users.c.id).where(users.c.username == value))
+
+
+def filter_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+    i = interceptions.c
+    cond: list[sa.ColumnElement[bool]] = [i.ended_at.is_not(None)]
+    if flt.visible_to is not None:
+        cond.append(i.initiator_id == flt.visible_to)
+    if flt.initiator is not None:
+        cond.append(i.initiator_id.in_(initiator_ids(flt.initiator)))
+    if flt.provider is not None:
+        cond.append(i.provider == flt.provider)
+    if flt.provider_name is not None:
+        cond.append(i.provider_name == flt.provider_name)
+    if flt.model is not None:
+        cond.append(i.model == flt.model)
+    if flt.client is not None:
+        cond.append(sa.func.coalesce(i.client, "Unknown") == flt.client)
+    if flt.session_id is not None:
+        cond.append(i.session_id == flt.session_id)
+    if flt.started_after is not None:
+        cond.append(i.started_at >= flt.started_after)
+    if flt.started_before is not None:
+        cond.append(i.started_at <= flt.started_before)
+    return cond
+
+
+async def count_interceptions(db: Database, flt: InterceptionFilter | None = None) -> int:
+    """How many ended interceptions match (ignores pagination)."""
+    flt = flt or InterceptionFilter()
+    async with db.reader.connect() as conn:
+        if flt.by_user:  # a user has few enough rows to count them through an index
+            query = sa.select(sa.func.count()).select_from(interceptions).where(*filter_conditions(flt))
+            return int((await conn.execute(query)).scalar_one())
+        from aigw_proxy.storage.read.counts import count_by_days  # it builds on this module's filters
+
+        return await count_by_days(conn, flt)
+
+
+async def list_interceptions(
+    db: Database,
+    flt: InterceptionFilter | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    after_id: str | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Ended interceptions, newest first (`started_at DESC, id DESC`), with their children, JSON-ready.
+
+    Pagination: keyset with `after_id` (the last id of the previous page; unknown → `InvalidCursor`) or
+    `offset`, not both. `limit` 0 means the default (100).
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    if after_id is not None and offset:
+        raise ValueError("cannot use both after_id and offset pagination")
+    limit = limit or DEFAULT_LIMIT
+    i = interceptions.c
+    cond = filter_conditions(flt or InterceptionFilter())
+    async with db.reader.connect() as conn:
+        if after_id is not None:
+            cursor = (
+                await conn.execute(sa.select(i.started_at).where(i.id == after_id, *filter_conditions(
+                    InterceptionFilter(visible_to=(flt or InterceptionFilter()).visible_to))))
+            ).first()
+            if cursor is None:
+                raise InvalidCursor(f"invalid pagination cursor: no ended interception with id {after_id!r}")
+            # A row-value comparison: SQLite seeks the (started_at, id) index to it; an OR would scan.
+            cond.append(sa.tuple_(i.started_at, i.id) < sa.tuple_(
+                sa.literal(cursor.started_at, i.started_at.type), sa.literal(after_id, i.id.type)))
+        query = (
+            sa.select(*_PAGE_COLUMNS)
+            .select_from(interceptions.outerjoin(users, users.c.id == i.initiator_id))
+            .where(*cond)
+            .order_by(i.started_at.desc(), i.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = (await conn.execute(query)).all()
+        if not rows:
+            return []
+        children = await children_of([r[0] for r in rows], conn)
+    return [_interception_json(r, children) for r in rows]
+
+
+async def children_of(ids: list[str], conn: AsyncConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The children of interceptions `ids`, JSON-ready, oldest first, by interception id (a defaultdict: empty
+    lists for an id without children)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: {"token_usages": [], "user_prompts": [], "tool_usages": [], "model_thoughts": []}
+    )
+    if not ids:
+        return out
+    marks = ", ".join("?" * len(ids))
+    for key, table, columns, shape in _CHILDREN:
+        # Driver-level SQL and rows: SQLAlchemy spends milliseconds per statement expanding a 1000-value IN list.
+        sql = (f"SELECT {columns} FROM {table.name} WHERE interception_id IN ({marks}) "
+               "ORDER BY created_at ASC, id ASC")
+        for row in await driver_rows(conn, sql, ids):
+            item = shape(row)
+            out[item["interception_id"]][key].append(item)
+    return out
+
+
+_i = interceptions.c
+# In the order `_interception_json` unpacks them.
+_PAGE_COLUMNS = untyped(
+    _i.id, _i.initiator_id, users.c.username, _i.api_key_id, _i.provider, _i.provider_name, _i.model, _i.client,
+    _i.client_session_id, _i.session_id, _i.thread_parent_id, _i.thread_root_id, _i.status, _i.upstream_status,
+    _i.error_type, _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at, _i.metadata,
+)
+
+
+def _interception_json(r: Any, children: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    (iid, initiator_id, username, api_key_id, provider, provider_name, model, client, client_session_id, session_id,
+     thread_parent_id, thread_root_id, status, upstream_status, error_type, error_message, credential_kind,
+     credential_hint, started_at, ended_at, metadata) = r
+    kids = children[iid]
+    return {
+        "id": iid,
+        "initiator": {"id": initiator_id, "username": username},
+        "api_key_id": api_key_id,
+        "provider": provider,
+        "provider_name": provider_name,
+        "model": model,
+        "client": client or "Unknown",
+        "client_session_id": client_session_id,
+        "session_id": session_id,
+        "thread_parent_id": thread_parent_id,
+        "thread_root_id": thread_root_id,
+        "status": status,
+        "upstream_status": upstream_status,
+        "error_type": error_type,
+        "error_message": error_message,
+        "credential_kind": credential_kind,
+        "credential_hint": credential_hint,
+        "started_at": time_json(started_at),
+        "ended_at": time_json(ended_at),
+        "metadata": metadata_json(metadata),
+        "token_usages": kids["token_usages"],
+        "user_prompts": kids["user_prompts"],
+        "tool_usages": kids["tool_usages"],
+        "model_thoughts": kids["model_thoughts"],
+    }
+
+
+# Each child shape unpacks its table's columns in the order `_CHILDREN` selects them.
+def _token_usage_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    iid, interception_id, response_id, input_tokens, output_tokens, cache_read, cache_write, metadata, created_at = r
+    return {
+        "id": iid,
+        "interception_id": interception_id,
+        "provider_response_id": response_id,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_read_input_tokens": cache_read,
+        "cache_write_input_tokens": cache_write,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
+    }
+
+
+def _user_prompt_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    iid, interception_id, response_id, prompt, metadata, created_at = r
+    return {
+        "id": iid,
+        "interception_id": interception_id,
+        "provider_response_id": response_id,
+        "prompt": prompt,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
+    }
+
+
+def _tool_usage_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    (iid, interception_id, response_id, tool_call_id, item_id, tool, tool_input, injected, server_url,
+     invocation_error, metadata, created_at) = r
+    return {
+        "id": iid,
+        "interception_id": interception_id,
+        "provider_response_id": response_id,
+        "provider_tool_call_id": tool_call_id,
+        "provider_item_id": item_id,
+        "tool": tool,
+        "input": tool_input,
+        "injected": bool(injected),
+        "server_url": server_url,
+        "invocation_error": invocation_error,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
+    }
+
+
+def _model_thought_json(r: tuple[Any, ...]) -> dict[str, Any]:
+    interception_id, content, metadata, created_at = r
+    return {
+        "interception_id": interception_id,
+        "content": content,
+        "metadata": metadata_json(metadata),
+        "created_at": time_json(created_at),
+    }
+
+
+def _select_list(table: sa.Table, *names: str) -> str:
+    return ", ".join(table.c[name].name for name in names)  # a KeyError at import for a misspelt column
+
+
+_CHILDREN = (
+    ("token_usages", token_usages, _select_list(
+        token_usages, "id", "interception_id", "provider_response_id", "input_tokens", "output_tokens",
+        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at"), _token_usage_json),
+    ("user_prompts", user_prompts, _select_list(
+        user_prompts, "id", "interception_id", "provider_response_id", "prompt", "metadata", "created_at"),
+     _user_prompt_json),
+    ("tool_usages", tool_usages, _select_list(
+        tool_usages, "id", "interception_id", "provider_response_id", "provider_tool_call_id", "provider_item_id",
+        "tool", "input", "injected", "server_url", "invocation_error", "metadata", "created_at"), _tool_usage_json),
+    ("model_thoughts", model_thoughts, _select_list(
+        model_thoughts, "interception_id", "content", "metadata", "created_at"), _model_thought_json),
+)

@@ -1,0 +1,139 @@
+"""One session in detail (contract §4.3 `GET sessions/{id}`): its threads in order, each with its prompt, model,
+token usage and agentic actions (the model's thinking and tool calls, one action per model call).
+
+A thread is a root interception (`thread_root_id IS NULL`) plus every interception whose `thread_root_id` is that
+root. Threads page by `(started_at, id)` of their roots: `after_id` for the next page, `before_id` for the page
+before (the threads just before the cursor), `limit` 1..200 (default 50).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import sqlalchemy as sa
+
+from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.read.interceptions import children_of
+from aigw_proxy.storage.read.sessions import by_key, keyset_after, keyset_before, session_key, token_metadata_sums
+from aigw_proxy.storage.schema.tables import interceptions, users
+from aigw_proxy.storage.timefmt import rfc3339
+
+DEFAULT_THREADS = 50
+MAX_THREADS = 200
+_i = interceptions.c
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
+
+
+async def get_session(
+    db: Database,
+    session_id: str,
+    *,
+    visible_to: str | None = None,
+    after_id: str | None = None,
+    before_id: str | None = None,
+    limit: int = DEFAULT_THREADS,
+) -> dict[str, Any] | None:
+    """The session with one page of threads, or None if the caller can see no session with this id."""
+    if after_id is not None and before_id is not None:
+        raise ValueError("cannot use both after_id and before_id")
+    async with db.reader.connect() as conn:
+        head = await session_key(conn, session_id, visible_to)
+        if head is None:
+            return None
+        mine = [_i.session_id == session_id, _i.initiator_id == head.initiator_id, _i.ended_at.is_not(None)]
+        roots = sa.select(_i.id, _i.started_at).where(*mine, _i.thread_root_id.is_(None))
+        cursor_id = after_id or before_id
+        if cursor_id is not None:
+            cursor = (await conn.execute(sa.select(_i.started_at).where(*mine, _i.id == cursor_id))).first()
+            if cursor is None:
+                raise InvalidCursor(f"invalid pagination cursor: no interception {cursor_id!r} in this session")
+            if after_id is not None:
+                roots = roots.where(keyset_after(cursor.started_at, cursor_id))
+            else:
+                roots = roots.where(keyset_before(cursor.started_at, cursor_id))
+        if before_id is not None:  # the threads just before the cursor, still returned oldest first
+            page = list(reversed((await conn.execute(
+                roots.order_by(_i.started_at.desc(), _i.id.desc()).limit(limit))).all()))
+        else:
+            page = (await conn.execute(roots.order_by(_i.started_at, _i.id).limit(limit))).all()
+        root_ids = [r.id for r in page]
+        rows = (await conn.execute(
+            sa.select(interceptions)
+            .where(*mine, sa.func.coalesce(_i.thread_root_id, _i.id).in_(root_ids))
+            .order_by(_i.started_at, _i.id)
+        )).all() if root_ids else []
+        kids = await children_of([r.id for r in rows], conn)
+        everything = (await conn.execute(
+            sa.select(_i.id, _i.provider, _i.model, _i.client).where(*mine).order_by(_i.started_at, _i.id)
+        )).all()
+        first_metadata = (await conn.execute(
+            sa.select(_i.metadata).where(_i.id == everything[0].id))).scalar() if everything else None
+        extra = await token_metadata_sums(conn, session_id, head.initiator_id)
+        username = (await conn.execute(sa.select(users.c.username).where(users.c.id == head.initiator_id))).scalar()
+
+    threads = by_key(rows, lambda r: r.thread_root_id or r.id)
+    first = everything[0] if everything else None
+    return {
+        "id": session_id,
+        "initiator": {"id": head.initiator_id, "username": username},
+        "providers": sorted({r.provider for r in everything}),
+        "models": sorted({r.model for r in everything}),
+        "client": (first.client or "Unknown") if first is not None else None,
+        "metadata": first_metadata or {},
+        "page_started_at": rfc3339(min(r.started_at for r in rows)) if rows else None,
+        "page_ended_at": rfc3339(max(r.ended_at for r in rows)) if rows else None,
+        "started_at": rfc3339(head.started_at),
+        "ended_at": rfc3339(head.ended_at),
+        "threads_total": int(head.threads),
+        "token_usage_summary": {**{t: int(getattr(head, t)) for t in _TOKENS}, "metadata": extra},
+        "threads": [_thread_json(threads[rid], kids) for rid in root_ids if threads.get(rid)],
+    }
+
+
+def _usage(token_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    extra: Counter[str] = Counter()
+    for t in token_rows:
+        for k, v in (t["metadata"] or {}).items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                extra[k] += int(v)
+    return {**{k: sum(int(t[k]) for t in token_rows) for k in _TOKENS}, "metadata": dict(extra)}
+
+
+def _thread_json(rows: list[Any], kids: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    root = rows[0]
+    prompts = kids[root.id]["user_prompts"]
+    actions = []
+    for r in rows:
+        k = kids[r.id]
+        if not k["tool_usages"] and not k["model_thoughts"]:
+            continue
+        actions.append({
+            "interception_id": r.id,
+            "model": r.model,
+            "token_usage": _usage(k["token_usages"]),
+            "thinking": [{"text": t["content"], "source": t["metadata"].get("source")} for t in k["model_thoughts"]],
+            "tool_calls": [
+                {key: t[key] for key in ("id", "interception_id", "provider_response_id", "provider_tool_call_id",
+                                         "server_url", "tool", "injected", "input", "invocation_error", "metadata",
+                                         "created_at")}
+                for t in k["tool_usages"]
+            ],
+        })
+    return {
+        "id": root.id,
+        "prompt": prompts[0]["prompt"] if prompts else None,
+        "model": root.model,
+        "provider": root.provider,
+        "provider_name": root.provider_name,
+        "client": root.client or "Unknown",
+        "credential_kind": root.credential_kind,
+        "credential_hint": root.credential_hint,
+        "status": "failed" if any(r.status == "failed" for r in rows) else "completed",
+        "started_at": rfc3339(root.started_at),
+        "ended_at": rfc3339(max(r.ended_at for r in rows)),
+        "interceptions": len(rows),
+        "token_usage": _usage([t for r in rows for t in kids[r.id]["token_usages"]]),
+        "agentic_actions": actions,
+    }

@@ -1,0 +1,326 @@
+"""Sessions (contract §4.2): ended interceptions grouped by (session_id, initiator_id), newest activity first.
+
+With a time or call filter, started/ended, threads and `last_active_at` cover only the matching interceptions
+(as Coder groups them), while providers, models, client, metadata, token sums and the last prompt always
+describe the whole session. Where the rows come from:
+* no time or call filter: the `aigw_sessions` summary the database keeps (summaries.py);
+* a time window and/or provider, provider_name, model, client, not narrowed to a user or session: the session
+  slices (session_slices.py, read by sliced_sessions.py);
+* a user's or a session's rows: the matching interceptions, grouped here.
+Either way only the page's sessions are looked at in detail ("page first, then enrich").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.read.interceptions import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
+from aigw_proxy.storage.read.sessions_from_slices import per_session, slice_of, slice_page
+from aigw_proxy.storage.read.stored_values import driver_rows, metadata_json, time_json, untyped
+from aigw_proxy.storage.schema.session_slices import slice_counts
+from aigw_proxy.storage.schema.summaries import sessions as summary
+from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, token_usages, user_prompts, users
+from aigw_proxy.storage.timefmt import rfc3339
+
+_i = interceptions.c
+_s = summary.c
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
+
+
+class SessionCursorNotFound(InvalidCursor):
+    """`after_session_id` names no session in the listed set."""
+
+
+def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+    cond: list[sa.ColumnElement[bool]] = []
+    if flt.visible_to is not None:
+        cond.append(_s.initiator_id == flt.visible_to)
+    if flt.initiator is not None:
+        cond.append(_s.initiator_id.in_(initiator_ids(flt.initiator)))
+    if flt.session_id is not None:
+        cond.append(_s.session_id == flt.session_id)
+    return cond
+
+
+def _matching(
+    flt: InterceptionFilter, *columns: sa.ColumnElement[Any], of_sessions: list[str] | None = None
+) -> sa.CTE:
+    """The matching interceptions' `columns` (only those of `of_sessions` if given: found through the session
+    index, never materialized).
+
+    This path serves a user's or a session's rows (everything else reads the session slices), so they come
+    through the initiator or session index and are materialized first: otherwise SQLite would walk the whole
+    (session, initiator) index to avoid a sort, instead of the few rows the filter selects."""
+    cond = filter_conditions(flt)
+    if of_sessions is not None:
+        return sa.select(*columns).where(*cond, _i.session_id.in_(of_sessions)).cte("matching")
+    return sa.select(*columns).where(*cond).cte("matching").prefix_with("MATERIALIZED")
+
+
+def _grouped(flt: InterceptionFilter) -> sa.Subquery:
+    """Matching interceptions grouped into sessions: the key and `last_active_at`, which pages are cut by. The
+    other per-session columns are computed for the page's sessions only (`_grouped_totals`)."""
+    m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.last_prompt_at).c
+    return (
+        sa.select(m.session_id, m.initiator_id, *per_session(m, "last_active_at"))
+        .group_by(m.session_id, m.initiator_id)
+        .subquery("grouped")
+    )
+
+
+async def _grouped_totals(
+    conn: AsyncConnection, flt: InterceptionFilter, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """started_at, ended_at, interceptions and threads over the matching interceptions of a page of sessions."""
+    m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id,
+                  of_sessions=sorted({k[0] for k in keys})).c
+    rows = await conn.execute(
+        sa.select(m.session_id, m.initiator_id, *per_session(m, "started_at", "ended_at", "interceptions", "threads"))
+        .group_by(m.session_id, m.initiator_id)
+    )
+    return {(r.session_id, r.initiator_id): r for r in rows}
+
+
+def _source(flt: InterceptionFilter) -> tuple[Any, list[sa.ColumnElement[bool]]]:
+    """(the selectable sessions come from, its conditions)."""
+    if flt.by_attribute:
+        return _grouped(flt), []
+    return summary, _summary_conditions(flt)
+
+
+def _count_query(flt: InterceptionFilter) -> sa.Select[Any]:
+    if flt.by_attribute:  # distinct keys: no aggregate per session needed just to count them
+        m = _matching(flt, _i.session_id, _i.initiator_id).c
+        keys = sa.select(m.session_id, m.initiator_id).distinct().subquery()
+        return sa.select(sa.func.count()).select_from(keys)
+    cond = _summary_conditions(flt)
+    if not cond:  # every session: the slice counts hold the number (counting the summary reads 400k rows)
+        whole = sa.select(slice_counts.c.sessions).where(slice_counts.c.kind == "all").scalar_subquery()
+        return sa.select(sa.func.coalesce(whole, 0))
+    return sa.select(sa.func.count()).select_from(summary).where(*cond)
+
+
+async def list_sessions(
+    db: Database,
+    flt: InterceptionFilter | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    after_session_id: str | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Sessions ordered by `last_active_at DESC, session_id DESC`; keyset `after_session_id` or `offset`."""
+    return (await sessions_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset,
+                                count=False))[1]
+
+
+async def sessions_page(
+    db: Database,
+    flt: InterceptionFilter | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    after_session_id: str | None = None,
+    offset: int = 0,
+    count: bool = True,
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """(total matching sessions, ignoring pagination, or None without `count`; one page of sessions)."""
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    if after_session_id is not None and offset:
+        raise ValueError("cannot use both after_session_id and offset pagination")
+    flt = flt or InterceptionFilter()
+    if flt.by_attribute:
+        async with db.reader.connect() as conn:
+            plan = await slice_of(conn, flt)
+            if plan is not None:
+                try:
+                    total, page = await slice_page(conn, flt, plan, limit=limit or DEFAULT_LIMIT,
+                                                   after_session_id=after_session_id, offset=offset, count=count)
+                except LookupError:
+                    raise _cursor_not_found(after_session_id) from None
+                keys = [(r.session_id, r.initiator_id) for r in page]
+                details = await _session_details(conn, keys) if page else {}
+                return total, [_session_json(r, details[k]) for r, k in zip(page, keys, strict=True)]
+    return await _grouped_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset, count=count)
+
+
+def _cursor_not_found(session_id: str | None) -> SessionCursorNotFound:
+    return SessionCursorNotFound(f"after_session_id: session {json.dumps(session_id)} not found")
+
+
+async def _grouped_page(
+    db: Database,
+    flt: InterceptionFilter,
+    *,
+    limit: int,
+    after_session_id: str | None,
+    offset: int,
+    count: bool,
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """`sessions_page` from the session summary (no attribute or time filter) or by grouping the matching
+    interceptions. Also the reference the sliced path is tested against."""
+    source, cond = _source(flt)
+    c = source.c
+    async with db.reader.connect() as conn:
+        if after_session_id is not None:
+            cursor = (
+                await conn.execute(
+                    sa.select(c.last_active_at)
+                    .where(*cond, c.session_id == after_session_id)
+                    .order_by(c.last_active_at.desc())
+                    .limit(1)
+                )
+            ).first()
+            if cursor is None:
+                raise _cursor_not_found(after_session_id)
+            cond = [*cond, sa.tuple_(c.last_active_at, c.session_id) < sa.tuple_(
+                sa.literal(cursor.last_active_at, UTCDateTime), sa.literal(after_session_id))]
+        columns = [c.session_id, c.initiator_id, *untyped(c.last_active_at)]  # as stored: see _time
+        if not flt.by_attribute:
+            columns += [*untyped(c.started_at, c.ended_at), c.interceptions, c.threads]
+        page: list[Any] = list(
+            (
+                await conn.execute(
+                    sa.select(*columns)
+                    .where(*cond)
+                    .order_by(c.last_active_at.desc(), c.session_id.desc())
+                    .limit(limit or DEFAULT_LIMIT)
+                    .offset(offset)
+                )
+            ).all()
+        )
+        total = int((await conn.execute(_count_query(flt))).scalar_one()) if count else None
+        if not page:
+            return total, []
+        keys = [(r.session_id, r.initiator_id) for r in page]
+        if flt.by_attribute:
+            totals = await _grouped_totals(conn, flt, keys)
+            page = [SimpleNamespace(**{**r._mapping, **totals[k]._mapping}) for r, k in zip(page, keys, strict=True)]
+        details = await _session_details(conn, keys)
+    return total, [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
+
+
+async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """Whole-session facts for a page of sessions: providers, models, first client and metadata, token sums,
+    last prompt, the user."""
+    wanted = set(keys)
+    out: dict[tuple[str, str], dict[str, Any]] = {
+        k: {"providers": set(), "models": set(), "first": None, "tokens": {}, "last_prompt": None, "username": None}
+        for k in keys
+    }
+    session_ids = sorted({k[0] for k in keys})
+    marks = ", ".join("?" * len(session_ids))
+    # A page of 1000 sessions reads ~2500 interceptions here: plain driver tuples, start times compared as stored
+    # text (fixed-width, so in time order), metadata kept as text until each session's first call is known.
+    for iid, sid, uid, provider, model, client, started_at, metadata in await driver_rows(
+        conn, "SELECT id, session_id, initiator_id, provider, model, client, started_at, metadata "
+        f"FROM {interceptions.name} WHERE ended_at IS NOT NULL AND session_id IN ({marks})", session_ids
+    ):
+        d = out.get((sid, uid))
+        if d is None:
+            continue
+        d["providers"].add(provider)
+        d["models"].add(model)
+        first = d["first"]
+        if first is None or (started_at, iid) < (first[0], first[1]):
+            d["first"] = (started_at, iid, client or "Unknown", metadata)
+    for d in out.values():
+        d["metadata"] = metadata_json(d["first"][3]) if d["first"] is not None else {}
+
+    for sid, uid, *sums in await driver_rows(
+        conn, f"SELECT session_id, initiator_id, {', '.join(_TOKENS)} FROM {summary.name} "
+        f"WHERE session_id IN ({marks})", session_ids
+    ):
+        if (sid, uid) in wanted:
+            out[(sid, uid)]["tokens"] = dict(zip(_TOKENS, map(int, sums), strict=True))
+
+    # The newest prompt of each session: the page's prompts ranked in SQL, rank 1 kept.
+    newest = f"""
+        SELECT session_id, initiator_id, prompt FROM (
+            SELECT i.session_id, i.initiator_id, p.prompt,
+                   row_number() OVER (PARTITION BY i.session_id, i.initiator_id
+                                      ORDER BY p.created_at DESC, p.id DESC) AS rank
+            FROM {user_prompts.name} p JOIN {interceptions.name} i ON i.id = p.interception_id
+            WHERE i.ended_at IS NOT NULL AND i.session_id IN ({marks}))
+        WHERE rank = 1"""
+    for sid, uid, prompt in await driver_rows(conn, newest, session_ids):
+        if (sid, uid) in wanted:
+            out[(sid, uid)]["last_prompt"] = prompt
+
+    names = dict((await conn.execute(
+        sa.select(users.c.id, users.c.username).where(users.c.id.in_({k[1] for k in keys}))
+    )).all())
+    for (_sid, uid), d in out.items():
+        d["username"] = names.get(uid)
+    return out
+
+
+def _time(value: Any) -> str | None:
+    """RFC 3339 of a timestamp read as stored (text) or through the column type (a datetime)."""
+    return time_json(value) if isinstance(value, str) else rfc3339(value)
+
+
+def _session_json(r: Any, d: dict[str, Any]) -> dict[str, Any]:
+    first = d["first"]
+    return {
+        "id": r.session_id,
+        "initiator": {"id": r.initiator_id, "username": d["username"]},
+        "providers": sorted(d["providers"]),
+        "models": sorted(d["models"]),
+        "client": first[2] if first is not None else None,
+        "metadata": d["metadata"],
+        "started_at": _time(r.started_at),
+        "ended_at": _time(r.ended_at),
+        "threads": int(r.threads or 0),
+        "interceptions": int(r.interceptions),
+        "token_usage_summary": {t: d["tokens"].get(t, 0) for t in _TOKENS},
+        "last_prompt": d["last_prompt"],
+        "last_active_at": _time(r.last_active_at),
+    }
+
+
+async def session_key(conn: AsyncConnection, session_id: str, visible_to: str | None) -> Any:
+    """The summary row of a session visible to the caller (the most recently active one if several users share
+    the id), or None."""
+    cond = [_s.session_id == session_id]
+    if visible_to is not None:
+        cond.append(_s.initiator_id == visible_to)
+    query = sa.select(summary).where(*cond).order_by(_s.last_active_at.desc(), _s.initiator_id).limit(1)
+    return (await conn.execute(query)).first()
+
+
+async def token_metadata_sums(conn: AsyncConnection, session_id: str, initiator_id: str) -> dict[str, int]:
+    """Extra token kinds (token usage `metadata`) summed over a whole session."""
+    each = sa.func.json_each(token_usages.c.metadata).table_valued("key", "value", "type")
+    ids = sa.select(_i.id).where(_i.session_id == session_id, _i.initiator_id == initiator_id,
+                                 _i.ended_at.is_not(None))
+    rows = await conn.execute(
+        sa.select(each.c.key, sa.func.sum(each.c.value))
+        .select_from(token_usages.join(each, sa.true()))
+        .where(token_usages.c.interception_id.in_(ids), each.c.type.in_(("integer", "real")))
+        .group_by(each.c.key)
+    )
+    return {k: int(v) for k, v in rows}
+
+
+def keyset_after(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
+    return sa.tuple_(_i.started_at, _i.id) > sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
+
+
+def keyset_before(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
+    return sa.tuple_(_i.started_at, _i.id) < sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
+
+
+def by_key[T](rows: list[T], key: Any) -> dict[Any, list[T]]:
+    grouped: dict[Any, list[T]] = defaultdict(list)
+    for r in rows:
+        grouped[key(r)].append(r)
+    return grouped
