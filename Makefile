@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
 	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then command -v $$c; break; fi; done)
 
-.PHONY: install run test lint bench bench-api clean
+.PHONY: install run test lint typecheck bench bench-api clean
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check aigw_proxy addons tests bench
+
+# mypy sees the package as it is installed: addons/ is aigw_proxy.addons (setup.py's package_dir), which mypy
+# cannot map, so it checks a tree of links laid out like the installed package.
+typecheck: install
+	@rm -rf build/typecheck && mkdir -p build/typecheck/aigw_proxy
+	@for f in aigw_proxy/*; do ln -s "../../../$$f" "build/typecheck/$$f"; done
+	@ln -s ../../../addons build/typecheck/aigw_proxy/addons
+	$(VENV)/bin/mypy build/typecheck/aigw_proxy
 
 bench: install
 	$(PY) bench/proxy_bench.py

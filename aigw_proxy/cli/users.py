@@ -61,7 +61,8 @@ def users_revoke(user: str | None, token_id: str | None, data_dir: Path) -> None
         storage_call(data_dir, lambda db: UserStore(db).revoke_token(token_id))
         click.echo(f"revoked token {token_id}", err=True)
     else:
-        n = storage_call(data_dir, lambda db: UserStore(db).revoke_user_tokens(user))
+        name = str(user)
+        n = storage_call(data_dir, lambda db: UserStore(db).revoke_user_tokens(name))
         click.echo(f"revoked {n} token(s) of {user}", err=True)
 
 

@@ -11,15 +11,14 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from aigw_proxy.intercept.clients import classify_client, client_session_id
 from aigw_proxy.intercept.credentials import credential_info
 from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat, openai_responses
 from aigw_proxy.intercept.parsing.decoding import StreamDecoder, decode_body
-from aigw_proxy.intercept.parsing.jsonarray import JSONArrayStreamParser
-from aigw_proxy.intercept.parsing.sse import EventAccumulator, SSEStreamParser
+from aigw_proxy.intercept.parsing.interface import ApiParser, EventStreaming, JSONArrayStreaming, StreamParser
+from aigw_proxy.intercept.parsing.sse import EventAccumulator
 from aigw_proxy.policy.providers import Api, Provider
 from aigw_proxy.recording.records import (
     Initiator,
@@ -35,16 +34,15 @@ if TYPE_CHECKING:  # tracing (OpenTelemetry) is imported only when a tracer is c
 
 log = logging.getLogger("aigw_proxy.interception")
 
-PARSERS: dict[Api, ModuleType] = {
+# One parser module per provider API; each module implements the interface (checked by the type checker here).
+PARSERS: dict[Api, ApiParser] = {
     Api.ANTHROPIC_MESSAGES: anthropic_messages,
     Api.OPENAI_CHAT: openai_chat,
     Api.OPENAI_RESPONSES: openai_responses,
     Api.GEMINI_GENERATE: gemini,
 }
-# APIs whose responses can also arrive as already-framed JSON events (Responses over a WebSocket).
-EVENT_ACCUMULATORS: dict[Api, Callable[[], EventAccumulator]] = {
-    Api.OPENAI_RESPONSES: openai_responses.StreamAccumulator,
-}
+# The APIs that also run over a socket of JSON messages (Responses over a WebSocket).
+SOCKET_PARSERS: dict[Api, EventStreaming] = {Api.OPENAI_RESPONSES: openai_responses}
 
 # A non-streamed body larger than this is relayed but not parsed (memory stays bounded whatever upstream sends).
 MAX_PARSED_BODY = 64 * 1024 * 1024
@@ -89,7 +87,7 @@ class Interception:
         self.streaming = False
         self.finished = False
         self._decoder: StreamDecoder | None = None
-        self._stream: SSEStreamParser | JSONArrayStreamParser | None = None
+        self._stream: StreamParser | None = None
         self._events: EventAccumulator | None = None  # a WebSocket turn's server events
         self._body: bytearray | None = None
         self._body_overflow = False
@@ -99,7 +97,7 @@ class Interception:
         )
 
     @property
-    def parser(self) -> ModuleType:
+    def parser(self) -> ApiParser:
         return PARSERS[self.api]
 
     # -- request ---------------------------------------------------------------------------------------------
@@ -121,7 +119,7 @@ class Interception:
     def request_object(self, req: dict) -> None:
         """Parse an already-decoded request (a WebSocket `response.create` message) and record the start (once)."""
         if self.request is None:
-            self._record_start(self.parser.parse_request_object(req))
+            self._record_start(SOCKET_PARSERS[self.api].parse_request_object(req))
 
     def _record_start(self, facts: RequestFacts) -> None:
         if self.route_match is not None:  # a path-named model (Gemini) counts when the body names none
@@ -165,22 +163,25 @@ class Interception:
         if content_type.lower().startswith("text/event-stream"):
             self.streaming = True
             self._stream = self.parser.stream_parser()
-        elif self._streams_json_array(content_type):
+        elif (json_array := self._json_array_parser(content_type)) is not None:
             self.streaming = True
-            self._stream = self.parser.json_stream_parser()
+            self._stream = json_array.json_stream_parser()
         else:
             self._body = bytearray()
         if self.trace is not None:
             self.trace.response_started(self.streaming)
 
-    def _streams_json_array(self, content_type: str) -> bool:
+    def _json_array_parser(self, content_type: str) -> JSONArrayStreaming | None:
         """A streaming route answering in JSON (Gemini without `alt=sse`) streams a JSON array, element by element."""
-        return (
+        parser = self.parser
+        if (
             self.route_match is not None
             and self.route_match.streaming
             and content_type.lower().startswith("application/json")
-            and hasattr(self.parser, "json_stream_parser")
-        )
+            and isinstance(parser, JSONArrayStreaming)
+        ):
+            return parser
+        return None
 
     def response_chunk(self, chunk: bytes) -> None:
         if self._decoder is None or not chunk:
@@ -199,7 +200,7 @@ class Interception:
         """The response comes as JSON event dicts on an upgraded socket (a WebSocket turn): `response_event`."""
         self.status_code = SWITCHING_PROTOCOLS
         self.streaming = True
-        self._events = EVENT_ACCUMULATORS[self.api]()
+        self._events = SOCKET_PARSERS[self.api].event_accumulator()
 
     def response_event(self, event: dict) -> None:
         if self._events is None:

@@ -43,7 +43,7 @@ async def resolve_allowed(host: str, port: int, allowed: Iterable[IPNetwork] = (
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise LookupError(f"cannot resolve {host}: {exc.strerror or exc}") from None
-    addrs = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addrs = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addrs:
         raise LookupError(f"cannot resolve {host}")
     for ip in addrs:

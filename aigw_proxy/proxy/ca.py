@@ -189,8 +189,7 @@ def _load_bundle(raw: bytes, name: str) -> tuple[CAKey, list[x509.Certificate]]:
         certs = x509.load_pem_x509_certificates(raw)
     except ValueError:
         certs = _parse_certs(raw, name)  # raises a precise error
-    _check_key_type(key, name)
-    return key, certs
+    return _checked_key(key, name), certs
 
 
 def _check_ca(
@@ -292,18 +291,20 @@ def _check_key_ids(child: x509.Certificate, issuer: x509.Certificate, cert_name:
         )
 
 
-def _check_key_type(key: object, name: str) -> None:
+def _checked_key(key: object, name: str) -> CAKey:
+    """The key, if mitmproxy can sign with it; raises CAError saying why not otherwise."""
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < 2048:
             raise CAError(f"the RSA key in {name} has {key.key_size} bits; at least 2048 are needed "
                           "(TLS clients reject smaller keys, and mitmproxy's certificates reuse the CA key)")
-    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
         if key.curve.name not in EC_CURVES:
             raise CAError(f"the EC key in {name} uses curve {key.curve.name}; use P-256, P-384 or P-521")
-    else:
-        kind = type(key).__name__.lstrip("_")
-        raise CAError(f"the key in {name} is an unsupported key type ({kind}); mitmproxy can only sign with "
-                      "RSA or EC keys")
+        return key
+    kind = type(key).__name__.lstrip("_")
+    raise CAError(f"the key in {name} is an unsupported key type ({kind}); mitmproxy can only sign with "
+                  "RSA or EC keys")
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -339,8 +340,7 @@ def _parse_key(raw: bytes, name: str) -> CAKey:
         key = serialization.load_pem_private_key(block, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise CAError(f"the private key in {name} cannot be read: {e}") from None
-    _check_key_type(key, name)
-    return key  # type: ignore[return-value]
+    return _checked_key(key, name)
 
 
 def _parse_certs(raw: bytes, name: str) -> list[x509.Certificate]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -59,7 +60,7 @@ class _DualNames(Collector):
                 yield _copy(family, legacy, (s._replace(name=legacy + s.name[cut:]) for s in samples))
 
 
-def _cache_children[M: (Counter, Gauge, Histogram)](metric: M) -> M:
+def _cache_children[M: MetricWrapperBase](metric: M) -> M:
     """Make `metric.labels(*values)` a plain dict lookup after the first call for those values.
 
     prometheus-client validates and locks on every `labels()` call, which showed up in the proxy's per-request
@@ -78,8 +79,11 @@ def _cache_children[M: (Counter, Gauge, Histogram)](metric: M) -> M:
 
 
 class WriterStats(Protocol):
-    queue_depth: int
-    written: int
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def written(self) -> int: ...
 
     @property
     def dropped(self) -> dict[str, int]: ...
@@ -172,6 +176,7 @@ class Metrics:
                                  ["host"], registry=r)
         self.initiator_info = Gauge(OWN + "initiator_info", "Username of each initiator_id (join on initiator_id).",
                                     ["initiator_id", "username"], registry=r)
+        hot: MetricWrapperBase
         for hot in (self.connect_sessions, self.mitm_requests, self.inflight_mitm, self.mitm_responses,
                     self.interceptions, self.interceptions_inflight, self.interceptions_duration, self.passthrough,
                     self.prompts, self.tokens, self.tool_selections, self.parse_errors, self.ttfb, self.shadow_ai):

@@ -60,7 +60,7 @@ def parse_request(body: bytes) -> RequestFacts:
         return facts
     # Gemini CLI sends the typed text first and appends @-referenced file contents as further text parts.
     texts = (p.get("text") for p in parts if p.get("thought") is not True)
-    facts.prompt = next((t for t in texts if nonempty(t) and not is_injected_context(t)), None)
+    facts.prompt = next((t for t in texts if isinstance(t, str) and nonempty(t) and not is_injected_context(t)), None)
     return facts
 
 

@@ -364,3 +364,8 @@ def _copy(facts: ResponseFacts) -> ResponseFacts:
 
 def stream_parser() -> SSEStreamParser:
     return SSEStreamParser(StreamAccumulator())
+
+
+def event_accumulator() -> StreamAccumulator:
+    """For Responses over a WebSocket: the server's messages are already-framed JSON events."""
+    return StreamAccumulator()
