@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from aigw_proxy.config.durations import parse_duration
 from aigw_proxy.policy.circuit import BreakerConfig
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class Duration(click.ParamType):
@@ -23,15 +20,10 @@ class Duration(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, int | float):
             return float(value)
-        text = str(value).strip()
         try:
-            return float(text)
+            return parse_duration(str(value))
         except ValueError:
-            pass
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
             self.fail(f"{value!r} is not a duration (e.g. 30, 30s, 500ms, 1m30s)", param, ctx)
-        return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
 _OPTIONS = [

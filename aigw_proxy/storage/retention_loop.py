@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 
+from aigw_proxy.config.durations import parse_duration
 from aigw_proxy.storage import Database
 from aigw_proxy.storage.retention import PurgeResult, purge_old_records
 
@@ -15,19 +15,16 @@ log = logging.getLogger("aigw_proxy.retention")
 
 DEFAULT_RETENTION = "60d"
 PURGE_EVERY = 600.0  # seconds, as Coder's dbpurge loop
-_DURATION = re.compile(r"(\d+)(d|h|m|s)")
-_UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def parse_retention(text: str) -> timedelta | None:
     """`60d`, `12h`, `30m`, `90s`, combinations such as `1d12h`, or `0` (keep forever → None)."""
-    value = text.strip().lower()
-    if value in ("0", "0s", "0d"):
+    if text.strip() == "0":
         return None
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise ValueError(f"{text!r} is not a retention period (e.g. 60d, 12h, 30m, or 0 to keep everything)")
-    seconds = sum(int(n) * _UNIT[u] for n, u in parts)
+    try:
+        seconds = parse_duration(text, bare_seconds=False, whole=True)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a retention period (e.g. 60d, 12h, 30m, or 0 to keep everything)") from None
     return timedelta(seconds=seconds) if seconds else None
 
 
