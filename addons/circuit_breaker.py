@@ -1,4 +1,5 @@
-"""Circuit breaking on model routes (contract §10): registered before the Interceptor, only when enabled.
+"""Circuit breaking on model routes (docs/compatibility.md#circuit-breaker): registered before the Interceptor,
+only when enabled.
 
 The breaker is keyed by the request's model, so the request is parsed here, before it is forwarded (the only
 place the proxy parses before relaying, and only with breaking enabled). While a breaker is open the client gets

@@ -1,4 +1,4 @@
-"""Proxy-level metrics (contract §1.9) plus time to first byte, passthrough and shadow-AI counts.
+"""Proxy-level metrics (docs/compatibility.md#proxy-metrics) plus time to first byte, passthrough and shadow-AI counts.
 
 Registered after the router (it reads the router's decision) and after the Interceptor (it only counts). Every
 hook is a few dictionary updates; nothing here can delay or break a flow.

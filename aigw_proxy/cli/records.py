@@ -27,7 +27,7 @@ def _rfc3339(value: str | None, flag: str) -> datetime | None:
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The filters shared by `interceptions list` and `sessions list` (contract §5)."""
+    """The filters shared by `interceptions list` and `sessions list` (docs/compatibility.md#cli)."""
     for option in reversed([
         click.option("--initiator", help="User name or id ('me' with --url: the token's user)."),
         click.option("--provider", help="Provider type (anthropic, openai, copilot, gemini)."),

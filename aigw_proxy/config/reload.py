@@ -1,4 +1,5 @@
-"""Provider reload (contract §1.10): re-read the config file on SIGHUP, when it changes on disk, and every 5 min.
+"""Provider reload (docs/compatibility.md#provider-reload): re-read the config file on SIGHUP, when it changes on
+disk, and every 5 min.
 
 Unlike start-up, which refuses any invalid config, a reload is lenient per provider: a provider that cannot be
 routed (unknown type, bad upstream URL, invalid name, a host another provider already claims) gets status `error`

@@ -1,7 +1,7 @@
 """Which coding agent sent a request, and its own session id: pure functions over request headers.
 
-Classification follows the gateway's `GuessClient` (contract §3) so recorded client names match; session id
-headers follow contract §2.7.
+Classification follows Coder's AI Gateway so recorded client names match (docs/compatibility.md#clients), and
+so do the session id headers (docs/compatibility.md#session-ids).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""What kind of credential a request carries, and a masked hint of it (contract §2.4). The secret itself is
-never returned or stored."""
+"""What kind of credential a request carries, and a masked hint of it (docs/compatibility.md#credentials). The
+secret itself is never returned or stored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Circuit breakers per provider × endpoint × model (contract §10), with gobreaker's semantics:
+"""Circuit breakers per provider × endpoint × model, gobreaker's semantics (docs/compatibility.md#circuit-breaker):
 
 * closed: requests pass; `failure_threshold` consecutive failures trip it open. The counts are cleared every
   `interval` seconds (0: never).

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Private, loopback, link-local, CGNAT, benchmarking, reserved and multicast ranges (the contract's list plus
-# multicast). IPv4-mapped IPv6 addresses are checked as the IPv4 address they carry.
+# Private, loopback, link-local, CGNAT, benchmarking, reserved and multicast ranges: Coder's list (see
+# docs/compatibility.md#tunnel-destinations) plus multicast and `::`. IPv4-mapped IPv6 addresses are checked as the
+# IPv4 address they carry.
 BLOCKED: tuple[IPNetwork, ...] = tuple(
     ipaddress.ip_network(n)
     for n in (

@@ -23,7 +23,7 @@ class TokenUsage:
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_write_input_tokens: int = 0
-    metadata: dict[str, int] = field(default_factory=dict)  # extra kinds, contract §2.6
+    metadata: dict[str, int] = field(default_factory=dict)  # extra kinds, docs/compatibility.md#token-usage
 
 
 @dataclass(slots=True)

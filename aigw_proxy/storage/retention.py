@@ -1,4 +1,5 @@
-"""Data retention (contract §6): delete interceptions started before a cut-off, children first, in batches.
+"""Data retention (docs/compatibility.md#retention): delete interceptions started before a cut-off, children
+first, in batches.
 
 Each batch is its own short write transaction on the writer engine (the record writer's own single connection in
 the daemon), and the purge pauses between batches, so queued records are written in between and the writer is

@@ -1,5 +1,6 @@
-"""Retention settings and the daemon's purge loop (contract §6): every 10 minutes, delete interceptions older than
-the window (default 60 days; `0` keeps everything) with all their child rows, in small batches."""
+"""Retention settings and the daemon's purge loop (docs/compatibility.md#retention): every 10 minutes, delete
+interceptions older than the window (default 60 days; `0` keeps everything) with all their child rows, in small
+batches."""
 
 from __future__ import annotations
 

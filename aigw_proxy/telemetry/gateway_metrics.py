@@ -1,5 +1,5 @@
-"""Gateway metrics (contract §9) from the record stream: a Recorder observer, so the numbers are exactly what was
-recorded. Runs on the event loop per record event: dictionary updates only."""
+"""Gateway metrics (docs/compatibility.md#gateway-metrics) from the record stream: a Recorder observer, so the
+numbers are exactly what was recorded. Runs on the event loop per record event: dictionary updates only."""
 
 from __future__ import annotations
 

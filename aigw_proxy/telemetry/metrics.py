@@ -1,6 +1,6 @@
 """Prometheus metrics: one private registry, exposed on the admin listener's `/metrics`.
 
-Names follow Coder's AI Gateway contract so its dashboards and alerts work unchanged: proxy metrics under
+Names follow Coder's AI Gateway (docs/compatibility.md#metrics), so its dashboards work unchanged: proxy metrics under
 `coder_ai_gateway_proxy_*` and gateway metrics under `coder_ai_gateway_*`, each also emitted under its legacy
 name (`coder_aibridgeproxyd_*`, `coder_aibridged_*`). Both names come from the *same* samples at scrape time
 (`_DualNames`), so canonical and legacy series can never disagree. Our own metrics are `aigw_proxy_*` only.
@@ -23,7 +23,7 @@ OWN = "aigw_proxy_"
 # Canonical prefix -> legacy prefix. The proxy prefix is longer and starts like the gateway's: match it first.
 LEGACY_PREFIXES = (("coder_ai_gateway_proxy_", "coder_aibridgeproxyd_"), ("coder_ai_gateway_", "coder_aibridged_"))
 
-DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)  # contract §9
+DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)  # docs/compatibility.md#gateway-metrics
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The classic text format every Prometheus version reads (all our names are plain ASCII, so nothing is escaped).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -43,7 +43,7 @@ def _copy(family: Metric, name: str, samples: Iterable) -> Metric:
 
 
 class _DualNames(Collector):
-    """Yield every family of `inner` under its own name and, for contract metrics, again under the legacy name.
+    """Yield every family of `inner` under its own name and, for Coder's metrics, again under the legacy name.
 
     `*_created` samples are left out: they double the series count and no dashboard uses them."""
 
@@ -121,7 +121,7 @@ class Metrics:
         r = self._inner
         user = ["initiator_id"] if initiator_label else []
 
-        # -- proxy (contract §1.9)
+        # -- proxy (docs/compatibility.md#proxy-metrics)
         self.connect_sessions = Counter(PROXY + "connect_sessions_total", "CONNECT sessions established.",
                                         ["type"], registry=r)
         self.mitm_requests = Counter(PROXY + "mitm_requests_total", "Decrypted requests to provider hosts.",
@@ -130,7 +130,7 @@ class Metrics:
                                    ["provider"], registry=r)
         self.mitm_responses = Counter(PROXY + "mitm_responses_total", "Responses to decrypted requests.",
                                       ["code", "provider"], registry=r)
-        # -- gateway (contract §9)
+        # -- gateway (docs/compatibility.md#gateway-metrics)
         self.interceptions = Counter(GATEWAY + "interceptions_total", "Ended interceptions.",
                                      ["provider", "model", "status", "route", "method", *user, "client"],
                                      registry=r)
@@ -155,7 +155,7 @@ class Metrics:
                                      breaker, registry=r)
         self.breaker_rejects = Counter(GATEWAY + "circuit_breaker_rejects_total",
                                        "Requests rejected by an open circuit breaker.", breaker, registry=r)
-        # -- provider status, reported by both the proxy and the gateway side (contract §1.9, §1.10, §9)
+        # -- provider status, reported by both the proxy and the gateway side (docs/compatibility.md#provider-reload)
         info_labels = ["provider_name", "provider_type", "status"]
         self.provider_info = [Gauge(p + "provider_info", "Configured providers; the status label carries the signal.",
                                     info_labels, registry=r) for p in (PROXY, GATEWAY)]

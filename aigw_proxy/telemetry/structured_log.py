@@ -1,7 +1,8 @@
-"""Structured record logs (contract §7): each committed record also goes out as one `interception log` line.
+"""Structured record logs (docs/compatibility.md#structured-logs): each committed record also goes out as one
+`interception log` line.
 
 Lines are emitted from the writer's commit listener, so the thread lineage the writer resolved is in them and a
-line never describes a record that is not in the database. Fields per `record_type`, as in the contract, plus
+line never describes a record that is not in the database. Fields per `record_type`, as in Coder's gateway, plus
 ours: `provider_name` on `interception_start`; `status`, `upstream_status`, `error_type`, `error_message` on
 `interception_end`; `trace_id` and `span_id` (the record's span) when tracing is on.
 """

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces of interceptions (contract §8), exported over OTLP/HTTP as the OTEL_* variables say.
+"""OpenTelemetry traces of interceptions (docs/compatibility.md#tracing), exported over OTLP/HTTP as the OTEL_*
+variables say.
 
 One trace per interception:
 
@@ -77,7 +78,7 @@ class InterceptionTrace:
 
     def __init__(self, tracer: trace.Tracer, attributes: dict[str, str | bool]) -> None:
         self._tracer = tracer
-        self.attributes = attributes  # copied onto every child span (contract §8)
+        self.attributes = attributes  # copied onto every child span (docs/compatibility.md#tracing)
         self.root = tracer.start_span(INTERCEPT, kind=SpanKind.SERVER, attributes=attributes)
         self._context = trace.set_span_in_context(self.root)
         self.create: Span | None = self._child(CREATE_INTERCEPTOR)

@@ -1,5 +1,6 @@
-"""Circuit breaking through the running proxy with the real SDKs: trips on the contract's failure statuses, answers
-503 with Retry-After and the provider's own error shape while open, records the rejection, recovers."""
+"""Circuit breaking through the running proxy with the real SDKs (docs/compatibility.md#circuit-breaker): trips on
+Coder's failure statuses, answers 503 with Retry-After and the provider's own error shape while open, records the
+rejection, recovers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""`/metrics` after real SDK traffic: the contract's names and labels, exact values matching the records, legacy
-names equal to canonical ones, gauges back to zero, and our own recorder / TTFB / shadow-AI figures."""
+"""`/metrics` after real SDK traffic: Coder's names and labels (docs/compatibility.md#metrics), exact values
+matching the records, legacy names equal to canonical ones, gauges back to zero, and our own recorder / TTFB /
+shadow-AI figures."""
 
 from __future__ import annotations
 

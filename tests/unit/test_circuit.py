@@ -1,4 +1,5 @@
-"""The circuit breaker state machine (gobreaker semantics, contract §10) on an injected clock."""
+"""The circuit breaker state machine (gobreaker semantics, docs/compatibility.md#circuit-breaker), on an injected
+clock."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The `q` search grammar (contract §4.3): space-separated `key:value` terms, double quotes keep spaces, a bare
-word means `initiator`. Bad input raises `SearchError` with a message that names the term and the problem."""
+"""The `q` search grammar (docs/compatibility.md#search-query-grammar): space-separated `key:value` terms, double
+quotes keep spaces, a bare word means `initiator`. Bad input raises `SearchError` with a message that names the
+term and the problem."""
 
 from __future__ import annotations
 

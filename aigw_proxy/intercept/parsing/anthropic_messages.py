@@ -1,6 +1,7 @@
 """Anthropic Messages API (`POST /v1/messages`): request facts, whole-body response facts, stream accumulator.
 
-Mapping: contract §2.6.1 / §2.6.4 / §2.7; Claude Code's real request shapes: real-client-traffic.md.
+Mapping: docs/compatibility.md#prompts-and-tool-calls, docs/compatibility.md#token-usage and
+docs/compatibility.md#session-ids; Claude Code's real request shapes: docs/agent-traffic.md#claude-code.
 Bytes in, facts out; nothing here raises for any input.
 """
 
@@ -118,7 +119,7 @@ def _usage(msg_id: str, usage: dict[str, Any]) -> TokenUsage:
         output_tokens=count(usage.get("output_tokens")),
         cache_read_input_tokens=cache_read,
         cache_write_input_tokens=cache_write,
-        # The extra kinds Coder stores, always present (contract §2.6.4).
+        # The extra kinds Coder stores, always present (docs/compatibility.md#token-usage).
         metadata={
             "web_search_requests": count(obj(usage.get("server_tool_use")).get("web_search_requests")),
             "cache_creation_input": cache_write,

@@ -1,7 +1,8 @@
 """OpenAI Chat Completions (`POST /v1/chat/completions`): request facts, whole-body response facts, stream
 accumulator.
 
-Mapping: contract §2.6.2 / §2.6.4. Bytes in, facts out; nothing here raises for any input.
+Mapping: docs/compatibility.md#prompts-and-tool-calls and docs/compatibility.md#token-usage. Bytes in, facts
+out; nothing here raises for any input.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aigw_proxy.recording.records import RequestFacts, ResponseFacts, TokenUsage
 # Messages that are instructions, not conversation turns: skipped when looking for the newest turn.
 _NOT_TURNS = frozenset({"system", "developer"})
 
-# metadata key → (usage section, field): the extra kinds Coder stores (contract §2.6.4).
+# metadata key → (usage section, field): the extra kinds Coder stores (docs/compatibility.md#token-usage).
 _EXTRAS = {
     "prompt_audio": ("prompt_tokens_details", "audio_tokens"),
     "prompt_cached": ("prompt_tokens_details", "cached_tokens"),

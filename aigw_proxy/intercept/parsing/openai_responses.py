@@ -1,5 +1,7 @@
 """OpenAI Responses API (`POST /v1/responses`, ChatGPT-plan Codex `/backend-api/codex/responses`, and the same
-events over a WebSocket): request facts, whole response bodies and stream events → facts. Contract §2.6.3.
+events over a WebSocket): request facts, whole response bodies and stream events → facts. Mapping:
+docs/compatibility.md#prompts-and-tool-calls, docs/compatibility.md#token-usage; Codex's traffic:
+docs/agent-traffic.md#codex-cli.
 
 The accumulator works on plain JSON event dicts so the SSE and WebSocket transports share it.
 """

@@ -1,4 +1,4 @@
-"""Distinct models and clients (contract §4.2 `ListAIBridgeModels` / `ListAIBridgeClients`), by prefix.
+"""Distinct models and clients (docs/compatibility.md#models-and-clients), by prefix.
 
 Everything visible: from the daily summary (thousands of rows, not a million). One member's own: from their
 interceptions through the initiator index.

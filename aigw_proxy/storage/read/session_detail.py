@@ -1,4 +1,4 @@
-"""One session in detail (contract §4.3 `GET sessions/{id}`): its threads in order, each with its prompt, model,
+"""One session in detail (docs/compatibility.md#session-detail): its threads in order, each with its prompt, model,
 token usage and agentic actions (the model's thinking and tool calls, one action per model call).
 
 A thread is a root interception (`thread_root_id IS NULL`) plus every interception whose `thread_root_id` is that

@@ -1,4 +1,5 @@
-"""Sessions (contract §4.2): ended interceptions grouped by (session_id, initiator_id), newest activity first.
+"""Sessions (docs/compatibility.md#sessions-list): ended interceptions grouped by (session_id, initiator_id),
+newest activity first.
 
 With a time or call filter, started/ended, threads and `last_active_at` cover only the matching interceptions
 (as Coder groups them), while providers, models, client, metadata, token sums and the last prompt always
