@@ -33,14 +33,9 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gen_api_db import default_dir, ensure_db
+from tests.support.ports import free_port
 
 PREFIX = "/api/v2/ai-gateway"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, token: str, path: str, params: dict[str, object] | None = None) -> tuple[int, bytes]:

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 
 _FRAME = re.compile(r"^(.*) \((.*):(\d+)\)$")
-_NOT_WORK = ("aigw_proxy/cli", "aigw_proxy/__main__", "aigw_proxy/daemon")
+_NOT_WORK = ("aigw_proxy/cli", "aigw_proxy/__main__", "aigw_proxy/proxy/daemon")
 
 
 def _component(stack: list[str]) -> str:

@@ -36,6 +36,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from tests.support.certs import make_ca, make_server_cert, server_ssl_context, write_pem  # noqa: E402
 from tests.support.payloads import responses_object, responses_usage  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 from tests.support.ws_standin import responses_events  # noqa: E402
 
 HOST = "api.openai.com"
@@ -43,12 +44,6 @@ MODEL = "gpt-5.1-codex"
 CODEX_HEADERS = {"User-Agent": "codex_exec/0.169.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.169.0)",
                  "originator": "codex_exec", "session-id": "bench-session",
                  "openai-beta": "responses_websockets=2026-02-06", "Authorization": "Bearer sk-proj-" + "b" * 60}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def turn_events(n_deltas: int, turn: int) -> list[dict]:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.standin import StandIn
 
 PROVIDER_HOSTS = [
@@ -28,12 +28,6 @@ PROVIDER_HOSTS = [
     "generativelanguage.googleapis.com",
 ]
 AIGW = [sys.executable, "-m", "aigw_proxy"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""mitmproxy addons the benchmarks load into the proxies they compare aigw-proxy with."""

@@ -1,0 +1,44 @@
+"""mitm-min: mitmproxy embedded the way the daemon embeds it (the same options, the daemon's own list of built-in
+addons, `mitmproxy_builtins()`), plus the benchmark's redirect addon and nothing else. Compared with aigw-proxy it
+shows what aigw's own addons and recording cost.
+
+    python -m bench.proxy.mitm_min --listen-port P --confdir D --upstream-ca CA.pem --redirect 127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from mitmproxy import options
+from mitmproxy.master import Master
+
+from aigw_proxy.proxy.daemon import mitmproxy_builtins
+from bench.addons.redirect import Redirect
+from bench.proxy.workload import LOOPBACK
+
+
+async def serve(listen_port: int, confdir: str, upstream_ca: str, redirect: str) -> None:
+    opts = options.Options(listen_host=LOOPBACK, listen_port=listen_port, confdir=confdir, mode=["regular"],
+                           ssl_insecure=False)
+    master = Master(opts)
+    master.addons.add(Redirect())  # first, as the daemon registers its own addons before mitmproxy's
+    master.addons.add(*mitmproxy_builtins())
+    opts.update(bench_redirect=redirect, ssl_verify_upstream_trusted_ca=upstream_ca)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, master.shutdown)
+    await master.run()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen-port", type=int, required=True)
+    ap.add_argument("--confdir", required=True, help="mitmproxy confdir (its CA is created there)")
+    ap.add_argument("--upstream-ca", required=True, help="PEM file trusted for the stand-in's certificate")
+    ap.add_argument("--redirect", required=True, help="host:port of the stand-in")
+    args = ap.parse_args()
+    asyncio.run(serve(args.listen_port, args.confdir, args.upstream_ca, args.redirect))
+
+
+if __name__ == "__main__":
+    main()
