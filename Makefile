@@ -29,6 +29,7 @@ run: install
 test: install
 	$(VENV)/bin/ruff check aigw_proxy addons tests bench
 	bash scripts/ensure-prometheus.sh
+	bash scripts/ensure-postgres.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.certs import make_ca, make_server_cert, server_ssl_context, write_pem
 from tests.support.daemon import PROVIDER_HOSTS, Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.postgres import fresh_postgres_url, postgres_cluster, postgres_url  # noqa: F401
 from tests.support.standin import StandIn
 from tests.support.ws_fixtures import ws_daemon, ws_proxy_env, ws_standin_server, ws_upstream  # noqa: F401
 
