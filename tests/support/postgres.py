@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.support.daemon import free_port
+from tests.support.ports import free_port
 
 BINDIR_ENV = "AIGW_TEST_PG_BINDIR"
 OS_USER_ENV = "AIGW_TEST_PG_USER"
