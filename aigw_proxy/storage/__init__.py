@@ -17,17 +17,15 @@ from aigw_proxy.storage.schema.migrations import LATEST_VERSION, current_version
 from aigw_proxy.storage.schema.tables import error_type_for_status
 from aigw_proxy.storage.timefmt import rfc3339
 from aigw_proxy.storage.users import UserStore
-from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, CommitInfo, Listener, RecordWriter
+from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, RecordWriter
 
 __all__ = [
     "DANGLING_MESSAGE",
     "LATEST_VERSION",
-    "CommitInfo",
     "Database",
     "InterceptionFilter",
     "InvalidCursor",
     "InvalidUsernameError",
-    "Listener",
     "RecordWriter",
     "SchemaTooNewError",
     "StorageError",
