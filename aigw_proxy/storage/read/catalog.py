@@ -9,10 +9,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.read.filters import DEFAULT_LIMIT
 from aigw_proxy.storage.schema.summaries import interception_days
 from aigw_proxy.storage.schema.tables import interceptions
-
-DEFAULT_LIMIT = 100
 
 
 async def distinct_values(

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import json_loads
-from aigw_proxy.storage.read.interceptions import InterceptionFilter, filter_conditions
+from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema.session_slices import ATTRIBUTES, PAGE_INDEX, WINDOW_INDEX
 from aigw_proxy.storage.schema.summaries import interception_days
 from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions
