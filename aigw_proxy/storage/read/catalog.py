@@ -21,6 +21,7 @@ async def distinct_values(
     """Sorted distinct `kind` ("model" or "client") values starting with `prefix` (case-sensitive)."""
     if kind not in ("model", "client"):
         raise ValueError(f"unknown kind {kind!r}")
+    column: sa.ColumnElement[str]
     if visible_to is None:
         d = interception_days.c
         column = d.model if kind == "model" else d.client

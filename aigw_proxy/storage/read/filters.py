@@ -43,7 +43,7 @@ class InterceptionFilter:
         )
 
 
-def initiator_ids(value: str) -> sa.CompoundSelect[tuple[str]]:
+def initiator_ids(value: str) -> sa.CompoundSelect[str]:
     """The user ids `value` may name: itself (an id, possibly of a deleted user) or a username's id."""
     return sa.select(sa.literal(value, sa.String)).union(sa.select(users.c.id).where(users.c.username == value))
 

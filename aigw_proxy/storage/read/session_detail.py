@@ -57,6 +57,7 @@ async def get_session(
                 roots = roots.where(_keyset_after(cursor.started_at, cursor_id))
             else:
                 roots = roots.where(_keyset_before(cursor.started_at, cursor_id))
+        page: Sequence[sa.Row[str, datetime]]
         if before_id is not None:  # the threads just before the cursor, still returned oldest first
             page = list(reversed((await conn.execute(
                 roots.order_by(_i.started_at.desc(), _i.id.desc()).limit(limit))).all()))
