@@ -76,8 +76,8 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -512000")
-    from aigw_proxy.storage import session_slices, summaries
     from aigw_proxy.storage.dialect import create_triggers
+    from aigw_proxy.storage.schema import session_slices, summaries
 
     for name in [*summaries.TRIGGERS, *session_slices.TRIGGERS]:
         conn.execute(f"DROP TRIGGER IF EXISTS {name}")

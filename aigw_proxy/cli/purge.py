@@ -17,8 +17,7 @@ from aigw_proxy.cli.run import retention_window
 @data_dir_option
 def purge(retention: str, data_dir: Path) -> None:
     """Delete interceptions older than the retention window and all their child rows; print what was deleted."""
-    from aigw_proxy.storage import rfc3339
-    from aigw_proxy.storage.retention_loop import purge_now
+    from aigw_proxy.storage import purge_now, rfc3339
 
     window = retention_window(retention)
     if window is None:

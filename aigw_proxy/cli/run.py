@@ -66,7 +66,7 @@ def run(listen: str, admin_listen: str, data_dir: Path, config_file: Path | None
 
 
 def retention_window(value: str) -> timedelta | None:
-    from aigw_proxy.storage.retention_loop import parse_retention
+    from aigw_proxy.storage import parse_retention
 
     try:
         return parse_retention(value)

@@ -32,7 +32,7 @@ def sessions_list(after_session_id: str | None, url: str | None, token: str | No
                                                   "after_session_id": after_session_id})
         print_json(body["sessions"])
         return
-    from aigw_proxy.storage.read.sessions import list_sessions
+    from aigw_proxy.storage import list_sessions
 
     flt = local_filter(terms)
     print_json(storage_call(data_dir, lambda db: list_sessions(db, flt, limit=kw["limit"],
@@ -57,7 +57,7 @@ def sessions_show(session_id: str, after_id: str | None, before_id: str | None, 
         print_json(api_get(url, token, f"/sessions/{quote(session_id, safe='')}",
                            {"after_id": after_id, "before_id": before_id, "limit": limit}))
         return
-    from aigw_proxy.storage.read.session_detail import get_session
+    from aigw_proxy.storage import get_session
 
     found = storage_call(data_dir, lambda db: get_session(db, session_id, after_id=after_id, before_id=before_id,
                                                           limit=limit))

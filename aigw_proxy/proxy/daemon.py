@@ -35,8 +35,7 @@ from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
 from aigw_proxy.proxy.record_exports import setup as setup_observability
 from aigw_proxy.recording.recorder import Recorder
-from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
-from aigw_proxy.storage.retention_loop import RetentionLoop
+from aigw_proxy.storage import Database, RecordWriter, RetentionLoop, UserStore, open_database
 
 log = logging.getLogger("aigw_proxy.daemon")
 

@@ -1,5 +1,12 @@
-"""SQLite storage (SQLAlchemy Core, async): schema and migrations, users and proxy tokens, the batched record
-writer fed by the proxy, and the interception queries."""
+"""SQLite storage (SQLAlchemy Core, async): the storage package's public surface. The proxy, the admin API, the
+CLI and telemetry import from here, never from the modules below.
+
+* `database`: opening the file (a writer and a reader engine), `schema/`: tables, migrations and the summary
+  tables the database keeps itself; `users`: users and proxy tokens;
+* `write/`: the batched record writer fed by the proxy;
+* `read/`: the interceptions and sessions lists, one session in detail, counts, distinct values;
+* `retention`: the retention window and the purge.
+"""
 
 from aigw_proxy.storage.database import Database, open_database
 from aigw_proxy.storage.errors import (
@@ -11,25 +18,33 @@ from aigw_proxy.storage.errors import (
     UserExistsError,
     UserNotFoundError,
 )
-from aigw_proxy.storage.read.interceptions import InterceptionFilter, count_interceptions, list_interceptions
-from aigw_proxy.storage.retention import purge_interceptions
+from aigw_proxy.storage.read.catalog import distinct_values
+from aigw_proxy.storage.read.counts import count_interceptions
+from aigw_proxy.storage.read.filters import InterceptionFilter
+from aigw_proxy.storage.read.interceptions import list_interceptions
+from aigw_proxy.storage.read.session_detail import DEFAULT_THREADS, MAX_THREADS, get_session
+from aigw_proxy.storage.read.session_list import SessionCursorNotFound, list_sessions, sessions_page
+from aigw_proxy.storage.retention import PurgeResult, RetentionLoop, parse_retention, purge_interceptions, purge_now
 from aigw_proxy.storage.schema.migrations import LATEST_VERSION, current_version, migrate
 from aigw_proxy.storage.schema.tables import error_type_for_status
 from aigw_proxy.storage.timefmt import rfc3339
 from aigw_proxy.storage.users import UserStore
-from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, CommitInfo, Listener, RecordWriter
+from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, RecordWriter
 
 __all__ = [
     "DANGLING_MESSAGE",
+    "DEFAULT_THREADS",
     "LATEST_VERSION",
-    "CommitInfo",
+    "MAX_THREADS",
     "Database",
     "InterceptionFilter",
     "InvalidCursor",
     "InvalidUsernameError",
-    "Listener",
+    "PurgeResult",
     "RecordWriter",
+    "RetentionLoop",
     "SchemaTooNewError",
+    "SessionCursorNotFound",
     "StorageError",
     "TokenNotFoundError",
     "UserExistsError",
@@ -37,10 +52,16 @@ __all__ = [
     "UserStore",
     "count_interceptions",
     "current_version",
+    "distinct_values",
     "error_type_for_status",
+    "get_session",
     "list_interceptions",
+    "list_sessions",
     "migrate",
     "open_database",
+    "parse_retention",
     "purge_interceptions",
+    "purge_now",
     "rfc3339",
+    "sessions_page",
 ]

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import orjson
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 _json_dumps = functools.partial(json.dumps, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-def json_loads(text: str | bytes) -> object:
+def json_loads(text: str | bytes) -> Any:
     """JSON columns are read by the thousand on API pages: orjson is several times faster. It rejects the NaN
     and Infinity that `json.dumps` may have written; the standard parser reads those."""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -71,6 +72,14 @@ def is_busy_error(exc: BaseException) -> bool:
     return isinstance(orig, sqlite3.OperationalError) and any(m in str(orig).lower() for m in _BUSY_MARKERS)
 
 
+async def driver_connection(conn: AsyncConnection) -> aiosqlite.Connection:
+    """The driver's own connection under `conn`: the same connection, in the same transaction."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None:  # the pool invalidated it
+        raise sa.exc.ResourceClosedError("the database connection is closed")
+    return driver
+
+
 async def pragma(conn: AsyncConnection, name: str) -> Any:
     """Read one pragma value (tests and diagnostics)."""
     if not name.replace("_", "").isalnum():
@@ -84,9 +93,8 @@ async def reclaim_free_pages(conn: AsyncConnection, pages: int | None = None) ->
     still left."""
     # The pragma frees one page per step and returns no columns, so SQLAlchemy would step it only once: step it
     # to the end on the driver's own cursor (same connection, same transaction).
-    raw = await conn.get_raw_connection()
     limit = "" if pages is None else f"({int(pages)})"
-    cursor = await raw.driver_connection.execute(f"PRAGMA incremental_vacuum{limit}")
+    cursor = await (await driver_connection(conn)).execute(f"PRAGMA incremental_vacuum{limit}")
     try:
         await cursor.fetchall()
     finally:

@@ -1,9 +1,12 @@
-"""Data retention (docs/compatibility.md#retention): delete interceptions started before a cut-off, children
-first, in batches.
+"""Data retention (docs/compatibility.md#retention): the retention window setting, and deleting interceptions
+older than it with all their child rows, every 10 minutes in the daemon (`RetentionLoop`) or once from the CLI
+(`purge_now`).
 
-Each batch is its own short write transaction on the writer engine (the record writer's own single connection in
-the daemon), and the purge pauses between batches, so queued records are written in between and the writer is
-never held for more than one batch. Freed pages go back to the file system the same way, a few at a time.
+The window: `60d` by default, `0` keeps everything (`parse_retention`). The purge deletes interceptions started
+before a cut-off, children first, in batches. Each batch is its own short write transaction on the writer engine
+(the record writer's own single connection in the daemon), and the purge pauses between batches, so queued records
+are written in between and the writer is never held for more than one batch. Freed pages go back to the file
+system the same way, a few at a time.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from aigw_proxy.config.durations import parse_duration
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.dialect import reclaim_free_pages
 from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions
 
-log = logging.getLogger("aigw_proxy.storage")
+log = logging.getLogger("aigw_proxy.storage")  # what was purged
+loop_log = logging.getLogger("aigw_proxy.retention")  # the daemon's loop
+
+PURGE_EVERY = 600.0  # seconds, as Coder's dbpurge loop
 
 DEFAULT_BATCH = 250  # ~0.3 ms per interception warm, ~3 ms cold on 1M rows: the writer lock is held < 1 s
 VACUUM_PAGES = 2000  # pages (4 KiB) given back per transaction
@@ -74,3 +81,60 @@ async def purge_interceptions(db: Database, before: datetime, *, batch_size: int
     """Delete interceptions with `started_at < before` and all their child rows; return how many
     interceptions were deleted."""
     return (await purge_old_records(db, before, batch_size=batch_size)).deleted_interceptions
+
+
+# -- the retention window and the daemon's loop ------------------------------------------------------------
+
+def parse_retention(text: str) -> timedelta | None:
+    """The retention window from its setting (`--retention`): `60d`, `12h`, `30m`, `90s`, combinations such as
+    `1d12h`, or `0` (keep forever → None)."""
+    if text.strip() == "0":
+        return None
+    try:
+        seconds = parse_duration(text, bare_seconds=False, whole=True)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a retention period (e.g. 60d, 12h, 30m, or 0 to keep everything)") from None
+    return timedelta(seconds=seconds) if seconds else None
+
+
+def cutoff(window: timedelta, now: datetime | None = None) -> datetime:
+    """The start time before which interceptions fall out of `window`."""
+    return (now or datetime.now(UTC)) - window
+
+
+async def purge_now(db: Database, window: timedelta) -> tuple[PurgeResult, datetime]:
+    """Purge what is older than `window` now: (what was deleted, the cut-off)."""
+    before = cutoff(window)
+    return await purge_old_records(db, before), before
+
+
+class RetentionLoop:
+    """Background task on the daemon's loop; the database work runs in the driver's thread, batch by batch."""
+
+    def __init__(self, db: Database, window: timedelta, *, every: float = PURGE_EVERY, first_after: float = 30.0):
+        self._db = db
+        self._window = window
+        self._every = every
+        self._first_after = first_after
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+        self.deleted = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="aigw-retention")
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._first_after)
+        while True:
+            try:
+                result, _ = await purge_now(self._db, self._window)
+                self.deleted += result.deleted_interceptions
+            except Exception:
+                loop_log.exception("retention purge failed; trying again in %.0fs", self._every)
+            self.runs += 1
+            await asyncio.sleep(self._every)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,8 +134,7 @@ class UserStore:
                     )
                 )
             ).all()
-            rows.sort(key=lambda r: r.id != username_or_id)
-            found = await _with_tokens(conn, rows[:1])
+            found = await _with_tokens(conn, sorted(rows, key=lambda r: r.id != username_or_id)[:1])
         return found[0] if found else None
 
     async def authenticate(self, token: str) -> Initiator | None:
@@ -193,7 +193,7 @@ async def _insert_token(conn: AsyncConnection, user_id: str, name: str | None, n
     return token_id, plaintext
 
 
-async def _with_tokens(conn: AsyncConnection, user_rows: list[Any]) -> list[dict[str, Any]]:
+async def _with_tokens(conn: AsyncConnection, user_rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
     if not user_rows:
         return []
     t = api_tokens.c

@@ -17,9 +17,9 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
+from aigw_proxy.recording.commits import CommitInfo
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, RecordEvent
-from aigw_proxy.storage.timefmt import rfc3339
-from aigw_proxy.storage.write.writer import CommitInfo
+from aigw_proxy.storage import rfc3339
 
 LOGGER_NAME: Final = "aigw_proxy.interceptions"
 MESSAGE: Final = "interception log"

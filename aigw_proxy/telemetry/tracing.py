@@ -37,8 +37,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from aigw_proxy.recording.commits import CommitInfo
 from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, RecordEvent
-from aigw_proxy.storage.write.writer import CommitInfo
 from aigw_proxy.telemetry.log_setup import redact
 from aigw_proxy.telemetry.structured_log import (
     INTERCEPTION_END,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import RecordWriter, open_database
-from aigw_proxy.storage.read.interceptions import InterceptionFilter
-from aigw_proxy.storage.read.sessions import sessions_page
+from aigw_proxy.storage.read.filters import InterceptionFilter
+from aigw_proxy.storage.read.session_list import sessions_page
 from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES
 from tests.storage.conftest import ended, started
 from tests.storage.test_session_slices import downgrade_to_v3

@@ -12,8 +12,7 @@ import pytest
 
 from aigw_proxy.recording.records import Initiator, ModelThought
 from aigw_proxy.storage import Database, RecordWriter, list_interceptions
-from aigw_proxy.storage.retention import purge_old_records
-from aigw_proxy.storage.retention_loop import RetentionLoop, parse_retention
+from aigw_proxy.storage.retention import RetentionLoop, parse_retention, purge_old_records
 from aigw_proxy.storage.schema.summaries import rebuild
 from tests.support.daemon import run_cli
 

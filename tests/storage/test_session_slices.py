@@ -19,8 +19,8 @@ import pytest
 
 from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import Database, RecordWriter, open_database
-from aigw_proxy.storage.read.interceptions import InterceptionFilter
-from aigw_proxy.storage.read.sessions import SessionCursorNotFound, _grouped_page, sessions_page
+from aigw_proxy.storage.read.filters import InterceptionFilter
+from aigw_proxy.storage.read.session_list import SessionCursorNotFound, _grouped_page, sessions_page
 from aigw_proxy.storage.read.sessions_from_slices import SlicePlan, slice_of
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES, V3_INDEXES

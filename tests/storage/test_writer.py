@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from aigw_proxy.recording.commits import CommitInfo
 from aigw_proxy.recording.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
 from aigw_proxy.storage import (
     DANGLING_MESSAGE,
-    CommitInfo,
     Database,
     RecordWriter,
     error_type_for_status,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from aigw_proxy.recording.commits import CommitInfo
 from aigw_proxy.recording.records import (
     Initiator,
     InterceptionEnded,
@@ -21,7 +22,6 @@ from aigw_proxy.recording.records import (
     TokenUsage,
     ToolCall,
 )
-from aigw_proxy.storage.write.writer import CommitInfo
 from aigw_proxy.telemetry.log_setup import JsonLineFormatter, TextFormatter, redact
 from aigw_proxy.telemetry.structured_log import LOGGER_NAME, StructuredLog
 

@@ -14,8 +14,8 @@ from opentelemetry.trace import StatusCode
 
 from aigw_proxy.intercept.interception import Interception
 from aigw_proxy.policy.providers import Api, builtin_providers
+from aigw_proxy.recording.commits import CommitInfo
 from aigw_proxy.recording.records import Initiator, RecordEvent
-from aigw_proxy.storage.write.writer import CommitInfo
 from aigw_proxy.telemetry import tracing
 from aigw_proxy.telemetry.structured_log import StructuredLog
 from aigw_proxy.telemetry.tracing import SpanEventHandler, Tracer

@@ -21,11 +21,20 @@ from aigw_proxy.admin.api.openapi import openapi_document
 from aigw_proxy.admin.api.search import SearchError, parse_search
 from aigw_proxy.admin.server import AdminResponse
 from aigw_proxy.proxy.ca import CERT_FILE
-from aigw_proxy.storage import Database, InterceptionFilter, InvalidCursor, UserStore
-from aigw_proxy.storage.read.catalog import distinct_values
-from aigw_proxy.storage.read.interceptions import count_interceptions, list_interceptions
-from aigw_proxy.storage.read.session_detail import DEFAULT_THREADS, MAX_THREADS, get_session
-from aigw_proxy.storage.read.sessions import SessionCursorNotFound, sessions_page
+from aigw_proxy.storage import (
+    DEFAULT_THREADS,
+    MAX_THREADS,
+    Database,
+    InterceptionFilter,
+    InvalidCursor,
+    SessionCursorNotFound,
+    UserStore,
+    count_interceptions,
+    distinct_values,
+    get_session,
+    list_interceptions,
+    sessions_page,
+)
 
 log = logging.getLogger("aigw_proxy.api")
 

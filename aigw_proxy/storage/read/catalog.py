@@ -9,10 +9,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.read.filters import DEFAULT_LIMIT
 from aigw_proxy.storage.schema.summaries import interception_days
 from aigw_proxy.storage.schema.tables import interceptions
-
-DEFAULT_LIMIT = 100
 
 
 async def distinct_values(
@@ -22,6 +21,7 @@ async def distinct_values(
     """Sorted distinct `kind` ("model" or "client") values starting with `prefix` (case-sensitive)."""
     if kind not in ("model", "client"):
         raise ValueError(f"unknown kind {kind!r}")
+    column: sa.ColumnElement[str]
     if visible_to is None:
         d = interception_days.c
         column = d.model if kind == "model" else d.client

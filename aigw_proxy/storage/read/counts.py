@@ -1,4 +1,5 @@
-"""Exact counts of ended interceptions from the daily summary (`aigw_interception_days`).
+"""Exact counts of ended interceptions: a user's or a session's through an index, the rest from the daily summary
+(`aigw_interception_days`).
 
 Whole UTC days inside the window are summed from the summary; the one or two partial days at its edges are
 counted from the interceptions themselves through the covering `(started_at, provider, …)` index. So a count
@@ -12,7 +13,8 @@ from datetime import UTC, datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.storage.read.interceptions import InterceptionFilter, filter_conditions
+from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema.summaries import interception_days
 from aigw_proxy.storage.schema.tables import interceptions
 
@@ -40,6 +42,15 @@ def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]
 async def _count_rows(conn: AsyncConnection, flt: InterceptionFilter) -> int:
     query = sa.select(sa.func.count()).select_from(interceptions).where(*filter_conditions(flt))
     return int((await conn.execute(query)).scalar_one())
+
+
+async def count_interceptions(db: Database, flt: InterceptionFilter | None = None) -> int:
+    """How many ended interceptions match (ignores pagination)."""
+    flt = flt or InterceptionFilter()
+    async with db.reader.connect() as conn:
+        if flt.by_user:  # a user has few enough rows to count them through an index
+            return await _count_rows(conn, flt)
+        return await count_by_days(conn, flt)
 
 
 async def count_by_days(conn: AsyncConnection, flt: InterceptionFilter) -> int:

@@ -8,21 +8,25 @@ before (the threads just before the cursor), `limit` 1..200 (default 50).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.read.interceptions import children_of
-from aigw_proxy.storage.read.sessions import by_key, keyset_after, keyset_before, session_key, token_metadata_sums
-from aigw_proxy.storage.schema.tables import interceptions, users
+from aigw_proxy.storage.schema.summaries import sessions as summary
+from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
 DEFAULT_THREADS = 50
 MAX_THREADS = 200
 _i = interceptions.c
+_s = summary.c
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
 
 
@@ -39,7 +43,7 @@ async def get_session(
     if after_id is not None and before_id is not None:
         raise ValueError("cannot use both after_id and before_id")
     async with db.reader.connect() as conn:
-        head = await session_key(conn, session_id, visible_to)
+        head = await _session_key(conn, session_id, visible_to)
         if head is None:
             return None
         mine = [_i.session_id == session_id, _i.initiator_id == head.initiator_id, _i.ended_at.is_not(None)]
@@ -50,9 +54,10 @@ async def get_session(
             if cursor is None:
                 raise InvalidCursor(f"invalid pagination cursor: no interception {cursor_id!r} in this session")
             if after_id is not None:
-                roots = roots.where(keyset_after(cursor.started_at, cursor_id))
+                roots = roots.where(_keyset_after(cursor.started_at, cursor_id))
             else:
-                roots = roots.where(keyset_before(cursor.started_at, cursor_id))
+                roots = roots.where(_keyset_before(cursor.started_at, cursor_id))
+        page: Sequence[sa.Row[str, datetime]]
         if before_id is not None:  # the threads just before the cursor, still returned oldest first
             page = list(reversed((await conn.execute(
                 roots.order_by(_i.started_at.desc(), _i.id.desc()).limit(limit))).all()))
@@ -70,10 +75,10 @@ async def get_session(
         )).all()
         first_metadata = (await conn.execute(
             sa.select(_i.metadata).where(_i.id == everything[0].id))).scalar() if everything else None
-        extra = await token_metadata_sums(conn, session_id, head.initiator_id)
+        extra = await _token_metadata_sums(conn, session_id, head.initiator_id)
         username = (await conn.execute(sa.select(users.c.username).where(users.c.id == head.initiator_id))).scalar()
 
-    threads = by_key(rows, lambda r: r.thread_root_id or r.id)
+    threads = _by_key(rows, lambda r: r.thread_root_id or r.id)
     first = everything[0] if everything else None
     return {
         "id": session_id,
@@ -137,3 +142,42 @@ def _thread_json(rows: list[Any], kids: dict[str, dict[str, list[dict[str, Any]]
         "token_usage": _usage([t for r in rows for t in kids[r.id]["token_usages"]]),
         "agentic_actions": actions,
     }
+
+
+async def _session_key(conn: AsyncConnection, session_id: str, visible_to: str | None) -> Any:
+    """The summary row of a session visible to the caller (the most recently active one if several users share
+    the id), or None."""
+    cond = [_s.session_id == session_id]
+    if visible_to is not None:
+        cond.append(_s.initiator_id == visible_to)
+    query = sa.select(summary).where(*cond).order_by(_s.last_active_at.desc(), _s.initiator_id).limit(1)
+    return (await conn.execute(query)).first()
+
+
+async def _token_metadata_sums(conn: AsyncConnection, session_id: str, initiator_id: str) -> dict[str, int]:
+    """Extra token kinds (token usage `metadata`) summed over a whole session."""
+    each = sa.func.json_each(token_usages.c.metadata).table_valued("key", "value", "type")
+    ids = sa.select(_i.id).where(_i.session_id == session_id, _i.initiator_id == initiator_id,
+                                 _i.ended_at.is_not(None))
+    rows = await conn.execute(
+        sa.select(each.c.key, sa.func.sum(each.c.value))
+        .select_from(token_usages.join(each, sa.true()))
+        .where(token_usages.c.interception_id.in_(ids), each.c.type.in_(("integer", "real")))
+        .group_by(each.c.key)
+    )
+    return {k: int(v) for k, v in rows}
+
+
+def _keyset_after(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
+    return sa.tuple_(_i.started_at, _i.id) > sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
+
+
+def _keyset_before(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
+    return sa.tuple_(_i.started_at, _i.id) < sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
+
+
+def _by_key[T](rows: Sequence[T], key: Callable[[T], Any]) -> dict[Any, list[T]]:
+    grouped: dict[Any, list[T]] = defaultdict(list)
+    for r in rows:
+        grouped[key(r)].append(r)
+    return grouped

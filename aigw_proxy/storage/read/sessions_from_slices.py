@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import json_loads
-from aigw_proxy.storage.read.interceptions import InterceptionFilter, filter_conditions
+from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema.session_slices import ATTRIBUTES, PAGE_INDEX, WINDOW_INDEX
 from aigw_proxy.storage.schema.summaries import interception_days
 from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions
@@ -137,7 +137,7 @@ async def _scan_with_others(conn: AsyncConnection, w: _Window) -> tuple[int, set
         f"SELECT count(*) FILTER (WHERE {w.inside_in_slice}), "
         f"json_group_array(json_array(session_id, initiator_id)) FILTER (WHERE {w.mixed}) "
         f"FROM aigw_session_slices WHERE kind = :kind AND value = :value"))).one()
-    return int(row[0] or 0), {(sid, uid) for sid, uid in json_loads(row[1] or "[]")}  # type: ignore[union-attr]
+    return int(row[0] or 0), {(sid, uid) for sid, uid in json_loads(row[1] or "[]")}
 
 
 async def _irregular(
@@ -217,12 +217,12 @@ async def slice_page(
 
     total = None
     if count:
-        if after is None and before is None and not w.checks_others:  # the whole slice
-            n_inside = (await conn.execute(w.text(
-                "SELECT sessions FROM aigw_session_slice_counts WHERE kind = :kind AND value = :value"))).scalar()
+        if after is None and before is None and not w.checks_others:  # the whole slice (no row: no session yet)
+            n_inside = int((await conn.execute(w.text(
+                "SELECT sessions FROM aigw_session_slice_counts WHERE kind = :kind AND value = :value"))).scalar() or 0)
         elif not w.checks_others:
-            n_inside = (await conn.execute(w.text(
+            n_inside = int((await conn.execute(w.text(
                 f"SELECT count(*) FROM aigw_session_slices INDEXED BY {WINDOW_INDEX} WHERE {w.inside_by_window}"
-            ))).scalar_one()
-        total = int(n_inside or 0) + len(irregular)
+            ))).scalar_one())
+        total = n_inside + len(irregular)
     return total, page

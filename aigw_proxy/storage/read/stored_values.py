@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import json_loads
+from aigw_proxy.storage.dialect import driver_connection
 from aigw_proxy.storage.schema.tables import UTCDateTime
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -24,8 +26,16 @@ from aigw_proxy.storage.timefmt import rfc3339
 # of the same length (`...05.123+00`, week dates) parse to different instants.
 _STORED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}").fullmatch
 _SQLITE = sqlite.dialect()
+
+
+def _sqlite_reader(type_: sa.types.TypeEngine[Any]) -> Callable[[Any], Any]:
+    """How the column type reads a stored value on SQLite (as stored if it has no result processor)."""
+    process = type_.dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+    return process if process is not None else lambda value: value
+
+
 # The column type's own reading, for anything else (not written by this schema; read exactly as before).
-_utc_datetime = UTCDateTime().dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+_utc_datetime = _sqlite_reader(UTCDateTime())
 
 
 @functools.lru_cache(maxsize=8192)  # a call's children all carry its end time: most lookups on a page are repeats
@@ -53,5 +63,6 @@ async def driver_rows(conn: AsyncConnection, sql: str, params: list[Any]) -> lis
     """Plain tuples straight from the driver, in `conn`'s transaction (the snapshot of the statements around it)."""
     if not conn.in_transaction():
         await conn.begin()  # as SQLAlchemy's autobegin would: the reader engine's BEGIN hook runs
-    raw = await conn.get_raw_connection()
-    return list(await raw.driver_connection.execute_fetchall(sql, params))
+    rows = await (await driver_connection(conn)).execute_fetchall(sql, params)
+    # No row factory is set on these connections, so the rows are plain tuples (aiosqlite annotates sqlite3.Row).
+    return cast(list[tuple[Any, ...]], list(rows))

@@ -5,7 +5,7 @@ A slice is `(kind, value)`: all of the session's interceptions (`all`, value '')
 provider_name, model or client (`COALESCE(client, 'Unknown')`). A row holds what the sessions list shows for the
 matching interceptions only — first and last start, last end, last prompt time, `last_active_at`, interception and
 thread counts — so a sessions list filtered by one attribute reads its page and count from this table instead of
-grouping hundreds of thousands of interceptions (see sessions.py for how a time window is answered from it too).
+grouping hundreds of thousands of interceptions (read/sessions_from_slices.py reads it, time windows included).
 
 `last_started_at` exists for time windows: a slice whose first and last start both lie in the window matches as a
 whole, with exactly these aggregates. `only_provider`, `only_provider_name`, `only_model`, `only_client` do the

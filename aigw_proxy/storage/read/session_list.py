@@ -1,12 +1,12 @@
-"""Sessions (docs/compatibility.md#sessions-list): ended interceptions grouped by (session_id, initiator_id),
-newest activity first.
+"""The sessions list (docs/compatibility.md#sessions-list): ended interceptions grouped by (session_id,
+initiator_id), newest activity first.
 
 With a time or call filter, started/ended, threads and `last_active_at` cover only the matching interceptions
 (as Coder groups them), while providers, models, client, metadata, token sums and the last prompt always
 describe the whole session. Where the rows come from:
-* no time or call filter: the `aigw_sessions` summary the database keeps (summaries.py);
+* no time or call filter: the `aigw_sessions` summary the database keeps (schema/summaries.py);
 * a time window and/or provider, provider_name, model, client, not narrowed to a user or session: the session
-  slices (session_slices.py, read by sliced_sessions.py);
+  slices (schema/session_slices.py, read by sessions_from_slices.py);
 * a user's or a session's rows: the matching interceptions, grouped here.
 Either way only the page's sessions are looked at in detail ("page first, then enrich").
 """
@@ -14,8 +14,6 @@ Either way only the page's sessions are looked at in detail ("page first, then e
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
-from aigw_proxy.storage.read.interceptions import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
+from aigw_proxy.storage.read.filters import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.read.sessions_from_slices import per_session, slice_of, slice_page
 from aigw_proxy.storage.read.stored_values import driver_rows, metadata_json, time_json, untyped
 from aigw_proxy.storage.schema.session_slices import slice_counts
 from aigw_proxy.storage.schema.summaries import sessions as summary
-from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, token_usages, user_prompts, users
+from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, user_prompts, users
 from aigw_proxy.storage.timefmt import rfc3339
 
 _i = interceptions.c
@@ -286,42 +284,3 @@ def _session_json(r: Any, d: dict[str, Any]) -> dict[str, Any]:
         "last_prompt": d["last_prompt"],
         "last_active_at": _time(r.last_active_at),
     }
-
-
-async def session_key(conn: AsyncConnection, session_id: str, visible_to: str | None) -> Any:
-    """The summary row of a session visible to the caller (the most recently active one if several users share
-    the id), or None."""
-    cond = [_s.session_id == session_id]
-    if visible_to is not None:
-        cond.append(_s.initiator_id == visible_to)
-    query = sa.select(summary).where(*cond).order_by(_s.last_active_at.desc(), _s.initiator_id).limit(1)
-    return (await conn.execute(query)).first()
-
-
-async def token_metadata_sums(conn: AsyncConnection, session_id: str, initiator_id: str) -> dict[str, int]:
-    """Extra token kinds (token usage `metadata`) summed over a whole session."""
-    each = sa.func.json_each(token_usages.c.metadata).table_valued("key", "value", "type")
-    ids = sa.select(_i.id).where(_i.session_id == session_id, _i.initiator_id == initiator_id,
-                                 _i.ended_at.is_not(None))
-    rows = await conn.execute(
-        sa.select(each.c.key, sa.func.sum(each.c.value))
-        .select_from(token_usages.join(each, sa.true()))
-        .where(token_usages.c.interception_id.in_(ids), each.c.type.in_(("integer", "real")))
-        .group_by(each.c.key)
-    )
-    return {k: int(v) for k, v in rows}
-
-
-def keyset_after(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
-    return sa.tuple_(_i.started_at, _i.id) > sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
-
-
-def keyset_before(started_at: datetime, iid: str) -> sa.ColumnElement[bool]:
-    return sa.tuple_(_i.started_at, _i.id) < sa.tuple_(sa.literal(started_at, UTCDateTime), sa.literal(iid))
-
-
-def by_key[T](rows: list[T], key: Any) -> dict[Any, list[T]]:
-    grouped: dict[Any, list[T]] = defaultdict(list)
-    for r in rows:
-        grouped[key(r)].append(r)
-    return grouped
