@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/aigw-proxy run
 
-test: install
+test: install typecheck
 	$(VENV)/bin/ruff check aigw_proxy addons tests bench
 	bash scripts/ensure-prometheus.sh
 	bash scripts/ensure-postgres.sh
