@@ -2,58 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
-from tests.api.seed import Dataset, seed, user_id
-from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.api import Api
+from tests.support.api_seed import seed, user_id
+from tests.support.daemon import UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.standin import StandIn
-
-PREFIX = "/api/v2/ai-gateway"
-
-
-@dataclass
-class Api:
-    daemon: Daemon
-    data: Dataset
-    tokens: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.daemon.admin_port}"
-
-    def get(self, path: str, user: str | None = "root", *, prefix: str = PREFIX, headers: dict[str, str] | None = None,
-            **params: Any) -> tuple[int, Any, dict[str, str]]:
-        """(status, JSON body or raw bytes, headers) of a GET; `user=None` sends no token."""
-        query = urlencode({k: v for k, v in params.items() if v is not None})
-        req = urllib.request.Request(self.url + prefix + path + (f"?{query}" if query else ""))
-        if user is not None:
-            req.add_header("Coder-Session-Token", self.tokens[user])
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                status, body, hdrs = resp.status, resp.read(), dict(resp.headers)
-        except urllib.error.HTTPError as exc:
-            status, body, hdrs = exc.code, exc.read(), dict(exc.headers)
-        if hdrs.get("Content-Type", "").startswith("application/json"):
-            return status, json.loads(body), hdrs
-        return status, body, hdrs
-
-    def ok(self, path: str, user: str | None = "root", **params: Any) -> Any:
-        status, body, _ = self.get(path, user, **params)
-        assert status == 200, body
-        return body
-
-    def uid(self, user: str) -> str:
-        return self.data.user_ids[user]
 
 
 @pytest.fixture(scope="session")

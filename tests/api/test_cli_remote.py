@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.api.conftest import Api
+from tests.support.api import Api
 from tests.support.daemon import run_cli
 
 

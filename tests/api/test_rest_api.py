@@ -7,8 +7,8 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from tests.api.conftest import Api
-from tests.api.seed import Seeded
+from tests.support.api import Api
+from tests.support.api_seed import Seeded
 
 RFC = "%Y-%m-%dT%H:%M:%S.%fZ"
 

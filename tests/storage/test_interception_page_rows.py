@@ -17,8 +17,7 @@ from aigw_proxy.storage import Database, RecordWriter, list_interceptions, rfc33
 from aigw_proxy.storage.read.interceptions import children_of
 from aigw_proxy.storage.read.stored_values import metadata_json, time_json
 from aigw_proxy.storage.schema.tables import interceptions, model_thoughts, token_usages, tool_usages, user_prompts
-
-from .conftest import at, started
+from tests.support.records import at, started
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from aigw_proxy.storage import RecordWriter, open_database
 from aigw_proxy.storage.read.filters import InterceptionFilter
 from aigw_proxy.storage.read.session_list import sessions_page
 from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES
-from tests.storage.conftest import ended, started
 from tests.storage.test_session_slices import downgrade_to_v3
+from tests.support.records import ended, started
 
 FILTERS = (
     InterceptionFilter(model="gpt-5"),

@@ -15,8 +15,7 @@ from aigw_proxy.storage import (
     list_interceptions,
     purge_interceptions,
 )
-
-from .conftest import T0, at, ended, started
+from tests.support.records import T0, at, ended, started
 
 
 async def test_order_and_keyset_pagination(db: Database, alice: Initiator, writer: RecordWriter) -> None:

@@ -15,8 +15,7 @@ from aigw_proxy.storage import Database, RecordWriter, list_interceptions
 from aigw_proxy.storage.retention import RetentionLoop, parse_retention, purge_old_records
 from aigw_proxy.storage.schema.summaries import rebuild
 from tests.support.daemon import run_cli
-
-from .conftest import at, ended, started
+from tests.support.records import at, ended, started
 
 CHILDREN = ("aibridge_token_usages", "aibridge_user_prompts", "aibridge_tool_usages", "aibridge_model_thoughts")
 

@@ -25,8 +25,7 @@ from aigw_proxy.storage.read.sessions_from_slices import SlicePlan, slice_of
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES, V3_INDEXES
 from aigw_proxy.storage.schema.session_slices import TRIGGERS, rebuild, session_slices, slice_counts
-
-from .conftest import at, ended, started
+from tests.support.records import at, ended, started
 
 PROVIDERS = {"anthropic": ("claude-sonnet-4-5", "claude-haiku-4-5"), "openai": ("gpt-5", "o4-mini"),
              "gemini": ("gemini-2.5-pro",)}

@@ -18,8 +18,7 @@ from aigw_proxy.storage import (
     list_interceptions,
     open_database,
 )
-
-from .conftest import T0, at, ended, started
+from tests.support.records import T0, at, ended, started
 
 RFC3339_T0 = "2025-03-01T12:00:00.000000Z"
 
