@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
+import subprocess
+import sys
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -25,10 +26,8 @@ from aigw_proxy.spend import (
     PriceConfigError,
     Pricer,
     is_api_equivalent,
-    library_version,
     parse_price_overrides,
 )
-from aigw_proxy.spend import pricing as pricing_module
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 SNAPSHOT = data_snapshot.DataSnapshot(providers=library_providers, from_auto_update=False)
@@ -627,18 +626,32 @@ def test_every_model_of_our_providers_costs_what_genai_prices_says() -> None:
 # --- no network, no auto-update ----------------------------------------------------------------------------------
 
 
-def test_prices_come_from_the_bundled_data_without_network_or_auto_update(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_network(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("pricing tried to open a connection")
+NO_NETWORK_SCRIPT = """
+import datetime as dt, socket, sys
 
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(pricing_module, "_catalog", pricing_module._Catalog)  # a fresh load, uncached
-    price = Pricer().price(Figures(1_000, 100), provider_type="anthropic", model="claude-sonnet-4-5", at=NOW)
-    assert price is not None and price.version == library_version() == genai_prices.__version__
-    from genai_prices import update_prices
+def no_network(*args, **kwargs):
+    raise SystemExit("pricing tried to open a connection")
 
-    assert update_prices._shared_updater.thread is None  # UpdatePrices was never started
+socket.socket.connect = socket.socket.connect_ex = no_network
+socket.create_connection = socket.getaddrinfo = no_network
+
+from aigw_proxy.spend import Figures, Pricer, library_version
+from genai_prices import update_prices
+
+price = Pricer().price(Figures(1000, 100), provider_type="anthropic", model="claude-sonnet-4-5",
+                       at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+assert price is not None and price.cost_micros > 0, price
+assert update_prices._shared_updater.thread is None, "UpdatePrices was started"
+print(library_version(), price.cost_micros)
+"""
+
+
+def test_prices_come_from_the_bundled_data_without_network_or_auto_update() -> None:
+    # A fresh interpreter with every way out closed before genai-prices is even imported.
+    done = subprocess.run([sys.executable, "-c", NO_NETWORK_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    version, cost = done.stdout.split()
+    assert version == genai_prices.__version__ and int(cost) > 0
 
 
 def test_the_librarys_process_wide_snapshot_cannot_change_our_prices() -> None:
