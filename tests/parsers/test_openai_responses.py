@@ -452,7 +452,7 @@ def test_usage_clamps_and_ignores_junk() -> None:
     }
     facts = r.parse_response(json.dumps({**RESPONSE, "usage": usage}).encode())
     assert facts.token_usages == [
-        TokenUsage(RID, 0, 0, 50, 0, {"input_cached": 50, "output_reasoning": 0, "total_tokens": 0})
+        TokenUsage(RID, 0, 0, 50, 0, {"input_cached": 50, "total_tokens": 0})  # no output_tokens_details sent
     ]
 
 

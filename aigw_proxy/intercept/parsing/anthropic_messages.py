@@ -12,26 +12,38 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aigw_proxy.intercept.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,
     compact_json,
     count,
     error_text,
-    is_injected_context,
     json_text,
     loads_object,
     nonempty,
     obj,
     request_guard,
     response_guard,
+    sent_figures,
     text,
 )
+from aigw_proxy.intercept.parsing.prompt_context import typed_prompt
 from aigw_proxy.intercept.parsing.sse import SSEStreamParser
 from aigw_proxy.recording.records import ModelThought, RequestFacts, ResponseFacts, TokenUsage, ToolCall
 
 # Not conversation turns: Claude Code can end `messages` with a mid-conversation system note.
 _NOT_TURNS = frozenset({"system", "developer"})
 _LEGACY_SESSION = re.compile(r"_session_(.+)$")
+# metadata key → (usage section or None for the top level, field): the extra kinds Coder stores
+# (docs/compatibility.md#token-usage), each only when the provider sent it: `server_tool_use` and
+# `cache_creation` are often absent.
+_EXTRAS: dict[str, tuple[str | None, str]] = {
+    "web_search_requests": ("server_tool_use", "web_search_requests"),
+    "cache_creation_input": (None, "cache_creation_input_tokens"),
+    "cache_read_input": (None, "cache_read_input_tokens"),
+    "cache_ephemeral_1h_input": ("cache_creation", "ephemeral_1h_input_tokens"),
+    "cache_ephemeral_5m_input": ("cache_creation", "ephemeral_5m_input_tokens"),
+}
 
 
 @request_guard
@@ -54,23 +66,16 @@ def parse_request(body: bytes) -> RequestFacts:
         blocks = [obj(b) for b in arr(content)]
     results = [b for b in blocks if b.get("type") == "tool_result"]
     if results:  # a tool result answers the model: no new prompt, but it continues that call's thread
-        ids = (nonempty(b.get("tool_use_id")) for b in reversed(results))
+        ids = (call_key(b.get("tool_use_id")) for b in reversed(results))
         facts.correlating_tool_call_id = next((i for i in ids if i), None)
         return facts
-    facts.prompt = _typed_prompt([b.get("text") for b in blocks if b.get("type") == "text"])
+    # Claude Code: <system-reminder> context blocks first, the typed prompt last.
+    facts.prompt = typed_prompt((b.get("text") for b in blocks if b.get("type") == "text"), "last")
     return facts
 
 
 def _is_turn(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") not in _NOT_TURNS
-
-
-def _typed_prompt(texts: list[Any]) -> str | None:
-    """The last text block the user typed: Claude Code puts <system-reminder> context blocks before it."""
-    for t in reversed(texts):
-        if nonempty(t) and not is_injected_context(t):
-            return t
-    return None
 
 
 def _session_id(user_id: Any) -> str | None:
@@ -110,23 +115,13 @@ def parse_response(body: bytes) -> ResponseFacts:
 
 
 def _usage(msg_id: str, usage: dict[str, Any]) -> TokenUsage:
-    cache_read = count(usage.get("cache_read_input_tokens"))
-    cache_write = count(usage.get("cache_creation_input_tokens"))
-    creation = obj(usage.get("cache_creation"))
     return TokenUsage(
         provider_response_id=msg_id,
         input_tokens=count(usage.get("input_tokens")),
         output_tokens=count(usage.get("output_tokens")),
-        cache_read_input_tokens=cache_read,
-        cache_write_input_tokens=cache_write,
-        # The extra kinds Coder stores, always present (docs/compatibility.md#token-usage).
-        metadata={
-            "web_search_requests": count(obj(usage.get("server_tool_use")).get("web_search_requests")),
-            "cache_creation_input": cache_write,
-            "cache_read_input": cache_read,
-            "cache_ephemeral_1h_input": count(creation.get("ephemeral_1h_input_tokens")),
-            "cache_ephemeral_5m_input": count(creation.get("ephemeral_5m_input_tokens")),
-        },
+        cache_read_input_tokens=count(usage.get("cache_read_input_tokens")),
+        cache_write_input_tokens=count(usage.get("cache_creation_input_tokens")),
+        metadata=sent_figures(usage, _EXTRAS),
     )
 
 
@@ -136,7 +131,7 @@ def _add_thought(thoughts: list[ModelThought], value: Any) -> None:
 
 
 def _tool_call(msg_id: str, block: dict[str, Any], raw_input: str) -> ToolCall:
-    call_id, name = nonempty(block.get("id")) or "", text(block.get("name")) or ""
+    call_id, name = call_key(block.get("id")) or "", text(block.get("name")) or ""
     return ToolCall(msg_id, call_id, name, compact_json(raw_input))
 
 

@@ -6,39 +6,40 @@ The model and whether the call streams are named by the path, not the body: the 
 route. Every streamed chunk is a whole `GenerateContentResponse`; usage figures are cumulative (the last value of
 each field wins). Bytes in, facts out; nothing here raises for any input.
 
-Tool-call ids: Gemini models may send `functionCall.id`; when they do not, the function name is the call id, since
-the name is all the later `functionResponse` carries back. Gemini CLI invents ids of the form
-`<name>-<milliseconds>-<hex>` for such calls; a `functionResponse` with an invented id correlates by name too.
+Tool-call ids: Gemini models may send `functionCall.id`; when they do not, the function name is the call's key, and
+the ids Gemini CLI invents for its answers map to the name too — the rule, for both sides, is `call_ids.call_key`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from aigw_proxy.intercept.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonarray import JSONArrayStreamParser
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,
     compact_json,
     count,
     error_text,
-    is_injected_context,
     json_text,
     loads_object,
     nonempty,
     obj,
     request_guard,
     response_guard,
+    sent_figures,
 )
+from aigw_proxy.intercept.parsing.prompt_context import typed_prompt
 from aigw_proxy.intercept.parsing.sse import SSEStreamParser
 from aigw_proxy.recording.records import ModelThought, RequestFacts, ResponseFacts, TokenUsage, ToolCall
 
-# metadata key → usageMetadata field: the extra kinds kept beside the four main figures (only when sent).
-_EXTRAS = {
-    "output_reasoning": "thoughtsTokenCount",
-    "tool_use_prompt": "toolUsePromptTokenCount",
-    "total_tokens": "totalTokenCount",
+# metadata key → (None: the usageMetadata object, field): the extra kinds kept beside the four main figures, only
+# when sent.
+_EXTRAS: dict[str, tuple[str | None, str]] = {
+    "output_reasoning": (None, "thoughtsTokenCount"),
+    "tool_use_prompt": (None, "toolUsePromptTokenCount"),
+    "total_tokens": (None, "totalTokenCount"),
 }
 
 
@@ -55,29 +56,17 @@ def parse_request(body: bytes) -> RequestFacts:
     parts = [obj(p) for p in arr(turn.get("parts"))]
     responses = [obj(p["functionResponse"]) for p in parts if isinstance(p.get("functionResponse"), dict)]
     if responses:  # function results answer the model: no new prompt, but they continue that call's thread
-        ids = (_answered_call_id(r) for r in reversed(responses))
+        ids = (call_key(r.get("id"), r.get("name")) for r in reversed(responses))
         facts.correlating_tool_call_id = next((i for i in ids if i), None)
         return facts
-    # Gemini CLI sends the typed text first and appends @-referenced file contents as further text parts.
-    texts = (p.get("text") for p in parts if p.get("thought") is not True)
-    facts.prompt = next((t for t in texts if isinstance(t, str) and nonempty(t) and not is_injected_context(t)), None)
+    # Gemini CLI: its <session_context> part, the typed text, then @-referenced file contents as further parts.
+    facts.prompt = typed_prompt((p.get("text") for p in parts if p.get("thought") is not True), "first")
     return facts
 
 
 def _model_name(value: Any) -> str | None:
     name = nonempty(value)
     return (name.removeprefix("models/") or None) if name else None
-
-
-def _answered_call_id(response: dict[str, Any]) -> str | None:
-    call_id, name = nonempty(response.get("id")), nonempty(response.get("name"))
-    if call_id and not (name and _invented_id(name).fullmatch(call_id)):
-        return call_id
-    return name
-
-
-def _invented_id(name: str) -> re.Pattern[str]:
-    return re.compile(re.escape(name) + r"-\d+-[0-9a-f]+")
 
 
 @response_guard
@@ -128,7 +117,7 @@ def _usage(resp_id: str, usage: dict[str, Any]) -> TokenUsage:
         # so output tokens mean the same across providers; the reasoning share stays in `output_reasoning`.
         output_tokens=count(usage.get("candidatesTokenCount")) + count(usage.get("thoughtsTokenCount")),
         cache_read_input_tokens=cached,
-        metadata={key: count(usage[name]) for key, name in _EXTRAS.items() if name in usage},
+        metadata=sent_figures(usage, _EXTRAS),
     )
 
 
@@ -179,9 +168,7 @@ class StreamAccumulator:
             name = nonempty(call.get("name")) or ""
             args = call.get("args")
             raw = json_text({} if args is None else args)
-            self._tool_calls.append(
-                ToolCall(self._id, nonempty(call.get("id")) or name, name, compact_json(raw))
-            )
+            self._tool_calls.append(ToolCall(self._id, call_key(call.get("id"), name) or "", name, compact_json(raw)))
 
     def _end_thought(self, index: int) -> None:
         _add_thought(self._thoughts, self._thinking.pop(index, None))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aigw_proxy.recording.records import RequestFacts, ResponseFacts
@@ -54,6 +53,17 @@ def count(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return max(int(value), 0)
     return 0
+
+
+def sent_figures(usage: dict[str, Any], fields: Mapping[str, tuple[str | None, str]]) -> dict[str, int]:
+    """The extra token figures a usage object carries, as metadata: key → count for each `(section, field)` (section
+    None: the usage object itself) the provider sent. A figure it did not send, absent or null, is not made a 0."""
+    figures = {}
+    for key, (section, name) in fields.items():
+        value = (obj(usage.get(section)) if section else usage).get(name)
+        if value is not None:
+            figures[key] = count(value)
+    return figures
 
 
 def error_text(body: Any) -> str | None:
@@ -115,19 +125,3 @@ def json_text(value: Any) -> str:
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
-
-# Context that agents inject into the user's turn rather than text the user typed: Claude Code's
-# <system-reminder> blocks, Codex's <environment_context>/<user_instructions> and similar tags. A block that is
-# wholly one or more such tags is not the prompt.
-_INJECTED_BLOCK = re.compile(
-    r"\A(?:\s*<(?P<tag>system-reminder|environment_context|user_instructions|user-instructions|"
-    r"INSTRUCTIONS|ide_selection|ide_opened_file)"
-    r"(?:\s[^>]*)?>.*?</(?P=tag)>\s*)+\Z",
-    re.DOTALL,
-)
-_AGENTS_MD = re.compile(r"\A\s*# AGENTS\.md instructions for ", re.DOTALL)
-
-
-def is_injected_context(value: str) -> bool:
-    """True when a text block is wholly context the agent injected (not typed by the user)."""
-    return bool(_INJECTED_BLOCK.match(value) or _AGENTS_MD.match(value))

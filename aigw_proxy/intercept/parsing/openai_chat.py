@@ -10,19 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigw_proxy.intercept.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,
     compact_json,
     count,
     error_text,
-    is_injected_context,
     json_text,
     loads_object,
     nonempty,
     obj,
     request_guard,
     response_guard,
+    sent_figures,
 )
+from aigw_proxy.intercept.parsing.prompt_context import typed_prompt
 from aigw_proxy.intercept.parsing.sse import SSEStreamParser
 from aigw_proxy.recording.records import RequestFacts, ResponseFacts, TokenUsage, ToolCall
 
@@ -30,7 +32,7 @@ from aigw_proxy.recording.records import RequestFacts, ResponseFacts, TokenUsage
 _NOT_TURNS = frozenset({"system", "developer"})
 
 # metadata key → (usage section, field): the extra kinds Coder stores (docs/compatibility.md#token-usage).
-_EXTRAS = {
+_EXTRAS: dict[str, tuple[str | None, str]] = {
     "prompt_audio": ("prompt_tokens_details", "audio_tokens"),
     "prompt_cached": ("prompt_tokens_details", "cached_tokens"),
     "completion_accepted_prediction": ("completion_tokens_details", "accepted_prediction_tokens"),
@@ -51,14 +53,14 @@ def parse_request(body: bytes) -> RequestFacts:
     if turn is None:
         return facts
     if turn.get("role") == "tool":  # a tool result answers the model: no new prompt; it continues that thread
-        facts.correlating_tool_call_id = nonempty(turn.get("tool_call_id"))
+        facts.correlating_tool_call_id = call_key(turn.get("tool_call_id"))
     elif turn.get("role") == "user":
         content = turn.get("content")
         if isinstance(content, str):
             texts: list[Any] = [content]
         else:
             texts = [p.get("text") for p in map(obj, arr(content)) if p.get("type") == "text"]
-        facts.prompt = next((t for t in reversed(texts) if nonempty(t) and not is_injected_context(t)), None)
+        facts.prompt = typed_prompt(texts, "last")
     return facts
 
 
@@ -89,23 +91,18 @@ def _is_error(body: dict[str, Any]) -> bool:
 
 def _usage(resp_id: str, usage: dict[str, Any]) -> TokenUsage:
     cached = count(obj(usage.get("prompt_tokens_details")).get("cached_tokens"))
-    metadata = {}
-    for key, (section, name) in _EXTRAS.items():
-        value = obj(usage.get(section)).get(name)
-        if value is not None:
-            metadata[key] = count(value)
     return TokenUsage(
         provider_response_id=resp_id,
         # prompt_tokens includes the cached ones; store only the uncached part as input (never negative).
         input_tokens=max(count(usage.get("prompt_tokens")) - cached, 0),
         output_tokens=count(usage.get("completion_tokens")),
         cache_read_input_tokens=cached,
-        metadata=metadata,
+        metadata=sent_figures(usage, _EXTRAS),
     )
 
 
 def _tool_call(resp_id: str, call_id: Any, name: Any, raw: str) -> ToolCall:
-    return ToolCall(resp_id, nonempty(call_id) or "", nonempty(name) or "", compact_json(raw))
+    return ToolCall(resp_id, call_key(call_id) or "", nonempty(name) or "", compact_json(raw))
 
 
 @dataclass(slots=True)

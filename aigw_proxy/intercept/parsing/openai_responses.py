@@ -12,18 +12,20 @@ import copy
 import json
 from typing import Any
 
+from aigw_proxy.intercept.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,
     compact_json,
     count,
     error_text,
-    is_injected_context,
     json_text,
     loads_object,
     nonempty,
     obj,
+    sent_figures,
     text,
 )
+from aigw_proxy.intercept.parsing.prompt_context import typed_prompt
 from aigw_proxy.intercept.parsing.sse import SSEStreamParser
 from aigw_proxy.recording.records import ModelThought, RequestFacts, ResponseFacts, TokenUsage, ToolCall
 
@@ -33,6 +35,14 @@ from aigw_proxy.recording.records import ModelThought, RequestFacts, ResponseFac
 # them as bookkeeping would walk back past them and re-record an old prompt.
 _TURN_TYPES = frozenset({"reasoning", "function_call", "custom_tool_call"})
 _TOOL_OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
+
+# metadata key → (usage section or None for the top level, field): the extra kinds Coder stores
+# (docs/compatibility.md#token-usage), each only when the provider sent it.
+_EXTRAS: dict[str, tuple[str | None, str]] = {
+    "input_cached": ("input_tokens_details", "cached_tokens"),
+    "output_reasoning": ("output_tokens_details", "reasoning_tokens"),
+    "total_tokens": (None, "total_tokens"),
+}
 
 # Events whose `response` object carries the response id and model before the response is finished.
 _START_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
@@ -67,14 +77,14 @@ def parse_request_object(req: dict) -> RequestFacts:
 
 def _read_input(value: Any, facts: RequestFacts) -> None:
     if isinstance(value, str):
-        facts.prompt = value if value.strip() else None
+        facts.prompt = typed_prompt([value], "all")
         return
     item = _newest_turn(arr(value))
     if item is None:
         return
     kind = text(item.get("type"))
     if kind in _TOOL_OUTPUT_TYPES or (kind or "").endswith("_call_output"):
-        facts.correlating_tool_call_id = nonempty(item.get("call_id"))
+        facts.correlating_tool_call_id = call_key(item.get("call_id"))
     elif _is_message(item) and item.get("role") == "user":
         facts.prompt = _user_text(item.get("content"))
 
@@ -99,17 +109,10 @@ def _is_turn(item: dict) -> bool:
 
 
 def _user_text(content: Any) -> str | None:
+    # Codex: the typed prompt is the newest user message (its context messages come before it).
     if isinstance(content, str):
-        return content if content.strip() else None
-    parts = [
-        t
-        for p in arr(content)
-        if obj(p).get("type") == "input_text"
-        and (t := text(p.get("text"))) is not None
-        and t.strip()
-        and not is_injected_context(t)
-    ]
-    return "\n".join(parts) if parts else None
+        return typed_prompt([content], "all")
+    return typed_prompt((p.get("text") for p in map(obj, arr(content)) if p.get("type") == "input_text"), "all")
 
 
 # --- response --------------------------------------------------------------------------------------------
@@ -175,11 +178,7 @@ def _usage(rid: str, usage: dict) -> TokenUsage:
         input_tokens=max(total_in - cached, 0),
         output_tokens=count(usage.get("output_tokens")),
         cache_read_input_tokens=cached,
-        metadata={
-            "input_cached": cached,
-            "output_reasoning": count(obj(usage.get("output_tokens_details")).get("reasoning_tokens")),
-            "total_tokens": count(usage.get("total_tokens")),
-        },
+        metadata=sent_figures(usage, _EXTRAS),
     )
 
 
@@ -203,7 +202,7 @@ def _add_items(facts: ResponseFacts, rid: str, items: list[Any]) -> None:
 def _tool_call(rid: str, item: dict, args: str) -> ToolCall:
     return ToolCall(
         provider_response_id=rid,
-        call_id=text(item.get("call_id")) or "",
+        call_id=call_key(item.get("call_id")) or "",
         name=text(item.get("name")) or "",
         input=args,
         item_id=nonempty(item.get("id")),
