@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from aigw_proxy.intercept.call_ids import call_key
 from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat, openai_responses
+from aigw_proxy.intercept.parsing.call_ids import call_key
 from tests.parsers.chunking import feed_in_chunks
 
 

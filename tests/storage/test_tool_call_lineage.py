@@ -10,8 +10,7 @@ import pytest
 from aigw_proxy.intercept.interception import Interception
 from aigw_proxy.policy.providers import Api, builtin_providers
 from aigw_proxy.recording.records import Initiator
-from aigw_proxy.storage import Database, RecordWriter, list_interceptions
-from aigw_proxy.storage.read.sessions import list_sessions
+from aigw_proxy.storage import Database, RecordWriter, list_interceptions, list_sessions
 
 GEMINI = next(p for p in builtin_providers() if p.type == "gemini")
 HEADERS = {"user-agent": "GeminiCLI/0.61.0/gemini-2.5-flash (linux; x64)",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aigw_proxy.intercept.call_ids import call_key
+from aigw_proxy.intercept.parsing.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonarray import JSONArrayStreamParser
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,

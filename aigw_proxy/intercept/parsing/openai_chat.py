@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aigw_proxy.intercept.call_ids import call_key
+from aigw_proxy.intercept.parsing.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,
     compact_json,

@@ -12,7 +12,7 @@ import copy
 import json
 from typing import Any
 
-from aigw_proxy.intercept.call_ids import call_key
+from aigw_proxy.intercept.parsing.call_ids import call_key
 from aigw_proxy.intercept.parsing.jsonwalk import (
     arr,
     compact_json,
