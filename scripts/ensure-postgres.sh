@@ -42,23 +42,9 @@ find_pg >/dev/null || missing+=(postgresql)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
-  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "note: ${missing[*]} not found and cannot be installed here (needs root and apt-get);" \
-         "the PostgreSQL tests (and the haproxy config check) will skip. Install Debian's ${missing[*]} to run them." >&2
-    exit 0
-  fi
-  echo "Installing Debian's ${missing[*]} for the tests"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # The packages would start a system-wide PostgreSQL (cluster "main" on 5432) and HAProxy; the tests start their
-  # own, as an unprivileged user on free loopback ports. policy-rc.d keeps the package scripts from starting them.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-  fi
-  trap 'if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi' EXIT
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # shellcheck source-path=SCRIPTDIR source=lib/debian-packages.sh
+  source "$(dirname "$0")/lib/debian-packages.sh"
+  install_debian_packages "the PostgreSQL tests (and the haproxy config check)" "${missing[@]}" || exit 0
 fi
 
 if ! bindir=$(find_pg); then

@@ -6,20 +6,7 @@ set -euo pipefail
 if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
   exit 0
 fi
-if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "note: prometheus/promtool not found and cannot be installed here (needs root and apt-get);" \
-       "the Prometheus tests will skip. Install Debian's 'prometheus' package to run them." >&2
-  exit 0
-fi
-echo "Installing Debian's prometheus package (prometheus + promtool) for the tests"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# The package would start a system-wide Prometheus; the tests start their own on a free loopback port.
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [[ ! -e $policy ]]; then
-  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-fi
-trap 'if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi' EXIT
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# shellcheck source-path=SCRIPTDIR source=lib/debian-packages.sh
+source "$(dirname "$0")/lib/debian-packages.sh"
+install_debian_packages "the Prometheus tests" prometheus || exit 0
 command -v prometheus >/dev/null && command -v promtool >/dev/null
