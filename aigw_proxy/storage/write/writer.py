@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -34,6 +35,23 @@ log = logging.getLogger("aigw_proxy.storage")
 DANGLING_MESSAGE: Final = "proxy stopped before the interception ended"
 _EXPECTED_DROPS = frozenset({"already_ended", "unknown_interception", "closed"})  # logged as warnings
 _LOG_EVERY = 10.0  # seconds between two warnings of the same kind
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """A read-only snapshot of the writer's state for health checks (times are `time.monotonic()`)."""
+
+    running: bool
+    queue_depth: int
+    max_queue: int
+    written: int
+    dropped: dict[str, int]
+    last_loss_at: dict[str, float]  # reason -> latest drop that lost records (not duplicate or orphan ends)
+    last_commit_at: float | None  # the latest committed batch
+    busy_since: float | None  # when the batch being written now was taken; None while waiting for events
+    failing_since: float | None  # first failed attempt of the current run of failures; None once one succeeds
+    consecutive_failures: int
+    last_error: str | None
 
 
 class _Stop:
@@ -82,6 +100,11 @@ class RecordWriter:
         self.dropped: Counter[str] = Counter()
         self.last_error: str | None = None
         self.closed_dangling = 0
+        self.last_loss_at: dict[str, float] = {}
+        self.last_commit_at: float | None = None
+        self.busy_since: float | None = None
+        self.failing_since: float | None = None
+        self.consecutive_failures = 0
 
     # -- the proxy side --------------------------------------------------------------------------------------
 
@@ -112,6 +135,11 @@ class RecordWriter:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def health(self) -> WriterHealth:
+        return WriterHealth(self.running, self.queue_depth, self._max_queue, self.written, dict(self.dropped),
+                            dict(self.last_loss_at), self.last_commit_at, self.busy_since, self.failing_since,
+                            self.consecutive_failures, self.last_error)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -180,6 +208,7 @@ class RecordWriter:
         lost = self._submitted - self._done
         if lost:
             self.dropped["shutdown"] += lost
+            self.last_loss_at["shutdown"] = time.monotonic()
             log.error("%s: %d records lost", why, lost)
             self._finish(lost)
         while not self._queue.empty():
@@ -194,13 +223,17 @@ class RecordWriter:
             while True:
                 batch, stop = await self._next_batch()
                 if batch:
+                    self.busy_since = time.monotonic()
                     try:
                         await self._process(batch)
                     except Exception as exc:  # a bug: never let the task die with records queued
                         self.last_error = describe(exc)
                         self.dropped["db_error"] += len(batch)
+                        self.last_loss_at["db_error"] = time.monotonic()
                         log.exception("record batch of %d lost", len(batch))
                         self._finish(len(batch))
+                    finally:
+                        self.busy_since = None
                 if stop:
                     return
         finally:
@@ -240,6 +273,7 @@ class RecordWriter:
         while True:
             try:
                 result = await self._write_batch(batch, isolate=isolate)
+                self._committed()
                 break
             except Exception as exc:
                 if not isolate and not is_database_error(exc):
@@ -268,6 +302,8 @@ class RecordWriter:
     async def _backoff(self, exc: BaseException, attempt: int, first_failure: float, what: str) -> bool:
         """Record the error and sleep before the next attempt; False once past `retry_for`."""
         self.last_error = describe(exc)
+        self.failing_since = self.failing_since or time.monotonic()
+        self.consecutive_failures += 1
         if time.monotonic() - first_failure >= self._retry_for:
             return False
         delay = min(self._max_backoff, 0.05 * 2 ** (attempt - 1))
@@ -292,6 +328,7 @@ class RecordWriter:
                         )
                     )
                 self.closed_dangling = int(result.rowcount or 0)
+                self._committed()
                 if self.closed_dangling:
                     log.warning("closed %d interceptions left open by a previous run", self.closed_dangling)
                 return
@@ -331,8 +368,15 @@ class RecordWriter:
             except Exception:
                 log.exception("record listener %r failed", fn)
 
+    def _committed(self) -> None:
+        self.last_commit_at = time.monotonic()
+        self.failing_since = None
+        self.consecutive_failures = 0
+
     def _drop(self, reason: str, n: int, message: str) -> None:
         self.dropped[reason] += n
+        if reason not in _EXPECTED_DROPS:
+            self.last_loss_at[reason] = time.monotonic()
         self._log_limited(
             f"drop:{reason}",
             logging.WARNING if reason in _EXPECTED_DROPS else logging.ERROR,
