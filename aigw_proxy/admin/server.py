@@ -1,101 +1,176 @@
-"""The admin listener: a small HTTP/1.1 server on its own port, apart from proxy traffic.
+"""The admin listener: uvicorn (h11) serving the Starlette apps of app.py, on a thread with its own event loop.
 
-Serves `GET /healthz` now; metrics and the REST API mount here as routes later.
+Why a thread of its own: a heavy API query, a large page of JSON, a slow or hostile client never runs on the
+proxy's event loop. The health endpoints still report the proxy's loop: they hand it a no-op and wait at most
+`HealthPolicy.loop_timeout` for it (health.py), so `/healthz` answers 200 only while that loop is responsive.
+
+The listening sockets are bound by `bind()` on the caller's thread, before the proxy starts, so a taken port fails
+start-up at once; `start()` serves them once the proxy runs (connections made meanwhile wait in the backlog).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import concurrent.futures
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from aigw_proxy.admin.api.app import ApiApp
+from aigw_proxy.admin.app import AdminContext, admin_app, is_loopback, metrics_app
+from aigw_proxy.admin.http import AdminLimits, protocol_class
+from aigw_proxy.storage import Database, open_database
 
 log = logging.getLogger("aigw_proxy.admin")
 
 
+class AdminBindError(OSError):
+    pass
+
+
 @dataclass(slots=True)
-class AdminResponse:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+class _Listener:
+    what: str  # for messages: "admin listener", "metrics listener"
+    sock: socket.socket
 
-    @classmethod
-    def json(cls, status: int, value: object) -> AdminResponse:
-        return cls(status, json.dumps(value).encode() + b"\n", {"Content-Type": "application/json"})
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
 
 
-Handler = Callable[[str, str, dict[str, str]], Awaitable[AdminResponse]]  # (method, target, headers)
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Error", 503: "Service Unavailable"}
+def _bind(what: str, host: str, port: int) -> _Listener:
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise AdminBindError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror or exc}") from None
+    return _Listener(what, sock)
 
 
 class AdminServer:
-    def __init__(self) -> None:
-        self.routes: dict[str, Handler] = {}
-        self.prefix_routes: dict[str, Handler] = {}  # path prefix → handler, for whole trees such as /api/
-        self._server: asyncio.Server | None = None
+    def __init__(self, admin_listen: tuple[str, int], metrics_listen: tuple[str, int] | None = None,
+                 limits: AdminLimits | None = None) -> None:
+        self.limits = limits or AdminLimits()
+        self._listen = admin_listen
+        self._metrics_listen = metrics_listen
+        self._admin: _Listener | None = None
+        self._metrics: _Listener | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-    def route(self, path: str, handler: Handler, *, prefix: bool = False) -> None:
-        """Serve `path` exactly, or with `prefix=True` every path that starts with it (longest prefix wins;
-        exact routes win over prefixes)."""
-        if prefix:
-            self.prefix_routes[path] = handler
-        else:
-            self.routes[path] = handler
+    def bind(self) -> None:
+        """Bind the listening sockets now (AdminBindError names the listener and the address)."""
+        self._admin = _bind("admin listener", *self._listen)
+        if self._metrics_listen is not None:
+            try:
+                self._metrics = _bind("metrics listener", *self._metrics_listen)
+            except AdminBindError:
+                self._admin.sock.close()
+                raise
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        addr = self._server.sockets[0].getsockname()
-        return addr[0], addr[1]
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._admin is not None
+        return self._admin.address
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return self._metrics.address if self._metrics is not None else None
+
+    def metrics_loopback(self) -> bool:
+        """Whether the listener that serves /metrics is reachable from this host only."""
+        listener = self._metrics or self._admin
+        assert listener is not None
+        return is_loopback(listener.address[0])
+
+    async def start(self, ctx: AdminContext, database_path: Path, confdir: Path) -> None:
+        """Start the thread, open the API's database there and serve; returns once serving."""
+        assert self._admin is not None, "bind() first"
+        if self._metrics is not None:
+            host, port = self._metrics.address
+            ctx.metrics_elsewhere = f"{host}:{port}"
+        self._thread = threading.Thread(target=self._run, args=(ctx, database_path, confdir), name="aigw-admin",
+                                        daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(self._ready)
+
+    def _run(self, ctx: AdminContext, database_path: Path, confdir: Path) -> None:
+        try:
+            asyncio.run(self._main(ctx, database_path, confdir))
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            else:
+                log.exception("the admin listener stopped")
+
+    def _config(self, app: object) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            http=protocol_class(self.limits),
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,  # the daemon's logging stays as it is
+            log_level=logging.WARNING,
+            access_log=False,
+            proxy_headers=False,  # never trust X-Forwarded-* from whoever connects
+            server_header=False,
+            timeout_keep_alive=self.limits.keep_alive,
+            limit_concurrency=self.limits.max_connections,
+            h11_max_incomplete_event_size=self.limits.max_head,
+            timeout_graceful_shutdown=5,
+        )
+
+    async def _main(self, ctx: AdminContext, database_path: Path, confdir: Path) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        db: Database = await open_database(database_path, migrate_schema=False)
+        try:
+            assert self._admin is not None
+            apps = [(self._admin, admin_app(ctx, ApiApp(db, confdir), db, is_loopback(self._admin.address[0])))]
+            if self._metrics is not None:
+                apps.append((self._metrics, metrics_app(ctx, db, is_loopback(self._metrics.address[0]))))
+            servers = [uvicorn.Server(self._config(app)) for _, app in apps]
+            tasks = [asyncio.create_task(server.serve(sockets=[listener.sock]), name=f"uvicorn {listener.what}")
+                     for server, (listener, _) in zip(servers, apps, strict=True)]
+            while not all(s.started for s in servers):
+                failed = [t for t in tasks if t.done()]
+                if failed:
+                    await failed[0]  # raises its error
+                    raise RuntimeError("the admin listener stopped while starting")
+                await asyncio.sleep(0.005)
+            self._ready.set_result(None)
+            await self._stop.wait()
+            for server in servers:
+                server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await db.close()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _version = [*lines[0].split(" "), "", ""][:3]
-                headers = {}
-                for line in lines[1:]:
-                    k, sep, v = line.partition(":")
-                    if sep:
-                        headers[k.strip().lower()] = v.strip()
-                if int(headers.get("content-length", "0") or 0) > 0:
-                    await reader.readexactly(int(headers["content-length"]))
-                resp = await self._dispatch(method, target, headers)
-                keep = headers.get("connection", "").lower() != "close"
-                hdrs = {"Content-Length": str(len(resp.body)), **resp.headers}
-                if not keep:
-                    hdrs["Connection"] = "close"
-                status_line = f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}\r\n"
-                writer.write(
-                    (status_line + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n").encode()
-                    + resp.body
-                )
-                await writer.drain()
-                if not keep:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-    async def _dispatch(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
-        path = target.split("?", 1)[0]
-        handler = self.routes.get(path)
-        if handler is None:
-            matches = [p for p in self.prefix_routes if path.startswith(p)]
-            handler = self.prefix_routes[max(matches, key=len)] if matches else None
-        if handler is None:
-            return AdminResponse.json(404, {"message": f"no such endpoint: {target}"})
-        try:
-            return await handler(method, target, headers)
-        except Exception:
-            log.exception("admin handler for %s failed", target)
-            return AdminResponse.json(500, {"message": "internal error"})
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 15)
+        for listener in (self._admin, self._metrics):
+            if listener is not None:
+                listener.sock.close()

@@ -18,7 +18,16 @@ from aigw_proxy.policy.circuit import BreakerConfig
 @click.option("--listen", envvar="AIGW_LISTEN", default="127.0.0.1:8888", show_default=True,
               help="Proxy listen address HOST:PORT.")
 @click.option("--admin-listen", envvar="AIGW_ADMIN_LISTEN", default="127.0.0.1:8889", show_default=True,
-              help="Admin listener (/healthz, /metrics) HOST:PORT.")
+              help="Admin listener (/healthz, /livez, /readyz, /metrics, /api/) HOST:PORT.")
+@click.option("--metrics-listen", envvar="AIGW_METRICS_LISTEN", default=None,
+              help="Serve /metrics on this HOST:PORT of its own instead of the admin listener.")
+@click.option("--metrics-token", envvar="AIGW_METRICS_TOKEN", default=None,
+              help="Scrapes must send `Authorization: Bearer <token>` (prefer the variable or the file: "
+                   "a command line is visible to every local user).")
+@click.option("--metrics-token-file", envvar="AIGW_METRICS_TOKEN_FILE", default=None,
+              type=click.Path(dir_okay=False, path_type=Path), help="Read the metrics token from this file.")
+@click.option("--metrics-public", envvar="AIGW_METRICS_PUBLIC", is_flag=True,
+              help="Without a token, serve /metrics on a non-loopback listener too (by default: 403 there).")
 @data_dir_option
 @click.option("--config", "config_file", envvar="AIGW_CONFIG", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="TOML config file (providers, ports, private CIDRs, upstream CAs).")
@@ -37,9 +46,10 @@ from aigw_proxy.policy.circuit import BreakerConfig
 @click.option("--retention", envvar="AIGW_RETENTION", default="60d", show_default=True,
               help="Delete interceptions (and their prompts, tokens, tools, thoughts) older than this; 0 keeps all.")
 @ops_options
-def run(listen: str, admin_listen: str, data_dir: Path, config_file: Path | None, shutdown_grace: float,
-        log_level: str, log_format: str, structured_logging: bool, trace: bool, trace_logs: bool,
-        retention: str, metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
+def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
+        metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
+        shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
+        trace_logs: bool, retention: str, metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.telemetry.log_setup import configure_logging
@@ -49,6 +59,9 @@ def run(listen: str, admin_listen: str, data_dir: Path, config_file: Path | None
         settings = Settings(
             listen=parse_hostport(listen, "--listen"),
             admin_listen=parse_hostport(admin_listen, "--admin-listen"),
+            metrics_listen=parse_hostport(metrics_listen, "--metrics-listen") if metrics_listen else None,
+            metrics_token=_metrics_token(metrics_token, metrics_token_file, metrics_public),
+            metrics_public=metrics_public,
             data_dir=data_dir,
             config_file=config_file,
             shutdown_grace=shutdown_grace,
@@ -63,6 +76,25 @@ def run(listen: str, admin_listen: str, data_dir: Path, config_file: Path | None
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:
         fail(str(exc))
+
+
+def _metrics_token(token: str | None, path: Path | None, public: bool) -> str | None:
+    if token is not None and path is not None:
+        raise click.UsageError("--metrics-token and --metrics-token-file: give one")
+    if path is not None:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--metrics-token-file") from None
+        if not token:
+            raise click.BadParameter(f"{path} is empty", param_hint="--metrics-token-file")
+    elif token is not None:
+        token = token.strip()
+        if not token:
+            raise click.BadParameter("the token is empty", param_hint="--metrics-token")
+    if token is not None and public:
+        raise click.UsageError("--metrics-public serves /metrics without a token: give it or a token, not both")
+    return token
 
 
 def retention_window(value: str) -> timedelta | None:

@@ -170,6 +170,9 @@ class Settings:
     trace: bool = False  # OpenTelemetry spans per interception, exported over OTLP/HTTP (OTEL_* variables)
     trace_logs: bool = False  # with `trace`: log records become events on their interception's span
     metrics_initiator_label: bool = True  # False drops the per-user `initiator_id` label (large fleets)
+    metrics_listen: tuple[str, int] | None = None  # /metrics on a listener of its own instead of the admin one
+    metrics_token: str | None = None  # scrapes must send `Authorization: Bearer <token>`
+    metrics_public: bool = False  # no token on a non-loopback listener: serve /metrics anyway (else 403)
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)  # off unless enabled
     retention: timedelta | None = timedelta(days=60)  # interceptions older than this are purged; None keeps all
 

@@ -26,8 +26,9 @@ from aigw_proxy.addons.readiness import Readiness
 from aigw_proxy.addons.routing import ProviderRouter
 from aigw_proxy.addons.stack import AigwAddons
 from aigw_proxy.addons.websocket import ResponsesSocket
-from aigw_proxy.admin.api.thread import ApiThread
-from aigw_proxy.admin.server import AdminResponse, AdminServer
+from aigw_proxy.admin.app import AdminContext, MetricsAccess
+from aigw_proxy.admin.health import HealthMonitor
+from aigw_proxy.admin.server import AdminBindError, AdminServer
 from aigw_proxy.config.settings import Settings
 from aigw_proxy.policy.identity import TokenAuthenticator
 from aigw_proxy.proxy.ca import CAError, ensure_ca
@@ -78,7 +79,7 @@ class Running:
     admin_addr: tuple[str, int]
     observability: Observability | None = None
     monitoring: Monitoring | None = None
-    api: ApiThread | None = None  # the REST API's own thread and loop
+    health: HealthMonitor | None = None
     retention: RetentionLoop | None = None
     sockets: ResponsesSocket | None = None
 
@@ -94,14 +95,13 @@ async def start(settings: Settings) -> Running:
     writer.start()
     recorder = Recorder(writer)
     obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for
-    admin = AdminServer()
+    admin = AdminServer(settings.admin_listen, settings.metrics_listen)
     try:
-        admin_addr = await admin.start(*settings.admin_listen)
-    except OSError as exc:
+        admin.bind()  # served once the proxy runs (admin/server.py); bound now so a taken port fails at once
+    except AdminBindError as exc:
         await writer.close(5)
         await db.close()
-        host, port = settings.admin_listen
-        raise DaemonError(f"cannot listen on {host}:{port} for the admin listener: {exc.strerror}") from None
+        raise DaemonError(str(exc)) from None
 
     opts = options.Options(
         listen_host=settings.listen[0],
@@ -137,16 +137,23 @@ async def start(settings: Settings) -> Running:
         raise DaemonError(str(exc) or "the proxy did not start") from None
     master.addons.remove(readiness)  # its one check is done: no need to visit it on every event
 
-    running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin_addr,
+    running = Running(master, master_task, db, writer, recorder, admin, inflight, router, addrs[0], admin.address,
                       obs)
-    admin.route("/healthz", lambda m, t, h: _healthz(running))
     running.monitoring = mon
     running.sockets = sockets
-    admin.route("/metrics", mon.metrics_endpoint)
     mon.start(settings)
-    running.api = ApiThread(settings.database_path, settings.confdir)
-    await running.api.start()
-    admin.route("/api/", running.api.handle, prefix=True)  # handled on the API thread, off the proxy loop
+    running.health = HealthMonitor(writer, inflight, settings.database_path)  # reads them on this loop
+    mon.metrics.registry.register(running.health.collector)
+    access = MetricsAccess(settings.metrics_token, settings.metrics_public)
+    if access.token is None and not access.public and not admin.metrics_loopback():
+        log.warning("/metrics is not served on a non-loopback listener without --metrics-token (scrapes get 403); "
+                    "set a token, or --metrics-public to serve it to anyone who can reach it")
+    ctx = AdminContext(running.health, mon.metrics, access, admin.limits)
+    try:
+        await admin.start(ctx, settings.database_path, settings.confdir)  # its own thread, off the proxy loop
+    except BaseException:
+        await stop(running, 0)
+        raise
     if settings.retention is not None:
         running.retention = RetentionLoop(db, settings.retention)
         running.retention.start()
@@ -154,23 +161,15 @@ async def start(settings: Settings) -> Running:
     # collection walks them all, pausing relaying for ~150 ms under load. Freeze them out of future collections.
     gc.collect()
     gc.freeze()
-    log.info("proxy listening on %s:%d, admin on %s:%d", *addrs[0], *admin_addr)
+    metrics_addr = admin.metrics_address
+    log.info("proxy listening on %s:%d, admin on %s:%d%s", *addrs[0], *admin.address,
+             f", metrics on {metrics_addr[0]}:{metrics_addr[1]}" if metrics_addr else "")
     return running
 
 
-async def _healthz(r: Running) -> AdminResponse:
-    return AdminResponse.json(
-        200,
-        {
-            "status": "ok",
-            "inflight_requests": r.inflight.count,
-            "recorder": {"queue_depth": r.writer.queue_depth, "written": r.writer.written,
-                         "dropped": dict(r.writer.dropped)},
-        },
-    )
-
-
 async def stop(r: Running, grace: float) -> None:
+    if r.health is not None:
+        r.health.stopping = True  # /readyz answers 503 from now on
     if r.retention is not None:
         await r.retention.close()
     if r.monitoring is not None:
@@ -191,8 +190,6 @@ async def stop(r: Running, grace: float) -> None:
     r.master.shutdown()
     await r.master_task
     await r.admin.close()
-    if r.api is not None:
-        await r.api.close()
     await r.writer.close(30)
     if r.observability is not None:
         await r.observability.close()  # after the writer: its last commits end their spans

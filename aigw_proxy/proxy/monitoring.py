@@ -1,4 +1,6 @@
-"""Wiring for metrics, provider reload and circuit breaking: what the daemon adds for operators to watch."""
+"""Wiring for metrics, provider reload and circuit breaking: what the daemon adds for operators to watch.
+
+`/metrics` itself is served by the admin listener (admin/app.py), which decides who may scrape it."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ from dataclasses import dataclass
 from aigw_proxy.addons.circuit_breaker import CircuitBreaker
 from aigw_proxy.addons.proxy_metrics import ProxyMetrics
 from aigw_proxy.addons.routing import ProviderRouter
-from aigw_proxy.admin.server import AdminResponse
 from aigw_proxy.config.reload import Reloader
 from aigw_proxy.config.settings import Settings
 from aigw_proxy.recording.recorder import Recorder
 from aigw_proxy.telemetry.gateway_metrics import GatewayMetrics
-from aigw_proxy.telemetry.metrics import CONTENT_TYPE, Metrics, WriterStats
+from aigw_proxy.telemetry.metrics import Metrics, WriterStats
 
 
 @dataclass(slots=True)
@@ -26,11 +27,6 @@ class Monitoring:
     def gates(self) -> list[CircuitBreaker]:
         """Addons that may answer a request themselves: register them before the Interceptor."""
         return [self.breaker] if self.breaker is not None else []
-
-    async def metrics_endpoint(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
-        if method not in ("GET", "HEAD"):
-            return AdminResponse.json(405, {"message": "use GET"})
-        return AdminResponse(200, self.metrics.render(), {"Content-Type": CONTENT_TYPE})
 
     def start(self, settings: Settings) -> None:
         """Once the proxy runs: report the providers it started with and begin watching the config file."""

@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,8 +27,8 @@ class Api:
         return f"http://127.0.0.1:{self.daemon.admin_port}"
 
     def get(self, path: str, user: str | None = "root", *, prefix: str = PREFIX, headers: dict[str, str] | None = None,
-            **params: Any) -> tuple[int, Any, dict[str, str]]:
-        """(status, JSON body or raw bytes, headers) of a GET; `user=None` sends no token."""
+            **params: Any) -> tuple[int, Any, Message]:
+        """(status, JSON body or raw bytes, headers: case-insensitive) of a GET; `user=None` sends no token."""
         query = urlencode({k: v for k, v in params.items() if v is not None})
         req = urllib.request.Request(self.url + prefix + path + (f"?{query}" if query else ""))
         if user is not None:
@@ -36,9 +37,9 @@ class Api:
             req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
-                status, body, hdrs = resp.status, resp.read(), dict(resp.headers)
+                status, body, hdrs = resp.status, resp.read(), resp.headers
         except urllib.error.HTTPError as exc:
-            status, body, hdrs = exc.code, exc.read(), dict(exc.headers)
+            status, body, hdrs = exc.code, exc.read(), exc.headers
         if hdrs.get("Content-Type", "").startswith("application/json"):
             return status, json.loads(body), hdrs
         return status, body, hdrs

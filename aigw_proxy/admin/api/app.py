@@ -1,8 +1,8 @@
 """Request handling for the REST API: routing, authentication, roles, parameter checks, JSON out.
 
-Runs on the API thread's own event loop (see thread.py) with its own database engines: nothing here touches the
-proxy's loop. Admins see everything; a member sees only their own records: every query a member makes carries
-`visible_to = <their id>`, and another user's session answers 404 exactly like a missing one.
+Runs on the admin thread's own event loop (see admin/server.py) with its own database engines: nothing here
+touches the proxy's loop. Admins see everything; a member sees only their own records: every query a member makes
+carries `visible_to = <their id>`, and another user's session answers 404 exactly like a missing one.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -19,7 +19,6 @@ import orjson
 
 from aigw_proxy.admin.api.openapi import openapi_document
 from aigw_proxy.admin.api.search import SearchError, parse_search
-from aigw_proxy.admin.server import AdminResponse
 from aigw_proxy.proxy.ca import CERT_FILE
 from aigw_proxy.storage import (
     DEFAULT_THREADS,
@@ -42,6 +41,15 @@ PREFIXES = ("/api/v2/aibridge/", "/api/v2/ai-gateway/")
 OPENAPI_PATH = "/api/v2/openapi.json"
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+
+
+@dataclass(slots=True)
+class AdminResponse:
+    """A finished response (the admin app turns it into Starlette's)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ApiError(Exception):
@@ -132,7 +140,7 @@ class ApiApp:
                 body["detail"] = exc.detail
             resp = _json(exc.status, body)
             if exc.status == 405:
-                resp.headers["Allow"] = "GET"
+                resp.headers["Allow"] = "GET, HEAD, OPTIONS"  # HEAD and OPTIONS: the admin app
             return resp
         except Exception:
             log.exception("API request failed")  # the target may carry ids, never credentials: not logged
