@@ -32,8 +32,7 @@ import sqlalchemy as sa
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from aigw_proxy.storage import Database
-from aigw_proxy.storage.write.writer import WriterHealth
+from aigw_proxy.storage import Database, WriterHealth
 
 log = logging.getLogger("aigw_proxy.admin")
 

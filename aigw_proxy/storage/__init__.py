@@ -29,7 +29,7 @@ from aigw_proxy.storage.schema.migrations import LATEST_VERSION, current_version
 from aigw_proxy.storage.schema.tables import error_type_for_status
 from aigw_proxy.storage.timefmt import rfc3339
 from aigw_proxy.storage.users import UserStore
-from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, RecordWriter
+from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, RecordWriter, WriterHealth
 
 __all__ = [
     "DANGLING_MESSAGE",
@@ -50,6 +50,7 @@ __all__ = [
     "UserExistsError",
     "UserNotFoundError",
     "UserStore",
+    "WriterHealth",
     "count_interceptions",
     "current_version",
     "distinct_values",
