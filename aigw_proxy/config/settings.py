@@ -16,6 +16,7 @@ from typing import Any
 from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
 from aigw_proxy.policy.shadow_ai import parse_host_patterns
+from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_BYTES, RedactionConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,13 +54,17 @@ class FileConfig:
     allowed_private_cidrs: list[IPNetwork] = field(default_factory=list)
     allowed_ports: tuple[int, ...] = (80, 443)
     shadow_ai_hosts: tuple[str, ...] = ()  # extra host patterns counted as shadow AI when tunnelled (shadow_ai.py)
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)  # [redaction]: secrets and field caps
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
-_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts"}
+_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
+_REDACTION_KEYS = {"mode", "max_field_bytes", "allow", "patterns"}
+_PATTERN_KEYS = {"name", "regex", "keywords"}
+REDACTION_MODES = ("off", "redact", "block")
 
 
 def load_file_config(path: Path | None) -> FileConfig:
@@ -110,12 +115,62 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
             cfg.shadow_ai_hosts = parse_host_patterns(raw["shadow_ai_hosts"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if "redaction" in raw:
+        cfg.redaction = parse_redaction(raw["redaction"])
     cfg.providers = merge_providers(raw.get("providers", []))
     try:
         cfg.provider_table()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return cfg
+
+
+def parse_redaction(raw: Any) -> RedactionConfig:
+    """The `[redaction]` table: `mode`, `max_field_bytes`, `allow` (regexes of secrets to keep) and
+    `[[redaction.patterns]]` (`name`, `regex`, optional `keywords`) added to the built-in rules."""
+    from aigw_proxy.redaction.engine import compile_allow, compile_extra_rule
+
+    if not isinstance(raw, dict):
+        raise ConfigError("redaction must be a table ([redaction])")
+    unknown = set(raw) - _REDACTION_KEYS
+    if unknown:
+        raise ConfigError(f"redaction: unknown key(s) {', '.join(sorted(unknown))}")
+    out = RedactionConfig()
+    if "mode" in raw:
+        if raw["mode"] not in REDACTION_MODES:
+            raise ConfigError(f"redaction.mode must be one of {', '.join(REDACTION_MODES)}")
+        out.mode = raw["mode"]
+    if "max_field_bytes" in raw:
+        out.max_field_bytes = check_max_field_bytes(raw["max_field_bytes"], "redaction.max_field_bytes")
+    allow = raw.get("allow", [])
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise ConfigError("redaction.allow must be a list of regex strings")
+    patterns = raw.get("patterns", [])
+    if not isinstance(patterns, list):
+        raise ConfigError("redaction.patterns must be an array of tables ([[redaction.patterns]])")
+    try:
+        out.allow = tuple(compile_allow(a) for a in allow)
+        for i, entry in enumerate(patterns):
+            where = f"redaction.patterns[{i}]"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{where} must be a table")
+            if set(entry) - _PATTERN_KEYS:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(set(entry) - _PATTERN_KEYS))}")
+            name, regex, keywords = entry.get("name"), entry.get("regex"), entry.get("keywords", [])
+            if not isinstance(name, str) or not isinstance(regex, str):
+                raise ConfigError(f"{where}: name and regex are required strings")
+            if not isinstance(keywords, list) or not all(isinstance(k, str) and k for k in keywords):
+                raise ConfigError(f"{where}: keywords must be a list of non-empty strings")
+            out.patterns = (*out.patterns, compile_extra_rule(name, regex, keywords))
+    except ValueError as exc:
+        raise ConfigError(f"redaction: {exc}") from None
+    return out
+
+
+def check_max_field_bytes(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_MAX_FIELD_BYTES:
+        raise ConfigError(f"{what} must be a whole number of bytes, at least {MIN_MAX_FIELD_BYTES}")
+    return value
 
 
 def merge_providers(entries: Any) -> list[Provider]:
@@ -175,6 +230,19 @@ class Settings:
     metrics_public: bool = False  # no token on a non-loopback listener: serve /metrics anyway (else 403)
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)  # off unless enabled
     retention: timedelta | None = timedelta(days=60)  # interceptions older than this are purged; None keeps all
+    redaction_mode: str | None = None  # --redaction: off | redact | block; None: the config file's, else redact
+    max_field_bytes: int | None = None  # --max-field-bytes; None: the config file's, else 256 KiB
+
+    @property
+    def redaction(self) -> RedactionConfig:
+        """The config file's `[redaction]` with the command line's mode and cap applied over it."""
+        cfg = self.file.redaction
+        return RedactionConfig(
+            mode=self.redaction_mode or cfg.mode,
+            max_field_bytes=self.max_field_bytes or cfg.max_field_bytes or DEFAULT_MAX_FIELD_BYTES,
+            patterns=cfg.patterns,
+            allow=cfg.allow,
+        )
 
     @property
     def database_path(self) -> Path:

@@ -330,6 +330,9 @@ def _rules() -> tuple[Rule, ...]:
         Rule("basic-auth", c(r"basic\s+(?P<b64>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])", ci), ("basic",),
              group="b64", anchored=True,
              valid=lambda text, m: _word_start(text, m.start()) and _basic_header_valid(text, m)),
+        Rule("credential-header", c(r"(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?"
+                                    r"([^\s\"'`\\,;}]{8,})", ci), ("authorization",), group=1, anchored=True,
+             valid=lambda text, m: _word_start(text, m.start()) and plausible(m.group(1))),
         Rule("api-key", c(r"(?:x-api-key|x-goog-api-key|api-key|x-auth-token|private-token)[\"']?\s*[:=]\s*"
                           r"[\"']?(?:(?:bearer|token)\s+)?([^\s\"'`\\,;}]{8,})", ci),
              ("x-api-key", "x-goog-api-key", "api-key", "x-auth-token", "private-token"), group=1, anchored=True,

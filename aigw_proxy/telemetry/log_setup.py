@@ -3,72 +3,51 @@
 Lines are formatted and written by a background thread (a QueueHandler in front of the stream handler): a slow
 or blocked stderr, or a large structured record, never holds up the event loop that relays traffic.
 
-Masking is defence in depth: nothing should log a credential in the first place, but anything that looks like a
-provider key (`sk-…`, `sk-ant-…`), a proxy token (`aigw_…`), a Bearer value, Basic credentials or a credential
-header's value is replaced by `***` in every string that reaches a line, structured fields included.
+Masking is defence in depth: nothing should log a credential in the first place, and records are redacted
+before they are logged, but every string that reaches a line, structured fields included, goes through the same
+redaction engine as the records (`aigw_proxy.redaction.engine`): provider keys, cloud and VCS tokens, this
+proxy's tokens (`aigw_…`), Bearer and Basic credentials, credential headers' values, private keys, `password=`
+assignments and the config file's extra patterns become `[REDACTED:<kind>]`.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
-import binascii
 import copy
 import json
 import logging
 import queue
-import re
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+if TYPE_CHECKING:
+    from aigw_proxy.redaction.engine import Redactor
+
 LOG_FORMATS: Final = ("text", "json")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-MASK: Final = "***"
 
-def _keep_group(name: str) -> Callable[[re.Match[str]], str]:
-    return lambda m: m.group(name) + MASK
+_redactor: Redactor | None = None
 
 
-def _mask_basic(m: re.Match[str]) -> str:
-    # Only real credentials, `Basic base64(user:secret)`: "Basic setup" stays readable.
-    try:
-        decoded = base64.b64decode(m.group("b64"), validate=True)
-    except (binascii.Error, ValueError):
-        return m.group(0)
-    return m.group("scheme") + MASK if b":" in decoded else m.group(0)
-
-
-# (lower-case markers, pattern, replacement), applied in this order. A pattern only runs when one of its markers
-# is in the text: the check is a plain substring search, so a long prompt without any costs well under a ms.
-_FAMILIES: Final[tuple[tuple[tuple[str, ...], re.Pattern[str], Callable[[re.Match[str]], str]], ...]] = (
-    # A credential header's value, whatever its shape: `authorization: …`, `"x-api-key": "…"`, `api_key=…`.
-    (("authorization", "api-key", "api_key"), re.compile(
-        r"(?P<head>(?:\b(?:proxy-)?authorization|\bx-api-key|\bapi[-_]key)[\"']?\s*[:=]\s*[\"']?"
-        r"(?:(?:bearer|basic)\s+)?)[^\s\"',;}]+", re.IGNORECASE), _keep_group("head")),
-    # An Authorization scheme followed by something credential-sized (prose such as "Bearer of" is left alone).
-    (("bearer",), re.compile(r"(?P<scheme>\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*", re.IGNORECASE),
-     _keep_group("scheme")),
-    (("basic",), re.compile(r"(?P<scheme>\bbasic\s+)(?P<b64>[A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])",
-                            re.IGNORECASE), _mask_basic),
-    # Known key and token shapes.
-    (("sk-", "aigw_"), re.compile(r"(?<![A-Za-z0-9])(?P<prefix>sk-ant-|sk-(?:proj-|svcacct-|admin-)?|aigw_)"
-                                  r"[A-Za-z0-9_-]{12,}"), _keep_group("prefix")),
-)
+def set_redactor(redactor: Redactor) -> None:
+    """Mask log lines with `redactor` (the daemon's, with the config file's extra patterns and allow-list)."""
+    global _redactor
+    _redactor = redactor
 
 
 def redact(text: str) -> str:
-    """`text` with anything that looks like a credential replaced by `***` (the key prefix or scheme is kept)."""
-    lowered = text.lower()
-    for markers, pattern, replace in _FAMILIES:
-        if any(m in lowered for m in markers):
-            text = pattern.sub(replace, text)
-    return text
+    """`text` with anything that looks like a secret replaced by `[REDACTED:<kind>]`."""
+    global _redactor
+    if _redactor is None:
+        from aigw_proxy.redaction.engine import Redactor
+
+        _redactor = Redactor()
+    return _redactor.redact(text).text
 
 
 def redact_value(value: Any) -> Any:

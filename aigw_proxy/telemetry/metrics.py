@@ -9,7 +9,7 @@ name (`coder_aibridgeproxyd_*`, `coder_aibridged_*`). Both names come from the *
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -174,18 +174,27 @@ class Metrics:
         self.shadow_ai = Counter(OWN + "shadow_ai_connects_total",
                                  "Tunnelled CONNECTs to hosts that look like AI endpoints but are not configured.",
                                  ["host"], registry=r)
+        self.redactions = Counter(OWN + "redactions_total",
+                                  "Secrets replaced by a placeholder in recorded fields, by kind.", ["kind"],
+                                  registry=r)
         self.initiator_info = Gauge(OWN + "initiator_info", "Username of each initiator_id (join on initiator_id).",
                                     ["initiator_id", "username"], registry=r)
         hot: MetricWrapperBase
         for hot in (self.connect_sessions, self.mitm_requests, self.inflight_mitm, self.mitm_responses,
                     self.interceptions, self.interceptions_inflight, self.interceptions_duration, self.passthrough,
-                    self.prompts, self.tokens, self.tool_selections, self.parse_errors, self.ttfb, self.shadow_ai):
+                    self.prompts, self.tokens, self.tool_selections, self.parse_errors, self.ttfb, self.shadow_ai,
+                    self.redactions):
             _cache_children(hot)
         self._recorder = _RecorderCollector()
         r.register(self._recorder)
 
     def watch_writer(self, writer: WriterStats) -> None:
         self._recorder.writer = writer
+
+    def count_redactions(self, counts: Mapping[str, int]) -> None:
+        """Secrets redacted from one record, by kind."""
+        for kind, n in counts.items():
+            self.redactions.labels(kind).inc(n)
 
     def set_provider_statuses(self, statuses: Iterable[tuple[str, str, str]]) -> None:
         """Replace the provider_info series with one per (name, type, status)."""

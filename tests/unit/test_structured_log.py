@@ -121,17 +121,18 @@ def test_a_secret_inside_a_record_is_masked_in_the_line(json_lines: io.StringIO)
     text = json_lines.getvalue()
     assert "Q" * 20 not in text
     prompt, tool, _ = parsed(json_lines)
-    assert prompt["prompt"] == "why does\nsk-ant-*** fail?"
-    assert json.loads(tool["input"]) == {"h": "Authorization: Bearer ***"}
+    assert prompt["prompt"] == "why does\n[REDACTED:anthropic-api-key] fail?"
+    assert json.loads(tool["input"]) == {"h": "Authorization: Bearer [REDACTED:anthropic-api-key]"}
 
 
 @pytest.mark.parametrize(("text", "masked"), [
-    ("token aigw_" + "A1b-_" * 8 + " used", "token aigw_*** used"),
-    ("x-api-key: sk-ant-api03-" + "k" * 30, "x-api-key: ***"),
-    ("key=sk-proj-" + "o" * 40, "key=sk-proj-***"),
-    ("'authorization': 'Bearer " + "t" * 30 + "'", "'authorization': 'Bearer ***'"),
-    ("got Bearer " + "eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl", "got Bearer ***"),
-    ("Basic " + base64.b64encode(b"bob:aigw_secret").decode() + " sent", "Basic *** sent"),
+    ("token aigw_" + "A1b-_" * 8 + " used", "token [REDACTED:aigw-token] used"),
+    ("x-api-key: sk-ant-api03-" + "k" * 30, "x-api-key: [REDACTED:anthropic-api-key]"),
+    ("key=sk-proj-" + "o" * 40, "key=[REDACTED:openai-api-key]"),
+    ("'authorization': 'Bearer " + "t" * 30 + "'", "'authorization': 'Bearer [REDACTED:bearer-token]'"),
+    ("got Bearer " + "eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl", "got Bearer [REDACTED:bearer-token]"),
+    ("Basic " + base64.b64encode(b"bob:aigw_secret").decode() + " sent", "Basic [REDACTED:basic-auth] sent"),
+    ("authorization: tid=" + "c0ffee" * 6 + ";exp=1", "authorization: [REDACTED:credential-header];exp=1"),
     ("Basic setup guide", "Basic setup guide"),  # prose stays readable
     ("Bearer of bad news", "Bearer of bad news"),
     ("task-runner and sk-learn", "task-runner and sk-learn"),
@@ -173,4 +174,4 @@ logging.getLogger("mitmproxy.proxy").info("mitmproxy chatter is hidden below war
     assert [(x["level"], x["logger"], x["message"]) for x in lines] == [
         ("INFO", "aigw_proxy.demo", "hello world"), ("ERROR", "aigw_proxy.demo", "it failed")]
     assert lines[0]["count"] == 3
-    assert "ValueError: bad key sk-ant-***" in lines[1]["exc_info"]
+    assert "ValueError: bad key [REDACTED:anthropic-api-key]" in lines[1]["exc_info"]

@@ -219,7 +219,7 @@ def test_log_lines_naming_an_open_interception_become_events_on_intercept(tracer
     ix.finish("client went away")
     [root] = [s for s in exporter.get_finished_spans() if s.name == "Intercept"]
     assert [(e.name, dict(e.attributes or {})) for e in root.events] == [
-        (f"interception {ix.id}: odd header Authorization: Bearer ***",
+        (f"interception {ix.id}: odd header Authorization: Bearer [REDACTED:bearer-token]",
          {"log.severity": "WARNING", "log.logger": "test.tracing.free"})]
 
 
