@@ -10,7 +10,6 @@ breaker failure.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -19,6 +18,7 @@ from mitmproxy import http
 from aigw_proxy.addons.intercept import INTERCEPTION
 from aigw_proxy.intercept.interception import Interception
 from aigw_proxy.policy.circuit import BreakerConfig, Breakers, Key, State, is_failure
+from aigw_proxy.policy.provider_errors import provider_error_body
 from aigw_proxy.policy.providers import Api
 from aigw_proxy.telemetry.metrics import Metrics
 
@@ -28,24 +28,10 @@ REJECTED = "aigw.breaker.rejected"
 _TICKET = "aigw.breaker.ticket"
 MESSAGE = "circuit breaker is open"
 
-_ANTHROPIC_BODY = {"type": "error", "error": {"type": "overloaded_error", "message": MESSAGE}}
-_OPENAI_BODY = {"error": {"message": MESSAGE, "type": "server_error", "code": "service_unavailable"}}
-_GEMINI_BODY = {"error": {"code": 503, "message": MESSAGE, "status": "UNAVAILABLE"}}
-_DEFAULT_BODY = {"error": MESSAGE}
-
 
 def open_circuit_body(api: Api | str) -> bytes:
-    """The error body the client's own SDK understands (Anthropic shape on the Messages API, OpenAI on the
-    OpenAI APIs, Google's on Gemini)."""
-    if api == Api.ANTHROPIC_MESSAGES:
-        body: dict = _ANTHROPIC_BODY
-    elif api in (Api.OPENAI_CHAT, Api.OPENAI_RESPONSES):
-        body = _OPENAI_BODY
-    elif api == "gemini.generate_content":
-        body = _GEMINI_BODY
-    else:
-        body = _DEFAULT_BODY
-    return json.dumps(body, separators=(",", ":")).encode()
+    """The 503 body the client's own SDK understands (see `provider_error_body`)."""
+    return provider_error_body(api, 503, MESSAGE)
 
 
 class CircuitBreaker:

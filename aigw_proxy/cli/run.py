@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import click
 from aigw_proxy.cli.common import data_dir_option, fail, run_async
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.ops_options import ops_options
-from aigw_proxy.config.settings import ConfigError, Settings, load_file_config, parse_hostport
+from aigw_proxy.config.settings import REDACTION_MODES, ConfigError, Settings, load_file_config, parse_hostport
 from aigw_proxy.policy.circuit import BreakerConfig
+from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_BYTES
 
 
 @main.command()
@@ -45,15 +47,24 @@ from aigw_proxy.policy.circuit import BreakerConfig
               help="With --trace: attach log records to their interception's span as events.")
 @click.option("--retention", envvar="AIGW_RETENTION", default="60d", show_default=True,
               help="Delete interceptions (and their prompts, tokens, tools, thoughts) older than this; 0 keeps all.")
+@click.option("--redaction", "redaction_mode", envvar="AIGW_REDACTION", default=None,
+              type=click.Choice(REDACTION_MODES, case_sensitive=False),
+              help="Secrets in recorded prompts, tool inputs, thoughts and errors: replaced by a placeholder "
+                   "(redact, the default), left (off), or the call refused with a 400 (block).")
+@click.option("--max-field-bytes", envvar="AIGW_MAX_FIELD_BYTES", default=None,
+              type=click.IntRange(MIN_MAX_FIELD_BYTES), help="Bytes kept of each recorded prompt, tool input, "
+              f"thought and error text; the rest is cut with a marker (default {DEFAULT_MAX_FIELD_BYTES}).")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
-        trace_logs: bool, retention: str, metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
+        trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
+        metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.telemetry.log_setup import configure_logging
 
+    os.umask(0o077)  # whatever the daemon writes (database, CA, spool) is private to its user
     configure_logging(log_level, log_format.lower())
     try:
         settings = Settings(
@@ -72,6 +83,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             metrics_initiator_label=metrics_initiator_label,
             circuit_breaker=circuit_breaker,
             retention=retention_window(retention),
+            redaction_mode=redaction_mode.lower() if redaction_mode else None,
+            max_field_bytes=max_field_bytes,
         )
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:

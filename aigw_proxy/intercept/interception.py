@@ -44,7 +44,8 @@ PARSERS: dict[Api, ApiParser] = {
 # The APIs that also run over a socket of JSON messages (Responses over a WebSocket).
 SOCKET_PARSERS: dict[Api, EventStreaming] = {Api.OPENAI_RESPONSES: openai_responses}
 
-# A non-streamed body larger than this is relayed but not parsed (memory stays bounded whatever upstream sends).
+# A request body, or a non-streamed response body, larger than this is relayed but not parsed (memory and parse
+# time stay bounded whatever a peer sends); `metadata.truncated` then names it with its size.
 MAX_PARSED_BODY = 64 * 1024 * 1024
 SWITCHING_PROTOCOLS = 101  # a WebSocket turn's upstream status: the socket's upgrade succeeded
 
@@ -91,6 +92,9 @@ class Interception:
         self._events: EventAccumulator | None = None  # a WebSocket turn's server events
         self._body: bytearray | None = None
         self._body_overflow = False
+        self._body_size = 0
+        self._unparsed: dict[str, int] = {}  # body → size, for bodies too large to parse (`metadata.truncated`)
+        self.metadata: dict[str, object] = {}  # merged into the end record's metadata (what a gate adds)
         self._raw_request: tuple[bytes, str | None] = (b"", None)
         self.trace: InterceptionTrace | None = (
             tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
@@ -113,8 +117,13 @@ class Interception:
             return
         raw, content_encoding = self._raw_request
         self._raw_request = (b"", None)
-        body, err = decode_body(raw, content_encoding)
-        self._record_start(self.parser.parse_request(body) if err is None else RequestFacts(error=err))
+        body, err = decode_body(raw, content_encoding) if len(raw) <= MAX_PARSED_BODY else (raw, None)
+        if len(body) > MAX_PARSED_BODY:
+            self._unparsed["request_body"] = len(body)
+            facts = RequestFacts(error=f"request body of {len(body)} bytes not parsed (limit {MAX_PARSED_BODY})")
+        else:
+            facts = self.parser.parse_request(body) if err is None else RequestFacts(error=err)
+        self._record_start(facts)
 
     def request_object(self, req: dict) -> None:
         """Parse an already-decoded request (a WebSocket `response.create` message) and record the start (once)."""
@@ -189,7 +198,10 @@ class Interception:
         data = self._decoder.decode(chunk)
         if self._stream is not None:
             self._stream.feed(data)
-        elif self._body is not None and not self._body_overflow:
+        elif self._body is not None:
+            self._body_size += len(data)
+            if self._body_overflow:
+                return
             if len(self._body) + len(data) > MAX_PARSED_BODY:
                 self._body_overflow = True
                 self._body = bytearray()
@@ -221,6 +233,7 @@ class Interception:
         elif self._body_overflow:
             facts = ResponseFacts(completed=True, error=None)
             facts.parse_errors = 1
+            self._unparsed["response_body"] = self._body_size
         elif self._body is not None:
             facts = self.parser.parse_response(bytes(self._body))
         else:
@@ -266,7 +279,8 @@ class Interception:
             token_usages=facts.token_usages,
             tool_calls=facts.tool_calls,
             thoughts=facts.thoughts,
-            metadata={"streaming": self.streaming or req.stream} if self.streaming != req.stream else {},
+            metadata={**self.metadata, **({"truncated": dict(self._unparsed)} if self._unparsed else {}),
+                      **({"streaming": self.streaming or req.stream} if self.streaming != req.stream else {})},
             parse_errors=facts.parse_errors + (1 if req.error else 0),
         )
         if self.trace is not None:

@@ -24,6 +24,7 @@ from aigw_proxy.addons.inflight import InFlight
 from aigw_proxy.addons.intercept import Interceptor
 from aigw_proxy.addons.readiness import Readiness
 from aigw_proxy.addons.routing import ProviderRouter
+from aigw_proxy.addons.secrets_gate import SecretsGate
 from aigw_proxy.addons.stack import AigwAddons
 from aigw_proxy.addons.websocket import ResponsesSocket
 from aigw_proxy.admin.app import AdminContext, MetricsAccess
@@ -36,7 +37,10 @@ from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
 from aigw_proxy.proxy.record_exports import setup as setup_observability
 from aigw_proxy.recording.recorder import Recorder
+from aigw_proxy.redaction.engine import Redactor
+from aigw_proxy.redaction.records import RecordPolicy
 from aigw_proxy.storage import Database, RecordWriter, RetentionLoop, UserStore, open_database
+from aigw_proxy.telemetry.log_setup import set_redactor
 
 log = logging.getLogger("aigw_proxy.daemon")
 
@@ -85,7 +89,8 @@ class Running:
 
 
 async def start(settings: Settings) -> Running:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # private whatever the umask, or however it was made
     try:
         ensure_ca(settings.confdir)
     except CAError as exc:
@@ -115,10 +120,16 @@ async def start(settings: Settings) -> Running:
     router = ProviderRouter(settings.file)
     mon = setup_monitoring(settings, recorder, writer, router)  # metrics, provider reload, circuit breaker
     authenticator = TokenAuthenticator(UserStore(db).authenticate)
+    # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
+    redaction = settings.redaction
+    policy = RecordPolicy.from_config(redaction, on_redactions=mon.metrics.count_redactions)
+    set_redactor(policy.redactor or Redactor(redaction.patterns, redaction.allow))  # log lines: always masked
+    submit = policy.wrap(recorder.submit)
+    gates = [SecretsGate(policy.redactor)] if redaction.mode == "block" and policy.redactor else []
     # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
-    sockets = ResponsesSocket(recorder.submit, obs.tracer)
-    master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *mon.gates,
-                                 Interceptor(recorder.submit, obs.tracer), sockets, mon.proxy_metrics))
+    sockets = ResponsesSocket(submit, obs.tracer)
+    master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *gates, *mon.gates,
+                                 Interceptor(submit, obs.tracer), sockets, mon.proxy_metrics))
     master.addons.add(*mitmproxy_builtins())
     trust = _upstream_trust(settings)
     if trust:

@@ -119,8 +119,8 @@ class RecordPolicy:
                 metadata["redactions"] = dict(sorted(counts.items()))
                 if self.on_redactions is not None:
                     self.on_redactions(counts)
-            if truncated:
-                metadata["truncated"] = truncated
+            if truncated:  # beside what the interception noted there (bodies too large to parse)
+                metadata["truncated"] = {**(metadata.get("truncated") or {}), **truncated}
         return event
 
     def text(self, value: str, name: str, counts: Counter[str], truncated: dict[str, int]) -> str:

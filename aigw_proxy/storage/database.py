@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import time
 from pathlib import Path
 from types import TracebackType
@@ -76,13 +77,27 @@ def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int
 
 
 def _prepare_path(path: str | Path) -> Path:
+    """The absolute path, its directory made (0700) and the file made or kept private (0600), whatever the umask:
+    SQLite gives the -wal and -shm files the database file's mode."""
     if str(path) == ":memory:" or str(path).startswith("file:"):
         raise ValueError("aigw-proxy needs a database file (the writer and readers use separate connections)")
     resolved = Path(path).expanduser().absolute()
     try:
-        resolved.parent.mkdir(parents=True, exist_ok=True)
+        if not resolved.parent.is_dir():
+            resolved.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            resolved.parent.chmod(0o700)
+        if not resolved.exists():
+            os.close(os.open(resolved, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass  # another process made it first
     except OSError as exc:
-        raise StorageError(f"cannot create the database directory {resolved.parent}: {exc}") from exc
+        raise StorageError(f"cannot create the database {resolved}: {exc}") from exc
+    for file in (resolved, resolved.with_name(resolved.name + "-wal"), resolved.with_name(resolved.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except OSError:  # not there (yet), or not ours to change
+            pass
     return resolved
 
 
