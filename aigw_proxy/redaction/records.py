@@ -136,7 +136,8 @@ class RecordPolicy:
         head, found = self._redact(value[: limit + REDACT_MARGIN])
         kept = _cut(head, limit)
         for kind, n in found.items():
-            counts[kind] += min(n, kept.count(f"{_PLACEHOLDER_START}{kind}]"))
+            if kept_n := min(n, kept.count(f"{_PLACEHOLDER_START}{kind}]")):
+                counts[kind] += kept_n
         truncated[name] = size
         return kept + TRUNCATION_MARKER.format(size=size)
 
