@@ -282,8 +282,8 @@ _PRIVATE_KEY_BLOCK = re.compile(
 def _rules() -> tuple[Rule, ...]:
     c = re.compile
     ci = re.IGNORECASE
-    # `markers` only where they pay: for case-insensitive patterns and anchored rules. A case-sensitive pattern
-    # that opens with a literal is searched as fast as a marker would be.
+    # `markers` only where they pay: for case-insensitive patterns, anchored rules and rules that share one (the
+    # `sk-` keys). A case-sensitive pattern that opens with a literal is searched as fast as a marker would be.
     return (
         # Whole blocks and URLs first: a key inside them is part of them.
         Rule("private-key", _PRIVATE_KEY_BLOCK),
@@ -291,10 +291,11 @@ def _rules() -> tuple[Rule, ...]:
         Rule("basic-auth", _ds(BasicAuthDetector), group=1, valid=lambda text, m: plausible(m.group(1))),
         Rule("slack-webhook", _ds(SlackDetector, 1), ("hooks.slack.com",)),
         # Provider API keys.
-        Rule("anthropic-api-key", c(r"sk-ant-[A-Za-z0-9_-]{20,}"), left=True),
-        Rule("openai-api-key", c(r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"), left=True),
-        Rule("openai-api-key", _ds(OpenAIDetector), left=True, extend=True),
-        Rule("api-key", c(r"sk-(?:[a-z0-9]{1,10}-){0,2}[A-Za-z0-9]{20,}" + _RIGHT), left=True, valid=_sk_valid),
+        Rule("anthropic-api-key", c(r"sk-ant-[A-Za-z0-9_-]{20,}"), ("sk-",), left=True),
+        Rule("openai-api-key", c(r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"), ("sk-",), left=True),
+        Rule("openai-api-key", _ds(OpenAIDetector), ("sk-",), left=True, extend=True),
+        Rule("api-key", c(r"sk-(?:[a-z0-9]{1,10}-){0,2}[A-Za-z0-9]{20,}" + _RIGHT), ("sk-",), left=True,
+             valid=_sk_valid),
         Rule("google-api-key", c(r"AIza[0-9A-Za-z_-]{35}" + _RIGHT), left=True),
         # Cloud and VCS.
         Rule("aws-access-key", _ended(_ds(AWSKeyDetector)), left=True),
