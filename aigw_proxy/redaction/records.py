@@ -111,8 +111,8 @@ class RecordPolicy:
                 call.input = clean(call.input, f"tool_calls[{i}].input") or call.input
             for i, thought in enumerate(event.thoughts):
                 thought.content = clean(thought.content, f"thoughts[{i}]") or thought.content
-        elif (prompt := getattr(event, "prompt", None)) is not None:  # a start record that carries the prompt
-            event.prompt = clean(prompt, "prompt")  # type: ignore[union-attr]
+        elif isinstance(prompt := getattr(event, "prompt", None), str):  # a start record that carries the prompt
+            object.__setattr__(event, "prompt", clean(prompt, "prompt"))
         if counts or truncated:
             metadata: dict[str, Any] = event.metadata
             if counts:
