@@ -10,8 +10,9 @@ import json
 import os
 import re
 import stat
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anthropic
@@ -54,6 +55,14 @@ def metric_values(d: Daemon, name: str) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{d.admin_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     return {m.group(1): float(m.group(2)) for m in re.finditer(rf'^{name}\{{kind="([^"]+)"\}} (\S+)$', text, re.M)}
+
+
+def wait_for(d: Daemon, match: Callable[[dict], bool], timeout: float = 10.0) -> list[dict]:
+    """The ended interceptions that `match`, once there is one (the writer commits in batches)."""
+    deadline = time.monotonic() + timeout
+    while not (found := [r for r in d.interceptions() if match(r)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def use_proxy(d: Daemon, monkeypatch: pytest.MonkeyPatch, user: str = "alice") -> None:
@@ -204,7 +213,7 @@ def test_block_mode_refuses_an_openai_call_with_a_secret_in_a_tool_result(blocki
     assert "openai-api-key" in err.value.message and "private-key" in err.value.message
     assert OPENAI_KEY not in err.value.message and PEM_LINES[0] not in str(err.value.body)
     assert upstream.requests == []
-    [ix] = [r for r in blocking.interceptions() if r["metadata"]["route"] == "/v1/chat/completions"]
+    [ix] = wait_for(blocking, lambda r: r["metadata"]["route"] == "/v1/chat/completions")
     assert ix["user_prompts"] == []  # a request that returns a tool result carries no prompt
     assert (ix["status"], ix["upstream_status"], ix["metadata"]["route"]) == ("failed", 400, "/v1/chat/completions")
     assert ix["metadata"]["blocked_secrets"] == {"openai-api-key": 1, "private-key": 1}
