@@ -5,10 +5,11 @@
 (from an installed package: `mitmdump -s "$(python -c 'import aigw_proxy.addons.standalone as m; print(m.__file__)')"`).
 
 It loads the daemon's own addons — proxy-token authentication, provider routing (decrypt provider hosts, tunnel
-the rest, the private-address and port policy), the Interceptor and the Responses WebSocket recorder — and records
-into the same database, so `aigw-proxy users add`, `aigw-proxy interceptions list --data-dir DIR` and a daemon's
-REST API on that data dir work with it. What the daemon adds around mitmproxy stays out: the admin listener,
-metrics, provider reload, retention. mitmproxy's own options (its CA in `confdir`, upstream trust) are yours to set.
+the rest, the private-address and port policy), the Interceptor and the Responses WebSocket recorder, records
+capped and redacted by the config's `[redaction]` — and records into the same database, so `aigw-proxy users
+add`, `aigw-proxy interceptions list --data-dir DIR` and a daemon's REST API on that data dir work with it. What
+the daemon adds around mitmproxy stays out: the admin listener, metrics, provider reload, retention. mitmproxy's
+own options (its CA in `confdir`, upstream trust) are yours to set.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from mitmproxy.addonmanager import Loader
 from aigw_proxy.addons.auth import TokenAuth
 from aigw_proxy.addons.intercept import Interceptor
 from aigw_proxy.addons.routing import ProviderRouter
+from aigw_proxy.addons.secrets_gate import SecretsGate
 from aigw_proxy.addons.websocket import ResponsesSocket
 from aigw_proxy.config.settings import ConfigError, Settings, default_data_dir, load_file_config
 from aigw_proxy.policy.identity import TokenAuthenticator
 from aigw_proxy.recording.records import Initiator, RecordEvent
+from aigw_proxy.redaction.records import RecordPolicy
 from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
 
 log = logging.getLogger("aigw_proxy.standalone")
@@ -57,8 +60,12 @@ class AigwStandalone:
             cfg = load_file_config(Path(ctx.options.aigw_config) if ctx.options.aigw_config else None)
         except ConfigError as exc:
             raise ValueError(f"aigw_config: {exc}") from None
+        # Records capped and redacted as the daemon's are, by the config file's [redaction] (mode, cap, patterns).
+        policy = RecordPolicy.from_config(cfg.redaction)
+        submit = policy.wrap(self._submit)
+        gates = [SecretsGate(policy.redactor)] if cfg.redaction.mode == "block" and policy.redactor else []
         self.addons = [TokenAuth(TokenAuthenticator(self._authenticate, timeout=10.0)), ProviderRouter(cfg),
-                       Interceptor(self._submit), ResponsesSocket(self._submit)]
+                       *gates, Interceptor(submit), ResponsesSocket(submit)]
 
     async def running(self) -> None:
         if self._writer is not None:
