@@ -396,3 +396,12 @@ def test_random_chunks_never_raise(events: list[dict]) -> None:
                          (gm.json_stream_parser(), array)):
         parser.feed(data)
         parser.finish()
+
+
+@pytest.mark.parametrize("junk", [b"\x0c", b"\x0b", b"1\x0c2"])
+def test_form_feed_and_vertical_tab_between_elements_end(junk: bytes) -> None:
+    """Not JSON whitespace: counted as a malformed element, and the splitter moves on (it once looped for ever)."""
+    splitter = JSONArraySplitter()
+    elements = list(itertools.islice(splitter.feed(b"[" + junk + b', {"a": 1}]'), 10))
+    assert elements[-1] == b'{"a": 1}' and len(elements) <= 3
+    assert splitter.complete

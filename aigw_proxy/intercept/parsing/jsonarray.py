@@ -23,8 +23,10 @@ MAX_ELEMENT = 16 * 1024 * 1024
 _SKIP = re.compile(rb'(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 # The rest of a string: to its closing quote, or to the end of the bytes so far (perhaps ending in a backslash).
 _STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+(?:(?P<closed>")|(?P<escape>\\)?\Z)', re.DOTALL)
-_SCALAR_END = re.compile(rb"[,\]\s]")
+# JSON's whitespace is exactly these four bytes; `\s` would also stop a scalar at \f or \v, which the between-elements
+# state does not skip: an empty scalar there, again and again, for ever.
 _WHITESPACE = b" \t\r\n"
+_SCALAR_END = re.compile(rb"[,\] \t\r\n]")
 _OPENERS = b"{["
 _BOM = b"\xef\xbb\xbf"
 
