@@ -30,6 +30,7 @@ test: install typecheck
 	$(VENV)/bin/ruff check aigw_proxy addons tests bench
 	bash scripts/ensure-prometheus.sh
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-agents.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
