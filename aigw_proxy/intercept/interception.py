@@ -7,9 +7,11 @@ failed or partial record; nothing raises into the proxy.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ from aigw_proxy.recording.records import (
     RecordEvent,
     RequestFacts,
     ResponseFacts,
+    ToolCall,
 )
 
 if TYPE_CHECKING:  # tracing (OpenTelemetry) is imported only when a tracer is configured
@@ -51,6 +54,47 @@ SWITCHING_PROTOCOLS = 101  # a WebSocket turn's upstream status: the socket's up
 
 Submit = Callable[[RecordEvent], object]
 
+# Tools that hand a task to a subagent: Claude Code's `Agent` (called `Task` before 2.1).
+SUBAGENT_TOOLS = frozenset({"Agent", "Task"})
+
+
+class SubagentTasks:
+    """Tasks the model wrote for subagents, so each subagent's first call joins the thread of the call that
+    launched it. A subagent's first request carries no tool result to link it by: its user turn is the task,
+    verbatim, in the same client session. Keyed by user, client session and task text; bounded (oldest go)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._calls: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._limit = limit
+
+    def note(self, user_id: str, session_id: str, calls: Iterable[ToolCall]) -> None:
+        for call in calls:
+            if call.name not in SUBAGENT_TOOLS or not call.call_id:
+                continue
+            task = _task_text(call.input)
+            if task:
+                key = (user_id, session_id, task)
+                self._calls[key] = call.call_id
+                self._calls.move_to_end(key)
+                while len(self._calls) > self._limit:
+                    self._calls.popitem(last=False)
+
+    def claim(self, user_id: str, session_id: str, prompt: str) -> str | None:
+        """The tool call id whose task this prompt is (once), else None."""
+        return self._calls.pop((user_id, session_id, prompt.strip()), None)
+
+
+def _task_text(raw: str) -> str | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    task = value.get("prompt") if isinstance(value, dict) else None
+    return task.strip() if isinstance(task, str) and task.strip() else None
+
+
+SUBAGENT_TASKS = SubagentTasks()  # one per process: the launching call and its subagent may use any tunnel
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -70,6 +114,7 @@ class Interception:
         submit: Submit,
         transport: str = "http",
         tracer: Tracer | None = None,
+        subagent_tasks: SubagentTasks | None = SUBAGENT_TASKS,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.api = api
@@ -82,6 +127,8 @@ class Interception:
         self._submit = submit
         self._headers = headers
         self.client = classify_client(headers)
+        self._tasks = subagent_tasks
+        self.client_session_id: str | None = None
         self.request: RequestFacts | None = None
         self.response: ResponseFacts | None = None
         self.status_code: int | None = None
@@ -140,6 +187,19 @@ class Interception:
         if self.trace is not None:
             self.trace.request_parsed(facts.model or "unknown", facts.stream, facts.error)
         kind, hint = credential_info(self._headers)
+        self.client_session_id = client_session_id(self.client, self._headers, facts.body_session_id)
+        metadata: dict[str, object] = {
+            "request_user_agent": self._headers.get("user-agent", ""),
+            "route": self.route,
+            "streaming": facts.stream,
+            "transport": self.transport,
+            "username": self.initiator.username,
+        }
+        if facts.prompt and not facts.correlating_tool_call_id and self.client_session_id and self._tasks:
+            launched_by = self._tasks.claim(self.initiator.user_id, self.client_session_id, facts.prompt)
+            if launched_by:  # a subagent's first call: its thread hangs off the call that launched it
+                facts.correlating_tool_call_id = launched_by
+                metadata["prompt_author"] = "model"  # the task the model wrote, not text the user typed
         self._submit(
             InterceptionStarted(
                 id=self.id,
@@ -148,15 +208,9 @@ class Interception:
                 provider_name=self.provider.name,
                 model=facts.model or "unknown",
                 client=self.client,
-                client_session_id=client_session_id(self.client, self._headers, facts.body_session_id),
+                client_session_id=self.client_session_id,
                 started_at=self.started_at,
-                metadata={
-                    "request_user_agent": self._headers.get("user-agent", ""),
-                    "route": self.route,
-                    "streaming": facts.stream,
-                    "transport": self.transport,
-                    "username": self.initiator.username,
-                },
+                metadata=metadata,
                 correlating_tool_call_id=facts.correlating_tool_call_id,
                 previous_response_id=facts.previous_response_id,
                 credential_kind=kind,
@@ -253,6 +307,8 @@ class Interception:
         self.parse_request()  # no-op when already parsed; the start is always recorded before the end
         facts = self._response_facts() if self.status_code is not None else ResponseFacts()
         self.response = facts
+        if facts.tool_calls and self.client_session_id and self._tasks is not None:
+            self._tasks.note(self.initiator.user_id, self.client_session_id, facts.tool_calls)
         req = self.request or RequestFacts()
         status_ok = self.status_code is not None and (
             200 <= self.status_code < 300 or (self.status_code == SWITCHING_PROTOCOLS and self._events is not None)
