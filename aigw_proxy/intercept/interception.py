@@ -313,7 +313,10 @@ class Interception:
         status_ok = self.status_code is not None and (
             200 <= self.status_code < 300 or (self.status_code == SWITCHING_PROTOCOLS and self._events is not None)
         )
-        failure = error
+        # One rule for every transport: once the provider's terminal event (or the whole body) has arrived, the
+        # call completed. A connection that closes afterwards — a client that stops reading at
+        # `response.completed` before the body's end arrives, a socket dropped between turns — changes nothing.
+        failure = None if facts.completed and not facts.error else error
         if failure is None and self.status_code is not None and not status_ok:
             failure = facts.error or f"upstream returned HTTP {self.status_code}"
         if failure is None and facts.error:

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aigw_proxy.intercept.interception import Interception
+from aigw_proxy.intercept.parsing.openai_responses import TERMINAL_EVENTS
 
 log = logging.getLogger("aigw_proxy.socket_turns")
 
-# Terminal server events: the turn they belong to is over.
-END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+# Terminal server events: the turn they belong to is over (the same definition as over SSE).
+END_EVENTS = TERMINAL_EVENTS
 # Client messages that make the server generate a response (`response.append` is the first protocol version's
 # continuation of the lane's previous response).
 CREATE_MESSAGES = frozenset({"response.create", "response.append"})

@@ -48,6 +48,9 @@ _EXTRAS: dict[str, tuple[str | None, str]] = {
 _START_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
 # Terminal events: their `response` object is the authority for ids, usage and output.
 _END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Events after which a response is over, whatever its connection does next (`error`: over, as a failure). The SSE
+# and WebSocket transports share this definition.
+TERMINAL_EVENTS = _END_EVENTS | {"error"}
 
 
 # --- request ---------------------------------------------------------------------------------------------
