@@ -14,11 +14,13 @@ from aigw_proxy.addons.auth import INITIATOR
 from aigw_proxy.addons.circuit_breaker import REJECTED
 from aigw_proxy.addons.intercept import INTERCEPTION
 from aigw_proxy.addons.routing import CONNECT_TARGET, PROVIDER, ConnectTarget, ProviderRouter
+from aigw_proxy.addons.websocket import is_websocket_upgrade, records_socket
 from aigw_proxy.policy.providers import Provider
 from aigw_proxy.policy.shadow_ai import ShadowAI
 from aigw_proxy.telemetry.metrics import Metrics
 
 _STARTED = "aigw.metrics.started"  # monotonic time of the request headers; set only on counted flows
+_SOCKET_ROUTE = "aigw.metrics.socket_route"  # a recorded socket's upgrade: passthrough only if it is refused
 _ROUTES_PER_PROVIDER = 50  # passthrough paths are client-chosen: bound the route label's values
 _SHADOW_HOSTS = 1000
 OTHER = "other"
@@ -64,8 +66,15 @@ class ProxyMetrics:
         # passthrough path.
         if flow.metadata.get(INTERCEPTION) is None:
             path = flow.request.path.split("?", 1)[0]
-            route = self._bounded(self._routes.setdefault(provider.name, set()), path, _ROUTES_PER_PROVIDER)
-            self.m.passthrough.labels(provider.name, route, flow.request.method).inc()
+            if is_websocket_upgrade(flow) and records_socket(provider, path):
+                # A Responses socket: its turns are counted as interceptions once it is up, not as a request.
+                flow.metadata[_SOCKET_ROUTE] = path
+                return
+            self._passthrough(provider, path, flow.request.method)
+
+    def _passthrough(self, provider: Provider, path: str, method: str) -> None:
+        route = self._bounded(self._routes.setdefault(provider.name, set()), path, _ROUTES_PER_PROVIDER)
+        self.m.passthrough.labels(provider.name, route, method).inc()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         started = flow.metadata.get(_STARTED)
@@ -87,6 +96,9 @@ class ProxyMetrics:
         # No response at all: mitmproxy answers the client with a 502.
         code = flow.response.status_code if flow.response is not None else 502
         self.m.mitm_responses.labels(str(code), provider.name).inc()
+        socket_route = flow.metadata.pop(_SOCKET_ROUTE, None)
+        if socket_route is not None and code != 101:  # the upgrade was refused: a request relayed unrecorded
+            self._passthrough(provider, socket_route, flow.request.method)
 
     @staticmethod
     def _bounded(seen: set[str], value: str, cap: int) -> str:

@@ -76,6 +76,16 @@ def _close_reason(ws: WebSocketData | None) -> str:
     return f"websocket closed by the {who} (code {ws.close_code}) before the response completed"
 
 
+def records_socket(provider: Provider, path: str) -> bool:
+    """A WebSocket on this provider path carries Responses turns, each recorded as an interception. The upgrade
+    is a GET; the socket carries what a POST to the same route would."""
+    return provider.api_for("POST", path.split("?", 1)[0]) is Api.OPENAI_RESPONSES
+
+
+def is_websocket_upgrade(flow: http.HTTPFlow) -> bool:
+    return flow.request.method == "GET" and flow.request.headers.get("upgrade", "").lower() == "websocket"
+
+
 class ResponsesSocket:
     """Named so as not to clash with mitmproxy's own addons (addon names are the lower-cased class name)."""
 
@@ -95,8 +105,7 @@ class ResponsesSocket:
         if provider is None or initiator is None:
             return
         path = flow.request.path.split("?", 1)[0]
-        # The upgrade is a GET; the socket carries what a POST to the same route would.
-        if provider.api_for("POST", path) is not Api.OPENAI_RESPONSES:
+        if not records_socket(provider, path):
             return  # another socket on a provider host: relayed untouched, not recorded
         headers = header_map(flow.request.headers)
         submit, tracer = self.submit, self.tracer
