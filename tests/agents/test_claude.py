@@ -8,7 +8,15 @@ import json
 import secrets
 
 from tests.agents.conftest import record_timing, require_agent
-from tests.support.agent_checks import Expect, check_calls, check_secret_absent, new_rows, row_ids, sums
+from tests.support.agent_checks import (
+    Expect,
+    KnownDefects,
+    check_calls,
+    check_secret_absent,
+    new_rows,
+    row_ids,
+    sums,
+)
 from tests.support.agent_standin import AgentStandIn, ToolUse, Turn
 from tests.support.agents import AgentHome, AgentRun, Route
 from tests.support.daemon import Daemon
@@ -45,8 +53,8 @@ def three_tools(standin: AgentStandIn, home: AgentHome) -> None:
 
 
 def usage_matches(out: dict, main_rows: list[dict], rows: list[dict] | None = None) -> None:
-    """Claude Code's own totals == the proxy's sums: `usage` over the main thread's calls, `modelUsage` (per
-    model, summed here) over every call of the run."""
+    """Claude Code's own totals == the proxy's sums: `usage` over this run's main-thread calls, `modelUsage` (per
+    model, summed here) over every call of the session (a resumed session's too)."""
     s = sums(main_rows)
     u = out["usage"]
     assert (u["input_tokens"], u["output_tokens"], u["cache_read_input_tokens"], u["cache_creation_input_tokens"]) \
@@ -61,6 +69,7 @@ def usage_matches(out: dict, main_rows: list[dict], rows: list[dict] | None = No
 def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route, direct: Route,
                                    new_home: object) -> None:
     key = "sk-ant-api03-" + secrets.token_urlsafe(60)
+    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     three_tools(standin, home)
     before = row_ids(agent_daemon)
@@ -71,9 +80,10 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     assert len(calls) == 4 and [len(c.turn.tools) for c in calls] == [1, 1, 1, 0]
     rows = new_rows(agent_daemon, before, len(calls))
     expect = Expect(client="Claude Code", provider="anthropic", provider_name="anthropic", credential_kind="api_key",
-                    secret=key, session_id=out["session_id"], prompts={calls[0].response_id: PROMPT})
+                    secret=key, session_id=out["session_id"], prompts={calls[0].response_id: PROMPT}, defects=defects)
     check_calls(agent_daemon, calls, rows, expect)
     usage_matches(out, rows)
+    first_rows = rows
     record_timing("claude", "proxy", run.seconds)
 
     # Resumed: the same Claude Code session id, a new prompt, the thread continues from the resumed history.
@@ -86,7 +96,7 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     calls = standin.calls()
     rows = new_rows(agent_daemon, before, len(calls))
     check_calls(agent_daemon, calls, rows, Expect(**{**expect.__dict__, "prompts": {calls[0].response_id: RESUMED}}))
-    usage_matches(resumed, rows)
+    usage_matches(resumed, rows, [*first_rows, *rows])
     check_secret_absent(agent_daemon, [key])
 
     # The same first session without the proxy, for the wall-time comparison.
@@ -94,11 +104,13 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     home_direct: AgentHome = new_home(direct, "direct")  # type: ignore[operator]
     three_tools(standin, home_direct)
     record_timing("claude", "direct", claude(home_direct, PROMPT, ANTHROPIC_API_KEY=key).seconds)
+    defects.report()
 
 
 def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route,
                                         new_home: object) -> None:
     token = "sk-ant-oat01-" + secrets.token_urlsafe(70)
+    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     standin.script(
         Turn(thinking="A subagent can do this.",
@@ -121,7 +133,8 @@ def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStan
     by_rid = check_calls(agent_daemon, calls, rows, Expect(
         client="Claude Code", provider="anthropic", provider_name="anthropic", credential_kind="oauth",
         secret=token, session_id=out["session_id"],
-        prompts={parent.response_id: "Use a subagent to run an echo.", sub_first.response_id: TASK}))
+        prompts={parent.response_id: "Use a subagent to run an echo.", sub_first.response_id: TASK},
+        defects=defects))
     # `usage` covers the main thread's calls, `modelUsage` every call (the subagent's too).
     usage_matches(out, [by_rid[c.response_id] for c in (parent, main_end)], rows)
     # The subagent's thread hangs off the call whose Agent tool use launched it; its prompt is the task the model
@@ -134,3 +147,4 @@ def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStan
     assert by_rid[sub_second.response_id]["thread_root_id"] == launched["id"]
     assert by_rid[main_end.response_id]["thread_parent_id"] == launched["id"]
     check_secret_absent(agent_daemon, [token])
+    defects.report()

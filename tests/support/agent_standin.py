@@ -423,14 +423,15 @@ class AgentStandIn:
 
 # --- wire formats --------------------------------------------------------------------------------------------
 
-COPILOT_MODELS = [("gpt-5-mini", "openai"), ("gpt-4.1", "openai"), ("claude-sonnet-4.5", "anthropic")]
+COPILOT_MODELS = [("gpt-5-mini", "openai"), ("gpt-5.4-mini", "openai"), ("claude-sonnet-4.5", "anthropic")]
 
 
 def _copilot_model(mid: str, vendor: str) -> dict:
-    endpoints = ["/responses", "/chat/completions"] if vendor == "openai" else ["/v1/messages", "/chat/completions"]
+    endpoints = {"gpt-5-mini": ["/responses", "/chat/completions"], "gpt-5.4-mini": ["/chat/completions"]}.get(
+        mid, ["/v1/messages", "/chat/completions"])
     return {
         "id": mid, "name": mid, "object": "model", "vendor": vendor.title(), "version": mid, "preview": False,
-        "model_picker_enabled": True, "is_chat_default": mid == "gpt-5-mini", "is_chat_fallback": mid == "gpt-4.1",
+        "model_picker_enabled": True, "is_chat_default": mid == "gpt-5-mini", "is_chat_fallback": mid == "gpt-5-mini",
         "policy": {"state": "enabled", "terms": ""}, "supported_endpoints": endpoints,
         "billing": {"is_premium": False, "multiplier": 0},
         "capabilities": {"family": mid, "type": "chat", "object": "model_capabilities", "tokenizer": "o200k_base",
