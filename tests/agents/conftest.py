@@ -7,7 +7,8 @@ A missing agent (no npm, or `make test` not run) skips its tests with a loud mes
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import statistics
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tests.support.agent_standin import AgentStandIn, DirectRelay
 from tests.support.agents import AgentHome, Route, agent_binary, agents_dir
 from tests.support.daemon import Daemon, provider_config, start_daemon, stop_daemon
 
-TIMINGS: dict[str, dict[str, float]] = {}  # agent -> {"proxy": s, "direct": s}, printed at the end
+TIMINGS: dict[str, dict[str, list[float]]] = {}  # agent -> {"proxy": [s, ...], "direct": [...]}, printed at the end
 MISSING: set[str] = set()
 
 
@@ -30,6 +31,16 @@ def require_agent(name: str) -> Path:
         pytest.fail(why)
     MISSING.add(name)
     pytest.skip(why)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_agent(name): the test runs this real agent (skipped or, in CI, failed "
+                                       "before any fixture starts when it is not installed)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("real_agent"):
+        require_agent(mark.args[0])
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +98,27 @@ def new_home(tmp_path: Path) -> Iterator[object]:
     yield make
 
 
-def record_timing(agent: str, mode: str, seconds: float) -> None:
-    TIMINGS.setdefault(agent, {})[mode] = seconds
+def compare_wall_time(agent: str, session: Callable[[Route, str], float], proxied: Route, direct: Route,
+                      rounds: int = 2) -> None:
+    """Run the same session (`session(route, name)` -> seconds, a fresh HOME each) direct and through the proxy,
+    alternating, `rounds` times each: printed at the end of the run (benchmark figures, not asserts). The agent
+    has already run in this module, so its binary is in the page cache for both."""
+    for i in range(rounds):
+        for mode, route in (("direct", direct), ("proxy", proxied)):
+            TIMINGS.setdefault(agent, {}).setdefault(mode, []).append(session(route, f"timing-{mode}-{i}"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TIMINGS:
-        terminalreporter.section("real agents: wall time of the same session, through aigw-proxy vs direct")
+        terminalreporter.section("real agents: wall time of one session, through aigw-proxy vs direct (min / median)")
         for agent, t in sorted(TIMINGS.items()):
-            proxy, direct = t.get("proxy"), t.get("direct")
-            ratio = f"  ({proxy / direct:.2f}x)" if proxy and direct else ""
+            proxy, direct = t.get("proxy", []), t.get("direct", [])
+            if not proxy or not direct:
+                continue
             terminalreporter.write_line(
-                f"  {agent:9} proxy {proxy or float('nan'):6.2f} s   direct {direct or float('nan'):6.2f} s{ratio}")
+                f"  {agent:9} proxy {min(proxy):6.2f} / {statistics.median(proxy):6.2f} s   "
+                f"direct {min(direct):6.2f} / {statistics.median(direct):6.2f} s   "
+                f"ratio of minima {min(proxy) / min(direct):.2f}x")
     if MISSING:
         terminalreporter.section("REAL AGENT TESTS SKIPPED", sep="!", red=True, bold=True)
         terminalreporter.write_line(

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import secrets
 
-from tests.agents.conftest import record_timing, require_agent
+import pytest
+
+from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
     KnownDefects,
@@ -20,6 +22,8 @@ from tests.support.agent_checks import (
 from tests.support.agent_standin import AgentStandIn, ToolUse, Turn
 from tests.support.agents import AgentHome, AgentRun, Route
 from tests.support.daemon import Daemon
+
+pytestmark = pytest.mark.real_agent("claude")
 
 PROMPT = "Run `echo one`, then `echo two`, then read notes.txt, and tell me what you saw."
 RESUMED = "Now run `echo three`."
@@ -35,7 +39,6 @@ def _subagent(api: str, req: dict, headers: dict[str, str]) -> bool:
 
 
 def claude(home: AgentHome, prompt: str, *extra: str, **env: str) -> AgentRun:
-    require_agent("claude")
     return home.run(["claude", "-p", prompt, "--output-format", "json", "--allowedTools", "Bash", "Read", "Agent",
                      *extra], env=home.env(**env)).check()
 
@@ -84,7 +87,6 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     check_calls(agent_daemon, calls, rows, expect)
     usage_matches(out, rows)
     first_rows = rows
-    record_timing("claude", "proxy", run.seconds)
 
     # Resumed: the same Claude Code session id, a new prompt, the thread continues from the resumed history.
     standin.reset()
@@ -99,11 +101,13 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     usage_matches(resumed, rows, [*first_rows, *rows])
     check_secret_absent(agent_daemon, [key])
 
-    # The same first session without the proxy, for the wall-time comparison.
-    standin.reset()
-    home_direct: AgentHome = new_home(direct, "direct")  # type: ignore[operator]
-    three_tools(standin, home_direct)
-    record_timing("claude", "direct", claude(home_direct, PROMPT, ANTHROPIC_API_KEY=key).seconds)
+    def session(route: Route, name: str) -> float:
+        standin.reset()
+        h: AgentHome = new_home(route, name)  # type: ignore[operator]
+        three_tools(standin, h)
+        return claude(h, PROMPT, ANTHROPIC_API_KEY=key).seconds
+
+    compare_wall_time("claude", session, proxied, direct)
     defects.report()
 
 

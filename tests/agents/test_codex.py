@@ -12,7 +12,9 @@ import secrets
 import subprocess
 import time
 
-from tests.agents.conftest import record_timing, require_agent
+import pytest
+
+from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
     check_calls,
@@ -26,6 +28,8 @@ from tests.support.agent_checks import (
 from tests.support.agent_standin import AgentStandIn, ToolUse, Turn
 from tests.support.agents import AgentHome, AgentRun, Route
 from tests.support.daemon import Daemon
+
+pytestmark = pytest.mark.real_agent("codex")
 
 PROMPT = "Run `echo one`, then `echo two`, then show notes.txt."
 RESUMED = "And now `echo three`."
@@ -47,13 +51,11 @@ supports_websockets = false
 
 
 def codex(home: AgentHome, *args: str) -> AgentRun:
-    require_agent("codex")
     return home.run(["codex", "exec", "--json", "--skip-git-repo-check", *args]).check()
 
 
 def login_with_key(home: AgentHome, key: str) -> None:
     """`codex exec` ignores OPENAI_API_KEY: it needs `codex login --with-api-key` (the key on stdin)."""
-    require_agent("codex")
     subprocess.run(["codex", "login", "--with-api-key"], input=key, text=True, env=home.env(), cwd=home.workspace,
                    check=True, capture_output=True, timeout=60)
 
@@ -124,7 +126,6 @@ def test_websocket_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
                                        provider_name="openai")
     assert commands == ["/bin/bash -lc 'echo one'", "/bin/bash -lc 'echo two'", "/bin/bash -lc 'cat notes.txt'"]
     assert {c.transport for c in standin.calls()} == {"websocket"}
-    record_timing("codex", "proxy", run.seconds)
 
     standin.reset()
     standin.script(Turn(tools=[ToolUse("exec", ECHO_THREE)]), Turn(text="three"), api="responses")
@@ -137,11 +138,14 @@ def test_websocket_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     assert not [r for r in passthrough_routes(read_metrics(agent_daemon)) if r.endswith("/responses")]
     check_secret_absent(agent_daemon, [key])
 
-    standin.reset()
-    home_direct: AgentHome = new_home(direct, "direct")  # type: ignore[operator]
-    login_with_key(home_direct, key)
-    three_tools(standin, home_direct)
-    record_timing("codex", "direct", codex(home_direct, PROMPT).seconds)
+    def session(route: Route, name: str) -> float:
+        standin.reset()
+        h: AgentHome = new_home(route, name)  # type: ignore[operator]
+        login_with_key(h, key)
+        three_tools(standin, h)
+        return codex(h, PROMPT).seconds
+
+    compare_wall_time("codex", session, proxied, direct)
 
 
 def test_http_sse_transport(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route, new_home: object) -> None:

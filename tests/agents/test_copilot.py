@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 import secrets
 
-from tests.agents.conftest import record_timing, require_agent
+import pytest
+
+from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
     KnownDefects,
@@ -23,6 +25,8 @@ from tests.support.agent_standin import AgentStandIn, ToolUse, Turn, Usage
 from tests.support.agents import AgentHome, AgentRun, Route
 from tests.support.daemon import Daemon
 
+pytestmark = pytest.mark.real_agent("copilot")
+
 PROMPT = "Run `echo one`, then `echo two`, then show notes.txt."
 RESUMED = "Now run `echo three`."
 PROMPT_DEFECT = "issue 10 defect 4: Copilot CLI's recorded prompt keeps its <current_datetime> block"
@@ -31,7 +35,6 @@ API = {"gpt-5-mini": "responses", "claude-sonnet-4.5": "anthropic", "gpt-5.4-min
 
 
 def copilot(home: AgentHome, token: str, *args: str) -> AgentRun:
-    require_agent("copilot")
     # --disable-builtin-mcps: no GitHub MCP server (api.githubcopilot.com/mcp), --disable-client-telemetry: no
     # telemetry host; COPILOT_AUTO_UPDATE=false: no release check.
     return home.run(["copilot", *args, "--allow-all-tools", "--disable-builtin-mcps", "--disable-client-telemetry"],
@@ -95,7 +98,6 @@ def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     # Before its first model call it asked GitHub who the user is and Copilot which models there are.
     kinds = [r.kind for r in standin.requests]
     assert kinds.index("github") < kinds.index("models") < kinds.index("responses")
-    record_timing("copilot", "proxy", run.seconds)
 
     standin.reset()
     tools_script(standin, home, "responses", ["echo three"], read=False)
@@ -105,10 +107,13 @@ def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     assert again == session
     check_secret_absent(agent_daemon, [token])
 
-    standin.reset()
-    home_direct: AgentHome = new_home(direct, "direct")  # type: ignore[operator]
-    tools_script(standin, home_direct, "responses", ["echo one", "echo two"], read=True)
-    record_timing("copilot", "direct", copilot(home_direct, token, "-p", PROMPT, "--model", "gpt-5-mini").seconds)
+    def session(route: Route, name: str) -> float:
+        standin.reset()
+        h: AgentHome = new_home(route, name)  # type: ignore[operator]
+        tools_script(standin, h, "responses", ["echo one", "echo two"], read=True)
+        return copilot(h, token, "-p", PROMPT, "--model", "gpt-5-mini").seconds
+
+    compare_wall_time("copilot", session, proxied, direct)
     defects.report()
 
 

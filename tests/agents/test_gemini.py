@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import secrets
 
-from tests.agents.conftest import record_timing, require_agent
+import pytest
+
+from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
     KnownDefects,
@@ -21,6 +23,8 @@ from tests.support.agent_checks import (
 from tests.support.agent_standin import AgentStandIn, ToolUse, Turn
 from tests.support.agents import AgentHome, AgentRun, Route
 from tests.support.daemon import Daemon
+
+pytestmark = pytest.mark.real_agent("gemini")
 
 PROMPT = "Run `echo one`, then `echo two`, then read notes.txt."
 RESUMED = "Now run `echo three`."
@@ -38,7 +42,6 @@ def _main_loop(api: str, req: dict, headers: dict[str, str]) -> bool:
 
 
 def gemini(home: AgentHome, key: str, *args: str) -> AgentRun:
-    require_agent("gemini")
     settings = home.home / ".gemini" / "settings.json"
     settings.parent.mkdir(exist_ok=True)
     settings.write_text(json.dumps(SETTINGS))
@@ -91,7 +94,6 @@ def test_tools_with_call_ids_and_resume(agent_daemon: Daemon, standin: AgentStan
     before = row_ids(agent_daemon)
     run = gemini(home, key, "-p", PROMPT)
     check_run(agent_daemon, standin, run, before, PROMPT, key, ids=True, defects=defects)
-    record_timing("gemini", "proxy", run.seconds)
 
     standin.reset()
     standin.script(Turn(tools=[ToolUse("run_shell_command", {"command": "echo three", "description": "Print"})]),
@@ -101,10 +103,13 @@ def test_tools_with_call_ids_and_resume(agent_daemon: Daemon, standin: AgentStan
               ids=True, defects=defects)
     check_secret_absent(agent_daemon, [key])
 
-    standin.reset()
-    home_direct: AgentHome = new_home(direct, "direct")  # type: ignore[operator]
-    three_tools(standin, home_direct, ids=True)
-    record_timing("gemini", "direct", gemini(home_direct, key, "-p", PROMPT).seconds)
+    def session(route: Route, name: str) -> float:
+        standin.reset()
+        h: AgentHome = new_home(route, name)  # type: ignore[operator]
+        three_tools(standin, h, ids=True)
+        return gemini(h, key, "-p", PROMPT).seconds
+
+    compare_wall_time("gemini", session, proxied, direct)
     defects.report()
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import secrets
 
-from tests.agents.conftest import record_timing, require_agent
+import pytest
+
+from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
     KnownDefects,
@@ -20,6 +22,8 @@ from tests.support.agent_standin import AgentStandIn, ToolUse, Turn
 from tests.support.agents import AgentHome, AgentRun, Route
 from tests.support.daemon import Daemon
 
+pytestmark = pytest.mark.real_agent("opencode")
+
 PROMPT = "Run echo one, then echo two, then read notes.txt."
 RESUMED = "Now run echo three."
 MODEL = "anthropic/claude-sonnet-4-5"
@@ -30,7 +34,6 @@ def _with_tools(api: str, req: dict, headers: dict[str, str]) -> bool:
 
 
 def opencode(home: AgentHome, key: str, *args: str) -> AgentRun:
-    require_agent("opencode")
     # OpenCode installs plugins with its bundled npm at start-up: keep that npm offline (no registry traffic).
     (home.home / ".npmrc").write_text("offline=true\n")
     return home.run(["opencode", "run", "--pure", "--format", "json", "-m", MODEL, *args],
@@ -82,7 +85,6 @@ def test_tools_and_continued_session(agent_daemon: Daemon, standin: AgentStandIn
     before = row_ids(agent_daemon)
     run = opencode(home, key, PROMPT)
     session = check_run(agent_daemon, standin, run, before, PROMPT, key, defects)
-    record_timing("opencode", "proxy", run.seconds)
 
     standin.reset()
     standin.script(Turn(tools=[ToolUse("bash", {"command": "echo three", "description": "Print three"})]),
@@ -93,8 +95,11 @@ def test_tools_and_continued_session(agent_daemon: Daemon, standin: AgentStandIn
     assert again == session
     check_secret_absent(agent_daemon, [key])
 
-    standin.reset()
-    home_direct: AgentHome = new_home(direct, "direct")  # type: ignore[operator]
-    three_tools(standin, home_direct)
-    record_timing("opencode", "direct", opencode(home_direct, key, PROMPT).seconds)
+    def session(route: Route, name: str) -> float:
+        standin.reset()
+        h: AgentHome = new_home(route, name)  # type: ignore[operator]
+        three_tools(standin, h)
+        return opencode(h, key, PROMPT).seconds
+
+    compare_wall_time("opencode", session, proxied, direct)
     defects.report()
