@@ -12,7 +12,6 @@ import pytest
 from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
-    KnownDefects,
     check_calls,
     check_secret_absent,
     new_rows,
@@ -72,7 +71,6 @@ def usage_matches(out: dict, main_rows: list[dict], rows: list[dict] | None = No
 def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route, direct: Route,
                                    new_home: object) -> None:
     key = "sk-ant-api03-" + secrets.token_urlsafe(60)
-    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     three_tools(standin, home)
     before = row_ids(agent_daemon)
@@ -83,7 +81,7 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     assert len(calls) == 4 and [len(c.turn.tools) for c in calls] == [1, 1, 1, 0]
     rows = new_rows(agent_daemon, before, len(calls))
     expect = Expect(client="Claude Code", provider="anthropic", provider_name="anthropic", credential_kind="api_key",
-                    secret=key, session_id=out["session_id"], prompts={calls[0].response_id: PROMPT}, defects=defects)
+                    secret=key, session_id=out["session_id"], prompts={calls[0].response_id: PROMPT})
     check_calls(agent_daemon, calls, rows, expect)
     usage_matches(out, rows)
     first_rows = rows
@@ -108,13 +106,11 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
         return claude(h, PROMPT, ANTHROPIC_API_KEY=key).seconds
 
     compare_wall_time("claude", session, proxied, direct)
-    defects.report()
 
 
 def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route,
                                         new_home: object) -> None:
     token = "sk-ant-oat01-" + secrets.token_urlsafe(70)
-    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     standin.script(
         Turn(thinking="A subagent can do this.",
@@ -137,8 +133,7 @@ def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStan
     by_rid = check_calls(agent_daemon, calls, rows, Expect(
         client="Claude Code", provider="anthropic", provider_name="anthropic", credential_kind="oauth",
         secret=token, session_id=out["session_id"],
-        prompts={parent.response_id: "Use a subagent to run an echo.", sub_first.response_id: TASK},
-        defects=defects))
+        prompts={parent.response_id: "Use a subagent to run an echo.", sub_first.response_id: TASK}))
     # `usage` covers the main thread's calls, `modelUsage` every call (the subagent's too).
     usage_matches(out, [by_rid[c.response_id] for c in (parent, main_end)], rows)
     # The subagent's thread hangs off the call whose Agent tool use launched it; its prompt is the task the model
@@ -151,4 +146,3 @@ def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStan
     assert by_rid[sub_second.response_id]["thread_root_id"] == launched["id"]
     assert by_rid[main_end.response_id]["thread_parent_id"] == launched["id"]
     check_secret_absent(agent_daemon, [token])
-    defects.report()

@@ -14,7 +14,6 @@ import pytest
 from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
-    KnownDefects,
     check_calls,
     check_secret_absent,
     new_rows,
@@ -29,7 +28,6 @@ pytestmark = pytest.mark.real_agent("copilot")
 
 PROMPT = "Run `echo one`, then `echo two`, then show notes.txt."
 RESUMED = "Now run `echo three`."
-PROMPT_DEFECT = "issue 10 defect 4: Copilot CLI's recorded prompt keeps its <current_datetime> block"
 # The stand-in's model list offers gpt-5.4-mini only on /chat/completions, so Copilot CLI calls that API for it.
 API = {"gpt-5-mini": "responses", "claude-sonnet-4.5": "anthropic", "gpt-5.4-mini": "chat"}
 
@@ -69,7 +67,7 @@ def summary(run: AgentRun) -> tuple[int, int, int, str]:
 
 
 def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[str], prompt: str, token: str,
-              model: str, defects: KnownDefects, earlier: list[dict] | None = None) -> tuple[list[dict], str]:
+              model: str, earlier: list[dict] | None = None) -> tuple[list[dict], str]:
     """Check a `copilot -p` run; `earlier`: the session's interceptions before a resume (Copilot's summary
     covers the whole session)."""
     inp, cached, out, session = summary(run)
@@ -78,8 +76,7 @@ def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[
     rows = new_rows(daemon, before, len(calls))
     check_calls(daemon, calls, rows, Expect(
         client="GitHub Copilot (CLI)", provider="copilot", provider_name="copilot", credential_kind="oauth",
-        secret=token, session_id=session, prompts={calls[0].response_id: prompt}, xfail_prompt=PROMPT_DEFECT,
-        defects=defects))
+        secret=token, session_id=session, prompts={calls[0].response_id: prompt}))
     s = sums([*(earlier or []), *rows])
     assert (inp, cached, out) == (s["input"] + s["cache_read"], s["cache_read"], s["output"])
     return rows, session
@@ -88,12 +85,11 @@ def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[
 def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route, direct: Route,
                                     new_home: object) -> None:
     token = "gho_" + secrets.token_hex(18)
-    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     tools_script(standin, home, "responses", ["echo one", "echo two"], read=True)
     before = row_ids(agent_daemon)
     run = copilot(home, token, "-p", PROMPT, "--model", "gpt-5-mini")
-    rows, session = check_run(agent_daemon, standin, run, before, PROMPT, token, "gpt-5-mini", defects)
+    rows, session = check_run(agent_daemon, standin, run, before, PROMPT, token, "gpt-5-mini")
     assert len(standin.calls()) == 4
     # Before its first model call it asked GitHub who the user is and Copilot which models there are.
     kinds = [r.kind for r in standin.requests]
@@ -103,7 +99,7 @@ def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     tools_script(standin, home, "responses", ["echo three"], read=False)
     before = row_ids(agent_daemon)
     resumed = copilot(home, token, "-p", RESUMED, "--model", "gpt-5-mini", f"--resume={session}")
-    _rows, again = check_run(agent_daemon, standin, resumed, before, RESUMED, token, "gpt-5-mini", defects, rows)
+    _rows, again = check_run(agent_daemon, standin, resumed, before, RESUMED, token, "gpt-5-mini", rows)
     assert again == session
     check_secret_absent(agent_daemon, [token])
 
@@ -114,20 +110,17 @@ def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
         return copilot(h, token, "-p", PROMPT, "--model", "gpt-5-mini").seconds
 
     compare_wall_time("copilot", session, proxied, direct)
-    defects.report()
 
 
 def test_anthropic_messages_and_chat_completions(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route,
                                                  new_home: object) -> None:
     token = "gho_" + secrets.token_hex(18)
-    defects = KnownDefects()
     for model, api in (("claude-sonnet-4.5", "anthropic"), ("gpt-5.4-mini", "chat")):
         standin.reset()
         home: AgentHome = new_home(proxied, model)  # type: ignore[operator]
         tools_script(standin, home, api, ["echo one"], read=True)
         before = row_ids(agent_daemon)
         run = copilot(home, token, "-p", PROMPT, "--model", model)
-        check_run(agent_daemon, standin, run, before, PROMPT, token, model, defects)
+        check_run(agent_daemon, standin, run, before, PROMPT, token, model)
         assert len(standin.calls()) == 3
     check_secret_absent(agent_daemon, [token])
-    defects.report()

@@ -13,7 +13,6 @@ import pytest
 from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
-    KnownDefects,
     check_calls,
     check_secret_absent,
     new_rows,
@@ -28,10 +27,6 @@ pytestmark = pytest.mark.real_agent("gemini")
 
 PROMPT = "Run `echo one`, then `echo two`, then read notes.txt."
 RESUMED = "Now run `echo three`."
-# Gemini CLI's injected <session_context> part is stripped by the parsers fix (issue 10, defect 2); until it is on
-# main the recorded prompt is that block.
-PROMPT_DEFECT = "issue 10 defect 2: Gemini CLI's recorded prompt is its <session_context> block"
-THREAD_DEFECT = "issue 10 defect 3: Gemini CLI's invented call ids (<name>_<ms>_<n>) are not matched to their call"
 # Settings a user turns off to keep Gemini CLI quiet: usage statistics (play.googleapis.com), telemetry, updates.
 SETTINGS = {"privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False},
             "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False}}
@@ -60,8 +55,8 @@ def three_tools(standin: AgentStandIn, home: AgentHome, *, ids: bool) -> None:
         Turn(text="one, two, hello notes"), api="gemini", when=_main_loop)
 
 
-def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[str], prompt: str, key: str,
-              *, ids: bool, defects: KnownDefects) -> list[dict]:
+def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[str], prompt: str,
+              key: str) -> list[dict]:
     out = json.loads(run.stdout)
     calls = standin.calls()
     main = [c for c in calls if "tools" in c.request]
@@ -71,8 +66,7 @@ def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[
     check_calls(daemon, calls, rows, Expect(
         client="Gemini CLI", provider="gemini", provider_name="gemini", credential_kind="api_key", secret=key,
         session_id=None,  # Gemini CLI sends no session id on the Gemini API: the thread root is the session
-        prompts={router[0].response_id: prompt, main[0].response_id: prompt},
-        xfail_prompt=PROMPT_DEFECT, xfail_threads=None if ids else THREAD_DEFECT, defects=defects))
+        prompts={router[0].response_id: prompt, main[0].response_id: prompt}))
     # Gemini CLI's own token stats, per model, == the proxy's sums over the same calls.
     for model, stats in out["stats"]["models"].items():
         model_rows = [r for r in rows if r["model"] == model]
@@ -88,19 +82,17 @@ def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[
 def test_tools_with_call_ids_and_resume(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route, direct: Route,
                                         new_home: object) -> None:
     key = "AIza" + secrets.token_urlsafe(26)[:35]
-    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     three_tools(standin, home, ids=True)
     before = row_ids(agent_daemon)
     run = gemini(home, key, "-p", PROMPT)
-    check_run(agent_daemon, standin, run, before, PROMPT, key, ids=True, defects=defects)
+    check_run(agent_daemon, standin, run, before, PROMPT, key)
 
     standin.reset()
     standin.script(Turn(tools=[ToolUse("run_shell_command", {"command": "echo three", "description": "Print"})]),
                    Turn(text="three"), api="gemini", when=_main_loop)
     before = row_ids(agent_daemon)
-    check_run(agent_daemon, standin, gemini(home, key, "--resume", "latest", "-p", RESUMED), before, RESUMED, key,
-              ids=True, defects=defects)
+    check_run(agent_daemon, standin, gemini(home, key, "--resume", "latest", "-p", RESUMED), before, RESUMED, key)
     check_secret_absent(agent_daemon, [key])
 
     def session(route: Route, name: str) -> float:
@@ -110,25 +102,21 @@ def test_tools_with_call_ids_and_resume(agent_daemon: Daemon, standin: AgentStan
         return gemini(h, key, "-p", PROMPT).seconds
 
     compare_wall_time("gemini", session, proxied, direct)
-    defects.report()
 
 
 def test_tools_without_call_ids(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route,
                                 new_home: object) -> None:
     """Gemini 2.x models send `functionCall` without an id; Gemini CLI then invents one for its answer."""
     key = "AIza" + secrets.token_urlsafe(26)[:35]
-    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     three_tools(standin, home, ids=False)
     before = row_ids(agent_daemon)
-    rows = check_run(agent_daemon, standin, gemini(home, key, "-p", PROMPT), before, PROMPT, key, ids=False,
-                     defects=defects)
+    rows = check_run(agent_daemon, standin, gemini(home, key, "-p", PROMPT), before, PROMPT, key)
     answers = [c for c in standin.calls() if c.request.get("contents")]
     invented = [p["functionResponse"].get("id") for c in answers for p in c.request["contents"][-1]["parts"]
                 if "functionResponse" in p]
     assert len(invented) == 3 and all(i and i.startswith(("run_shell_command_", "read_file_")) for i in invented)
     # One thread for the whole prompt: each answer joins the call that asked for it.
-    assert len({r["session_id"] for r in rows if r["model"] != "gemini-3.5-flash-lite"}) == 1 or defects.failures
+    assert len({r["session_id"] for r in rows if r["model"] != "gemini-3.5-flash-lite"}) == 1
     check_secret_absent(agent_daemon, [key])
-    defects.report()
 

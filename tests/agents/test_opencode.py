@@ -11,7 +11,6 @@ import pytest
 from tests.agents.conftest import compare_wall_time
 from tests.support.agent_checks import (
     Expect,
-    KnownDefects,
     check_calls,
     check_secret_absent,
     new_rows,
@@ -51,8 +50,7 @@ def three_tools(standin: AgentStandIn, home: AgentHome) -> None:
         Turn(text="one, two, hello notes"), api="anthropic", when=_with_tools)
 
 
-def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[str], prompt: str, key: str,
-              defects: KnownDefects) -> str:
+def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[str], prompt: str, key: str) -> str:
     events = run.json_lines()
     [session] = {e["sessionID"] for e in events}
     calls = standin.calls()
@@ -64,7 +62,7 @@ def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[
     sent = f'"{prompt}"'
     by_rid = check_calls(daemon, calls, rows, Expect(
         client="OpenCode", provider="anthropic", provider_name="anthropic", credential_kind="api_key", secret=key,
-        session_id=session, prompts={c.response_id: sent for c in [main[0], *title]}, defects=defects))
+        session_id=session, prompts={c.response_id: sent for c in [main[0], *title]}))
     # OpenCode's step_finish token figures, summed, == the proxy's sums over the same (main-loop) calls.
     steps = [e["part"]["tokens"] for e in events if e["type"] == "step_finish"]
     assert len(steps) == len(main)
@@ -79,19 +77,18 @@ def check_run(daemon: Daemon, standin: AgentStandIn, run: AgentRun, before: set[
 def test_tools_and_continued_session(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route, direct: Route,
                                      new_home: object) -> None:
     key = "sk-ant-api03-" + secrets.token_urlsafe(60)
-    defects = KnownDefects()
     home: AgentHome = new_home(proxied)  # type: ignore[operator]
     three_tools(standin, home)
     before = row_ids(agent_daemon)
     run = opencode(home, key, PROMPT)
-    session = check_run(agent_daemon, standin, run, before, PROMPT, key, defects)
+    session = check_run(agent_daemon, standin, run, before, PROMPT, key)
 
     standin.reset()
     standin.script(Turn(tools=[ToolUse("bash", {"command": "echo three", "description": "Print three"})]),
                    Turn(text="three"), api="anthropic", when=_with_tools)
     before = row_ids(agent_daemon)
     again = check_run(agent_daemon, standin, opencode(home, key, "--session", session, RESUMED), before, RESUMED,
-                      key, defects)
+                      key)
     assert again == session
     check_secret_absent(agent_daemon, [key])
 
@@ -102,4 +99,3 @@ def test_tools_and_continued_session(agent_daemon: Daemon, standin: AgentStandIn
         return opencode(h, key, PROMPT).seconds
 
     compare_wall_time("opencode", session, proxied, direct)
-    defects.report()

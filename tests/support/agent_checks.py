@@ -10,41 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from tests.support.agent_standin import Call
 from tests.support.daemon import Daemon
-
-
-class KnownDefects:
-    """Checks of known product defects that are not fixed yet: they run, their failures are collected, and the
-    test ends as xfail (naming the defects) only after every other check passed. A fixed defect's check simply
-    passes."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def check(self, reason: str | None, check: Callable[[], None]) -> None:
-        if reason is None:
-            check()
-            return
-        try:
-            check()
-        except AssertionError as exc:
-            self.failures.append(f"{reason}: {str(exc).splitlines()[0][:300]}")
-
-    def report(self) -> None:
-        if self.failures:
-            pytest.xfail("; ".join(dict.fromkeys(self.failures)))
-
-
-# Anthropic extra token kinds invented as 0 when the provider sent no `server_tool_use` / `cache_creation`; the
-# parsers fix is another branch's (issue 10, defect 6): until it is on main this check is a known defect.
-ANTHROPIC_METADATA_DEFECT = "issue 10 defect 6: Anthropic token metadata invents figures the provider did not send"
 
 
 def sent_token_metadata(call: Call) -> dict[str, int]:
@@ -71,10 +42,6 @@ class Expect:
     secret: str
     session_id: str | None  # the client session id every call carries (None: the agent sends none)
     prompts: dict[str, str] = field(default_factory=dict)  # response id -> the prompt that call must record
-    # Known product defects not fixed yet (the reason names the defect): their checks go to `defects`.
-    xfail_prompt: str | None = None
-    xfail_threads: str | None = None
-    defects: KnownDefects = field(default_factory=KnownDefects)
 
 
 def new_rows(daemon: Daemon, before: set[str], expect: int, timeout: float = 20.0) -> list[dict]:
@@ -181,13 +148,10 @@ def check_calls(daemon: Daemon, calls: list[Call], rows: list[dict], expect: Exp
         got = (u["input_tokens"], u["output_tokens"], u["cache_read_input_tokens"], u["cache_write_input_tokens"])
         want = (c.usage.input, c.usage.output, c.usage.cache_read, c.usage.cache_write)
         assert got == want, f"{where}: tokens {got} != answered {want}"
-        sent = sent_token_metadata(c)
-
-        def metadata_ok(meta: dict = u["metadata"], sent: dict = sent, where: str = where) -> None:
-            assert {k: v for k, v in meta.items() if k not in sent} == {}, f"{where}: invented {meta}"
-            assert {k: v for k, v in meta.items() if k in sent} == {k: sent[k] for k in meta if k in sent}, where
-
-        expect.defects.check(ANTHROPIC_METADATA_DEFECT if c.api == "anthropic" else None, metadata_ok)
+        # Extra token kinds: only those the answer carried (a figure never sent is never invented), as sent.
+        sent, meta = sent_token_metadata(c), u["metadata"]
+        assert {k: v for k, v in meta.items() if k not in sent} == {}, f"{where}: invented {meta}"
+        assert {k: v for k, v in meta.items() if k in sent} == {k: sent[k] for k in meta if k in sent}, where
         # Tool calls with their input and call id.
         tools = [(t["tool"], _json_or_text(t["input"])) for t in r["tool_usages"]]
         assert tools == [(t.name, t.input) for t in c.turn.tools], where
@@ -197,28 +161,22 @@ def check_calls(daemon: Daemon, calls: list[Call], rows: list[dict], expect: Exp
         # Thoughts.
         assert [t["content"] for t in r["model_thoughts"]] == ([c.turn.thinking] if c.turn.thinking else []), where
 
+        # The prompt: the text typed, on the call that carried it; none on the calls that return tool results.
         prompts = [p["prompt"] for p in r["user_prompts"]]
         want_prompt = expect.prompts.get(c.response_id)
+        assert prompts == ([want_prompt] if want_prompt is not None else []), f"{where}: prompt {prompts!r}"
 
-        def prompt_ok(prompts: list[str] = prompts, want_prompt: str | None = want_prompt, where: str = where) -> None:
-            assert prompts == ([want_prompt] if want_prompt is not None else []), f"{where}: prompt {prompts!r}"
-
-        expect.defects.check(expect.xfail_prompt if want_prompt is not None else None, prompt_ok)
-
-    # Threads: a call answering a tool call continues the thread of the call that made it.
-    def threads_ok() -> None:
-        for i, c in enumerate(calls):
-            r = by_rid[c.response_id]
-            parent = expected_parent(c, calls[:i])
-            if parent is None:
-                continue
-            p = by_rid[parent.response_id]
-            where = f"call {i} ({c.response_id}) answers {parent.response_id}"
-            assert r["thread_parent_id"] == p["id"], where
-            assert r["thread_root_id"] == (p["thread_root_id"] or p["id"]), where
-            if expect.session_id is None:
-                assert r["session_id"] == p["session_id"], where
-    expect.defects.check(expect.xfail_threads, threads_ok)
+    # Threads: a call answering a tool call continues the thread (and session) of the call that made it.
+    for i, c in enumerate(calls):
+        r = by_rid[c.response_id]
+        parent = expected_parent(c, calls[:i])
+        if parent is None:
+            continue
+        p = by_rid[parent.response_id]
+        where = f"call {i} ({c.response_id}) answers {parent.response_id}"
+        assert r["thread_parent_id"] == p["id"], where
+        assert r["thread_root_id"] == (p["thread_root_id"] or p["id"]), where
+        assert r["session_id"] == p["session_id"], where
     return by_rid
 
 
