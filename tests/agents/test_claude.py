@@ -14,6 +14,7 @@ from tests.support.agent_checks import (
     Expect,
     check_calls,
     check_secret_absent,
+    check_stayed_local,
     new_rows,
     row_ids,
     sums,
@@ -98,6 +99,7 @@ def test_tools_thinking_and_resume(agent_daemon: Daemon, standin: AgentStandIn, 
     check_calls(agent_daemon, calls, rows, Expect(**{**expect.__dict__, "prompts": {calls[0].response_id: RESUMED}}))
     usage_matches(resumed, rows, [*first_rows, *rows])
     check_secret_absent(agent_daemon, [key])
+    check_stayed_local(agent_daemon)
 
     def session(route: Route, name: str) -> float:
         standin.reset()
@@ -146,3 +148,4 @@ def test_claude_plan_login_and_subagent(agent_daemon: Daemon, standin: AgentStan
     assert by_rid[sub_second.response_id]["thread_root_id"] == launched["id"]
     assert by_rid[main_end.response_id]["thread_parent_id"] == launched["id"]
     check_secret_absent(agent_daemon, [token])
+    check_stayed_local(agent_daemon)

@@ -19,6 +19,7 @@ from tests.support.agent_checks import (
     Expect,
     check_calls,
     check_secret_absent,
+    check_stayed_local,
     new_rows,
     passthrough_routes,
     read_metrics,
@@ -137,6 +138,7 @@ def test_websocket_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     # Each socket upgrade is a recorded conversation, not an unrecorded passthrough request.
     assert not [r for r in passthrough_routes(read_metrics(agent_daemon)) if r.endswith("/responses")]
     check_secret_absent(agent_daemon, [key])
+    check_stayed_local(agent_daemon)
 
     def session(route: Route, name: str) -> float:
         standin.reset()
@@ -163,6 +165,7 @@ def test_http_sse_transport(agent_daemon: Daemon, standin: AgentStandIn, proxied
     assert len(commands) == 3
     assert {c.transport for c in standin.calls()} == {"http"}
     check_secret_absent(agent_daemon, [key])
+    check_stayed_local(agent_daemon)
 
 
 def test_chatgpt_plan_websocket_and_http(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route,
@@ -191,3 +194,4 @@ def test_chatgpt_plan_websocket_and_http(agent_daemon: Daemon, standin: AgentSta
               secret=token2, provider_name="chatgpt")
     assert {c.transport for c in standin.calls()} == {"http"}
     check_secret_absent(agent_daemon, [token, token2])
+    check_stayed_local(agent_daemon)

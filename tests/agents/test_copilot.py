@@ -16,6 +16,7 @@ from tests.support.agent_checks import (
     Expect,
     check_calls,
     check_secret_absent,
+    check_stayed_local,
     new_rows,
     row_ids,
     sums,
@@ -102,6 +103,7 @@ def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     _rows, again = check_run(agent_daemon, standin, resumed, before, RESUMED, token, "gpt-5-mini", rows)
     assert again == session
     check_secret_absent(agent_daemon, [token])
+    check_stayed_local(agent_daemon)
 
     def session(route: Route, name: str) -> float:
         standin.reset()
@@ -124,3 +126,4 @@ def test_anthropic_messages_and_chat_completions(agent_daemon: Daemon, standin: 
         check_run(agent_daemon, standin, run, before, PROMPT, token, model)
         assert len(standin.calls()) == 3
     check_secret_absent(agent_daemon, [token])
+    check_stayed_local(agent_daemon)

@@ -15,6 +15,7 @@ from tests.support.agent_checks import (
     Expect,
     check_calls,
     check_secret_absent,
+    check_stayed_local,
     new_rows,
     row_ids,
     sums,
@@ -94,6 +95,7 @@ def test_tools_with_call_ids_and_resume(agent_daemon: Daemon, standin: AgentStan
     before = row_ids(agent_daemon)
     check_run(agent_daemon, standin, gemini(home, key, "--resume", "latest", "-p", RESUMED), before, RESUMED, key)
     check_secret_absent(agent_daemon, [key])
+    check_stayed_local(agent_daemon)
 
     def session(route: Route, name: str) -> float:
         standin.reset()
@@ -119,4 +121,5 @@ def test_tools_without_call_ids(agent_daemon: Daemon, standin: AgentStandIn, pro
     # One thread for the whole prompt: each answer joins the call that asked for it.
     assert len({r["session_id"] for r in rows if r["model"] != "gemini-3.5-flash-lite"}) == 1
     check_secret_absent(agent_daemon, [key])
+    check_stayed_local(agent_daemon)
 

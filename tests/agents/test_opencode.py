@@ -13,6 +13,7 @@ from tests.support.agent_checks import (
     Expect,
     check_calls,
     check_secret_absent,
+    check_stayed_local,
     new_rows,
     row_ids,
     sums,
@@ -91,6 +92,7 @@ def test_tools_and_continued_session(agent_daemon: Daemon, standin: AgentStandIn
                       key)
     assert again == session
     check_secret_absent(agent_daemon, [key])
+    check_stayed_local(agent_daemon)
 
     def session(route: Route, name: str) -> float:
         standin.reset()

@@ -198,6 +198,14 @@ def check_secret_absent(daemon: Daemon, secrets: Iterable[str]) -> None:
             assert secret.encode() not in blob, f"the credential {secret[:6]}… is in {name}"
 
 
+def check_stayed_local(daemon: Daemon) -> None:
+    """No tunnel was opened: every host the agents called was a provider host (answered by the stand-in), and any
+    other (telemetry, update checks) was switched off or refused, never relayed to the internet."""
+    for line in read_metrics(daemon).splitlines():
+        if line.startswith('coder_ai_gateway_proxy_connect_sessions_total{type="tunneled"}'):
+            assert float(line.rsplit(" ", 1)[1]) == 0, line
+
+
 def sums(rows: Iterable[dict]) -> dict[str, int]:
     """The proxy's token totals over some interceptions."""
     out = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "reasoning": 0}

@@ -19,6 +19,7 @@ speaks the Responses WebSocket protocol. Runs its own event loop in a thread.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import re
@@ -26,11 +27,14 @@ import ssl
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import brotli
+import zstandard
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -746,12 +750,6 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 def _decode_body(raw: bytes, encoding: str | None) -> bytes:
     if not raw or not encoding:
         return raw
-    import gzip
-    import zlib
-
-    import brotli
-    import zstandard
-
     enc = encoding.strip().lower()
     try:
         if enc == "gzip":
