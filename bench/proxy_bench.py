@@ -4,6 +4,10 @@
     .venv/bin/python bench/proxy_bench.py --quick    # smoke run (small counts, ~20 s)
     .venv/bin/python bench/proxy_bench.py --py-spy /tmp/prof   # + py-spy profiles of aigw and mitm-min per
                                                                 #   throughput rep (see bench/pyspy_summary.py)
+    .venv/bin/python bench/proxy_bench.py --only stream,newconn     # some cases only (tput latency sse stream
+                                                                    #   fleet newconn memory)
+    .venv/bin/python bench/proxy_bench.py --baseline /work/main     # + "aigw-base": that checkout's aigw-proxy
+                                                                    #   (its .venv), side by side: before/after
 
 Everything stays on 127.0.0.1. A throwaway CA signs a certificate for api.anthropic.com; a raw-asyncio HTTPS
 stand-in (in this process) answers `POST /v1/messages` with a small Anthropic message (JSON) or an SSE stream
@@ -16,6 +20,11 @@ stand-in (in this process) answers `POST /v1/messages` with a small Anthropic me
             daemon's `mitmproxy_builtins()`): aigw minus its own addons and recording, to show what aigw costs.
   aigw      client -> CONNECT (Proxy-Authorization: Basic bench:<token>) -> `python -m aigw_proxy run`
             (anthropic upstream = the stand-in, upstream_ca_file = the throwaway CA) recording into SQLite.
+Cost cases (bench/proxy/phases.py): a streamed call of 200 events far below saturation (CPU per call and per
+event); an agent fleet of 100 and 200 concurrent connections streaming 200-event calls 5 ms apart (TTFB, gaps
+against the cadence, CPU per call and event); new connections one after another (CPU per connection, latency
+p50/p95), also through "aigw-rsa", aigw with an RSA-2048 CA imported, to show what the CA key type costs.
+
 The load generator is a raw-asyncio HTTP/1.1 client in a separate process (this script with --worker), driven
 over a pipe, so the proxies' CPU is what limits throughput. Proxy CPU per request comes from /proc (all threads
 and the event-loop thread alone). After each aigw run the benchmark waits for the recorder queue to drain, so
@@ -43,7 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `bench`, `tests` import as packages
 
 from bench.proxy.loadgen import worker_main
-from bench.proxy.orchestrator import QUICK, Bench, BenchError, Profile
+from bench.proxy.orchestrator import PHASES, QUICK, Bench, BenchError, Profile
 from bench.proxy.report import report
 
 
@@ -56,6 +65,13 @@ def main() -> int:
     ap.add_argument("--no-mem-baseline", action="store_true", help="skip the mitm-min memory series")
     ap.add_argument("--py-spy", metavar="DIR", type=Path,
                     help="profile aigw and mitm-min with py-spy (raw collapsed stacks) during the throughput runs")
+    ap.add_argument("--only", metavar="CASES", help=f"comma-separated cases to run (of {','.join(PHASES)})")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="also run DIR's aigw-proxy (DIR/.venv/bin/python, cwd DIR) as aigw-base in the cost cases")
+    ap.add_argument("--fleet-sizes", metavar="N,N", help="fleet case: concurrent connections (default 100,200)")
+    ap.add_argument("--fleet-gap-ms", type=int, help="fleet case: upstream cadence in ms (default 5)")
+    ap.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    ap.add_argument("--stream-calls", type=int, help="stream case: calls per connection and rep (default 6)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database) for inspection")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -72,11 +88,28 @@ def main() -> int:
         prof.mem_every = max(1, min(prof.mem_every, args.mem_calls // 10 or 1))
     if args.no_mem_baseline:
         prof.mem_baseline = False
+    if args.stream_calls:
+        prof.stream_calls = args.stream_calls
+    if args.fleet_sizes:
+        prof.fleet_sizes = tuple(int(x) for x in args.fleet_sizes.split(","))
+    if args.fleet_gap_ms:
+        prof.fleet_gap_ms = args.fleet_gap_ms
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     bench = Bench(prof, tmp)
+    if args.only:
+        chosen = tuple(x.strip() for x in args.only.split(",") if x.strip())
+        unknown = set(chosen) - set(PHASES)
+        if unknown:
+            ap.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+        bench.phases = tuple(x for x in PHASES if x in chosen)
+    if args.baseline:
+        if not (args.baseline / ".venv" / "bin" / "python").exists():
+            ap.error(f"--baseline {args.baseline}: no .venv/bin/python there (run `make install` in it)")
+        bench.baseline = args.baseline.resolve()
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
         bench.pyspy_dir = args.py_spy.resolve()
+        bench.pyspy_rate = args.py_spy_rate
     try:
         asyncio.run(bench.main())
         return 0 if report(bench) else 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import sys
 import time
@@ -44,6 +45,7 @@ class ClientConn(asyncio.Protocol):
         self.waiter: asyncio.Future[Any] | None = None
         self.connect_waiter: asyncio.Future[bytes] | None = None
         self.closed = False
+        self.lockstep: tuple[socket.socket, bytes, tuple[str, int]] | None = None  # (UDP socket, id, stand-in)
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,6 +84,10 @@ class ClientConn(asyncio.Protocol):
                 r.events += k
                 if r.track:
                     r.times.extend([now] * k)
+                if self.lockstep is not None:
+                    sock, ident, addr = self.lockstep
+                    for _ in range(k):
+                        sock.sendto(ident, addr)
 
     def _parse(self, now: float) -> None:
         buf, r, pos, st = self.buf, self.resp, 0, self.state
@@ -198,10 +204,18 @@ async def open_conn(target: dict) -> ClientConn:
 class Worker:
     def __init__(self) -> None:
         self.sessions: dict[str, list[ClientConn]] = {}
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # lock-step datagrams to the stand-in
+        self.udp.setblocking(False)
 
     async def op_open(self, sid: str, target: dict, conns: int) -> dict:
         t0 = time.perf_counter()
-        self.sessions[sid] = list(await asyncio.gather(*(open_conn(target) for _ in range(conns))))
+        gate = asyncio.Semaphore(32)  # a fleet of 200 must not overflow the proxy's listen backlog
+
+        async def one() -> ClientConn:
+            async with gate:
+                return await open_conn(target)
+
+        self.sessions[sid] = list(await asyncio.gather(*(one() for _ in range(conns))))
         return {"connect_s": time.perf_counter() - t0}
 
     async def op_close(self, sid: str) -> dict:
@@ -211,9 +225,17 @@ class Worker:
         return {}
 
     async def op_run(self, sid: str, n: int, stream: bool, pace: list[int] | None = None,
-                     limit_s: float = 120.0) -> dict:
+                     limit_s: float = 120.0, lockstep: int = 0) -> dict:
+        """n calls over session sid's connections. `lockstep`: the stand-in's UDP port, for lock-step streams
+        (each event sent once the one before has arrived)."""
         conns = self.sessions[sid]
         raw = request(stream, tuple(pace) if pace else None)  # type: ignore[arg-type]
+        raws = {c: raw for c in conns}
+        if lockstep:
+            for i, c in enumerate(conns):
+                ident = f"{sid}-{i}"
+                raws[c] = request(stream, tuple(pace) if pace else None, lockstep=ident)  # type: ignore[arg-type]
+                c.lockstep = (self.udp, ident.encode(), (LOOPBACK, lockstep))
         expect_events = (pace[0] if pace else FAST_SSE_EVENTS) if stream else 0
         left = n
         lats: list[float] = []
@@ -227,7 +249,7 @@ class Worker:
             while left > 0:
                 left -= 1
                 try:
-                    r, t0 = await c.request(raw, track=pace is not None)
+                    r, t0 = await c.request(raws[c], track=pace is not None)
                 except ConnectionError as exc:
                     errors.append(str(exc))
                     return
@@ -246,12 +268,81 @@ class Worker:
             await asyncio.wait_for(asyncio.gather(*(drive(c) for c in conns)), limit_s)
         except TimeoutError:
             errors.append(f"run timed out after {limit_s:.0f}s")
+        finally:
+            for c in conns:
+                c.lockstep = None
         elapsed = time.perf_counter() - t0
         out: dict[str, Any] = {"ok": ok, "errors": errors[:5], "n_errors": len(errors), "elapsed": elapsed,
                                "p50": pct(lats, 50), "p99": pct(lats, 99)}
         if pace:
             out.update(ttfb=ttfb, gaps=gaps)
         return out
+
+
+    async def op_fleet(self, sid: str, calls: int, events: int, gap_ms: int, stagger_s: float,
+                       limit_s: float = 300.0) -> dict:
+        """An agent fleet: every connection of session sid makes `calls` streamed calls of `events` paced events
+        back to back, the connections' first calls spread evenly over `stagger_s` (a steady load, not a
+        thundering herd). Percentiles are computed here: the gap list is too long for the pipe."""
+        conns = self.sessions[sid]
+        raw = request(True, (events, gap_ms))
+        ttfb: list[float] = []
+        gaps: list[float] = []
+        errors: list[str] = []
+        ok = 0
+
+        async def drive(i: int, c: ClientConn) -> None:
+            nonlocal ok
+            await asyncio.sleep(stagger_s * i / len(conns))
+            for _ in range(calls):
+                try:
+                    r, t0 = await c.request(raw, track=True)
+                except ConnectionError as exc:
+                    errors.append(str(exc))
+                    return
+                if r.status != 200 or r.events != events:
+                    errors.append(f"status {r.status}, {r.events} events, {r.nbytes} bytes")
+                    continue
+                ok += 1
+                ttfb.append(r.t_first - t0)
+                gaps.extend(b - a for a, b in zip(r.times, r.times[1:], strict=False))
+
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(drive(i, c) for i, c in enumerate(conns))), limit_s)
+        except TimeoutError:
+            errors.append(f"fleet timed out after {limit_s:.0f}s")
+        elapsed = time.perf_counter() - t0
+        return {"ok": ok, "errors": errors[:5], "n_errors": len(errors), "elapsed": elapsed, "events": ok * events,
+                "ttfb": {str(q): pct(ttfb, q) for q in (50, 90, 99)} | {"max": max(ttfb, default=float("nan"))},
+                "gaps": {str(q): pct(gaps, q) for q in (50, 90, 99, 99.9)} | {"max": max(gaps, default=float("nan"))}}
+
+    async def op_newconn(self, target: dict, n: int) -> dict:
+        """n new connections one after another, as an agent opens them: TCP connect, CONNECT, TLS, one
+        non-streamed call, close. Times the whole and the part before the call."""
+        raw = request(False)
+        total: list[float] = []
+        handshake: list[float] = []
+        errors: list[str] = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            try:
+                c = await open_conn(target)
+                t1 = time.perf_counter()
+                r, _t = await c.request(raw)
+            except (ConnectionError, OSError, ssl.SSLError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            t2 = time.perf_counter()
+            c.close()
+            if r.status != 200 or not r.nbytes:
+                errors.append(f"status {r.status}, {r.nbytes} bytes")
+                continue
+            total.append(t2 - t0)
+            handshake.append(t1 - t0)
+        await asyncio.sleep(0.2)  # let the proxy tear the last connection down before its CPU is read
+        return {"ok": len(total), "errors": errors[:5], "n_errors": len(errors), "total": total,
+                "handshake": handshake}
 
 
 async def worker_main() -> None:

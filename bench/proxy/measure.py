@@ -27,17 +27,44 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
-def proc_cpu_s(pid: int, stat: str | None = None) -> float:
-    fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _ticks_cpu_s(stat: str) -> float:
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sched_cpu_s(task_dir: Path) -> float:
+    """A thread's CPU time in nanoseconds from the scheduler (/proc/…/schedstat), instead of 10 ms clock ticks."""
+    return int((task_dir / "schedstat").read_text().split()[0]) / 1e9
+
+
+def proc_cpu_s(pid: int, stat: str | None = None) -> float:
+    """A process's CPU-seconds, all threads. Summed from the scheduler's per-thread nanosecond counters while the
+    process lives (a thread that has exited meanwhile is lost: the proxies' threads are long-lived), else its
+    clock ticks."""
+    if stat is None:
+        try:
+            total = 0.0
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                try:
+                    total += _sched_cpu_s(task)
+                except (OSError, ValueError, IndexError):
+                    pass
+            if total:
+                return total
+        except OSError:
+            pass
+    return _ticks_cpu_s(stat or f"/proc/{pid}/stat")
 
 
 def proc_main_thread_cpu_s(pid: int) -> float:
     """CPU of the main thread (the event loop) alone; the rest of proc_cpu_s is other threads (aiosqlite, …)."""
     try:
-        return proc_cpu_s(pid, f"/proc/{pid}/task/{pid}/stat")
-    except OSError:
-        return 0.0
+        return _sched_cpu_s(Path(f"/proc/{pid}/task/{pid}"))
+    except (OSError, ValueError, IndexError):
+        try:
+            return _ticks_cpu_s(f"/proc/{pid}/task/{pid}/stat")
+        except OSError:
+            return 0.0
 
 
 def machine_busy_s() -> float:

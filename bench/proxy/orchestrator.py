@@ -56,10 +56,28 @@ class Profile:
     mem_calls: int = 10_000
     mem_every: int = 1000
     mem_baseline: bool = True  # also run the memory series through mitm-min, for comparison
+    stream_conns: int = 2  # the streamed-call cost: far below saturation, one event per TLS record
+    stream_calls: int = 6  # per connection and rep
+    stream_events: int = 200
+    stream_events_short: int = 20  # the same calls with fewer events: the difference is the cost per event
+    stream_gap_ms: int = 2  # without lock-step
+    stream_lockstep: bool = True  # each event sent once the client has the one before: never two in one read
+    fleet_sizes: tuple[int, ...] = (100, 200)  # concurrent agent connections
+    fleet_calls: int = 1  # streamed calls per connection and rep
+    fleet_events: int = 200
+    fleet_gap_ms: int = 5
+    fleet_reps: int = 2
+    newconn_warm: int = 5
+    newconn_n: int = 100  # new connections per rep
 
 
 QUICK = Profile(reps=1, tput_warm=40, tput_n=300, lat_warm=20, lat_n=100, sse_conns=1, sse_calls=3,
-                mem_warm=200, mem_calls=1000, mem_every=250, mem_baseline=False)
+                mem_warm=200, mem_calls=1000, mem_every=250, mem_baseline=False, stream_calls=2,
+                fleet_sizes=(20,), fleet_reps=1, newconn_n=30)
+
+# Every case, in the order they run; `--only` picks some. A workers-scaling case (1 vs N `--workers`) is to be
+# added here and in bench/proxy/phases.py.
+PHASES = ("tput", "latency", "sse", "stream", "fleet", "newconn", "memory")
 
 
 def file_exists(path: Path) -> bool:
@@ -77,6 +95,13 @@ class Target:
     spec: dict
     pid: int | None = None  # the proxy process, None for direct
     calls: int = 0
+    admin_port: int = 0  # an aigw-proxy's admin listener (its /healthz tells when the recorder has drained)
+    data_dir: Path | None = None  # an aigw-proxy's data dir (its database)
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def is_aigw(self) -> bool:
+        return self.admin_port != 0
 
 
 @dataclass
@@ -90,6 +115,11 @@ class Results:
     healthz: dict = field(default_factory=dict)
     db: dict[str, int] = field(default_factory=dict)
     db_after_stop: dict[str, int] = field(default_factory=dict)
+    stream: dict[str, list[dict]] = field(default_factory=dict)  # target -> reps
+    stream_short: dict[str, list[dict]] = field(default_factory=dict)  # target -> reps
+    fleet: dict[int, dict[str, list[dict]]] = field(default_factory=dict)  # connections -> target -> reps
+    newconn: dict[str, list[dict]] = field(default_factory=dict)  # target -> reps
+    extra_db: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # other aigw: (calls, counts)
 
 
 class Bench:
@@ -105,15 +135,21 @@ class Bench:
         self.data_dir = tmp / "aigw-data"
         self.problems: list[str] = []
         self.pyspy_dir: Path | None = None
+        self.pyspy_rate = 100  # samples per second
         self.calls = 0  # model calls made through aigw-proxy
         self.elapsed = 0.0
         self.foreign = (0.0, 1.0)  # (CPU-seconds used by processes not ours, wall seconds) during measurement
+        self.phases: tuple[str, ...] = PHASES
+        self.baseline: Path | None = None  # another checkout whose aigw-proxy runs beside ours as "aigw-base"
+        self.targets: dict[str, Target] = {}
+        self.lockstep_port = 0  # the stand-in's UDP port for lock-step streams
 
     # -- processes --
-    async def cli(self, *args: str) -> str:
+    async def cli(self, *args: str, data_dir: Path | None = None, python: str = sys.executable,
+                  cwd: Path = REPO) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aigw_proxy", *args, "--data-dir", str(self.data_dir),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+            python, "-m", "aigw_proxy", *args, "--data-dir", str(data_dir or self.data_dir),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 60)
         except TimeoutError:
@@ -124,11 +160,11 @@ class Bench:
             raise BenchError(f"aigw-proxy {' '.join(args)} failed ({proc.returncode}): {err.decode()[-2000:]}")
         return out.decode()
 
-    async def spawn(self, name: str, *argv: str) -> asyncio.subprocess.Process:
+    async def spawn(self, name: str, *argv: str, cwd: Path = REPO) -> asyncio.subprocess.Process:
         log = (self.tmp / f"{name}.log").open("wb")
         try:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=log,
-                                                        stderr=subprocess.STDOUT, cwd=REPO)
+                                                        stderr=subprocess.STDOUT, cwd=cwd)
         finally:
             log.close()
         self.procs.append(proc)
@@ -157,7 +193,7 @@ class Bench:
             await asyncio.sleep(0.1)
 
     async def start_standin(self, ca_dir: Path) -> tuple[int, Path]:
-        self.server, port, ca_file = await start_standin(ca_dir)
+        self.server, port, ca_file, self.lockstep_port = await start_standin(ca_dir)
         return port, ca_file
 
     async def start_mitmdump(self, standin_port: int, upstream_ca: Path) -> Target:
@@ -192,28 +228,46 @@ class Bench:
         return Target("mitm-min", {"mode": "proxy", "port": port, "ca": str(ca), "auth": "Basic Zm9vOmJhcg=="},
                       pid=proc.pid)
 
-    async def start_aigw(self, standin_port: int, upstream_ca: Path) -> Target:
-        token = (await self.cli("users", "add", "bench")).strip()
-        ca = write_text(self.tmp / "aigw-ca.pem", await self.cli("ca", "export"))
-        cfg = write_text(self.tmp / "aigw.toml", "\n".join([
+    async def start_aigw(self, standin_port: int, upstream_ca: Path, name: str = "aigw",
+                         python: str = sys.executable, cwd: Path = REPO, rsa_ca: bool = False,
+                         extra_args: tuple[str, ...] = ()) -> Target:
+        """`aigw-proxy run` with its own data dir. `python`/`cwd`: another checkout's interpreter and tree (the
+        --baseline build); `rsa_ca`: import an RSA-2048 CA first (`ca init`), as an older data dir holds;
+        `extra_args`: more `run` options (the hook for a workers case: `("--workers", "2")`)."""
+        data_dir = self.data_dir if name == "aigw" else self.tmp / f"{name}-data"
+        if rsa_ca:
+            from tests.support.certs import make_ca, new_key, write_pem
+
+            cert, key = make_ca("aigw bench RSA CA", key=new_key("rsa"))
+            pem = write_pem(self.tmp / f"{name}-ca-import.pem", key, cert)
+            await self.cli("ca", "init", "--cert", str(pem), "--key", str(pem), data_dir=data_dir, python=python,
+                           cwd=cwd)
+        token = (await self.cli("users", "add", "bench", data_dir=data_dir, python=python, cwd=cwd)).strip()
+        ca = write_text(self.tmp / f"{name}-ca.pem", await self.cli("ca", "export", data_dir=data_dir,
+                                                                     python=python, cwd=cwd))
+        cfg = write_text(self.tmp / f"{name}.toml", "\n".join([
             f'upstream_ca_file = "{upstream_ca}"',
             "[[providers]]",
             'name = "anthropic"',
             f'upstream = "https://{LOOPBACK}:{standin_port}"',
             "",
         ]))
-        port, self.admin_port = free_port(), free_port()
-        self.aigw_proc = await self.spawn(
-            "aigw", sys.executable, "-m", "aigw_proxy", "run", "--listen", f"{LOOPBACK}:{port}",
-            "--admin-listen", f"{LOOPBACK}:{self.admin_port}", "--data-dir", str(self.data_dir),
-            "--config", str(cfg))
-        await self.wait_listening("aigw", self.aigw_proc, self.admin_port)
-        await self.wait_listening("aigw", self.aigw_proc, port)
+        port, admin_port = free_port(), free_port()
+        proc = await self.spawn(
+            name, python, "-m", "aigw_proxy", "run", "--listen", f"{LOOPBACK}:{port}",
+            "--admin-listen", f"{LOOPBACK}:{admin_port}", "--data-dir", str(data_dir),
+            "--config", str(cfg), *extra_args, cwd=cwd)
+        await self.wait_listening(name, proc, admin_port)
+        await self.wait_listening(name, proc, port)
+        if name == "aigw":
+            self.aigw_proc, self.admin_port = proc, admin_port
         auth = "Basic " + base64.b64encode(f"bench:{token}".encode()).decode()
-        return Target("aigw", {"mode": "proxy", "port": port, "ca": str(ca), "auth": auth}, pid=self.aigw_proc.pid)
+        return Target(name, {"mode": "proxy", "port": port, "ca": str(ca), "auth": auth}, pid=proc.pid,
+                      admin_port=admin_port, data_dir=data_dir, proc=proc)
 
-    async def healthz(self) -> dict:
-        return await asyncio.to_thread(http_get_json, f"http://{LOOPBACK}:{self.admin_port}/healthz")
+    async def healthz(self, t: Target | None = None) -> dict:
+        port = t.admin_port if t is not None else self.admin_port
+        return await asyncio.to_thread(http_get_json, f"http://{LOOPBACK}:{port}/healthz")
 
     # -- the worker --
     async def start_worker(self) -> None:
@@ -234,15 +288,16 @@ class Bench:
             raise BenchError(f"load generator: {kw.get('op')} failed: {res['fail']}")
         return res
 
-    async def wait_drained(self, limit_s: float = 120) -> tuple[dict, float]:
+    async def wait_drained(self, t: Target | None = None, limit_s: float = 120) -> tuple[dict, float]:
         """Poll aigw's /healthz until the recorder queue is empty: (last healthz, seconds waited)."""
         t0 = time.monotonic()
         while True:
-            h = await self.healthz()
+            h = await self.healthz(t)
             if h["recorder"]["queue_depth"] == 0:
                 return h, time.monotonic() - t0
             if time.monotonic() - t0 > limit_s:
-                self.problems.append(f"aigw recorder queue not drained after {limit_s:.0f}s: {h['recorder']}")
+                name = t.name if t is not None else "aigw"
+                self.problems.append(f"{name} recorder queue not drained after {limit_s:.0f}s: {h['recorder']}")
                 return h, time.monotonic() - t0
             await asyncio.sleep(0.02)
 
@@ -255,11 +310,11 @@ class Bench:
         limit_s = max(60.0, n / 20)
         res = await self.cmd(limit_s + 30, op="run", sid=sid, n=n, stream=stream, pace=pace, limit_s=limit_s)
         res["drain_s"] = 0.0
-        if t.name == "aigw":
-            h = await self.healthz()
+        if t.is_aigw:
+            h = await self.healthz(t)
             res["backlog"] = h["recorder"]["queue_depth"]
             if drain:
-                h, res["drain_s"] = await self.wait_drained()
+                h, res["drain_s"] = await self.wait_drained(t)
             res["recorder"] = h["recorder"]
         if t.pid:
             res["cpu_s"] = proc_cpu_s(t.pid) - cpu0
@@ -269,6 +324,23 @@ class Bench:
             self.problems.append(f"{t.name}: {res['n_errors']} failed request(s), e.g. {res['errors'][:2]}")
         return res
 
+    async def measured(self, t: Target, wait_s: float, **cmd: Any) -> dict:
+        """One load-generator command against t, with t's CPU over it (all threads, and the event-loop thread)
+        and, for an aigw, the time its recorder then needs to drain (included in the CPU)."""
+        cpu0 = proc_cpu_s(t.pid) if t.pid else 0.0
+        main0 = proc_main_thread_cpu_s(t.pid) if t.pid else 0.0
+        res = await self.cmd(wait_s, **cmd)
+        res["drain_s"] = 0.0
+        if t.is_aigw:
+            _h, res["drain_s"] = await self.wait_drained(t)
+        res["cpu_s"] = proc_cpu_s(t.pid) - cpu0 if t.pid else 0.0
+        res["main_cpu_s"] = proc_main_thread_cpu_s(t.pid) - main0 if t.pid else 0.0
+        t.calls += res["ok"]
+        if res["n_errors"]:
+            self.problems.append(f"{t.name}: {res['n_errors']} failed {cmd.get('op')} call(s), e.g. "
+                                 f"{res['errors'][:2]}")
+        return res
+
     async def start_pyspy(self, t: Target, label: str) -> asyncio.subprocess.Process | None:
         """With --py-spy DIR: sample the proxy (all threads, collapsed stacks) during this run."""
         if self.pyspy_dir is None or t.pid is None or t.name == "mitmdump":
@@ -276,8 +348,8 @@ class Bench:
         py_spy = Path(sys.executable).parent / "py-spy"
         out = self.pyspy_dir / f"{label}.txt"
         proc = await asyncio.create_subprocess_exec(
-            str(py_spy if file_exists(py_spy) else "py-spy"), "record", "-p", str(t.pid), "-r", "100", "--gil",
-            "-f", "raw", "--threads", "-o", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            str(py_spy if file_exists(py_spy) else "py-spy"), "record", "-p", str(t.pid), "-r", str(self.pyspy_rate),
+            "--gil", "-f", "raw", "--threads", "-o", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(0.5)  # attach
         return proc
 
@@ -380,34 +452,70 @@ class Bench:
             self.problems.append(f"aigw-proxy exited with {p.returncode} on SIGTERM:\n{self.log_tail('aigw')}")
         self.res.db_after_stop = await asyncio.to_thread(db_counts, self.data_dir / "aigw-proxy.db")
 
+    def harness_cpu(self) -> float:
+        """CPU-seconds used so far by the benchmark's own processes: this one (the stand-in) and the load
+        generator."""
+        return sum(proc_cpu_s(pid) for pid in (os.getpid(), self.worker.pid if self.worker else 0) if pid)
+
+    async def start_targets(self) -> list[Target]:
+        standin_port, upstream_ca = await self.start_standin(self.tmp)
+        starts = [self.start_mitmdump(standin_port, upstream_ca), self.start_mitm_min(standin_port, upstream_ca),
+                  self.start_aigw(standin_port, upstream_ca)]
+        if "newconn" in self.phases:
+            starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-rsa", rsa_ca=True))
+        if self.baseline is not None:
+            starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-base",
+                                          python=str(self.baseline / ".venv" / "bin" / "python"), cwd=self.baseline))
+        direct = Target("direct", {"mode": "direct", "port": standin_port, "ca": str(upstream_ca)})
+        targets = [direct, *await asyncio.gather(*starts)]
+        self.targets = {t.name: t for t in targets}
+        return targets
+
+    def pick(self, *names: str) -> list[Target]:
+        return [self.targets[n] for n in names if n in self.targets]
+
     async def main(self) -> Results:
+        from bench.proxy.phases import phase_fleet, phase_newconn, phase_stream
+
         try:
-            standin_port, upstream_ca = await self.start_standin(self.tmp)
-            mitm, mmin, aigw = await asyncio.gather(self.start_mitmdump(standin_port, upstream_ca),
-                                                    self.start_mitm_min(standin_port, upstream_ca),
-                                                    self.start_aigw(standin_port, upstream_ca))
-            direct = Target("direct", {"mode": "direct", "port": standin_port, "ca": str(upstream_ca)})
-            targets = [direct, mitm, mmin, aigw]
+            targets = await self.start_targets()
             await self.start_worker()
             t0 = time.monotonic()
-            print(f"stand-in https://{LOOPBACK}:{standin_port}, mitmdump pid {mitm.pid}, mitm-min pid {mmin.pid}, "
-                  f"aigw-proxy pid {aigw.pid}, "
-                  f"load generator pid {self.worker.pid if self.worker else '?'}; temp dir {self.tmp}", flush=True)
+            print(", ".join(f"{t.name} pid {t.pid}" for t in targets if t.pid)
+                  + f", load generator pid {self.worker.pid if self.worker else '?'}; temp dir {self.tmp}", flush=True)
             ours = [os.getpid(), self.worker.pid if self.worker else 0, *(x.pid for x in targets if x.pid)]
 
             def our_cpu() -> float:
                 return sum(proc_cpu_s(pid) for pid in ours if pid)
 
+            base = ("direct", "mitmdump", "mitm-min", "aigw")
+            aigw, mmin = self.targets["aigw"], self.targets["mitm-min"]
             busy0, ours0, wall0 = machine_busy_s(), our_cpu(), time.monotonic()
-            await self.phase_tput(targets, stream=False)
-            await self.phase_tput(targets, stream=True)
-            await self.phase_latency(targets)
-            await self.phase_sse(targets)
-            await self.phase_memory(aigw)
-            if self.p.mem_baseline:
-                await self.phase_memory(mmin)
+            if "tput" in self.phases:
+                await self.phase_tput(self.pick(*base), stream=False)
+                await self.phase_tput(self.pick(*base), stream=True)
+            if "latency" in self.phases:
+                await self.phase_latency(self.pick(*base))
+            if "sse" in self.phases:
+                await self.phase_sse(self.pick(*base))
+            if "stream" in self.phases:
+                await phase_stream(self, self.pick("mitmdump", "mitm-min", "aigw", "aigw-base"))
+            if "fleet" in self.phases:
+                await phase_fleet(self, self.pick("direct", "mitmdump", "aigw", "aigw-base"))
+            if "newconn" in self.phases:
+                await phase_newconn(self, self.pick("direct", "mitmdump", "mitm-min", "aigw-rsa", "aigw",
+                                                    "aigw-base"))
+            if "memory" in self.phases:
+                await self.phase_memory(aigw)
+                if self.p.mem_baseline:
+                    await self.phase_memory(mmin)
             self.foreign = (machine_busy_s() - busy0 - (our_cpu() - ours0), time.monotonic() - wall0)
             await self.check_records(aigw)
+            for t in targets:
+                if t.is_aigw and t is not aigw and t.data_dir is not None:
+                    await self.wait_drained(t)
+                    counts = await asyncio.to_thread(db_counts, t.data_dir / "aigw-proxy.db")
+                    self.res.extra_db[t.name] = (t.calls, counts)
             await self.stop_aigw()
             self.calls = aigw.calls
             self.elapsed = time.monotonic() - t0

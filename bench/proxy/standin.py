@@ -2,15 +2,31 @@
 
 It answers `POST /v1/messages` with a small Anthropic message (JSON) or an SSE stream: fast (all events at once)
 or paced (N events M ms apart, asked for with an X-Bench-Pace header). It runs in the orchestrator's process.
+With an X-Bench-Lockstep: ID header a paced stream is not timed: each event after the first is sent when a UDP
+datagram holding ID arrives on the stand-in's lockstep port (the client sends one per event it received).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 
 from bench.proxy.workload import FAST_SSE_DELTAS, HOST, LOOPBACK, MSG_ID, SSE_HEAD, chunk, json_response, sse_events
 from tests.support.certs import make_ca, make_server_cert, server_ssl_context, write_pem
+
+LOCKSTEP: dict[bytes, tuple[StandInProtocol, deque[bytes]]] = {}  # lockstep id -> (connection, events to send)
+
+
+class LockstepProtocol(asyncio.DatagramProtocol):
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        entry = LOCKSTEP.get(data)
+        if entry is None:
+            return
+        conn, left = entry
+        conn._write(left.popleft())
+        if not left:
+            del LOCKSTEP[data]
 
 
 class StandInProtocol(asyncio.Protocol):
@@ -63,6 +79,10 @@ class StandInProtocol(asyncio.Protocol):
         events[0] = events[0].replace(MSG_ID, self._next_id(), 1)
         events[-1] += b"0\r\n\r\n"
         self.transport.write(SSE_HEAD + events[0])
+        q = head.find(b"\r\nx-bench-lockstep:")
+        if q >= 0:
+            LOCKSTEP[head[q + 19:].split(b"\r\n", 1)[0].strip()] = (self, deque(events[1:]))
+            return
         t0 = self.loop.time()
         for k in range(1, len(events)):  # scheduled against t0: no drift, only jitter
             self.loop.call_at(t0 + k * gap_ms / 1000, self._write, events[k])
@@ -72,12 +92,15 @@ class StandInProtocol(asyncio.Protocol):
             self.transport.write(data)
 
 
-async def start_standin(ca_dir: Path) -> tuple[asyncio.Server, int, Path]:
-    """Serve the stand-in on a free loopback port: (server, port, the throwaway CA's PEM file in ca_dir)."""
+async def start_standin(ca_dir: Path) -> tuple[asyncio.Server, int, Path, int]:
+    """Serve the stand-in on a free loopback port: (server, port, the throwaway CA's PEM file in ca_dir, the UDP
+    lockstep port)."""
     ca_cert, ca_key = make_ca("aigw bench throwaway upstream CA")
     cert, key = make_server_cert(ca_cert, ca_key, [HOST])
     ca_file = write_pem(ca_dir / "upstream-ca.pem", ca_cert)
     ctx = server_ssl_context(cert, key)
     ctx.set_alpn_protocols(["http/1.1"])
-    server = await asyncio.get_running_loop().create_server(StandInProtocol, LOOPBACK, 0, ssl=ctx, backlog=256)
-    return server, server.sockets[0].getsockname()[1], ca_file
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(StandInProtocol, LOOPBACK, 0, ssl=ctx, backlog=256)
+    udp, _ = await loop.create_datagram_endpoint(LockstepProtocol, local_addr=(LOOPBACK, 0))
+    return server, server.sockets[0].getsockname()[1], ca_file, udp.get_extra_info("sockname")[1]

@@ -44,8 +44,10 @@ def request_body(stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def request(stream: bool, pace: tuple[int, int] | None = None) -> bytes:
-    """The whole HTTP/1.1 request; `pace` = (events, gap ms) asks the stand-in for a paced SSE stream."""
+def request(stream: bool, pace: tuple[int, int] | None = None, lockstep: str | None = None) -> bytes:
+    """The whole HTTP/1.1 request; `pace` = (events, gap ms) asks the stand-in for a paced SSE stream;
+    `lockstep` = an id: instead of a timer, each event after the first waits for the client's datagram saying it
+    received the one before (so every event crosses the proxy on its own, however the machine schedules it)."""
     body = request_body(stream)
     headers = [
         "POST /v1/messages?beta=true HTTP/1.1",
@@ -63,6 +65,8 @@ def request(stream: bool, pace: tuple[int, int] | None = None) -> bytes:
     ]
     if pace:
         headers.append(f"X-Bench-Pace: {pace[0]},{pace[1]}")
+    if lockstep:
+        headers.append(f"X-Bench-Lockstep: {lockstep}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
