@@ -6,8 +6,8 @@
                                                                 #   throughput rep (see bench/pyspy_summary.py)
     .venv/bin/python bench/proxy_bench.py --only stream,newconn     # some cases only (tput latency sse stream
                                                                     #   fleet newconn memory)
-    .venv/bin/python bench/proxy_bench.py --baseline /work/main     # + "aigw-base": that checkout's aigw-proxy
-                                                                    #   (its .venv), side by side: before/after
+    .venv/bin/python bench/proxy_bench.py --baseline ../base        # + "aigw-base": that checkout's aigw-proxy,
+                                                                    #   side by side in the cost cases: before/after
 
 Everything stays on 127.0.0.1. A throwaway CA signs a certificate for api.anthropic.com; a raw-asyncio HTTPS
 stand-in (in this process) answers `POST /v1/messages` with a small Anthropic message (JSON) or an SSE stream
@@ -67,7 +67,8 @@ def main() -> int:
                     help="profile aigw and mitm-min with py-spy (raw collapsed stacks) during the throughput runs")
     ap.add_argument("--only", metavar="CASES", help=f"comma-separated cases to run (of {','.join(PHASES)})")
     ap.add_argument("--baseline", metavar="DIR", type=Path,
-                    help="also run DIR's aigw-proxy (DIR/.venv/bin/python, cwd DIR) as aigw-base in the cost cases")
+                    help="also run DIR's aigw-proxy as aigw-base in the cost cases (with DIR/.venv if there is one, "
+                         "else this interpreter on DIR's tree; e.g. a `git worktree add --detach DIR main`)")
     ap.add_argument("--fleet-sizes", metavar="N,N", help="fleet case: concurrent connections (default 100,200)")
     ap.add_argument("--fleet-gap-ms", type=int, help="fleet case: upstream cadence in ms (default 5)")
     ap.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
@@ -103,8 +104,8 @@ def main() -> int:
             ap.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
         bench.phases = tuple(x for x in PHASES if x in chosen)
     if args.baseline:
-        if not (args.baseline / ".venv" / "bin" / "python").exists():
-            ap.error(f"--baseline {args.baseline}: no .venv/bin/python there (run `make install` in it)")
+        if not (args.baseline / "aigw_proxy" / "__main__.py").exists():
+            ap.error(f"--baseline {args.baseline}: not an aigw-proxy checkout")
         bench.baseline = args.baseline.resolve()
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,34 @@ class BenchError(Exception):
     pass
 
 
+# Runs another checkout's aigw-proxy with this interpreter (argv[1] = the checkout): its aigw_proxy package, and
+# its addons/ folder as aigw_proxy.addons, as its editable install would map it.
+_RUN_CHECKOUT = """
+import importlib.util, runpy, sys
+root = sys.argv.pop(1)
+sys.path.insert(0, root)
+import aigw_proxy
+spec = importlib.util.spec_from_file_location("aigw_proxy.addons", root + "/addons/__init__.py",
+                                              submodule_search_locations=[root + "/addons"])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["aigw_proxy.addons"] = mod
+spec.loader.exec_module(mod)
+sys.argv[0] = "aigw-proxy"
+runpy.run_module("aigw_proxy", run_name="__main__")
+"""
+
+
+def aigw_command(checkout: Path | None) -> list[str]:
+    """How to run `aigw-proxy`: this checkout's, or another one's (its own .venv if it has one, else this
+    interpreter on that tree)."""
+    if checkout is None:
+        return [sys.executable, "-m", "aigw_proxy"]
+    venv = checkout / ".venv" / "bin" / "python"
+    if venv.exists():
+        return [str(venv), "-m", "aigw_proxy"]
+    return [sys.executable, "-c", _RUN_CHECKOUT, str(checkout)]
+
+
 @dataclass
 class Profile:
     reps: int = 3
@@ -145,11 +173,10 @@ class Bench:
         self.lockstep_port = 0  # the stand-in's UDP port for lock-step streams
 
     # -- processes --
-    async def cli(self, *args: str, data_dir: Path | None = None, python: str = sys.executable,
-                  cwd: Path = REPO) -> str:
+    async def cli(self, *args: str, data_dir: Path | None = None, checkout: Path | None = None) -> str:
         proc = await asyncio.create_subprocess_exec(
-            python, "-m", "aigw_proxy", *args, "--data-dir", str(data_dir or self.data_dir),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+            *aigw_command(checkout), *args, "--data-dir", str(data_dir or self.data_dir),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=checkout or REPO)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 60)
         except TimeoutError:
@@ -229,10 +256,10 @@ class Bench:
                       pid=proc.pid)
 
     async def start_aigw(self, standin_port: int, upstream_ca: Path, name: str = "aigw",
-                         python: str = sys.executable, cwd: Path = REPO, rsa_ca: bool = False,
+                         checkout: Path | None = None, rsa_ca: bool = False,
                          extra_args: tuple[str, ...] = ()) -> Target:
-        """`aigw-proxy run` with its own data dir. `python`/`cwd`: another checkout's interpreter and tree (the
-        --baseline build); `rsa_ca`: import an RSA-2048 CA first (`ca init`), as an older data dir holds;
+        """`aigw-proxy run` with its own data dir. `checkout`: another checkout's aigw-proxy (the --baseline
+        build); `rsa_ca`: import an RSA-2048 CA first (`ca init`), as an older data dir holds;
         `extra_args`: more `run` options (the hook for a workers case: `("--workers", "2")`)."""
         data_dir = self.data_dir if name == "aigw" else self.tmp / f"{name}-data"
         if rsa_ca:
@@ -240,11 +267,11 @@ class Bench:
 
             cert, key = make_ca("aigw bench RSA CA", key=new_key("rsa"))
             pem = write_pem(self.tmp / f"{name}-ca-import.pem", key, cert)
-            await self.cli("ca", "init", "--cert", str(pem), "--key", str(pem), data_dir=data_dir, python=python,
-                           cwd=cwd)
-        token = (await self.cli("users", "add", "bench", data_dir=data_dir, python=python, cwd=cwd)).strip()
+            await self.cli("ca", "init", "--cert", str(pem), "--key", str(pem), data_dir=data_dir,
+                           checkout=checkout)
+        token = (await self.cli("users", "add", "bench", data_dir=data_dir, checkout=checkout)).strip()
         ca = write_text(self.tmp / f"{name}-ca.pem", await self.cli("ca", "export", data_dir=data_dir,
-                                                                     python=python, cwd=cwd))
+                                                                     checkout=checkout))
         cfg = write_text(self.tmp / f"{name}.toml", "\n".join([
             f'upstream_ca_file = "{upstream_ca}"',
             "[[providers]]",
@@ -254,9 +281,9 @@ class Bench:
         ]))
         port, admin_port = free_port(), free_port()
         proc = await self.spawn(
-            name, python, "-m", "aigw_proxy", "run", "--listen", f"{LOOPBACK}:{port}",
+            name, *aigw_command(checkout), "run", "--listen", f"{LOOPBACK}:{port}",
             "--admin-listen", f"{LOOPBACK}:{admin_port}", "--data-dir", str(data_dir),
-            "--config", str(cfg), *extra_args, cwd=cwd)
+            "--config", str(cfg), *extra_args, cwd=checkout or REPO)
         await self.wait_listening(name, proc, admin_port)
         await self.wait_listening(name, proc, port)
         if name == "aigw":
@@ -464,8 +491,7 @@ class Bench:
         if "newconn" in self.phases:
             starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-rsa", rsa_ca=True))
         if self.baseline is not None:
-            starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-base",
-                                          python=str(self.baseline / ".venv" / "bin" / "python"), cwd=self.baseline))
+            starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-base", checkout=self.baseline))
         direct = Target("direct", {"mode": "direct", "port": standin_port, "ca": str(upstream_ca)})
         targets = [direct, *await asyncio.gather(*starts)]
         self.targets = {t.name: t for t in targets}
