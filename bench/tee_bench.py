@@ -45,14 +45,11 @@ def _sse(name: str | None, data: object, compact: bool = True) -> bytes:
 
 
 def anthropic(n: int, compact: bool) -> list[bytes]:
-    evs = sse_events(n - 5)
-    if compact:
-        out = []
-        for e in evs:
-            name, data = e.decode().split("\n")[:2]
-            out.append(_sse(name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
-        return out
-    return evs
+    out = []
+    for e in sse_events(n - 5):  # the benchmark's stream, compact or re-spaced
+        name, data = e.decode().split("\n")[:2]
+        out.append(_sse(name.removeprefix("event: "), json.loads(data.removeprefix("data: ")), compact))
+    return out
 
 
 def openai_chat(n: int) -> list[bytes]:

@@ -105,7 +105,8 @@ def sse_events(n_deltas: int) -> list[bytes]:
                            "usage": {"output_tokens": USAGE["output_tokens"]}}),
         ("message_stop", {"type": "message_stop"}),
     ]
-    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in evs]
+    # Compact JSON, as the Anthropic API sends it.
+    return [f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode() for name, data in evs]
 
 
 def chunk(data: bytes) -> bytes:

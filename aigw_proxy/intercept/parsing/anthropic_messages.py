@@ -150,8 +150,11 @@ class StreamAccumulator:
     @staticmethod
     def ignores(event: str | None, data: str) -> bool:
         """Streamed answer text is most of a stream and never recorded: skip it undecoded. The marker cannot
-        match inside a JSON string value, where quotes are escaped; a differently spaced event is just decoded."""
-        return event == "content_block_delta" and '"delta":{"type":"text_delta"' in data
+        match inside a JSON string value, where quotes are escaped. The API sends compact JSON; JSON spaced as
+        Python's json.dumps does is matched too; any other spacing is just decoded."""
+        return event == "content_block_delta" and (
+            '"delta":{"type":"text_delta"' in data or '"delta": {"type": "text_delta"' in data
+        )
 
     def __init__(self) -> None:
         self._msg_id = ""

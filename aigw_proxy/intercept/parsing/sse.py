@@ -34,7 +34,10 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
         if not chunk:
             return
-        buf = self._buf + chunk
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" not in buf:  # LF line endings only, as every provider sends: whole lines at once
+            yield from self._feed_lf(buf)
+            return
         start = 0
         n = len(buf)
         while start < n:
@@ -51,6 +54,42 @@ class SSEDecoder:
             if ev is not None:
                 yield ev
         self._buf = buf[start:]
+
+    def _feed_lf(self, buf: bytes) -> Iterator[SSEEvent]:
+        """`feed` for a buffer without CR: the same rules as `_line`, inlined (this runs for every relayed event)."""
+        last = buf.rfind(b"\n")
+        if last < 0:
+            self._buf = buf
+            return
+        self._buf = buf[last + 1:]
+        event, data, has_data = self._event, self._data, self._has_data
+        for raw in buf[:last].split(b"\n"):
+            if not raw:
+                if not has_data and event is None:
+                    continue
+                ev = SSEEvent(event, "\n".join(data))
+                event, data, has_data = None, [], False
+                if ev.data or ev.event:
+                    self._event, self._data, self._has_data = event, data, has_data
+                    yield ev
+                continue
+            if raw.startswith(b"data:"):  # the common field first; the same as _line's partition
+                value = raw[5:].decode("utf-8", "replace")
+                data.append(value[1:] if value.startswith(" ") else value)
+                has_data = True
+                continue
+            line = raw.decode("utf-8", "replace")
+            if line.startswith(":"):
+                continue
+            name, sep, value = line.partition(":")
+            if sep and value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+                has_data = True
+            elif name == "event":
+                event = value
+        self._event, self._data, self._has_data = event, data, has_data
 
     def close(self) -> Iterator[SSEEvent]:
         if self._buf:
