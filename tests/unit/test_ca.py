@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from mitmproxy.certs import CertStore
@@ -169,7 +169,8 @@ def test_generate_writes_private_files_and_a_strict_ca(confdir: Path) -> None:
     raw = ca_file.read_bytes()
     assert raw.startswith(b"-----BEGIN PRIVATE KEY-----")
     key = serialization.load_pem_private_key(raw, None)
-    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    # ECDSA P-256: the leaves reuse the CA key, and a P-256 handshake signature is far cheaper than RSA-2048's
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
     cert = read_cert(ca_file)
     assert cert_file.read_bytes() == cert.public_bytes(serialization.Encoding.PEM)
     assert key.public_key() == cert.public_key()
@@ -199,6 +200,20 @@ def test_generate_writes_private_files_and_a_strict_ca(confdir: Path) -> None:
     store = CertStore.from_store(confdir, "mitmproxy", 2048)
     leaf = store.get_cert(HOST, [x509.DNSName(HOST)]).cert.to_cryptography()
     PolicyBuilder().store(Store([cert])).build_server_verifier(x509.DNSName(HOST)).verify(leaf, [])
+
+
+def test_an_rsa_ca_from_before_keeps_working(confdir: Path) -> None:
+    """Data dirs made before CAs were EC hold an RSA-2048 CA: it is kept (never regenerated) and still signs."""
+    confdir.mkdir(mode=0o700)
+    root, key = make_ca("aigw-proxy CA", key=new_key("rsa"))
+    (confdir / "mitmproxy-ca.pem").write_bytes(ca._bundle(key, [root]))
+    os.chmod(confdir / "mitmproxy-ca.pem", 0o600)
+
+    info = ensure_ca(confdir)
+
+    assert info.fingerprint_sha256 == root.fingerprint(hashes.SHA256()).hex(":").upper()
+    leaf = mitm_handshake(confdir, root)[0]
+    assert isinstance(leaf.public_key(), rsa.RSAPublicKey)  # leaves reuse the CA key: still RSA
 
 
 def test_ensure_is_idempotent_and_never_overwrites(confdir: Path) -> None:
