@@ -31,7 +31,7 @@ from aigw_proxy.admin.app import AdminContext, MetricsAccess
 from aigw_proxy.admin.health import HealthMonitor
 from aigw_proxy.admin.server import AdminBindError, AdminServer
 from aigw_proxy.config.settings import Settings
-from aigw_proxy.policy.identity import TokenAuthenticator
+from aigw_proxy.policy.identity import SQLiteTokenLookup, TokenAuthenticator
 from aigw_proxy.proxy.ca import CAError, ensure_ca
 from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
@@ -119,7 +119,8 @@ async def start(settings: Settings) -> Running:
     inflight = InFlight()
     router = ProviderRouter(settings.file)
     mon = setup_monitoring(settings, recorder, writer, router)  # metrics, provider reload, circuit breaker
-    authenticator = TokenAuthenticator(UserStore(db).authenticate)
+    authenticator = TokenAuthenticator(UserStore(db).authenticate,
+                                       quick_lookup=SQLiteTokenLookup(settings.database_path))
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
     redaction = settings.redaction
     policy = RecordPolicy.from_config(redaction, on_redactions=mon.metrics.count_redactions)

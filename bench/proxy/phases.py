@@ -88,7 +88,9 @@ async def phase_newconn(b: Bench, targets: list[Target]) -> None:
         t.calls += warm["ok"]
     for rep in range(p.reps):
         for t in targets:
+            spy = await b.start_pyspy(t, f"{t.name}-newconn-rep{rep + 1}")
             r = await b.measured(t, 300, op="newconn", target=t.spec, n=p.newconn_n)
+            await b.stop_pyspy(spy)
             b.res.newconn[t.name].append(r)
             cpu = f", proxy CPU {1000 * r['cpu_s'] / max(1, r['ok']):.2f} ms/conn" if t.pid else ""
             tot = sorted(r["total"])
