@@ -9,7 +9,7 @@ import click
 
 from aigw_proxy.cli.common import data_dir_option, fail, run_async
 from aigw_proxy.cli.main import main
-from aigw_proxy.cli.ops_options import ops_options
+from aigw_proxy.cli.ops_options import Duration, ops_options
 from aigw_proxy.config.settings import ConfigError, Settings, load_file_config, parse_hostport
 from aigw_proxy.policy.circuit import BreakerConfig
 
@@ -45,11 +45,18 @@ from aigw_proxy.policy.circuit import BreakerConfig
               help="With --trace: attach log records to their interception's span as events.")
 @click.option("--retention", envvar="AIGW_RETENTION", default="60d", show_default=True,
               help="Delete interceptions (and their prompts, tokens, tools, thoughts) older than this; 0 keeps all.")
+@click.option("--upstream-idle-timeout", envvar="AIGW_UPSTREAM_IDLE_TIMEOUT", type=Duration(), default="300s",
+              show_default=True,
+              help="Cut a model call whose upstream sends nothing for this long (recorded as `timeout`); 0: off.")
+@click.option("--spool-max-mb", envvar="AIGW_SPOOL_MAX_MB", type=click.IntRange(0), default=256, show_default=True,
+              help="Bound of the record spool beside the database, which keeps records while the database "
+                   "cannot take them; 0: no spool (memory only).")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
-        trace_logs: bool, retention: str, metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
+        trace_logs: bool, retention: str, upstream_idle_timeout: float, spool_max_mb: int,
+        metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.telemetry.log_setup import configure_logging
@@ -72,6 +79,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             metrics_initiator_label=metrics_initiator_label,
             circuit_breaker=circuit_breaker,
             retention=retention_window(retention),
+            upstream_idle_timeout=upstream_idle_timeout,
+            spool_max_bytes=spool_max_mb * 1024 * 1024,
         )
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:

@@ -175,6 +175,8 @@ class Settings:
     metrics_public: bool = False  # no token on a non-loopback listener: serve /metrics anyway (else 403)
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)  # off unless enabled
     retention: timedelta | None = timedelta(days=60)  # interceptions older than this are purged; None keeps all
+    upstream_idle_timeout: float = 300.0  # seconds an upstream may send nothing before its call is cut; 0: off
+    spool_max_bytes: int = 256 * 1024 * 1024  # the record spool's bound (a failing database's backlog); 0: off
 
     @property
     def database_path(self) -> Path:
