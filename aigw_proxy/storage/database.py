@@ -65,10 +65,12 @@ class Database:
     deferred transactions; in WAL mode they read a consistent snapshot and never block or wait for the writer.
     """
 
-    def __init__(self, path: Path, writer: AsyncEngine, reader: AsyncEngine) -> None:
+    def __init__(self, path: Path, writer: AsyncEngine, reader: AsyncEngine,
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.path = path
         self.writer = writer
         self.reader = reader
+        self.busy_timeout_ms = busy_timeout_ms
         self.file_identity: FileIdentity | None = None  # of the file opened (set by open_database and reopen)
         self._loop = asyncio.get_running_loop()  # the engines' connections belong to this loop
         _OPEN.add(self)
@@ -326,7 +328,7 @@ async def open_database(
     path = await asyncio.to_thread(_prepare_path, path)
     writer = _engine(path, immediate=True, busy_timeout_ms=busy_timeout_ms, pool_size=1)
     reader = _engine(path, immediate=False, busy_timeout_ms=busy_timeout_ms, pool_size=4)
-    db = Database(path, writer, reader)
+    db = Database(path, writer, reader, busy_timeout_ms)
     try:
         await _first_connection(writer)
         db.file_identity = file_identity(path)
@@ -342,3 +344,8 @@ async def open_database(
         await db.close()
         raise
     return db
+
+
+async def open_like(db: Database) -> Database:
+    """Another Database on what `db` opened, with its engines on the running loop (the record writer's thread)."""
+    return await open_database(db.path, busy_timeout_ms=db.busy_timeout_ms, migrate_schema=False)

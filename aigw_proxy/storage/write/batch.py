@@ -149,7 +149,7 @@ class BatchWriter:
     """Writes batches on the database's writer engine; keeps the in-flight interceptions and lineage links."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self.db = db  # the record writer points it at its own, on its own thread
         self.inflight: dict[str, InFlight] = {}
         self.lineage = Lineage()
         self._naive_warned = False
@@ -164,7 +164,7 @@ class BatchWriter:
         # A usage update is superseded by a later one, or by the end, of the same interception in this batch.
         ending = {e.id for e in batch if isinstance(e, InterceptionEnded)}
         last_usage = {e.id: n for n, e in enumerate(batch) if isinstance(e, InterceptionUsage)}
-        async with self._db.writer.begin() as conn:
+        async with self.db.writer.begin() as conn:
             existing = await self._existing_starts(conn, batch) if replay else set()
             for n, event in enumerate(batch):
                 outcome: _Outcome | _Skip

@@ -36,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,10 +46,11 @@ import sqlalchemy as sa
 
 from aigw_proxy.recording.commits import CommitInfo, CommitListener
 from aigw_proxy.recording.records import InterceptionUsage, RecordEvent
-from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.database import Database, open_like
 from aigw_proxy.storage.dialect import READ_ONLY
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.batch import BatchResult, BatchWriter, InFlight, describe, is_database_error
+from aigw_proxy.storage.write.db_thread import DatabaseThread
 from aigw_proxy.storage.write.spool import Spool, SpoolFull
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -132,7 +134,9 @@ class RecordWriter:
     ) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be positive")
-        self._db = db
+        self._db = db  # the caller's; the writer works on one of its own (`_wdb`), on its database thread
+        self._wdb: Database = db
+        self._io: DatabaseThread | None = None
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -319,8 +323,35 @@ class RecordWriter:
 
     # -- the background task ---------------------------------------------------------------------------------
 
+    async def _start_thread(self) -> None:
+        io = DatabaseThread()
+        io.start()
+        try:
+            self._wdb = await io.run(open_like(self._db))
+        except Exception as exc:  # write from this loop then
+            log.warning("record writer: no database thread (%s); writing from the proxy's loop", describe(exc))
+            await io.stop()
+            return
+        self._io = io
+        self._batches.db = self._wdb
+
+    async def _stop_thread(self) -> None:
+        io, self._io = self._io, None
+        if io is None:
+            return
+        try:
+            await io.run(self._wdb.close())
+        except Exception as exc:
+            log.warning("record writer: closing its database: %s", describe(exc))
+        await io.stop()
+
+    async def _on_db[T](self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a database coroutine on the writer's database thread (or here, without one)."""
+        return await self._io.run(coro) if self._io is not None else await coro
+
     async def _run(self) -> None:
         try:
+            await self._start_thread()
             await self._load_spool()
             cleaned = False
             while True:
@@ -349,6 +380,7 @@ class RecordWriter:
                 if stop and not self._backlog():
                     return
         finally:
+            await self._stop_thread()
             self._ready.set()
             for _target, fut in self._waiters:
                 if not fut.done():
@@ -356,7 +388,13 @@ class RecordWriter:
             self._waiters.clear()
 
     async def _next_batch(self) -> tuple[list[RecordEvent], bool]:
-        """The next batch; ([], False) after `check_interval` seconds without events."""
+        """The next batch; ([], False) after `check_interval` seconds without events.
+
+        An event that arrives to an idle writer waits up to `flush_interval` for company (one transaction for
+        many events); events that queued up while the previous batch was being written have waited already and
+        are written at once, as many as there are (up to `batch_size`): the time from submit to commit stays
+        about one flush interval plus one commit, at any load."""
+        fresh = self._queue.empty()
         try:
             item = await asyncio.wait_for(self._queue.get(), self._check_interval)
         except TimeoutError:
@@ -365,7 +403,7 @@ class RecordWriter:
             return [], True
         batch: list[RecordEvent] = [item]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._flush_interval
+        deadline = loop.time() + (self._flush_interval if fresh else 0.0)
         while len(batch) < self._batch_size:
             try:
                 item = self._queue.get_nowait()
@@ -394,7 +432,7 @@ class RecordWriter:
         """Write `events` in one transaction. True when they are done with (committed, or refused and counted);
         False when the database failed and they must be written later. `finished`: how many of them this run
         accepted (the rest came from an earlier run's spool)."""
-        problem = self._db.file_problem()
+        problem = self._wdb.file_problem()
         if problem is not None and not await self._reopen(problem):
             return False
         self.busy_since = time.monotonic()
@@ -424,13 +462,13 @@ class RecordWriter:
 
     async def _attempt(self, events: list[RecordEvent], replay: bool) -> BatchResult:
         try:
-            return await self._batches.write(events, isolate=False, replay=replay)
+            return await self._on_db(self._batches.write(events, isolate=False, replay=replay))
         except Exception as exc:
             if is_database_error(exc):
                 raise
             log.warning("the database refused a record in a batch of %d (%s); writing them one by one",
                         len(events), describe(exc))
-        return await self._batches.write(events, isolate=True, replay=replay)
+        return await self._on_db(self._batches.write(events, isolate=True, replay=replay))
 
     def _failed(self, exc: BaseException) -> None:
         self.failing_since = self.failing_since or time.monotonic()
@@ -585,19 +623,19 @@ class RecordWriter:
     # -- the database file -----------------------------------------------------------------------------------
 
     async def _check_file(self) -> None:
-        problem = self._db.file_problem()
+        problem = self._wdb.file_problem()
         if problem is not None:
             await self._reopen(problem)
 
     async def _reopen(self, problem: str) -> bool:
         """The database file was deleted or replaced: switch to what the path names now."""
-        path = self._db.path
+        path = self._wdb.path
         self.database_problem = f"the database file {path} was {problem} while the proxy had it open"
         self._log_limited("reopen", logging.ERROR, "%s: reopening it; records wait in the backlog meanwhile",
                           self.database_problem)
-        carry = await self._open_rows() if problem == "replaced" else None
+        carry = await self._on_db(self._open_rows()) if problem == "replaced" else None
         try:
-            reopened = await self._db.reopen()
+            reopened = await self._on_db(self._wdb.reopen())
         except Exception as exc:
             self._failed(exc)
             return False
@@ -605,7 +643,7 @@ class RecordWriter:
             try:
                 if carry is None:
                     raise RuntimeError("nothing to carry over")
-                await self._insert_rows(carry)
+                await self._on_db(self._insert_rows(carry))
             except Exception as exc:
                 log.error("the interceptions in flight were not carried over to %s (%s): their ends are dropped "
                           "as unknown", path, describe(exc))
@@ -618,10 +656,10 @@ class RecordWriter:
     async def _open_rows(self) -> dict[str, list[dict[str, Any]]] | None:
         """The in-flight interceptions (and their prompts and token rows so far) in the old file, read through
         the writer's connection still open on it."""
-        if not self._db.writer_connected():
+        if not self._wdb.writer_connected():
             return None  # a new connection would open the new file
         try:
-            async with self._db.writer.connect() as conn:
+            async with self._wdb.writer.connect() as conn:
                 await conn.execution_options(**READ_ONLY)
                 columns = [c for c in interceptions.c if c.name != "session_id"]  # computed
                 rows = (await conn.execute(sa.select(*columns).where(interceptions.c.ended_at.is_(None)))).mappings()
@@ -642,7 +680,7 @@ class RecordWriter:
         ix = rows[interceptions.name]
         if not ix:
             return
-        async with self._db.writer.begin() as conn:
+        async with self._wdb.writer.begin() as conn:
             ids = [r["id"] for r in ix]
             existing: set[str] = set()
             for i in range(0, len(ids), 500):
@@ -663,17 +701,7 @@ class RecordWriter:
         """Close, as failed, the interceptions an earlier process left open. True once done (or given up on as
         a bug); False when the database failed (retried after a pause)."""
         try:
-            async with self._db.writer.begin() as conn:
-                result = await conn.execute(
-                    sa.update(interceptions)
-                    .where(interceptions.c.ended_at.is_(None), interceptions.c.started_at < self._born)
-                    .values(
-                        ended_at=datetime.now(UTC),
-                        status="failed",
-                        error_type="unknown",
-                        error_message=DANGLING_MESSAGE,
-                    )
-                )
+            result = await self._on_db(self._end_dangling())
         except Exception as exc:
             if is_database_error(exc):
                 self._failed(exc)
@@ -681,10 +709,24 @@ class RecordWriter:
             log.exception("could not close dangling interceptions")
             return True
         self._succeeded()
-        self.closed_dangling = int(result.rowcount or 0)
+        self.closed_dangling = int(result or 0)
         if self.closed_dangling:
             log.warning("closed %d interceptions left open by a previous run", self.closed_dangling)
         return True
+
+    async def _end_dangling(self) -> int:
+        async with self._wdb.writer.begin() as conn:
+            result = await conn.execute(
+                sa.update(interceptions)
+                .where(interceptions.c.ended_at.is_(None), interceptions.c.started_at < self._born)
+                .values(
+                    ended_at=datetime.now(UTC),
+                    status="failed",
+                    error_type="unknown",
+                    error_message=DANGLING_MESSAGE,
+                )
+            )
+        return int(result.rowcount or 0)
 
     @property
     def _inflight(self) -> dict[str, InFlight]:
