@@ -5,15 +5,29 @@ chunks to the call's parser *after* they have been relayed: the tee only queues 
 later event-loop turn, so parse time never sits between upstream and client. The queue is parsed in batches (once
 it holds PARSE_BATCH_BYTES, and at the end of the response): one parse per few dozen events rather than one per
 event, with nothing scheduled per chunk, is most of what a relayed event costs aigw beyond mitmproxy itself.
+
+A watchdog ticks every `TICK` seconds while model calls are in progress: it records the token usage each has
+shown so far (Anthropic's `message_start`, Gemini's running totals), so that a crash keeps it, and it cuts an
+upstream connection that has sent nothing for `upstream_idle_timeout` seconds since the request went out or
+since its last byte (`--upstream-idle-timeout`): the client gets the broken response at once instead of waiting
+on a dead stream, and the record says `timeout`. An HTTP/2 upstream connection carrying several calls is cut only
+when all of them are silent: one call cannot be cut alone.
+
+Why a call the connection ended before its response did failed (`failure_cause`): our idle timeout, the proxy
+stopping, the client gone (`client_disconnected`) or the upstream closing or resetting mid-response
+(`upstream_reset`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
-from mitmproxy import http
+from mitmproxy import ctx, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.http import Headers
 
 from aigw_proxy.addons.auth import INITIATOR
@@ -30,6 +44,41 @@ INTERCEPTION = "aigw.interception"
 # A response's queued chunks are parsed a loop turn after they reach this many bytes (~50 SSE events), the rest
 # when the response ends. Bounds what a stream holds unparsed, and what the end-of-response parse costs.
 PARSE_BATCH_BYTES = 16 * 1024
+DEFAULT_UPSTREAM_IDLE_TIMEOUT: Final = 300.0  # seconds; see README "Timeouts"
+TICK: Final = 0.5  # seconds between two watchdog rounds
+SHUTDOWN_MESSAGE: Final = "proxy stopped before the response ended (shutdown grace period over)"
+# mitmproxy's texts for a call whose client went away (HTTP/1 close, HTTP/2 stream reset).
+_CLIENT_GONE: Final = ("Client disconnected.", "stream reset by client")
+_UPSTREAM_GONE: Final = ("server closed connection", "peer closed connection", "HTTP/2 connection closed")
+
+
+@dataclass(slots=True)
+class _Watch:
+    """A model call in progress: when its upstream last sent something (or the request went out)."""
+
+    flow: http.HTTPFlow
+    ix: Interception
+    last: float  # loop time
+    cut_after: float | None = None  # set when the watchdog cut its upstream for silence: the idle seconds
+
+
+def failure_cause(flow: http.HTTPFlow, *, cut_after: float | None = None, stopping: bool = False
+                  ) -> tuple[str, str | None]:
+    """The error text and `error_type` of a model call whose connection ended before its response did (the
+    `error` hook). `error_type` None: derived from the upstream status when stored."""
+    message = flow.error.msg if flow.error else "connection failed"
+    if cut_after is not None:
+        return f"upstream sent nothing for {cut_after:.0f} s (--upstream-idle-timeout)", "timeout"
+    if stopping:
+        return SHUTDOWN_MESSAGE, None
+    if not flow.client_conn.state & ConnectionState.CAN_READ or message.startswith(_CLIENT_GONE):
+        return message, "client_disconnected"
+    server = flow.server_conn
+    if server.timestamp_tcp_setup is not None and (
+        not server.state & ConnectionState.CAN_READ or message.startswith(_UPSTREAM_GONE)
+    ):
+        return message, "upstream_reset"
+    return message, None
 
 
 def header_map(headers: Headers) -> dict[str, str]:
@@ -46,10 +95,11 @@ def header_map(headers: Headers) -> dict[str, str]:
 class _Tee:
     """The `flow.response.stream` callable: forward the chunk as is, parse the queued chunks later, in batches."""
 
-    __slots__ = ("_ix", "_pending", "_scheduled", "_size")
+    __slots__ = ("_ix", "_pending", "_scheduled", "_size", "_watch")
 
-    def __init__(self, ix: Interception) -> None:
+    def __init__(self, ix: Interception, watch: _Watch | None = None) -> None:
         self._ix = ix
+        self._watch = watch
         self._pending: list[bytes] = []
         self._size = 0
         self._scheduled = False
@@ -58,6 +108,8 @@ class _Tee:
         if chunk:
             self._pending.append(chunk)
             self._size += len(chunk)
+            if self._watch is not None:  # every byte counts as a sign of life, batched for parsing or not
+                self._watch.last = time.monotonic()  # the event loop's clock
             if self._size >= PARSE_BATCH_BYTES and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self.drain)
@@ -77,9 +129,14 @@ class _Tee:
 
 
 class Interceptor:
-    def __init__(self, submit: Submit, tracer: Tracer | None = None) -> None:
+    def __init__(self, submit: Submit, tracer: Tracer | None = None, *,
+                 upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT) -> None:
         self.submit = submit
         self.tracer = tracer  # None: tracing off, nothing is created per call
+        self.upstream_idle_timeout = upstream_idle_timeout  # 0: off
+        self.stopping = False  # set by the daemon before it cuts the calls left after the shutdown grace
+        self._watched: dict[str, _Watch] = {}  # flow id → call in progress
+        self._tick: asyncio.TimerHandle | None = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         provider: Provider | None = flow.metadata.get(PROVIDER)
@@ -106,7 +163,11 @@ class Interceptor:
             return
         ix.request_received(flow.request.raw_content or b"", flow.request.headers.get("content-encoding"))
         # Parse after this hook returns, i.e. after the request has been handed to the upstream connection.
-        asyncio.get_running_loop().call_soon(self._parse_request, ix)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._parse_request, ix)
+        self._watched[flow.id] = _Watch(flow, ix, loop.time())
+        if self._tick is None:
+            self._tick = loop.call_later(TICK, self._watchdog)
 
     @staticmethod
     def _parse_request(ix: Interception) -> None:
@@ -124,7 +185,10 @@ class Interceptor:
             return
         h = flow.response.headers
         ix.response_started(flow.response.status_code, h.get("content-type", ""), h.get("content-encoding"))
-        tee = _Tee(ix)
+        watch = self._watched.get(flow.id)
+        if watch is not None:
+            watch.last = asyncio.get_running_loop().time()
+        tee = _Tee(ix, watch)
         flow.metadata["aigw.tee"] = tee
         flow.response.stream = tee
         if flow.response.raw_content:
@@ -132,12 +196,16 @@ class Interceptor:
             tee(flow.response.raw_content)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow, None)
+        self._finish(flow, None, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow, flow.error.msg if flow.error else "connection failed")
+        watch = self._watched.get(flow.id)
+        message, error_type = failure_cause(flow, cut_after=watch.cut_after if watch else None,
+                                            stopping=self.stopping)
+        self._finish(flow, message, error_type)
 
-    def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
+    def _finish(self, flow: http.HTTPFlow, error: str | None, error_type: str | None) -> None:
+        self._watched.pop(flow.id, None)
         ix: Interception | None = flow.metadata.get(INTERCEPTION)
         if ix is None or ix.finished:
             return
@@ -145,6 +213,52 @@ class Interceptor:
         try:
             if tee is not None:
                 tee.drain()
-            ix.finish(error)
+            ix.finish(error, error_type)
         except Exception:
             log.exception("interception %s: recording the end failed", ix.id)
+
+    # -- the watchdog ----------------------------------------------------------------------------------------
+
+    def _watchdog(self) -> None:
+        self._tick = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        silent: dict[object, list[_Watch]] = {}  # upstream connection → its calls, while all are silent
+        loud: set[object] = set()
+        for watch in list(self._watched.values()):
+            if watch.ix.finished:
+                self._watched.pop(watch.flow.id, None)
+                continue
+            try:
+                watch.ix.progress()
+            except Exception:
+                log.exception("interception %s: recording the usage so far failed", watch.ix.id)
+            if self.upstream_idle_timeout <= 0 or watch.cut_after is not None:
+                continue
+            server = watch.flow.server_conn
+            if now - watch.last >= self.upstream_idle_timeout:
+                silent.setdefault(server.id, []).append(watch)
+            else:
+                loud.add(server.id)
+        for server_id, watches in silent.items():
+            if server_id not in loud:
+                self._cut(watches, now)
+        if self._watched:
+            self._tick = loop.call_later(TICK, self._watchdog)
+
+    def _cut(self, watches: list[_Watch], now: float) -> None:
+        """Close the upstream connection of these silent calls: mitmproxy then fails each (`error` hook)."""
+        flow = watches[0].flow
+        idle = min(now - w.last for w in watches)
+        for w in watches:
+            w.cut_after = idle
+        try:
+            handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+            io = handler.transports.get(flow.server_conn) if handler is not None else None
+        except Exception:  # no proxy server (an addon test): nothing to cut
+            io = None
+        if io is None or io.handler is None:
+            return
+        log.warning("upstream %s sent nothing for %.0f s: closing it (%d model call(s) on it)",
+                    flow.server_conn.address, idle, len(watches))
+        io.handler.cancel("upstream idle timeout")

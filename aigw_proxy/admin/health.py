@@ -12,8 +12,11 @@ Degraded, with a reason each (`REASONS`):
 * `writer_stalled`: the writer has been on one batch for `stall_after` seconds without committing it;
 * `writer_stopped`: the writer's task is not running;
 * `queue_high_water`: the queue holds `high_water` of its capacity or more (at capacity new records are dropped);
-* `database_unreachable`: the database cannot be read, or (SQLite) its file is gone or was replaced since start:
-  the writer would go on committing to the old, unlinked file.
+* `database_unreachable`: the database cannot be read, or (SQLite) its file is gone or was replaced under the
+  proxy and the writer has not reopened it yet (it checks every second and before each write: a replacement it
+  can open is reopened, a deleted file restored from the handle still open on it).
+
+Records the writer cannot commit are not lost meanwhile: they wait in its spool (`recorder.spooled`).
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ def evaluate(w: WriterHealth, now: float, policy: HealthPolicy) -> dict[str, str
         reasons["records_dropped"] = f"records were dropped in the last {policy.drop_window:.0f} s: {totals}"
     if w.failing_since is not None and now - w.failing_since >= policy.failing_after:
         reasons["writer_failing"] = (f"database writes have failed for {now - w.failing_since:.0f} s "
-                                     f"({w.consecutive_failures} attempts): {w.last_error}")
+                                     f"({w.consecutive_failures} attempts): {w.last_error}; {w.spooled} record "
+                                     f"events kept in the spool, {w.queue_depth} in memory")
+    if w.database_problem is not None:
+        reasons["database_unreachable"] = w.database_problem
     if w.busy_since is not None and now - w.busy_since >= policy.stall_after:
         reasons["writer_stalled"] = (f"the writer has been on one batch for {now - w.busy_since:.0f} s without "
                                      f"committing it; {w.queue_depth} record events waiting")
@@ -111,6 +117,9 @@ def _recorder(w: WriterHealth, now: float) -> dict[str, Any]:
         "dropped": w.dropped,
         "last_error": w.last_error,
         "seconds_since_commit": None if w.last_commit_at is None else round(now - w.last_commit_at, 3),
+        "spooled": w.spooled,
+        "spool_bytes": w.spool_bytes,
+        "spool_max_bytes": w.spool_max_bytes,
     }
 
 
@@ -164,7 +173,7 @@ class HealthMonitor:
             reasons = evaluate(writer, now, self.policy)
             problem = await self._probe_database(db)
             if problem is not None:
-                reasons["database_unreachable"] = problem
+                reasons.setdefault("database_unreachable", problem)
             if self.stopping:
                 reasons = {"shutting_down": "the proxy is shutting down", **reasons}
             status = "shutting_down" if self.stopping else "degraded" if reasons else "ok"
@@ -173,13 +182,17 @@ class HealthMonitor:
         return report
 
     async def _probe_database(self, db: Database | None) -> str | None:
-        if self._db_path is not None and self._db_identity is not None:
+        # The file the proxy has open (the writer reopens a replaced or deleted one and updates it), else the one
+        # at start.
+        problem = db.file_problem() if db is not None else None
+        if db is None and self._db_path is not None and self._db_identity is not None:
             now = _file_identity(self._db_path)
-            if now is None:
-                return f"the database file {self._db_path} is gone: records are written to a deleted file"
-            if now != self._db_identity:
-                return (f"the database file {self._db_path} was replaced since the proxy opened it: records are "
-                        "written to the old file")
+            problem = "deleted" if now is None else "replaced" if now != self._db_identity else None
+        if problem == "deleted":
+            return f"the database file {self._db_path} is gone: the record writer is restoring it"
+        if problem == "replaced":
+            return (f"the database file {self._db_path} was replaced since the proxy opened it: the record writer "
+                    "is reopening it")
         if db is None:
             return None
         try:

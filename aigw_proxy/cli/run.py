@@ -10,7 +10,7 @@ import click
 
 from aigw_proxy.cli.common import data_dir_option, fail, run_async
 from aigw_proxy.cli.main import main
-from aigw_proxy.cli.ops_options import ops_options
+from aigw_proxy.cli.ops_options import Duration, ops_options
 from aigw_proxy.config.settings import REDACTION_MODES, ConfigError, Settings, load_file_config, parse_hostport
 from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_BYTES
@@ -54,11 +54,18 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--max-field-bytes", envvar="AIGW_MAX_FIELD_BYTES", default=None,
               type=click.IntRange(MIN_MAX_FIELD_BYTES), help="Bytes kept of each recorded prompt, tool input, "
               f"thought and error text; the rest is cut with a marker (default {DEFAULT_MAX_FIELD_BYTES}).")
+@click.option("--upstream-idle-timeout", envvar="AIGW_UPSTREAM_IDLE_TIMEOUT", type=Duration(), default="300s",
+              show_default=True,
+              help="Cut a model call whose upstream sends nothing for this long (recorded as `timeout`); 0: off.")
+@click.option("--spool-max-mb", envvar="AIGW_SPOOL_MAX_MB", type=click.IntRange(0), default=256, show_default=True,
+              help="Bound of the record spool beside the database, which keeps records while the database "
+                   "cannot take them; 0: no spool (memory only).")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
+        upstream_idle_timeout: float, spool_max_mb: int,
         metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
@@ -85,6 +92,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             retention=retention_window(retention),
             redaction_mode=redaction_mode.lower() if redaction_mode else None,
             max_field_bytes=max_field_bytes,
+            upstream_idle_timeout=upstream_idle_timeout,
+            spool_max_bytes=spool_max_mb * 1024 * 1024,
         )
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:

@@ -243,6 +243,8 @@ class Settings:
             patterns=cfg.patterns,
             allow=cfg.allow,
         )
+    upstream_idle_timeout: float = 300.0  # seconds an upstream may send nothing before its call is cut; 0: off
+    spool_max_bytes: int = 256 * 1024 * 1024  # the record spool's bound (a failing database's backlog); 0: off
 
     @property
     def database_path(self) -> Path:

@@ -26,9 +26,11 @@ from aigw_proxy.recording.records import (
     Initiator,
     InterceptionEnded,
     InterceptionStarted,
+    InterceptionUsage,
     RecordEvent,
     RequestFacts,
     ResponseFacts,
+    TokenUsage,
     ToolCall,
 )
 
@@ -143,6 +145,7 @@ class Interception:
         self._unparsed: dict[str, int] = {}  # body → size, for bodies too large to parse (`metadata.truncated`)
         self.metadata: dict[str, object] = {}  # merged into the end record's metadata (what a gate adds)
         self._raw_request: tuple[bytes, str | None] = (b"", None)
+        self._usage_reported: list[tuple[object, ...]] = []  # the usage `progress()` last recorded
         self.trace: InterceptionTrace | None = (
             tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
         )
@@ -216,6 +219,7 @@ class Interception:
                 credential_kind=kind,
                 credential_hint=hint,
                 api=str(self.api),
+                prompt=facts.prompt,  # stored with the start: a crash mid-call keeps it
             )
         )
 
@@ -297,8 +301,33 @@ class Interception:
             facts.error = self._decoder.error  # the root cause, not what parsing garbage said
         return facts
 
-    def finish(self, error: str | None = None) -> InterceptionEnded | None:
-        """Record the end: `error` is set when the connection failed (upstream unreachable, client gone, …)."""
+    def progress(self) -> InterceptionUsage | None:
+        """Record the token usage seen so far while the response goes on, if it changed since the last time
+        (the caller paces this; the record writer replaces each with the next and with the end's)."""
+        if self.finished or self.request is None:
+            return None
+        facts: ResponseFacts | None = None
+        if self._stream is not None:
+            facts = self._stream.snapshot()
+        elif self._events is not None:
+            try:
+                facts = self._events.result()
+            except Exception:
+                facts = None
+        if facts is None or not facts.token_usages:
+            return None
+        seen = [_usage_key(u) for u in facts.token_usages]
+        if seen == self._usage_reported:
+            return None
+        self._usage_reported = seen
+        event = InterceptionUsage(self.id, _now(), [_copy_usage(u) for u in facts.token_usages])
+        self._submit(event)
+        return event
+
+    def finish(self, error: str | None = None, error_type: str | None = None) -> InterceptionEnded | None:
+        """Record the end: `error` is set when the connection failed (upstream unreachable, client gone, …), and
+        `error_type` then says why when the transport knows (`timeout`, `client_disconnected`,
+        `upstream_reset`)."""
         if self.finished:
             return None
         self.finished = True
@@ -341,8 +370,19 @@ class Interception:
             metadata={**self.metadata, **({"truncated": dict(self._unparsed)} if self._unparsed else {}),
                       **({"streaming": self.streaming or req.stream} if self.streaming != req.stream else {})},
             parse_errors=facts.parse_errors + (1 if req.error else 0),
+            error_type=error_type if error is not None and failure == error else None,
         )
         if self.trace is not None:
             self.trace.finished(ended)
         self._submit(ended)
         return ended
+
+
+def _usage_key(u: TokenUsage) -> tuple[object, ...]:
+    return (u.provider_response_id, u.input_tokens, u.output_tokens, u.cache_read_input_tokens,
+            u.cache_write_input_tokens, tuple(sorted(u.metadata.items())))
+
+
+def _copy_usage(u: TokenUsage) -> TokenUsage:
+    return TokenUsage(u.provider_response_id, u.input_tokens, u.output_tokens, u.cache_read_input_tokens,
+                      u.cache_write_input_tokens, dict(u.metadata))

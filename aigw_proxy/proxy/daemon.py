@@ -39,7 +39,14 @@ from aigw_proxy.proxy.record_exports import setup as setup_observability
 from aigw_proxy.recording.recorder import Recorder
 from aigw_proxy.redaction.engine import Redactor
 from aigw_proxy.redaction.records import RecordPolicy
-from aigw_proxy.storage import Database, RecordWriter, RetentionLoop, UserStore, open_database
+from aigw_proxy.storage import (
+    Database,
+    RecordWriter,
+    RetentionLoop,
+    StorageError,
+    UserStore,
+    open_database,
+)
 from aigw_proxy.telemetry.log_setup import set_redactor
 
 log = logging.getLogger("aigw_proxy.daemon")
@@ -84,19 +91,26 @@ class Running:
     observability: Observability | None = None
     monitoring: Monitoring | None = None
     health: HealthMonitor | None = None
+    interceptor: Interceptor | None = None
     retention: RetentionLoop | None = None
     sockets: ResponsesSocket | None = None
 
 
 async def start(settings: Settings) -> Running:
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o700)  # private whatever the umask, or however it was made
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.data_dir.chmod(0o700)  # private whatever the umask, or however it was made
+    except OSError as exc:
+        raise DaemonError(f"cannot create the data directory {settings.data_dir}: {exc.strerror}") from None
     try:
         ensure_ca(settings.confdir)
     except CAError as exc:
         raise DaemonError(f"cannot load the CA: {exc}") from None
-    db = await open_database(settings.database_path)
-    writer = RecordWriter(db)
+    try:
+        db = await open_database(settings.database_path)
+    except StorageError as exc:
+        raise DaemonError(str(exc)) from None
+    writer = RecordWriter(db, spool_max_bytes=settings.spool_max_bytes)
     writer.start()
     recorder = Recorder(writer)
     obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for
@@ -115,6 +129,9 @@ async def start(settings: Settings) -> Running:
         mode=["regular"],
         ssl_insecure=False,
     )
+    # mitmproxy closes a connection with no traffic either way for `tcp_timeout` (600 s): keep it above the
+    # upstream idle timeout, so that a silent upstream is cut by ours, which records the true cause.
+    opts.update(tcp_timeout=max(600, int(settings.upstream_idle_timeout) + 60))
     master = Master(opts)
     inflight = InFlight()
     router = ProviderRouter(settings.file)
@@ -129,8 +146,9 @@ async def start(settings: Settings) -> Running:
     gates = [SecretsGate(policy.redactor)] if redaction.mode == "block" and policy.redactor else []
     # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
     sockets = ResponsesSocket(submit, obs.tracer)
+    interceptor = Interceptor(submit, obs.tracer, upstream_idle_timeout=settings.upstream_idle_timeout)
     master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *gates, *mon.gates,
-                                 Interceptor(submit, obs.tracer), sockets, mon.proxy_metrics))
+                                 interceptor, sockets, mon.proxy_metrics))
     master.addons.add(*mitmproxy_builtins())
     trust = _upstream_trust(settings)
     if trust:
@@ -153,6 +171,7 @@ async def start(settings: Settings) -> Running:
                       obs)
     running.monitoring = mon
     running.sockets = sockets
+    running.interceptor = interceptor
     mon.start(settings)
     running.health = HealthMonitor(writer, inflight, settings.database_path)  # reads them on this loop
     mon.metrics.registry.register(running.health.collector)
@@ -195,6 +214,8 @@ async def stop(r: Running, grace: float) -> None:
     # Polled: only on shutdown, bounded by the grace period, and it saves threading an event through every turn.
     while r.sockets is not None and r.sockets.turns_in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    if r.interceptor is not None:
+        r.interceptor.stopping = True  # what is cut now is recorded as cut by the shutdown
     for handler in list(ps.connections.values()):
         for io in handler.transports.values():
             if io.handler:

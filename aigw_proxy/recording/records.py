@@ -100,6 +100,9 @@ class InterceptionStarted:
     credential_kind: str = "api_key"  # api_key | oauth | none
     credential_hint: str = ""
     api: str = ""  # the provider API called (providers.Api value), for per-API metrics
+    # The user prompt, stored with the start so that a crash mid-call keeps it. The end carries it too (for logs,
+    # metrics and spans); the writer stores it once.
+    prompt: str | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +120,20 @@ class InterceptionEnded:
     thoughts: list[ModelThought] = field(default_factory=list)
     metadata: dict[str, object] = field(default_factory=dict)  # merged into the interception's metadata
     parse_errors: int = 0  # request or response parts that could not be parsed (metrics)
+    # Why a failed call failed when the transport knows better than its status (`timeout`, `client_disconnected`,
+    # `upstream_reset`); None: derived from the upstream status.
+    error_type: str | None = None
 
 
-RecordEvent = InterceptionStarted | InterceptionEnded
+@dataclass(slots=True)
+class InterceptionUsage:
+    """Token usage seen so far on a call still in progress (Anthropic's `message_start` input figures, Gemini's
+    running totals), stored as it becomes known so that a crash keeps it. Each one replaces the previous; the
+    end's figures replace them all. Storage only: commit listeners are not told about these."""
+
+    id: str
+    at: datetime
+    token_usages: list[TokenUsage] = field(default_factory=list)
+
+
+RecordEvent = InterceptionStarted | InterceptionEnded | InterceptionUsage

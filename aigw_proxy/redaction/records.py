@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aigw_proxy.recording.records import InterceptionEnded, RecordEvent
+from aigw_proxy.recording.records import InterceptionEnded, InterceptionUsage, RecordEvent
 
 if TYPE_CHECKING:
     from aigw_proxy.redaction.engine import Redactor, Rule
@@ -98,6 +98,8 @@ class RecordPolicy:
 
     def apply(self, event: RecordEvent) -> RecordEvent:
         """Cap and redact `event`'s text fields in place; returns it."""
+        if isinstance(event, InterceptionUsage):  # figures only: nothing to redact
+            return event
         counts: Counter[str] = Counter()
         truncated: dict[str, int] = {}
 

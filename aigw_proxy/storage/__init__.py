@@ -29,13 +29,14 @@ from aigw_proxy.storage.schema.migrations import LATEST_VERSION, current_version
 from aigw_proxy.storage.schema.tables import error_type_for_status
 from aigw_proxy.storage.timefmt import rfc3339
 from aigw_proxy.storage.users import UserStore
-from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, RecordWriter, WriterHealth
+from aigw_proxy.storage.write.writer import DANGLING_MESSAGE, RECENT_WINDOW, RecordWriter, WriterHealth
 
 __all__ = [
     "DANGLING_MESSAGE",
     "DEFAULT_THREADS",
     "LATEST_VERSION",
     "MAX_THREADS",
+    "RECENT_WINDOW",
     "Database",
     "InterceptionFilter",
     "InvalidCursor",

@@ -116,7 +116,9 @@ def record_lines(event: RecordEvent, info: CommitInfo) -> list[tuple[str, Fields
     """The (record_type, fields) lines one committed event makes, in the order the records were written."""
     if isinstance(event, InterceptionStarted):
         return [(INTERCEPTION_START, _start_line(event, info))]
-    return _end_lines(event, info)
+    if isinstance(event, InterceptionEnded):
+        return _end_lines(event, info)
+    return []  # in-progress usage updates are not records of their own
 
 
 class StructuredLog:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import threading
@@ -281,11 +280,12 @@ def poll(fn, ok, what: str, timeout: float = 40.0):  # type: ignore[no-untyped-d
 
 
 def test_a_replaced_database_file_makes_the_proxy_degraded(tmp_path: Path) -> None:
-    """Records would go on being committed to the old, unlinked file: the proxy must say so."""
+    """The database file replaced by one the proxy cannot use: records cannot reach it, the proxy must say so.
+    (A replacement it can open is reopened: tests/faults/test_database_faults.py.)"""
     d = start_daemon(tmp_path, "")
     try:
         db = d.data_dir / "aigw-proxy.db"
-        shutil.copy(db, tmp_path / "copy.db")
+        (tmp_path / "copy.db").write_bytes(b"not a database " * 1000)
         os.replace(tmp_path / "copy.db", db)
         status, doc = health_of(d, "/healthz")
         assert status == 200 and doc["status"] == "degraded"  # relaying goes on: not a restart
@@ -314,7 +314,7 @@ def test_a_locked_database_makes_the_proxy_degraded_until_it_is_released(
                            "healthz to report the failing writer")
         assert status == 200 and doc["status"] == "degraded"
         assert "database is locked" in doc["reasons"]["writer_failing"]
-        assert doc["recorder"]["queue_depth"] > 0
+        assert doc["recorder"]["spooled"] > 0  # kept in the spool file until the database takes writes again
         assert health_of(d, "/readyz")[0] == 503
         locker.execute("ROLLBACK")
         poll(lambda: health_of(d, "/readyz"), lambda r: r[0] == 200, "readyz to recover")

@@ -58,7 +58,8 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
     )
     assert writer.submit(end)
     await writer.flush(timeout=5)
-    assert writer.stats() == {"queue_depth": 0, "written": 2, "dropped": {}, "last_error": None}
+    assert writer.stats() == {"queue_depth": 0, "written": 2, "dropped": {}, "last_error": None, "spooled": 0,
+                              "failing_since": None}
 
     [item] = await list_interceptions(db)
     ended_s = "2025-03-01T12:00:02.500000Z"
@@ -255,13 +256,13 @@ async def test_thread_lineage_via_previous_response_id(db: Database, alice: Init
 async def test_thread_lineage_within_one_batch(db: Database, alice: Initiator) -> None:
     writer = RecordWriter(db, batch_size=500, flush_interval=0.2)
     batches: list[int] = []
-    real = writer._write_batch
+    real = writer._attempt
 
-    async def spy(batch, *, isolate):  # type: ignore[no-untyped-def]
+    async def spy(batch, replay):  # type: ignore[no-untyped-def]
         batches.append(len(batch))
-        return await real(batch, isolate=isolate)
+        return await real(batch, replay)
 
-    writer._write_batch = spy  # type: ignore[method-assign]
+    writer._attempt = spy  # type: ignore[method-assign]
     # Everything is queued before the writer starts: one batch, one transaction.
     writer.submit(started("a", alice, t=0))
     writer.submit(ended("a", t=1, response_id="resp_a", tool_call_ids=("call_1",)))
@@ -372,28 +373,41 @@ async def test_lock_longer_than_busy_timeout_is_retried(db_path: Path, alice: In
         await db.close()
 
 
-async def test_database_failing_past_the_cap_drops_counted_and_logged(
+async def test_a_failing_database_loses_nothing_within_the_spool_bound(
     db_path: Path, alice: Initiator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Writes failing for longer than any retry window: the backlog goes to the spool file beside the database
+    (nothing dropped, nothing counted as written), health says so, and it is all written once the lock goes."""
     db = await open_database(db_path, busy_timeout_ms=20)
-    writer = RecordWriter(db, flush_interval=0.001, retry_for=0.3, max_backoff=0.05)
+    writer = RecordWriter(db, flush_interval=0.001, max_backoff=0.05, batch_size=7)
     writer.start()
     try:
         await writer.flush()
         locker = sqlite3.connect(db_path, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         with caplog.at_level(logging.WARNING, logger="aigw_proxy.storage"):
-            for n in range(3):
+            for n in range(40):
                 writer.submit(started(f"i-{n}", alice, t=n))
-            await writer.flush(timeout=10)
-        assert writer.dropped == {"db_error": 3}
-        assert writer.written == 0
-        assert any("dropped after retrying" in r.getMessage() for r in caplog.records)
+                writer.submit(ended(f"i-{n}", t=n + 0.5, response_id=f"r-{n}"))
+            await asyncio.sleep(1.0)
+        health = writer.health()
+        assert writer.written == 0 and writer.dropped == {}
+        assert health.failing_since is not None and health.consecutive_failures > 1
+        assert health.last_error is not None and "locked" in health.last_error
+        assert health.spooled == 80 and health.queue_depth == 0 and health.spool_bytes > 0
+        spool = db_path.with_name(db_path.name + "-spool.jsonl")
+        assert await asyncio.to_thread(spool.exists)
+        assert (await asyncio.to_thread(spool.stat)).st_mode & 0o777 == 0o600
+        assert any("database write failed" in r.getMessage() for r in caplog.records)
         locker.execute("COMMIT")
         locker.close()
-        writer.submit(started("later", alice))  # the writer keeps going once the database is back
         await writer.flush(timeout=10)
-        assert writer.written == 1
+        assert writer.written == 80 and writer.dropped == {}
+        assert writer.health().failing_since is None and writer.health().spooled == 0
+        assert not await asyncio.to_thread(spool.exists)  # deleted once written
+        rows = await list_interceptions(db, limit=100)
+        assert sorted(r["id"] for r in rows) == sorted(f"i-{n}" for n in range(40))
+        assert all(r["status"] == "completed" and r["token_usages"] for r in rows)
     finally:
         await writer.close()
         await db.close()

@@ -22,6 +22,8 @@ class StreamParser(Protocol):
 
     def finish(self) -> ResponseFacts: ...
 
+    def snapshot(self) -> ResponseFacts | None: ...  # the facts so far, while the stream goes on
+
 
 @runtime_checkable
 class ApiParser(Protocol):

@@ -200,6 +200,14 @@ class JSONArrayStreamParser:
         facts.parse_errors += self._malformed + self._splitter.malformed
         return facts
 
+    def snapshot(self) -> ResponseFacts | None:
+        """What the events so far say, the stream going on (partial usage is stored as it is seen); None if the
+        accumulator fails."""
+        try:
+            return self._acc.result()
+        except Exception:
+            return None
+
     def _dispatch(self, element: bytes) -> None:
         obj, _why = loads_object(element)
         if obj is None:

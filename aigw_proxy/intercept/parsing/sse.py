@@ -173,6 +173,14 @@ class SSEStreamParser:
         facts.parse_errors += self._malformed
         return facts
 
+    def snapshot(self) -> ResponseFacts | None:
+        """What the events so far say, the stream going on (partial usage is stored as it is seen); None if the
+        accumulator fails."""
+        try:
+            return self._acc.result()
+        except Exception:
+            return None
+
     def _dispatch(self, ev: SSEEvent) -> None:
         data = ev.data.strip()
         if not data:

@@ -95,6 +95,36 @@ def _v4_session_slices(conn: sa.Connection) -> None:
     session_slices.upgrade_v4(conn)
 
 
+def _v5_error_types(conn: sa.Connection) -> None:
+    """Allow the v5 error types in `aibridge_interceptions.error_type` (a looser CHECK constraint; no row changes).
+
+    SQLite cannot alter a constraint: the table's stored definition is rewritten in place, the procedure SQLite
+    documents for loosening a CHECK constraint (ALTER TABLE, "making other kinds of table schema changes"), which
+    leaves the rows, indexes and triggers as they are. A database made by this release already has it (v1 builds
+    the current tables), and is left alone."""
+    old, new = schema.error_type_check(schema.ERROR_TYPES_V1), schema.error_type_check()
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql("ALTER TABLE aibridge_interceptions DROP CONSTRAINT IF EXISTS ck_interceptions_error_type")
+        conn.exec_driver_sql(f"ALTER TABLE aibridge_interceptions ADD CONSTRAINT ck_interceptions_error_type "
+                             f"CHECK ({new})")
+        return
+    sql = conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'aibridge_interceptions'").scalar_one()
+    if new in sql:
+        return
+    if old not in sql:
+        raise StorageError("cannot migrate to schema v5: the error_type constraint of aibridge_interceptions is "
+                           "not the one schema v1 made")
+    version = int(conn.exec_driver_sql("PRAGMA schema_version").scalar_one())
+    conn.exec_driver_sql("PRAGMA writable_schema = ON")
+    try:
+        conn.exec_driver_sql("UPDATE sqlite_master SET sql = ? WHERE type = 'table' "
+                             "AND name = 'aibridge_interceptions'", (sql.replace(old, new),))
+        conn.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")  # other connections reload the schema
+    finally:
+        conn.exec_driver_sql("PRAGMA writable_schema = OFF")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
     Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
@@ -103,6 +133,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
               "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
               "purge fast", _v4_session_slices),
+    Migration(5, "error types client_disconnected and upstream_reset", _v5_error_types),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -25,7 +25,11 @@ ERROR_TYPES = (
     "server_error",
     "timeout",
     "unknown",
+    # Schema v5, ours (not Coder's): the true cause of a call cut mid-way, which its status cannot tell.
+    "client_disconnected",
+    "upstream_reset",
 )
+ERROR_TYPES_V1 = ERROR_TYPES[:7]  # what schema v1 allowed
 
 CLIENT_MAX = 64
 CLIENT_SESSION_ID_MAX = 256
@@ -104,6 +108,11 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+def error_type_check(values: tuple[str, ...] = ERROR_TYPES) -> str:
+    """The text of the `error_type` CHECK constraint allowing `values`."""
+    return f"error_type IS NULL OR {_in('error_type', values)}"
+
+
 metadata = sa.MetaData()
 
 users = sa.Table(
@@ -165,7 +174,7 @@ interceptions = sa.Table(
     # sessions list groups by it without a per-row prompt lookup. Kept last: v3 adds it to older databases.
     sa.Column("last_prompt_at", UTCDateTime, nullable=True),
     sa.CheckConstraint(f"status IS NULL OR {_in('status', STATUSES)}", name="ck_interceptions_status"),
-    sa.CheckConstraint(f"error_type IS NULL OR {_in('error_type', ERROR_TYPES)}", name="ck_interceptions_error_type"),
+    sa.CheckConstraint(error_type_check(), name="ck_interceptions_error_type"),
 )
 _i = interceptions.c
 _ended = _i.ended_at.is_not(None)

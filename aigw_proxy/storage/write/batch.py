@@ -22,19 +22,23 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.recording.commits import CommitInfo
-from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, RecordEvent
+from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, InterceptionUsage, RecordEvent
 from aigw_proxy.storage.database import Database
-from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions
+from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.lineage import Lineage, Links, links_of, remember
 from aigw_proxy.storage.write.rows import (
+    DELETE_TOKEN_USAGES,
     END_INTERCEPTION,
     INSERT_CHILD,
     INSERT_INTERCEPTION,
+    SET_PROMPT_RESPONSE_ID,
     Row,
     child_rows,
     end_error_type,
     end_params,
+    start_children,
     start_row,
+    token_rows,
 )
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -49,6 +53,8 @@ class InFlight:
     metadata: dict[str, Any]
     info: CommitInfo
     initiator_id: str
+    prompt_written: bool = False  # the start stored the prompt
+    usage_written: bool = False  # token rows written while in progress (replaced when it ends)
 
 
 @dataclass(slots=True)
@@ -63,6 +69,7 @@ class _Outcome:
     info: CommitInfo
     inflight: InFlight | None = None  # starts
     links: Links = field(default_factory=Links)  # ends: its tool call / response ids → this interception
+    usage: bool = False  # an in-progress usage update (whether or not it wrote rows)
 
 
 @dataclass(slots=True)
@@ -71,6 +78,7 @@ class BatchResult:
     drops: Counter[str] = field(default_factory=Counter)
     started: dict[str, InFlight] = field(default_factory=dict)  # started in this batch, still in flight
     ended: set[str] = field(default_factory=set)
+    usage_written: set[str] = field(default_factory=set)  # in flight, with token rows written in this batch
     links: Links = field(default_factory=Links)
 
     def add(self, event: RecordEvent, outcome: _Outcome | _Skip) -> None:
@@ -79,26 +87,34 @@ class BatchResult:
             return
         if outcome.inflight is not None:
             self.started[event.id] = outcome.inflight
-        else:
+        elif not outcome.usage:
             self.started.pop(event.id, None)
             self.ended.add(event.id)
+            self.usage_written.discard(event.id)
         self.links.update(outcome.links)
         self.committed.append((event, outcome.info))
 
 
 class _Pending:
-    """Writes queued in the current transaction; `flush()` sends them in dependency order."""
+    """Writes queued in the current transaction; `flush()` sends them in dependency order: interceptions, the
+    prompts of starts, deletes of in-progress token rows, their replacements, prompt response ids, ends, and the
+    ends' child rows (after the end, as the summary triggers expect). No interception has both in-progress token
+    rows and its end in one batch (`BatchWriter.write` drops usage updates an end supersedes)."""
 
-    __slots__ = ("children", "ends", "starts")
+    __slots__ = ("children", "ends", "prompt_ids", "start_children", "starts", "usage", "usage_deletes")
 
     def __init__(self) -> None:
         self.starts: list[Row] = []
+        self.start_children: list[Row] = []  # user_prompts rows
+        self.usage_deletes: list[Row] = []
+        self.usage: list[Row] = []  # token_usages rows
+        self.prompt_ids: list[Row] = []
         self.ends: list[Row] = []
         self.children: dict[str, list[Row]] = {t.name: [] for t in CHILD_TABLES}
 
     def clear(self) -> None:
-        self.starts.clear()
-        self.ends.clear()
+        for rows in (self.starts, self.start_children, self.usage_deletes, self.usage, self.prompt_ids, self.ends):
+            rows.clear()
         for rows in self.children.values():
             rows.clear()
 
@@ -106,6 +122,18 @@ class _Pending:
         if self.starts:
             rows, self.starts = self.starts, []
             await conn.execute(INSERT_INTERCEPTION, rows)
+        if self.start_children:
+            rows, self.start_children = self.start_children, []
+            await conn.execute(INSERT_CHILD[user_prompts.name], rows)
+        if self.usage_deletes:
+            rows, self.usage_deletes = self.usage_deletes, []
+            await conn.execute(DELETE_TOKEN_USAGES, rows)
+        if self.usage:
+            rows, self.usage = self.usage, []
+            await conn.execute(INSERT_CHILD[token_usages.name], rows)
+        if self.prompt_ids:
+            rows, self.prompt_ids = self.prompt_ids, []
+            await conn.execute(SET_PROMPT_RESPONSE_ID, rows)
         if self.ends:
             rows, self.ends = self.ends, []
             result = await conn.execute(END_INTERCEPTION, rows)
@@ -121,19 +149,30 @@ class BatchWriter:
     """Writes batches on the database's writer engine; keeps the in-flight interceptions and lineage links."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self.db = db  # the record writer points it at its own, on its own thread
         self.inflight: dict[str, InFlight] = {}
         self.lineage = Lineage()
         self._naive_warned = False
 
-    async def write(self, batch: list[RecordEvent], *, isolate: bool) -> BatchResult:
-        """Write `batch` in one transaction; raise if the transaction failed (nothing was written then)."""
+    async def write(self, batch: list[RecordEvent], *, isolate: bool, replay: bool = False) -> BatchResult:
+        """Write `batch` in one transaction; raise if the transaction failed (nothing was written then).
+
+        `replay`: the events may have been written before (a spool replayed after a crash): starts already in
+        the database are skipped (`already_written`); ends and usage updates are idempotent anyway."""
         result = BatchResult()
         pending = _Pending()
-        async with self._db.writer.begin() as conn:
-            for event in batch:
+        # A usage update is superseded by a later one, or by the end, of the same interception in this batch.
+        ending = {e.id for e in batch if isinstance(e, InterceptionEnded)}
+        last_usage = {e.id: n for n, e in enumerate(batch) if isinstance(e, InterceptionUsage)}
+        async with self.db.writer.begin() as conn:
+            existing = await self._existing_starts(conn, batch) if replay else set()
+            for n, event in enumerate(batch):
                 outcome: _Outcome | _Skip
-                if not isolate:
+                if isinstance(event, InterceptionStarted) and event.id in existing:
+                    outcome = _Skip("already_written")
+                elif isinstance(event, InterceptionUsage) and (event.id in ending or last_usage[event.id] != n):
+                    outcome = _Outcome(CommitInfo(), usage=True)  # nothing to write
+                elif not isolate:
                     outcome = await self._write_event(conn, event, result, pending)
                 else:
                     try:
@@ -155,7 +194,22 @@ class BatchWriter:
         for event_id in result.ended:
             self.inflight.pop(event_id, None)
         remember(self.inflight, result.started, INFLIGHT_CAP)
+        for event_id in result.usage_written:
+            if (inflight := self.inflight.get(event_id)) is not None:
+                inflight.usage_written = True
         self.lineage.remember(result.links)
+
+    def forget_inflight(self) -> None:
+        """Forget what is kept about in-flight interceptions (their rows are read back when they end)."""
+        self.inflight.clear()
+
+    @staticmethod
+    async def _existing_starts(conn: AsyncConnection, batch: list[RecordEvent]) -> set[str]:
+        ids = [e.id for e in batch if isinstance(e, InterceptionStarted)]
+        if not ids:
+            return set()
+        rows = await conn.execute(sa.select(interceptions.c.id).where(interceptions.c.id.in_(ids)))
+        return {r[0] for r in rows}
 
     async def _write_event(
         self, conn: AsyncConnection, event: RecordEvent, batch: BatchResult, pending: _Pending
@@ -165,6 +219,8 @@ class BatchWriter:
             return await self._write_start(conn, event, batch, pending)
         if isinstance(event, InterceptionEnded):
             return await self._write_end(conn, event, batch, pending)
+        if isinstance(event, InterceptionUsage):
+            return await self._write_usage(conn, event, batch, pending)
         raise TypeError(f"not a record event: {type(event).__name__}")
 
     async def _write_start(
@@ -176,34 +232,64 @@ class BatchWriter:
         parent = await self.lineage.parent(conn, ev, batch.links, flush_pending)
         parent_id = parent.interception_id if parent else None
         root_id = parent.root_id if parent else None
-        row = start_row(ev, started_at=self._utc(ev.started_at), parent_id=parent_id, root_id=root_id)
+        started_at = self._utc(ev.started_at)
+        row = start_row(ev, started_at=started_at, parent_id=parent_id, root_id=root_id)
         pending.starts.append(row)
+        pending.start_children.extend(start_children(ev, started_at))
         info = CommitInfo(
             thread_parent_id=parent_id, thread_root_id=root_id, session_id=row["client_session_id"] or root_id or ev.id
         )
-        return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id))
+        return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id,
+                                                prompt_written=bool(ev.prompt)))
+
+    async def _in_flight(self, conn: AsyncConnection, event_id: str, batch: BatchResult) -> InFlight | _Skip:
+        """What is known of a started interception that has not ended: from this batch, memory, or its row."""
+        if event_id in batch.ended:
+            return _Skip("already_ended")
+        inflight = batch.started.get(event_id) or self.inflight.get(event_id)
+        if inflight is not None:
+            return inflight
+        # Started by an earlier run, before the database was reopened, or evicted from memory: read the row.
+        row = (await conn.execute(_IN_FLIGHT_ROW, {"id": event_id})).first()
+        if row is None:
+            return _Skip("unknown_interception")
+        if row.ended_at is not None:
+            return _Skip("already_ended")
+        return InFlight(
+            row.metadata or {},
+            CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id),
+            row.initiator_id,
+            prompt_written=bool(row.has_prompt),
+            usage_written=bool(row.has_usage),
+        )
+
+    async def _write_usage(
+        self, conn: AsyncConnection, ev: InterceptionUsage, batch: BatchResult, pending: _Pending
+    ) -> _Outcome | _Skip:
+        inflight = await self._in_flight(conn, ev.id, batch)
+        if isinstance(inflight, _Skip):
+            return inflight
+        if inflight.usage_written or ev.id in batch.usage_written:
+            pending.usage_deletes.append({"b_id": ev.id})
+        pending.usage.extend(token_rows(ev.id, ev.token_usages, self._utc(ev.at)))
+        batch.usage_written.add(ev.id)
+        return _Outcome(inflight.info, usage=True)
 
     async def _write_end(
         self, conn: AsyncConnection, ev: InterceptionEnded, batch: BatchResult, pending: _Pending
     ) -> _Outcome | _Skip:
-        if ev.id in batch.ended:
-            return _Skip("already_ended")
-        inflight = batch.started.get(ev.id) or self.inflight.get(ev.id)
-        if inflight is None:  # started by an earlier run or evicted from memory: read the row
-            row = (await conn.execute(_IN_FLIGHT_ROW, {"id": ev.id})).first()
-            if row is None:
-                return _Skip("unknown_interception")
-            if row.ended_at is not None:
-                return _Skip("already_ended")
-            inflight = InFlight(
-                row.metadata or {},
-                CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id),
-                row.initiator_id,
-            )
+        inflight = await self._in_flight(conn, ev.id, batch)
+        if isinstance(inflight, _Skip):
+            return inflight
 
         ended_at = self._utc(ev.ended_at)
-        pending.ends.append(end_params(ev, ended_at=ended_at, start_metadata=inflight.metadata))
-        for name, rows in child_rows(ev, ended_at).items():
+        if inflight.usage_written or ev.id in batch.usage_written:
+            pending.usage_deletes.append({"b_id": ev.id})
+        if inflight.prompt_written and ev.prompt_response_id:
+            pending.prompt_ids.append({"b_id": ev.id, "b_rid": ev.prompt_response_id})
+        pending.ends.append(end_params(ev, ended_at=ended_at, start_metadata=inflight.metadata,
+                                       prompt_written=inflight.prompt_written))
+        for name, rows in child_rows(ev, ended_at, prompt_written=inflight.prompt_written).items():
             pending.children[name].extend(rows)
         started = inflight.info
         return _Outcome(
@@ -227,7 +313,9 @@ class BatchWriter:
 
 _i = interceptions.c
 _IN_FLIGHT_ROW = sa.select(
-    _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id
+    _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id,
+    sa.exists().where(user_prompts.c.interception_id == _i.id).label("has_prompt"),
+    sa.exists().where(token_usages.c.interception_id == _i.id).label("has_usage"),
 ).where(_i.id == sa.bindparam("id"))
 
 

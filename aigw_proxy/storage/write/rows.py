@@ -1,7 +1,14 @@
-"""The pure mapping from record events to table rows: an `InterceptionStarted` becomes an interception row, an
-`InterceptionEnded` the parameters of the UPDATE that ends it plus its child rows (prompt, token usages, tool
-calls, thoughts). Text that has a column limit is clipped here. No I/O: the statements that take these rows are
-defined beside them (so the row keys and the bound parameter names are kept together) and executed by batch.py.
+"""The pure mapping from record events to table rows: an `InterceptionStarted` becomes an interception row and
+its prompt row, an `InterceptionUsage` the token rows seen so far (replacing earlier ones), an `InterceptionEnded`
+the parameters of the UPDATE that ends it plus its child rows (token usages, tool calls, thoughts; the prompt when
+the start did not carry it). Text that has a column limit is clipped here. No I/O: the statements that take these
+rows are defined beside them (so the row keys and the bound parameter names are kept together) and executed by
+batch.py.
+
+Prompt written with the start: its `created_at` (and the interception's `last_prompt_at`) is the start time, its
+`provider_response_id` is filled in when the call ends (`SET_PROMPT_RESPONSE_ID`). Token rows written before
+the end are deleted (`DELETE_TOKEN_USAGES`) before the ending UPDATE, so the summary triggers, which add a call's
+tokens to its session when it ends, count only the final figures.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted
+from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
 from aigw_proxy.storage.ids import new_id
 from aigw_proxy.storage.schema.tables import (
     CHILD_TABLES,
@@ -58,16 +65,56 @@ def start_row(ev: InterceptionStarted, *, started_at: datetime, parent_id: str |
         "started_at": started_at,
         "ended_at": None,
         "metadata": dict(ev.metadata),
+        "last_prompt_at": started_at if ev.prompt else None,  # the prompt row's created_at
     }
 
 
+def prompt_row(interception_id: str, prompt: str, created_at: datetime, provider_response_id: str = "") -> Row:
+    return {
+        "id": new_id(),
+        "interception_id": interception_id,
+        "provider_response_id": provider_response_id,
+        "prompt": prompt,
+        "metadata": {},
+        "created_at": created_at,
+    }
+
+
+def start_children(ev: InterceptionStarted, started_at: datetime) -> list[Row]:
+    """The prompt row written with the start (none when the request carried no prompt)."""
+    return [prompt_row(ev.id, ev.prompt, started_at)] if ev.prompt else []
+
+
+def token_rows(interception_id: str, usages: list[TokenUsage], created_at: datetime) -> list[Row]:
+    return [
+        {
+            "id": new_id(),
+            "interception_id": interception_id,
+            "provider_response_id": u.provider_response_id or "",
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_input_tokens": u.cache_read_input_tokens,
+            "cache_write_input_tokens": u.cache_write_input_tokens,
+            "metadata": dict(u.metadata),
+            "created_at": created_at,
+        }
+        for u in usages
+    ]
+
+
 def end_error_type(ev: InterceptionEnded) -> str | None:
-    """The error type stored for an ended call: derived from the upstream status of a failed one."""
-    return error_type_for_status(ev.upstream_status) if ev.status == "failed" else None
+    """The error type stored for an ended call: the cause the transport reported for a failed one, else derived
+    from its upstream status."""
+    if ev.status != "failed":
+        return None
+    return ev.error_type or error_type_for_status(ev.upstream_status)
 
 
-def end_params(ev: InterceptionEnded, *, ended_at: datetime, start_metadata: dict[str, Any]) -> Row:
-    """The parameters of `END_INTERCEPTION` for an ended call; its metadata is merged over the start's."""
+def end_params(
+    ev: InterceptionEnded, *, ended_at: datetime, start_metadata: dict[str, Any], prompt_written: bool = False
+) -> Row:
+    """The parameters of `END_INTERCEPTION` for an ended call; its metadata is merged over the start's.
+    `prompt_written`: the start stored the prompt (and `last_prompt_at`), which the end leaves as it is."""
     return {
         "b_id": ev.id,
         "b_ended_at": ended_at,
@@ -77,40 +124,20 @@ def end_params(ev: InterceptionEnded, *, ended_at: datetime, start_metadata: dic
         "b_error_message": clip(ev.error, ERROR_MESSAGE_MAX),
         "b_metadata": {**start_metadata, **ev.metadata},
         "b_model": ev.model or None,
-        "b_last_prompt_at": ended_at if ev.prompt else None,  # the prompt row's created_at
+        # The prompt row's created_at; None keeps the start's (COALESCE in END_INTERCEPTION).
+        "b_last_prompt_at": ended_at if ev.prompt and not prompt_written else None,
     }
 
 
-def child_rows(ev: InterceptionEnded, created_at: datetime) -> dict[str, list[Row]]:
-    """The child rows of an ended call by table name (every child table present, possibly with no rows).
+def child_rows(ev: InterceptionEnded, created_at: datetime, *, prompt_written: bool = False) -> dict[str, list[Row]]:
+    """The child rows of an ended call by table name (every child table present, possibly with no rows); the
+    prompt only when the start did not store it (`prompt_written`).
 
     Ids are time-ordered and increasing, so rows with the same `created_at` keep this order."""
     rows: dict[str, list[Row]] = {t.name: [] for t in CHILD_TABLES}
-    if ev.prompt:
-        rows[user_prompts.name].append(
-            {
-                "id": new_id(),
-                "interception_id": ev.id,
-                "provider_response_id": ev.prompt_response_id or "",
-                "prompt": ev.prompt,
-                "metadata": {},
-                "created_at": created_at,
-            }
-        )
-    rows[token_usages.name].extend(
-        {
-            "id": new_id(),
-            "interception_id": ev.id,
-            "provider_response_id": u.provider_response_id or "",
-            "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens,
-            "cache_read_input_tokens": u.cache_read_input_tokens,
-            "cache_write_input_tokens": u.cache_write_input_tokens,
-            "metadata": dict(u.metadata),
-            "created_at": created_at,
-        }
-        for u in ev.token_usages
-    )
+    if ev.prompt and not prompt_written:
+        rows[user_prompts.name].append(prompt_row(ev.id, ev.prompt, created_at, ev.prompt_response_id or ""))
+    rows[token_usages.name].extend(token_rows(ev.id, ev.token_usages, created_at))
     rows[tool_usages.name].extend(
         {
             "id": new_id(),
@@ -156,6 +183,18 @@ END_INTERCEPTION = (  # end_params()s; an interception already ended is left as 
         error_message=sa.bindparam("b_error_message", type_=_i.error_message.type),
         metadata=sa.bindparam("b_metadata", type_=_i.metadata.type),
         model=sa.func.coalesce(sa.bindparam("b_model", type_=_i.model.type), _i.model),
-        last_prompt_at=sa.bindparam("b_last_prompt_at", type_=_i.last_prompt_at.type),
+        last_prompt_at=sa.func.coalesce(sa.bindparam("b_last_prompt_at", type_=_i.last_prompt_at.type),
+                                        _i.last_prompt_at),
     )
+)
+# {"b_id", "b_rid"}: the response id of a prompt written with the start, once the call ended.
+_p = user_prompts.c
+SET_PROMPT_RESPONSE_ID = (
+    sa.update(user_prompts)
+    .where(_p.interception_id == sa.bindparam("b_id", type_=_p.interception_id.type), _p.provider_response_id == "")
+    .values(provider_response_id=sa.bindparam("b_rid", type_=_p.provider_response_id.type))
+)
+# {"b_id"}: the token rows written while the call was in progress.
+DELETE_TOKEN_USAGES = sa.delete(token_usages).where(
+    token_usages.c.interception_id == sa.bindparam("b_id", type_=token_usages.c.interception_id.type)
 )
