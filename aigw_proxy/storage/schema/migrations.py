@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aigw_proxy.storage.audit import upgrade_audit_log
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
 from aigw_proxy.storage.schema import session_slices, summaries
@@ -103,6 +104,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
               "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
               "purge fast", _v4_session_slices),
+    # The audit log claims v7 once the spend migrations (v5, v6) are on main; numbered 5 until then.
+    Migration(5, "the audit log (web console: users added, tokens issued and revoked, roles changed)",
+              upgrade_audit_log),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
