@@ -51,11 +51,12 @@ async def record_action(db: Database, *, actor_id: str | None, actor: str, actio
                         target_user_id: str | None = None, target: str = "", detail: dict[str, Any] | None = None,
                         source: str = "") -> dict[str, Any]:
     """Write one audit row and its structured log record; return the row JSON-ready."""
-    row = {"id": new_id(), "at": datetime.now(UTC), "actor_id": actor_id, "actor": actor, "action": action,
+    at = datetime.now(UTC)
+    row: dict[str, Any] = {"id": new_id(), "at": at, "actor_id": actor_id, "actor": actor, "action": action,
            "target_user_id": target_user_id, "target": target, "detail": detail or {}, "source": source}
     async with db.writer.begin() as conn:
         await conn.execute(sa.insert(audit_log).values(**row))
-    out = {**row, "at": rfc3339(row["at"])}
+    out = {**row, "at": rfc3339(at)}
     log.info("audit %s by %s on %s", action, actor, target or "-",
              extra={"event": "audit", "audit_action": action, "actor": actor, "actor_id": actor_id,
                     "target": target, "target_user_id": target_user_id, "detail": detail or {}, "at": out["at"],

@@ -73,7 +73,7 @@ FOLD = 600  # characters of a prompt or tool input shown before folding it into 
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSettings:
-    idle_timeout: float = 30 * 60  # seconds without a request before a session is refused
+    idle_timeout: int = 30 * 60  # seconds without a request before a session is refused
     secure_cookie: bool = False  # mark the cookie Secure even over plain http (a TLS terminator in front)
     proxy_address: str | None = None  # "host:port" of the proxy listener, for Set-up
 
@@ -172,8 +172,9 @@ class ConsoleApp:
         self._pre_signer = itsdangerous.URLSafeTimedSerializer(secret, salt="aigw-console-signin")
         self._env = _environment()
         extra = ""
-        if self.settings.proxy_address:
-            extra = f" http://{self.settings.proxy_address}"
+        if self.settings.proxy_address:  # the Set-up self-test fetches from the proxy's port
+            host, _, port = self.settings.proxy_address.rpartition(":")
+            extra = f" http://{host}:{port}" if host not in ("0.0.0.0", "::", "[::]", "") else f" http://*:{port}"
         self._csp = CSP.format(extra=extra)
 
     # -- routing ----------------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class ConsoleApp:
         if not raw:
             return None
         try:
-            data = self._signer.loads(raw, max_age=self.settings.idle_timeout)
+            data = self._signer.loads(raw, max_age=int(self.settings.idle_timeout))
         except itsdangerous.BadData:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("t"), str) or not isinstance(data.get("c"), str):
@@ -425,7 +426,8 @@ class ConsoleApp:
     async def sessions_page(self, request: Request, viewer: Viewer) -> Response:
         flt, q, error = self._filter(request, viewer)
         after = request.query_params.get("after") or None
-        count, rows = 0, []
+        count: int | None = 0
+        rows: list[dict[str, Any]] = []
         if error is None:
             try:
                 count, rows = await sessions_page(self._db, flt, limit=PAGE, after_session_id=after)
@@ -527,7 +529,7 @@ class ConsoleApp:
         people = await self._users.list_users()
         return self._render(request, viewer, "people.html", {
             "people": people, "roles": ROLES, "shown": shown, "error": error,
-            "proxy": self.settings.proxy_address or "PROXY_HOST:8888"}, status)
+            "proxy": self._proxy_for(request) or "PROXY_HOST:8888"}, status)
 
     async def _people_action(self, request: Request, viewer: Viewer, form: FormData) -> dict[str, Any] | None:
         action = str(form.get("action") or "")
@@ -545,10 +547,10 @@ class ConsoleApp:
                                 detail={"role": role, "token_hint": hint}, **audit)
             return {"username": username, "token": token, "new_user": True}
         if action == "issue":
-            user_id = str(form.get("user_id") or "")
-            user = await self._users.get_user(user_id)
-            if user is None:
+            found = await self._users.get_user(str(form.get("user_id") or ""))
+            if found is None:
                 raise ValueError("no such user")
+            user = found
             name = str(form.get("name") or "").strip() or None
             token_id, token = await self._users.create_token(user["id"], name)
             await record_action(self._db, action="token.issue", target_user_id=user["id"], target=user["username"],
@@ -564,10 +566,11 @@ class ConsoleApp:
                                 detail={"token_id": token_id, "hint": owner[2]}, **audit)
             return None
         if action == "role":
-            user_id, role = str(form.get("user_id") or ""), str(form.get("role") or "")
-            user = await self._users.get_user(user_id)
-            if user is None:
+            role = str(form.get("role") or "")
+            found = await self._users.get_user(str(form.get("user_id") or ""))
+            if found is None:
                 raise ValueError("no such user")
+            user = found
             if user["id"] == viewer.user_id and role != "admin":
                 raise ValueError("you cannot take away your own admin role (ask another admin)")
             old = await set_role(self._db, user["id"], role)
@@ -590,8 +593,19 @@ class ConsoleApp:
 
     async def setup_page(self, request: Request, viewer: Viewer) -> Response:
         have_ca = (self._confdir / CERT_FILE).is_file()
-        return self._render(request, viewer, "setup.html", {
-            "proxy": self.settings.proxy_address, "have_ca": have_ca})
+        return self._render(request, viewer, "setup.html", {"proxy": self._proxy_for(request), "have_ca": have_ca})
+
+    def _proxy_for(self, request: Request) -> str | None:
+        """The proxy's address as this browser would reach it: a wildcard listen address becomes the host name
+        the browser used for the console."""
+        address = self.settings.proxy_address
+        if address is None:
+            return None
+        host, _, port = address.rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = request.url.hostname or "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+        return f"{host}:{port}"
 
     async def ca_cert(self, request: Request, viewer: Viewer) -> Response:
         pem = self._confdir / CERT_FILE

@@ -30,8 +30,12 @@
       out.textContent = "Testing…";
       var ctl = new AbortController();
       var timer = setTimeout(function () { ctl.abort(); }, 5000);
-      fetch(test.getAttribute("data-target"), { mode: "no-cors", cache: "no-store", signal: ctl.signal })
-        .then(function () { out.textContent = "✓ The proxy answered: it is reachable from this machine."; out.className = "ok"; })
+      fetch(test.getAttribute("data-target"), { mode: "cors", cache: "no-store", signal: ctl.signal })
+        .then(function (r) {
+          out.textContent = r.status === 204 ? "✓ The proxy answered: it is reachable from this machine."
+            : "? Something answered on that address, but not the proxy (HTTP " + r.status + ").";
+          out.className = r.status === 204 ? "ok" : "bad";
+        })
         .catch(function () { out.textContent = "✗ No answer from the proxy: check the address, a firewall or a VPN."; out.className = "bad"; })
         .finally(function () { clearTimeout(timer); });
     });
