@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -253,6 +254,10 @@ def test_csrf_less_post_refused(traffic: dict[str, str], browser: Any, console_d
     assert "mallory" not in d.cli("users", "list").stdout and before
     fresh.set_content(r.text())
     shot(fresh, "12-csrf-refused")
+    # The admin listener's body cap applies to the console's forms too.
+    r = page.request.post(base(d) + "/console/people", form={"action": "add", "username": "x" * (2 << 20),
+                                                             "csrf": csrf})
+    assert r.status == 413
     # Other methods stay refused outside the console's forms.
     assert page.request.fetch(base(d) + "/api/v2/aibridge/sessions", method="POST").status == 405
     fresh.close()
@@ -298,4 +303,34 @@ def test_setup_page_and_signout(traffic: dict[str, str], browser: Any, console_d
     page.click("header button:text('Sign out')")
     page.wait_for_url(re.compile(r"/console/signin"))
     assert page.goto(base(d) + "/console/sessions").url.startswith(base(d) + "/console/signin")
+    page.close()
+
+
+def test_idle_session_expires(traffic: dict[str, str], browser: Any, console_daemon: Daemon, shot: Any) -> None:
+    """A session cookie last signed more than 30 minutes ago is refused: back to sign-in. The signing secret sits
+    in the data directory, readable by its owner only."""
+    import stat
+    from unittest import mock
+
+    import itsdangerous
+
+    d = console_daemon
+    secret_file = d.data_dir / "ca" / "console-secret.key"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    page = signed_in(browser, d, "alice")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "aigw_console")
+    signer = itsdangerous.URLSafeTimedSerializer(secret_file.read_bytes().strip(), salt="aigw-console-session")
+    payload = signer.loads(cookie["value"])
+
+    def resigned(age: float) -> None:
+        with mock.patch("itsdangerous.timed.time.time", return_value=time.time() - age):
+            value = signer.dumps(payload)
+        page.context.add_cookies([{**cookie, "value": value}])
+
+    resigned(29 * 60)
+    assert page.goto(base(d) + "/console/sessions").url.endswith("/console/sessions")  # still within the window
+    resigned(31 * 60)
+    page.goto(base(d) + "/console/sessions")
+    assert "/console/signin" in page.url and page.inner_text("h1") == "Sign in"
+    shot(page, "15-idle-expired")
     page.close()
