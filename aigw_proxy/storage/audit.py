@@ -42,9 +42,16 @@ sa.Index("idx_aigw_audit_log_at", audit_log.c.at.desc(), audit_log.c.id.desc())
 ACTIONS = ("user.create", "token.issue", "token.revoke", "user.role", "signin", "signin.failed")
 
 
+# The console's failure rate counts failed interceptions in a window: a partial index holds only those (the writer
+# adds an entry per failed interception, nothing for the rest). Queries must say `status = 'failed'` literally.
+FAILED_INDEX = ("CREATE INDEX IF NOT EXISTS idx_aibridge_interceptions_failed_started ON aibridge_interceptions "
+                "(started_at) WHERE status = 'failed'")
+
+
 def upgrade_audit_log(conn: sa.Connection) -> None:
-    """The migration step: the audit-log table and its index."""
+    """The migration step: the audit-log table and its index, and the failed-interceptions index."""
     audit_metadata.create_all(conn, checkfirst=True)
+    conn.exec_driver_sql(FAILED_INDEX)
 
 
 async def record_action(db: Database, *, actor_id: str | None, actor: str, action: str,

@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from aigw_proxy.admin.api.search import SearchError, parse_search
 from aigw_proxy.admin.console import columns as cols
-from aigw_proxy.admin.console.overview import WINDOWS, metric_samples, overview
+from aigw_proxy.admin.console.overview import WINDOWS, cached_overview, metric_samples
 from aigw_proxy.proxy.ca import CERT_FILE
 from aigw_proxy.storage import (
     Database,
@@ -66,6 +66,7 @@ PRE_COOKIE = "aigw_console_signin"
 PATH = "/console"
 SECRET_FILE = "console-secret.key"
 PAGE = 50
+PEOPLE_PAGE = 100
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'{extra}; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 FOLD = 600  # characters of a prompt or tool input shown before folding it into <details>
@@ -402,7 +403,7 @@ class ConsoleApp:
             window = window if window in WINDOWS else "24h"
             start, end = now - WINDOWS[window], now
         by = request.query_params.get("by") or "model"
-        data = await overview(self._db, start, end, viewer.visible_to, by)
+        data = await cached_overview(self._db, window, start, end, viewer.visible_to, by)
         peak = max((p["total"] for p in data.series), default=0) or 1
         providers, reload_at, shadow = None, None, None
         if self._registry is not None and viewer.admin:
@@ -527,8 +528,18 @@ class ConsoleApp:
             if shown is None and error is None:
                 return RedirectResponse(PATH + "/people", 303)
         people = await self._users.list_users()
+        find = (request.query_params.get("find") or "").strip()
+        if find:
+            people = [p for p in people if find.lower() in p["username"].lower()]
+        try:
+            page_no = max(1, int(request.query_params.get("page") or 1))
+        except ValueError:
+            page_no = 1
+        pages = max(1, -(-len(people) // PEOPLE_PAGE))
+        page_no = min(page_no, pages)
         return self._render(request, viewer, "people.html", {
-            "people": people, "roles": ROLES, "shown": shown, "error": error,
+            "people": people[(page_no - 1) * PEOPLE_PAGE:page_no * PEOPLE_PAGE], "total": len(people),
+            "page_no": page_no, "pages": pages, "find": find, "roles": ROLES, "shown": shown, "error": error,
             "proxy": self._proxy_for(request) or "PROXY_HOST:8888"}, status)
 
     async def _people_action(self, request: Request, viewer: Viewer, form: FormData) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ window); a member's figures come from their own rows (the per-user indexes keep 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +44,28 @@ def _day(d: datetime) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%d")
 
 
+CACHE_SECONDS = 60.0  # a window's figures are recomputed at most once a minute per (window, grouping, viewer)
+_cache: dict[tuple[Any, ...], tuple[float, Overview]] = {}
+
+
+async def cached_overview(db: Database, window: str, start: datetime, end: datetime, visible_to: str | None,
+                          series_by: str = "model") -> Overview:
+    """`overview()`, reused for up to CACHE_SECONDS for the same window, grouping and viewer: a 30-day window on
+    a million interceptions groups ~130k session rows (~0.3 s), and the figures need not be newer than a minute.
+    A custom window (fixed dates) is cached the same way."""
+    key = (id(db), window, series_by, visible_to, start.date() if window == "custom" else None,
+           end.date() if window == "custom" else None)
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = await overview(db, start, end, visible_to, series_by)
+    if len(_cache) > 512:
+        _cache.clear()
+    _cache[key] = (now, value)
+    return value
+
+
 async def overview(db: Database, start: datetime, end: datetime, visible_to: str | None,
                    series_by: str = "model") -> Overview:
     out = Overview(start, end, series_by=series_by if series_by in ("model", "client") else "model")
@@ -74,7 +97,9 @@ async def overview(db: Database, start: datetime, end: datetime, visible_to: str
             client = sa.func.coalesce(i.client, "Unknown").label("client")
             per_client = (await conn.execute(sa.select(client, sa.func.count().label("n")).where(*mine)
                                              .group_by(client).order_by(sa.desc("n")).limit(TOP))).all()
-        fail = [i.ended_at.is_not(None), i.started_at >= start, i.started_at <= end, i.status == "failed"]
+        # `'failed'` literally: SQLite uses the partial index of failed interceptions only for a literal term.
+        fail = [i.status == sa.literal_column("'failed'"), i.started_at >= start, i.started_at <= end,
+                i.ended_at.is_not(None)]
         if visible_to is not None:
             fail.append(i.initiator_id == visible_to)
         out.failed = int((await conn.execute(sa.select(sa.func.count()).where(*fail))).scalar() or 0)

@@ -105,7 +105,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
               "purge fast", _v4_session_slices),
     # The audit log claims v7 once the spend migrations (v5, v6) are on main; numbered 5 until then.
-    Migration(5, "the audit log (web console: users added, tokens issued and revoked, roles changed)",
+    Migration(5, "the audit log (web console: users added, tokens issued and revoked, roles changed); a partial "
+              "index of failed interceptions (the console's failure rate)",
               upgrade_audit_log),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
