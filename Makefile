@@ -31,6 +31,7 @@ test: install typecheck
 	bash scripts/ensure-prometheus.sh
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-agents.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

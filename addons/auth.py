@@ -16,6 +16,10 @@ from aigw_proxy.recording.records import Initiator
 log = logging.getLogger("aigw_proxy.auth")
 
 INITIATOR = "aigw.initiator"
+# The web console's Set-up self-test: a browser fetches this from the proxy's address directly (not through it).
+# Answered without credentials and without any upstream connection: it only shows that the port is reachable.
+# (A 407 would not do: browsers treat it on a direct connection as a network error.)
+SELFTEST_PATH = "/.aigw-proxy/selftest"
 
 
 def _challenge() -> http.Response:
@@ -63,6 +67,10 @@ class TokenAuth:
 
     async def _authenticate_plain_request(self, flow: http.HTTPFlow) -> None:
         """A plain (absolute-form) proxy request outside any CONNECT: authenticate it on its own."""
+        if flow.request.method == "GET" and flow.request.path == SELFTEST_PATH:
+            flow.response = http.Response.make(204, b"", {"Access-Control-Allow-Origin": "*",
+                                                          "Cache-Control": "no-store"})
+            return
         who = await self._check(flow)
         if who is not None:
             flow.metadata[INITIATOR] = who

@@ -1,6 +1,7 @@
-"""REST API benchmark on a realistic database (bench/gen_api_db.py: 1M interceptions, 2,000 users, ~5M child rows).
+"""REST API and web console benchmark on a realistic database (bench/gen_api_db.py: 1M interceptions, 2,000 users,
+~5M child rows).
 
-    .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N]      # or: make bench-api
+    .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N] [--console-only]    # or: make bench-api
 
 Starts `aigw-proxy run` on the (cached) database, times each API query (p50/p95 over --runs requests after a
 warm-up) and then measures what a heavy API load costs proxy traffic: the latency of requests through a proxy
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.cookiejar
 import http.server
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -179,6 +182,91 @@ def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
     ]
 
 
+def console_scenarios(db: Path, info: dict) -> list[tuple[str, str, str]]:
+    """(name, role, path with query) for the console's pages."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    sessions = conn.execute("SELECT count(*) FROM aigw_sessions").fetchone()[0]
+    deep_session = conn.execute("SELECT session_id FROM aigw_sessions ORDER BY last_active_at DESC, session_id DESC "
+                                "LIMIT 1 OFFSET ?", (min(50000, sessions // 2),)).fetchone()[0]
+    deep_id = conn.execute("SELECT id FROM aibridge_interceptions WHERE ended_at IS NOT NULL "
+                           "ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?",
+                           (info["interceptions"] // 2,)).fetchone()[0]
+    busy_user = conn.execute("SELECT username FROM users ORDER BY created_at, id LIMIT 1 OFFSET 3").fetchone()[0]
+    sid = info["sessions_sample"][0]
+    conn.close()
+    week = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    c = "/console"
+    return [
+        ("console overview 24h", "admin", f"{c}/?window=24h"),
+        ("console overview 7d", "admin", f"{c}/?window=7d"),
+        ("console overview 30d", "admin", f"{c}/?window=30d"),
+        ("console overview 30d by client", "admin", f"{c}/?window=30d&by=client"),
+        ("console overview 30d (member)", "member", f"{c}/?window=30d"),
+        ("console sessions", "admin", f"{c}/sessions"),
+        ("console sessions q=client:Codex last 7d", "admin",
+         f"{c}/sessions?" + urlencode({"q": f"client:Codex started_after:{week}"})),
+        (f"console sessions q=initiator:{busy_user}", "admin", f"{c}/sessions?" + urlencode({"q": busy_user})),
+        ("console sessions deep page", "admin", f"{c}/sessions?" + urlencode({"after": deep_session})),
+        ("console sessions (member)", "member", f"{c}/sessions"),
+        ("console session detail", "admin", f"{c}/sessions/{sid}"),
+        ("console request log", "admin", f"{c}/requests"),
+        ("console request log q=model:o4-mini", "admin", f"{c}/requests?q=model:o4-mini"),
+        ("console request log deep page", "admin", f"{c}/requests?" + urlencode({"after": deep_id})),
+        ("console request log (member)", "member", f"{c}/requests"),
+        ("console interception detail", "admin", f"{c}/requests/{deep_id}"),
+        ("console people (2,000 users)", "admin", f"{c}/people"),
+        ("console audit log", "admin", f"{c}/audit"),
+        ("console set-up", "member", f"{c}/setup"),
+    ]
+
+
+def console_opener(url: str, token: str) -> urllib.request.OpenerDirector:
+    """A cookie-keeping client signed in to the console with `token`."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(url + "/console/signin", timeout=30).read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    data = urlencode({"csrf": csrf.group(1), "token": token}).encode()
+    opener.open(urllib.request.Request(url + "/console/signin", data=data), timeout=30).read()
+    assert any(c.name == "aigw_console" for c in jar), "console sign-in failed"
+    return opener
+
+
+def bench_console(url: str, out: Path, info: dict, runs: int) -> bool:
+    """Times every console page: wall clock and the server's own time (its Server-Timing header)."""
+    openers = {role: console_opener(url, info["tokens"][role]) for role in ("admin", "member")}
+    print(f"\nconsole pages over {runs} requests each (ms; server = Server-Timing app time; 1st = the first "
+          "request, before any cache):")
+    print(f"  {'page':52s} {'1st':>8s} {'p50':>8s} {'p95':>8s} {'srv p95':>8s} {'KiB':>7s}")
+    failed = False
+    for name, role, path in console_scenarios(out / "aigw-proxy.db", info):
+        wall: list[float] = []
+        server: list[float] = []
+        body = b""
+        first = 0.0
+        for n in range(runs + 3):
+            t = time.perf_counter()
+            try:
+                with openers[role].open(url + path, timeout=60) as r:
+                    body = r.read()
+                    timing = r.headers.get("Server-Timing", "")
+            except urllib.error.HTTPError as exc:
+                print(f"  {name}: HTTP {exc.code}: {exc.read()[:200]!r}")
+                failed = True
+                break
+            elapsed = (time.perf_counter() - t) * 1000
+            first = first or elapsed
+            if n >= 3:
+                wall.append(elapsed)
+                m = re.search(r"dur=([0-9.]+)", timing)
+                server.append(float(m.group(1)) if m else elapsed)
+        if wall:
+            print(f"  {name:52s} {first:8.1f} {pct(wall, 50):8.1f} {pct(wall, 95):8.1f} {pct(server, 95):8.1f} "
+                  f"{len(body) / 1024:7.0f}")
+    return failed
+
+
 def start_daemon(data_dir: Path, origin_port: int) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
     cfg = data_dir / "bench.toml"
     cfg.write_text(f'allowed_private_cidrs = ["127.0.0.1/32"]\nallowed_ports = [443, {origin_port}]\n')
@@ -205,6 +293,7 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--load-seconds", type=float, default=15.0)
+    ap.add_argument("--console-only", action="store_true", help="time the web console's pages only")
     ap.add_argument("--hammer", nargs=3, metavar=("URL", "TOKEN", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.hammer:
@@ -218,6 +307,9 @@ def main() -> int:
     proc, url, proxy = start_daemon(out, origin.server_address[1])
     failed = False
     try:
+        failed = bench_console(url, out, info, args.runs)
+        if args.console_only:
+            return 1 if failed else 0
         print(f"\nAPI latency over {args.runs} requests each (ms; {os.cpu_count()} CPUs; "
               f"{info['interceptions']:,} interceptions, {info['child_rows']:,} child rows):")
         print(f"  {'query':52s} {'p50':>8s} {'p95':>8s} {'rows':>6s} {'KiB':>7s}")

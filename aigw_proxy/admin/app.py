@@ -1,7 +1,9 @@
-"""The admin listener's Starlette apps: health, metrics and the REST API (the web console mounts here later).
+"""The admin listener's Starlette apps: health, metrics, the REST API and the web console (`/console/`).
 
-Every route is read-only: GET and HEAD (uvicorn sends HEAD's headers without the body), OPTIONS answered 204 with
-`Allow`, any other method 405 with `Allow`. Everything here runs on the admin thread's loop, never the proxy's.
+Every route is read-only — GET and HEAD (uvicorn sends HEAD's headers without the body), OPTIONS answered 204 with
+`Allow`, any other method 405 with `Allow` — except the console's sign-in, sign-out and People forms, which take
+POST (admin/console/app.py: session and CSRF checks; RequestLimits' body caps apply to them as to everything).
+Everything here runs on the admin thread's loop, never the proxy's.
 
 `/metrics` exposure (`MetricsAccess`): with a token, every scrape must send `Authorization: Bearer <token>`;
 without one, metrics are served only on a loopback listener, unless the operator chose `--metrics-public`.
@@ -25,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigw_proxy.admin.api.app import ApiApp
+from aigw_proxy.admin.console.app import ConsoleApp, ConsoleSettings
 from aigw_proxy.admin.health import HealthMonitor, HealthReport
 from aigw_proxy.admin.http import AdminLimits, RequestLimits
 from aigw_proxy.storage import Database
@@ -96,6 +99,7 @@ class AdminContext:
     access: MetricsAccess
     limits: AdminLimits
     metrics_elsewhere: str | None = None  # "H:P" when --metrics-listen moves /metrics off the admin listener
+    console: ConsoleSettings | None = None  # None: the web console with its defaults
 
 
 class ApiEndpoint:
@@ -160,7 +164,8 @@ def _starlette(routes: list[Route], ctx: AdminContext) -> ASGIApp:
     return RequestLimits(app, ctx.limits, ALLOW)
 
 
-def admin_app(ctx: AdminContext, api: ApiApp, api_db: Database, loopback_listener: bool) -> ASGIApp:
+def admin_app(ctx: AdminContext, api: ApiApp, api_db: Database, loopback_listener: bool,
+              console: ConsoleApp | None = None) -> ASGIApp:
     health = ctx.health
 
     async def livez(request: Request) -> Response:
@@ -181,6 +186,8 @@ def admin_app(ctx: AdminContext, api: ApiApp, api_db: Database, loopback_listene
         routes.append(Route("/metrics", ReadOnly(metrics_moved)))
     elif ctx.metrics is not None:
         routes.append(Route("/metrics", ReadOnly(_metrics_endpoint(ctx, api_db, loopback_listener))))
+    if console is not None:
+        routes.extend(console.routes())  # type: ignore[arg-type]  # Mount and Route
     return _starlette(routes, ctx)
 
 

@@ -22,6 +22,7 @@ import uvicorn
 
 from aigw_proxy.admin.api.app import ApiApp
 from aigw_proxy.admin.app import AdminContext, admin_app, is_loopback, metrics_app
+from aigw_proxy.admin.console.app import ConsoleApp
 from aigw_proxy.admin.http import AdminLimits, protocol_class
 from aigw_proxy.storage import Database, open_database
 
@@ -143,7 +144,9 @@ class AdminServer:
         db: Database = await open_database(database_path, migrate_schema=False)
         try:
             assert self._admin is not None
-            apps = [(self._admin, admin_app(ctx, ApiApp(db, confdir), db, is_loopback(self._admin.address[0])))]
+            console = ConsoleApp(db, confdir, ctx.metrics.registry if ctx.metrics is not None else None, ctx.console)
+            apps = [(self._admin, admin_app(ctx, ApiApp(db, confdir), db, is_loopback(self._admin.address[0]),
+                                            console))]
             if self._metrics is not None:
                 apps.append((self._metrics, metrics_app(ctx, db, is_loopback(self._metrics.address[0]))))
             servers = [uvicorn.Server(self._config(app)) for _, app in apps]

@@ -28,6 +28,7 @@ from aigw_proxy.addons.secrets_gate import SecretsGate
 from aigw_proxy.addons.stack import AigwAddons
 from aigw_proxy.addons.websocket import ResponsesSocket
 from aigw_proxy.admin.app import AdminContext, MetricsAccess
+from aigw_proxy.admin.console.app import ConsoleSettings
 from aigw_proxy.admin.health import HealthMonitor
 from aigw_proxy.admin.server import AdminBindError, AdminServer
 from aigw_proxy.config.settings import Settings
@@ -179,7 +180,8 @@ async def start(settings: Settings) -> Running:
     if access.token is None and not access.public and not admin.metrics_loopback():
         log.warning("/metrics is not served on a non-loopback listener without --metrics-token (scrapes get 403); "
                     "set a token, or --metrics-public to serve it to anyone who can reach it")
-    ctx = AdminContext(running.health, mon.metrics, access, admin.limits)
+    ctx = AdminContext(running.health, mon.metrics, access, admin.limits,
+                       console=ConsoleSettings(proxy_address=f"{addrs[0][0]}:{addrs[0][1]}"))
     try:
         await admin.start(ctx, settings.database_path, settings.confdir)  # its own thread, off the proxy loop
     except BaseException:

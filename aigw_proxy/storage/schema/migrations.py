@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aigw_proxy.storage.audit import upgrade_audit_log
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
 from aigw_proxy.storage.schema import session_slices, summaries
@@ -134,6 +135,9 @@ MIGRATIONS: tuple[Migration, ...] = (
               "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
               "purge fast", _v4_session_slices),
     Migration(5, "error types client_disconnected and upstream_reset", _v5_error_types),
+    Migration(6, "the audit log (web console: users added, tokens issued and revoked, roles changed); a partial "
+              "index of failed interceptions (the console's failure rate)",
+              upgrade_audit_log),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -1,0 +1,104 @@
+"""Column specs of the console's tables: adding a column (cost, say) to a page is one entry here.
+
+A `Column` names its header, how to get the cell's value from a row (a JSON-ready dict as the storage read layer
+returns it), and how the template formats it (`kind`: text, number, time, status, code, user, excerpt, link).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+TOKEN_KINDS = (
+    ("input_tokens", "Input"),
+    ("output_tokens", "Output"),
+    ("cache_read_input_tokens", "Cache read"),
+    ("cache_write_input_tokens", "Cache write"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    value: Callable[[dict[str, Any]], Any]
+    kind: str = "text"  # text | number | time | status | code | excerpt | link
+    numeric: bool = False  # right-aligned
+    title: str | None = None  # the header's tooltip
+
+
+def _get(*path: str) -> Callable[[dict[str, Any]], Any]:
+    def get(row: dict[str, Any]) -> Any:
+        value: Any = row
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+    return get
+
+
+def _tokens_of(kind: str) -> Callable[[dict[str, Any]], int]:
+    def total(row: dict[str, Any]) -> int:
+        return sum(int(t.get(kind) or 0) for t in row.get("token_usages") or [])
+    return total
+
+
+def _reasoning(row: dict[str, Any]) -> int:
+    return sum(int((t.get("metadata") or {}).get("reasoning_tokens") or 0) for t in row.get("token_usages") or [])
+
+
+def _prompt(row: dict[str, Any]) -> str:
+    prompts = row.get("user_prompts") or []
+    return str(prompts[-1]["prompt"]) if prompts else ""
+
+
+def _status(row: dict[str, Any]) -> str:
+    return str(row.get("status") or "")
+
+
+INTERCEPTION_COLUMNS: tuple[Column, ...] = (
+    Column("Time", _get("started_at"), "time"),
+    Column("User", _get("initiator", "username"), "user"),
+    Column("Client", _get("client")),
+    Column("Provider", _get("provider_name")),
+    Column("Model", _get("model"), "code"),
+    Column("Prompt", _prompt, "excerpt"),
+    Column("In", _tokens_of("input_tokens"), "number", True, "input tokens"),
+    Column("Out", _tokens_of("output_tokens"), "number", True, "output tokens"),
+    Column("Cache r", _tokens_of("cache_read_input_tokens"), "number", True, "cache-read input tokens"),
+    Column("Status", _status, "status"),
+)
+
+
+def _session_tokens(kind: str) -> Callable[[dict[str, Any]], int]:
+    return lambda row: int((row.get("token_usage_summary") or {}).get(kind) or 0)
+
+
+SESSION_COLUMNS: tuple[Column, ...] = (
+    Column("Last active", _get("last_active_at"), "time"),
+    Column("User", _get("initiator", "username"), "user"),
+    Column("Client", _get("client")),
+    Column("Models", lambda r: ", ".join(r.get("models") or []), "code"),
+    Column("Prompt", _get("last_prompt"), "excerpt"),
+    Column("Threads", _get("threads"), "number", True),
+    Column("In", _session_tokens("input_tokens"), "number", True, "input tokens"),
+    Column("Out", _session_tokens("output_tokens"), "number", True, "output tokens"),
+    Column("Cache r", _session_tokens("cache_read_input_tokens"), "number", True, "cache-read input tokens"),
+)
+
+LEADERBOARD_COLUMNS: tuple[Column, ...] = (
+    Column("User", _get("username"), "user"),
+    Column("Sessions", _get("sessions"), "number", True),
+    Column("Input", _get("input_tokens"), "number", True),
+    Column("Output", _get("output_tokens"), "number", True),
+    Column("Cache read", _get("cache_read_input_tokens"), "number", True),
+    Column("Total", _get("total"), "number", True),
+)
+
+CALL_TOKEN_COLUMNS: tuple[Column, ...] = (
+    *(Column(label, _get(kind), "number", True) for kind, label in TOKEN_KINDS),
+    Column("Reasoning", _get("metadata", "reasoning_tokens"), "number", True),
+)
+
+
+def reasoning_tokens(row: dict[str, Any]) -> int:
+    return _reasoning(row)
