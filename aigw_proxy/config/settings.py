@@ -16,6 +16,7 @@ from typing import Any
 from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
 from aigw_proxy.policy.shadow_ai import parse_host_patterns
+from aigw_proxy.spend.overrides import PriceConfigError, PriceOverride, parse_price_overrides
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,12 +54,13 @@ class FileConfig:
     allowed_private_cidrs: list[IPNetwork] = field(default_factory=list)
     allowed_ports: tuple[int, ...] = (80, 443)
     shadow_ai_hosts: tuple[str, ...] = ()  # extra host patterns counted as shadow AI when tunnelled (shadow_ai.py)
+    prices: tuple[PriceOverride, ...] = ()  # `[[prices]]`: operator price overrides, first match wins (spend/)
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
-_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts"}
+_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "prices"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 
 
@@ -109,6 +111,11 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
         try:
             cfg.shadow_ai_hosts = parse_host_patterns(raw["shadow_ai_hosts"])
         except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if "prices" in raw:
+        try:
+            cfg.prices = parse_price_overrides(raw["prices"])
+        except PriceConfigError as exc:
             raise ConfigError(str(exc)) from None
     cfg.providers = merge_providers(raw.get("providers", []))
     try:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
-from aigw_proxy.storage.schema import session_slices, summaries
+from aigw_proxy.storage.schema import session_slices, spend_days, summaries
 from aigw_proxy.storage.schema import tables as schema
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -103,6 +103,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
               "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
               "purge fast", _v4_session_slices),
+    Migration(5, "token-usage prices (micro-dollars, source, version, API-equivalent flag; existing rows left "
+              "unpriced for `aigw-proxy reprice`) and the daily spend summary kept by triggers", spend_days.upgrade_v5),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

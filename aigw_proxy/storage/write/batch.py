@@ -21,8 +21,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.recording.commits import CommitInfo
+from aigw_proxy.recording.commits import CommitInfo, Spend, SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, RecordEvent
+from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions
 from aigw_proxy.storage.write.lineage import Lineage, Links, links_of, remember
@@ -34,7 +35,10 @@ from aigw_proxy.storage.write.rows import (
     child_rows,
     end_error_type,
     end_params,
+    ended_model,
+    spend_key,
     start_row,
+    usage_prices,
 )
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -49,6 +53,7 @@ class InFlight:
     metadata: dict[str, Any]
     info: CommitInfo
     initiator_id: str
+    spend: SpendKey  # what its token usage is priced and reported by
 
 
 @dataclass(slots=True)
@@ -120,8 +125,9 @@ class _Pending:
 class BatchWriter:
     """Writes batches on the database's writer engine; keeps the in-flight interceptions and lineage links."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pricer: Pricer | None = None) -> None:
         self._db = db
+        self.pricer = pricer or Pricer()  # replaced on a config reload: new prices apply to new rows
         self.inflight: dict[str, InFlight] = {}
         self.lineage = Lineage()
         self._naive_warned = False
@@ -181,7 +187,7 @@ class BatchWriter:
         info = CommitInfo(
             thread_parent_id=parent_id, thread_root_id=root_id, session_id=row["client_session_id"] or root_id or ev.id
         )
-        return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id))
+        return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id, spend_key(row)))
 
     async def _write_end(
         self, conn: AsyncConnection, ev: InterceptionEnded, batch: BatchResult, pending: _Pending
@@ -199,11 +205,14 @@ class BatchWriter:
                 row.metadata or {},
                 CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id),
                 row.initiator_id,
+                spend_key(row._mapping),
             )
 
         ended_at = self._utc(ev.ended_at)
         pending.ends.append(end_params(ev, ended_at=ended_at, start_metadata=inflight.metadata))
-        for name, rows in child_rows(ev, ended_at).items():
+        key = ended_model(inflight.spend, ev)
+        prices = usage_prices(self.pricer, key, ev, ended_at) if ev.token_usages else ()
+        for name, rows in child_rows(ev, ended_at, prices=prices, api_equivalent=key.api_equivalent).items():
             pending.children[name].extend(rows)
         started = inflight.info
         return _Outcome(
@@ -212,6 +221,7 @@ class BatchWriter:
                 thread_root_id=started.thread_root_id,
                 session_id=started.session_id,
                 error_type=end_error_type(ev),
+                spend=Spend(key, prices) if ev.token_usages else None,
             ),
             links=links_of(ev, started.thread_root_id, inflight.initiator_id),
         )
@@ -227,7 +237,8 @@ class BatchWriter:
 
 _i = interceptions.c
 _IN_FLIGHT_ROW = sa.select(
-    _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id
+    _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id,
+    _i.provider, _i.provider_name, _i.model, _i.client, _i.credential_kind,
 ).where(_i.id == sa.bindparam("id"))
 
 

@@ -1,17 +1,23 @@
 """The pure mapping from record events to table rows: an `InterceptionStarted` becomes an interception row, an
 `InterceptionEnded` the parameters of the UPDATE that ends it plus its child rows (prompt, token usages, tool
-calls, thoughts). Text that has a column limit is clipped here. No I/O: the statements that take these rows are
-defined beside them (so the row keys and the bound parameter names are kept together) and executed by batch.py.
+calls, thoughts). Text that has a column limit is clipped here. Token usages are priced here, with the Pricer
+the writer holds (spend/: pure, microseconds per row): the price is stored with the row, never recomputed on
+read. No I/O: the statements that take these rows are defined beside them (so the row keys and the bound parameter
+names are kept together) and executed by batch.py.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from aigw_proxy.recording.commits import SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted
+from aigw_proxy.spend import Price, Pricer, is_api_equivalent
 from aigw_proxy.storage.ids import new_id
 from aigw_proxy.storage.schema.tables import (
     CHILD_TABLES,
@@ -19,6 +25,7 @@ from aigw_proxy.storage.schema.tables import (
     CLIENT_SESSION_ID_MAX,
     CREDENTIAL_HINT_MAX,
     ERROR_MESSAGE_MAX,
+    PRICE_COLUMNS,
     error_type_for_status,
     interceptions,
     model_thoughts,
@@ -28,6 +35,7 @@ from aigw_proxy.storage.schema.tables import (
 )
 
 Row = dict[str, Any]
+log = logging.getLogger("aigw_proxy.storage")
 
 
 def clip(value: str | None, limit: int) -> str | None:
@@ -61,6 +69,61 @@ def start_row(ev: InterceptionStarted, *, started_at: datetime, parent_id: str |
     }
 
 
+def spend_key(row: Row) -> SpendKey:
+    """What prices and reports an interception's token usage, from its stored start row (`start_row` or the
+    columns read back); `model` is the start's until the end names one (`ended_model`)."""
+    return SpendKey(
+        provider=row["provider"],
+        provider_name=row["provider_name"],
+        model=row["model"],
+        client=row["client"] or "Unknown",
+        initiator_id=row["initiator_id"],
+        api_equivalent=is_api_equivalent(row["credential_kind"]),
+    )
+
+
+def ended_model(key: SpendKey, ev: InterceptionEnded) -> SpendKey:
+    """The key with the model as END_INTERCEPTION stores it: the end's model when it names one."""
+    if not ev.model or ev.model == key.model:
+        return key
+    return SpendKey(key.provider, key.provider_name, ev.model, key.client, key.initiator_id, key.api_equivalent)
+
+
+def usage_prices(pricer: Pricer, key: SpendKey, ev: InterceptionEnded, at: datetime) -> tuple[Price | None, ...]:
+    """The price of each token usage of an ended call (None: unpriced), at `at` (the rows' created_at). A pricing
+    failure (a bug) leaves the rows unpriced: it never costs the record."""
+    try:
+        return tuple(
+            pricer.price(u, provider_type=key.provider, provider_name=key.provider_name, model=key.model, at=at)
+            for u in ev.token_usages
+        )
+    except Exception:
+        log.exception("pricing the token usage of interception %s failed; stored unpriced", ev.id)
+        return ()
+
+
+_UNPRICED: Row = {**dict.fromkeys(PRICE_COLUMNS), "price_source": None, "price_version": None, "price_ref": None}
+
+
+def price_columns(price: Price | None, *, api_equivalent: bool) -> Row:
+    """A token-usage row's price columns; an unpriced row keeps them NULL (never 0)."""
+    if price is None:
+        return {**_UNPRICED, "effective_group_id": None, "api_equivalent": api_equivalent}
+    return {
+        "input_price_micros": price.input_price_micros,
+        "output_price_micros": price.output_price_micros,
+        "cache_read_price_micros": price.cache_read_price_micros,
+        "cache_write_price_micros": price.cache_write_price_micros,
+        "other_price_micros": price.other_price_micros,
+        "cost_micros": price.cost_micros,
+        "price_source": price.source,
+        "price_version": price.version,
+        "price_ref": price.model_ref,
+        "effective_group_id": None,  # no groups yet (budgets)
+        "api_equivalent": api_equivalent,
+    }
+
+
 def end_error_type(ev: InterceptionEnded) -> str | None:
     """The error type stored for an ended call: derived from the upstream status of a failed one."""
     return error_type_for_status(ev.upstream_status) if ev.status == "failed" else None
@@ -81,8 +144,15 @@ def end_params(ev: InterceptionEnded, *, ended_at: datetime, start_metadata: dic
     }
 
 
-def child_rows(ev: InterceptionEnded, created_at: datetime) -> dict[str, list[Row]]:
+def child_rows(
+    ev: InterceptionEnded,
+    created_at: datetime,
+    *,
+    prices: Sequence[Price | None] = (),
+    api_equivalent: bool = False,
+) -> dict[str, list[Row]]:
     """The child rows of an ended call by table name (every child table present, possibly with no rows).
+    `prices` are the token usages' (`usage_prices`), in their order; missing ones are unpriced.
 
     Ids are time-ordered and increasing, so rows with the same `created_at` keep this order."""
     rows: dict[str, list[Row]] = {t.name: [] for t in CHILD_TABLES}
@@ -108,8 +178,9 @@ def child_rows(ev: InterceptionEnded, created_at: datetime) -> dict[str, list[Ro
             "cache_write_input_tokens": u.cache_write_input_tokens,
             "metadata": dict(u.metadata),
             "created_at": created_at,
+            **price_columns(prices[n] if n < len(prices) else None, api_equivalent=api_equivalent),
         }
-        for u in ev.token_usages
+        for n, u in enumerate(ev.token_usages)
     )
     rows[tool_usages.name].extend(
         {

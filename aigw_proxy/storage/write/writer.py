@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from aigw_proxy.recording.commits import CommitInfo, CommitListener
 from aigw_proxy.recording.records import RecordEvent
+from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.schema.tables import interceptions
 from aigw_proxy.storage.write.batch import BatchResult, BatchWriter, InFlight, describe, is_database_error
@@ -76,6 +77,7 @@ class RecordWriter:
         flush_interval: float = 0.05,
         retry_for: float = 30.0,
         max_backoff: float = 2.0,
+        pricer: Pricer | None = None,
     ) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be positive")
@@ -90,7 +92,7 @@ class RecordWriter:
         self._ready = asyncio.Event()  # set once interceptions left open by a previous run are closed
         self._closing = False
         self._listeners: list[CommitListener] = []
-        self._batches = BatchWriter(db)
+        self._batches = BatchWriter(db, pricer)
         self._submitted = 0  # events accepted by submit()
         self._done = 0  # accepted events written or dropped
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -126,6 +128,16 @@ class RecordWriter:
 
     def remove_listener(self, fn: CommitListener) -> None:
         self._listeners.remove(fn)
+
+    @property
+    def pricer(self) -> Pricer:
+        """What prices token-usage rows as they are written (the bundled price data and the config's overrides)."""
+        return self._batches.pricer
+
+    @pricer.setter
+    def pricer(self, pricer: Pricer) -> None:
+        """New prices (a config reload) apply to the rows written from now on; stored rows keep theirs."""
+        self._batches.pricer = pricer
 
     @property
     def queue_depth(self) -> int:
