@@ -36,6 +36,7 @@ from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
 from aigw_proxy.proxy.record_exports import setup as setup_observability
 from aigw_proxy.recording.recorder import Recorder
+from aigw_proxy.spend import Pricer, library_version
 from aigw_proxy.storage import Database, RecordWriter, RetentionLoop, UserStore, open_database
 
 log = logging.getLogger("aigw_proxy.daemon")
@@ -91,7 +92,10 @@ async def start(settings: Settings) -> Running:
     except CAError as exc:
         raise DaemonError(f"cannot load the CA: {exc}") from None
     db = await open_database(settings.database_path)
-    writer = RecordWriter(db)
+    # The price data loads in ~0.5 s: off the loop, before the writer prices its first row.
+    log.info("pricing token usage with genai-prices %s and %d [[prices]] table(s)",
+             await asyncio.to_thread(library_version), len(settings.file.prices))
+    writer = RecordWriter(db, pricer=Pricer(settings.file.prices))
     writer.start()
     recorder = Recorder(writer)
     obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for

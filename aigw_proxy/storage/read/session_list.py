@@ -255,9 +255,9 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         if (sid, uid) in wanted:
             out[(sid, uid)]["last_prompt"] = prompt
 
-    for k, sums in (await session_costs(conn, session_ids)).items():
+    for k, cost in (await session_costs(conn, session_ids)).items():
         if k in wanted:
-            out[k]["cost"] = sums
+            out[k]["cost"] = cost
 
     names = dict((await conn.execute(
         sa.select(users.c.id, users.c.username).where(users.c.id.in_({k[1] for k in keys}))

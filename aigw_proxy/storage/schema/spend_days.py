@@ -148,13 +148,10 @@ def upgrade_v5(conn: sa.Connection) -> None:
     """Schema v5: the price columns on the token-usage rows (left NULL on existing rows: unpriced until
     `aigw-proxy reprice` prices them), the daily spend summary, its triggers and back-fill (tokens and counts)."""
     columns = {c["name"]: c for c in sa.inspect(conn).get_columns("aibridge_token_usages")}
-    dialect = conn.dialect
-    for name, ddl_type in (*((c, sa.BigInteger()) for c in PRICE_COLUMNS),
-                           ("effective_group_id", sa.String(36)), ("price_source", sa.String(32)),
-                           ("price_version", sa.Text()), ("price_ref", sa.Text())):
+    for name, ddl_type in (*((c, "BIGINT") for c in PRICE_COLUMNS), ("effective_group_id", "VARCHAR(36)"),
+                           ("price_source", "VARCHAR(32)"), ("price_version", "TEXT"), ("price_ref", "TEXT")):
         if name not in columns:
-            conn.exec_driver_sql(
-                f"ALTER TABLE aibridge_token_usages ADD COLUMN {name} {ddl_type.compile(dialect=dialect)}")
+            conn.exec_driver_sql(f"ALTER TABLE aibridge_token_usages ADD COLUMN {name} {ddl_type}")
     if "api_equivalent" not in columns:
         conn.exec_driver_sql("ALTER TABLE aibridge_token_usages ADD COLUMN api_equivalent BOOLEAN NOT NULL "
                              "DEFAULT false")

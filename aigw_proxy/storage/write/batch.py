@@ -205,7 +205,7 @@ class BatchWriter:
                 row.metadata or {},
                 CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id),
                 row.initiator_id,
-                spend_key(row._mapping),
+                spend_key(row._asdict()),
             )
 
         ended_at = self._utc(ev.ended_at)

@@ -9,7 +9,7 @@ names are kept together) and executed by batch.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -69,7 +69,7 @@ def start_row(ev: InterceptionStarted, *, started_at: datetime, parent_id: str |
     }
 
 
-def spend_key(row: Row) -> SpendKey:
+def spend_key(row: Mapping[str, Any]) -> SpendKey:
     """What prices and reports an interception's token usage, from its stored start row (`start_row` or the
     columns read back); `model` is the start's until the end names one (`ended_model`)."""
     return SpendKey(
