@@ -1,4 +1,4 @@
-"""Cost metrics from what the record writer stored: `aigw_proxy_cost_usd_total` and the contract's unpriced-record
+"""Cost metrics from what the record writer stored: `aigw_proxy_cost_usd_total` and Coder's unpriced-record
 counter (`coder_ai_gateway_cost_control_unpriced_token_usage_records_total`, legacy name too).
 
 Counted on commit (a writer listener), unlike the token counters (a Recorder observer, before the write): the

@@ -148,7 +148,7 @@ class Metrics:
         self.tool_selections = Counter(GATEWAY + "non_injected_tool_selections_total",
                                        "Client-defined tools the model selected.", ["provider", "model", "name"],
                                        registry=r)
-        # Contract §9's cost-control metric, under the gateway prefixes like the others (legacy name included).
+        # Coder's cost-control metric (docs/compatibility.md#gateway-metrics), with a legacy name like the others.
         self.unpriced_records = Counter(GATEWAY + "cost_control_unpriced_token_usage_records_total",
                                         "Token-usage records stored without a price (no price for the model; "
                                         "never counted as $0).", ["model", "provider", "provider_type"], registry=r)

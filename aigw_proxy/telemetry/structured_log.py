@@ -4,7 +4,7 @@
 Lines are emitted from the writer's commit listener, so the thread lineage the writer resolved is in them and a
 line never describes a record that is not in the database. Fields per `record_type`, as in Coder's gateway, plus
 ours: `provider_name` on `interception_start`; `status`, `upstream_status`, `error_type`, `error_message` on
-`interception_end`; on `token_usage` the row's stored price (the contract's price columns in micro-dollars,
+`interception_end`; on `token_usage` the row's stored price (Coder's price columns in micro-dollars,
 `cost_usd`, `priced` — false with null figures when the model has no price, never 0 —, `price_source`,
 `price_version`, `api_equivalent` for subscription calls); `trace_id` and `span_id` (the record's span) when
 tracing is on.

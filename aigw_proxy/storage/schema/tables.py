@@ -243,7 +243,7 @@ token_usages = sa.Table(
     sa.Index("idx_aibridge_token_usages_interception_id", "interception_id"),
     sa.Index("idx_aibridge_token_usages_provider_response_id", "provider_response_id"),
 )
-# Unpriced rows, for `aigw-proxy reprice --unpriced-only` (the contract's index name).
+# Unpriced rows, for `aigw-proxy reprice --unpriced-only` (Coder's index name).
 sa.Index(
     "idx_aibridge_token_usages_null_cost",
     token_usages.c.interception_id,
