@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.read.costs import CostSums
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
-from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS, TOKEN_COLUMNS, spend_days
-from aigw_proxy.storage.schema.tables import PRICE_COLUMNS, interceptions, token_usages, users
+from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, spend_days
+from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
 GROUPINGS: Final = ("user", "model", "client", "provider", "day")
@@ -33,14 +33,22 @@ _COMPONENTS = {"input_price_micros": "input_micros", "output_price_micros": "out
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
+# What each source query sums per group: the two kinds' rows, unpriced rows and cost apart (conditional sums, so
+# a group is one result row), tokens and price components over both.
+_KIND_SUMS = ("api_records", "api_unpriced", "api_micros", "equivalent_records", "equivalent_unpriced",
+              "equivalent_micros")
+_SUMS = (*_KIND_SUMS, *TOKEN_COLUMNS, *_COMPONENTS)
+
+
 @dataclass(slots=True)
 class _Group:
     cost: CostSums = field(default_factory=CostSums)
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
     components: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COMPONENTS, 0))
 
-    def add(self, api_equivalent: bool, sums: dict[str, int]) -> None:
-        self.cost.add(api_equivalent, sums["records"], sums["unpriced_records"], sums["cost_micros"])
+    def add(self, sums: dict[str, int]) -> None:
+        self.cost.add(False, sums["api_records"], sums["api_unpriced"], sums["api_micros"])
+        self.cost.add(True, sums["equivalent_records"], sums["equivalent_unpriced"], sums["equivalent_micros"])
         for name in TOKEN_COLUMNS:
             self.tokens[name] += sums[name]
         for name in _COMPONENTS:
@@ -127,34 +135,44 @@ def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]
     return cond
 
 
+def _by_kind(equivalent: sa.ColumnElement[Any], records: Any, unpriced: Any, micros: Any) -> list[Any]:
+    """The conditional sums of _KIND_SUMS, from one source's per-row values."""
+    def only(api: bool, value: Any) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(sa.func.sum(sa.case((equivalent, 0 if api else value), else_=value if api else 0)),
+                                0)
+    return [only(True, records).label("api_records"), only(True, unpriced).label("api_unpriced"),
+            only(True, micros).label("api_micros"), only(False, records).label("equivalent_records"),
+            only(False, unpriced).label("equivalent_unpriced"), only(False, micros).label("equivalent_micros")]
+
+
 async def _from_summary(conn: AsyncConnection, by: str | None, cond: list[sa.ColumnElement[bool]],
                         out: dict[tuple[Any, ...], _Group]) -> None:
     group = _summary_group(by)
-    query = (sa.select(*group, _d.api_equivalent, *(sa.func.sum(_d[c]).label(c) for c in SUM_COLUMNS))
-             .where(*cond).group_by(*group, _d.api_equivalent))
-    for row in await conn.execute(query):
+    sums = [*_by_kind(_d.api_equivalent == sa.true(), _d.records, _d.unpriced_records, _d.cost_micros),
+            *(sa.func.coalesce(sa.func.sum(_d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+    query = sa.select(*group, *sums).where(*cond)
+    for row in await conn.execute(query.group_by(*group) if group else query):
         _add(out, row, len(group))
 
 
 async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFilter,
                      out: dict[tuple[Any, ...], _Group]) -> None:
     group = _rows_group(by)
-    sums = [
-        sa.func.count().label("records"),
-        (sa.func.count() - sa.func.count(_t.cost_micros)).label("unpriced_records"),
-        *(sa.func.coalesce(sa.func.sum(_t[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *PRICE_COLUMNS)),
-    ]
-    query = (sa.select(*group, _t.api_equivalent, *sums)
+    unpriced = sa.case((_t.cost_micros.is_(None), 1), else_=0)
+    sums = [*_by_kind(_t.api_equivalent == sa.true(), 1, unpriced, sa.func.coalesce(_t.cost_micros, 0)),
+            *(sa.func.coalesce(sa.func.sum(_t[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+    query = (sa.select(*group, *sums)
              .select_from(token_usages.join(interceptions, _i.id == _t.interception_id))
-             .where(*filter_conditions(flt)).group_by(*group, _t.api_equivalent))
-    for row in await conn.execute(query):
+             .where(*filter_conditions(flt)))
+    for row in await conn.execute(query.group_by(*group) if group else query):
         _add(out, row, len(group))
 
 
 def _add(out: dict[tuple[Any, ...], _Group], row: Any, width: int) -> None:
-    key = tuple(row[:width])
-    sums = {c: int(row._mapping[c] or 0) for c in SUM_COLUMNS}
-    out.setdefault(key, _Group()).add(bool(row[width]), sums)
+    sums = {c: int(row._mapping[c] or 0) for c in _SUMS}
+    if not sums["api_records"] and not sums["equivalent_records"]:
+        return  # an aggregate over no rows (no grouping)
+    out.setdefault(tuple(row[:width]), _Group()).add(sums)
 
 
 def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> InterceptionFilter:

@@ -29,18 +29,23 @@ SUM_COLUMNS = ("records", "unpriced_records", *TOKEN_COLUMNS, *PRICE_COLUMNS)
 spend_days = sa.Table(
     "aigw_spend_days",
     spend_metadata,
-    sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD (UTC) of the interception's started_at
-    sa.Column("initiator_id", sa.String(36), primary_key=True),
-    sa.Column("provider", sa.Text, primary_key=True),
-    sa.Column("provider_name", sa.Text, primary_key=True),
-    sa.Column("model", sa.Text, primary_key=True),
-    sa.Column("client", sa.Text, primary_key=True),  # COALESCE(client, 'Unknown')
-    sa.Column("effective_group_id", sa.String(36), primary_key=True),  # COALESCE(effective_group_id, '')
-    sa.Column("api_equivalent", sa.Boolean, primary_key=True),
+    sa.Column("day", sa.String(10), nullable=False),  # YYYY-MM-DD (UTC) of the interception's started_at
+    sa.Column("initiator_id", sa.String(36), nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("provider_name", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("client", sa.Text, nullable=False),  # COALESCE(client, 'Unknown')
+    sa.Column("effective_group_id", sa.String(36), nullable=False),  # COALESCE(effective_group_id, '')
+    sa.Column("api_equivalent", sa.Boolean, nullable=False),
     *(sa.Column(name, sa.BigInteger, nullable=False, server_default=sa.text("0")) for name in SUM_COLUMNS),
+    # Clustered by user, then day (SQLite: WITHOUT ROWID, one b-tree): a user's days are one range (members,
+    # budgets), and everyone's grouped by user is one ordered pass without a sort.
+    sa.PrimaryKeyConstraint("initiator_id", "day", "provider", "provider_name", "model", "client",
+                            "effective_group_id", "api_equivalent", name="pk_aigw_spend_days"),
+    sqlite_with_rowid=False,
 )
-# The report's usual shapes: a user's days (budgets, members), and everyone's days in a window.
-sa.Index("idx_aigw_spend_days_initiator_day", spend_days.c.initiator_id, spend_days.c.day)
+# Everyone's days in a window.
+sa.Index("idx_aigw_spend_days_day", spend_days.c.day)
 
 # The interception's UTC day as stored (SQLite keeps fixed-width UTC text), as summaries.py counts days.
 DAY_OF = "substr({i}.started_at, 1, 10)"
