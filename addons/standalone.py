@@ -30,6 +30,7 @@ from aigw_proxy.config.settings import ConfigError, Settings, default_data_dir, 
 from aigw_proxy.policy.identity import TokenAuthenticator
 from aigw_proxy.recording.records import Initiator, RecordEvent
 from aigw_proxy.redaction.records import RecordPolicy
+from aigw_proxy.spend import Pricer, library_version
 from aigw_proxy.storage import Database, RecordWriter, UserStore, open_database
 
 log = logging.getLogger("aigw_proxy.standalone")
@@ -45,6 +46,7 @@ class AigwStandalone:
         self._writer: RecordWriter | None = None
         self._ready = asyncio.Event()
         self._early: list[RecordEvent] = []  # records made before the writer started
+        self._pricer = Pricer()  # with the config's [[prices]] once configured
 
     def load(self, loader: Loader) -> None:
         loader.add_option("aigw_data_dir", str, str(default_data_dir()),
@@ -64,6 +66,7 @@ class AigwStandalone:
         policy = RecordPolicy.from_config(cfg.redaction)
         submit = policy.wrap(self._submit)
         gates = [SecretsGate(policy.redactor)] if cfg.redaction.mode == "block" and policy.redactor else []
+        self._pricer = Pricer(cfg.prices)
         self.addons = [TokenAuth(TokenAuthenticator(self._authenticate, timeout=10.0)), ProviderRouter(cfg),
                        *gates, Interceptor(submit), ResponsesSocket(submit)]
 
@@ -72,7 +75,8 @@ class AigwStandalone:
             return
         settings = Settings(data_dir=Path(ctx.options.aigw_data_dir))
         self._db = await open_database(settings.database_path)
-        self._writer = RecordWriter(self._db)
+        await asyncio.to_thread(library_version)  # the price data loads in ~0.5 s: not on the loop
+        self._writer = RecordWriter(self._db, pricer=self._pricer)
         self._writer.start()
         for event in self._early:
             self._writer.submit(event)

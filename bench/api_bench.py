@@ -177,6 +177,13 @@ def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
          {"q": "client:Unknown provider:anthropic"}),
         ("sessions: limit 1000", "admin", "/sessions", {"limit": 1000}),
         ("session detail", "admin", "/sessions/{sid}", lambda: {"sid": rng.choice(sample)}),
+        ("spend: by user (all time)", "admin", "/spend", {"by": "user"}),
+        ("spend: by model, last 30 days", "admin", "/spend", {"by": "model", "q": f"started_after:{month}"}),
+        ("spend: by day, last 7 days", "admin", "/spend", {"by": "day", "q": f"started_after:{week}"}),
+        ("spend: provider:anthropic by client", "admin", "/spend", {"by": "client", "q": "provider:anthropic"}),
+        (f"spend: initiator:{busy_user} by day", "admin", "/spend", {"by": "day", "q": f"initiator:{busy_user}"}),
+        ("spend: member (own) by model", "member", "/spend", {"by": "model"}),
+        ("spend: one session", "admin", "/spend", lambda: {"by": "model", "q": f"session_id:{rng.choice(sample)}"}),
         ("models", "admin", "/models", {}),
         ("clients", "member", "/clients", {}),
     ]
@@ -331,7 +338,7 @@ def main() -> int:
             if times:
                 doc = json.loads(body)
                 rows = len(doc) if isinstance(doc, list) else len(
-                    doc.get("results", doc.get("sessions", doc.get("threads", []))))
+                    doc.get("results", doc.get("sessions", doc.get("threads", doc.get("groups", [])))))
                 print(f"  {name:52s} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {rows:6d} {len(body) / 1024:7.0f}")
 
         print(f"\nproxied requests through a tunnel, {args.load_seconds:.0f}s each (ms):")

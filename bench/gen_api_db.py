@@ -7,12 +7,15 @@ calls, thoughts).
 The database goes to DIR/aigw-proxy.db (default /tmp/aigw-api-bench-v<schema>-<N>, outside the repo) and is
 reused if it is already there; DIR/tokens.json holds API tokens for an admin and for the busiest member. Rows go
 straight into SQLite with executemany in big transactions; the summary triggers are off during the load and the
-summaries are rebuilt once at the end (the same code the v2 migration runs).
+summaries are rebuilt once at the end (the same code the migrations run). Token usages are priced as the record
+writer prices them (aigw_proxy.spend, the bundled price data); Copilot calls are subscription (OAuth) calls, their
+cost API-equivalent value.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sqlite3
@@ -27,6 +30,8 @@ from aigw_proxy.storage.schema.migrations import LATEST_VERSION
 from aigw_proxy.storage.users import hash_token, token_hint
 
 SEED = 20250301
+PRICED = ("input_price_micros", "output_price_micros", "cache_read_price_micros", "cache_write_price_micros",
+          "other_price_micros", "cost_micros", "price_source", "price_version", "price_ref", "api_equivalent")
 DAYS = 90
 MODELS = {  # provider type → (provider name, models, clients), with rough shares
     "anthropic": ("anthropic", ["claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5"],
@@ -76,10 +81,13 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -512000")
+    from aigw_proxy.spend import Figures, Pricer
     from aigw_proxy.storage.dialect import create_triggers
-    from aigw_proxy.storage.schema import session_slices, summaries
+    from aigw_proxy.storage.schema import session_slices, spend_days, summaries
+    from aigw_proxy.storage.write.rows import price_columns
 
-    for name in [*summaries.TRIGGERS, *session_slices.TRIGGERS]:
+    pricer = Pricer()
+    for name in [*summaries.TRIGGERS, *session_slices.TRIGGERS, *spend_days.TRIGGERS]:
         conn.execute(f"DROP TRIGGER IF EXISTS {name}")
 
     users = [(ids(start), f"user{n:04d}", "admin" if n < 5 else "member", _fmt(start)) for n in range(n_users)]
@@ -109,11 +117,11 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
             "INSERT INTO aibridge_interceptions (id, initiator_id, api_key_id, provider, provider_name, model, client, "
             "client_session_id, thread_parent_id, thread_root_id, correlating_tool_call_id, credential_kind, "
             "credential_hint, started_at, ended_at, status, upstream_status, error_type, error_message, metadata) "
-            "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 'api_key', 'sk-a...xy12', ?, ?, ?, ?, ?, ?, ?)", batch["i"])
+            "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'sk-a...xy12', ?, ?, ?, ?, ?, ?, ?)", batch["i"])
         conn.executemany(
             "INSERT INTO aibridge_token_usages (id, interception_id, provider_response_id, input_tokens, "
-            "output_tokens, cache_read_input_tokens, cache_write_input_tokens, metadata, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "output_tokens, cache_read_input_tokens, cache_write_input_tokens, metadata, created_at, "
+            f"{', '.join(PRICED)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(PRICED))})",
             batch["t"])
         conn.executemany(
             "INSERT INTO aibridge_user_prompts (id, interception_id, provider_response_id, prompt, metadata, "
@@ -150,15 +158,20 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
             ended = t + timedelta(seconds=rng.uniform(0.5, 40))
             failed = rng.random() < 0.03
             resp = f"msg_{rng.getrandbits(64):016x}"
-            batch["i"].append((iid, user[0], ptype, pname, model, client, session, parent, root, call, _fmt(t),
+            kind = "oauth" if ptype == "copilot" else "api_key"
+            batch["i"].append((iid, user[0], ptype, pname, model, client, session, parent, root, call, kind, _fmt(t),
                                _fmt(ended), "failed" if failed else "completed", 529 if failed else 200,
                                "overloaded" if failed else None, "Overloaded" if failed else None,
                                '{"request_user_agent":"claude-cli/2.0.67 (external, cli)","route":"/v1/messages",'
                                '"streaming":true}'))
             ts = _fmt(ended)
-            inp = rng.randint(10, 4000)
-            batch["t"].append((ids(ended), iid, resp, inp, rng.randint(5, 3000), rng.randint(0, 80000),
-                               rng.randint(0, 5000), '{"cache_ephemeral_5m_input":12}', ts))
+            figures = Figures(rng.randint(10, 4000), rng.randint(5, 3000), rng.randint(0, 80000), rng.randint(0, 5000),
+                              {"cache_ephemeral_5m_input": 12})
+            price = pricer.price(figures, provider_type=ptype, provider_name=pname, model=model, at=ended)
+            cols = price_columns(price, api_equivalent=kind == "oauth")
+            batch["t"].append((ids(ended), iid, resp, figures.input_tokens, figures.output_tokens,
+                               figures.cache_read_input_tokens, figures.cache_write_input_tokens,
+                               '{"cache_ephemeral_5m_input":12}', ts, *(cols[c] for c in PRICED)))
             kids = 1
             if new_thread:
                 batch["p"].append((ids(ended), iid, resp, rng.choice(PROMPTS), ts))
@@ -195,8 +208,10 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
 
         backfill_last_prompt_at(sa_conn)
         session_slices.rebuild(sa_conn)  # after the back-fill: slices carry last_prompt_at
+        spend_days.rebuild(sa_conn)
         create_triggers(sa_conn, summaries.TRIGGERS)
         create_triggers(sa_conn, session_slices.TRIGGERS)
+        create_triggers(sa_conn, spend_days.TRIGGERS)
     conn.execute("ANALYZE")
     conn.close()
     print(f"  summaries + ANALYZE: {time.monotonic() - rebuild_started:.0f}s", flush=True)
@@ -250,7 +265,12 @@ def ensure_db(out: Path, *, interceptions: int, n_users: int, force: bool = Fals
 
 
 def default_dir(interceptions: int) -> Path:
-    return Path(f"/tmp/aigw-api-bench-v{LATEST_VERSION}-{interceptions}")
+    """Per schema: the version and a digest of the migrations, so branches whose schemas differ under the same
+    version number never reuse each other's database."""
+    from aigw_proxy.storage.schema.migrations import MIGRATIONS
+
+    digest = hashlib.sha256("|".join(m.description for m in MIGRATIONS).encode()).hexdigest()[:8]
+    return Path(f"/tmp/aigw-api-bench-v{LATEST_VERSION}-{digest}-{interceptions}")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
 from aigw_proxy.policy.shadow_ai import parse_host_patterns
 from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_BYTES, RedactionConfig
+from aigw_proxy.spend.overrides import PriceConfigError, PriceOverride, parse_price_overrides
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -55,12 +56,14 @@ class FileConfig:
     allowed_ports: tuple[int, ...] = (80, 443)
     shadow_ai_hosts: tuple[str, ...] = ()  # extra host patterns counted as shadow AI when tunnelled (shadow_ai.py)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # [redaction]: secrets and field caps
+    prices: tuple[PriceOverride, ...] = ()  # `[[prices]]`: operator price overrides, first match wins (spend/)
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
-_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction"}
+_TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction",
+             "prices"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 _REDACTION_KEYS = {"mode", "max_field_bytes", "allow", "patterns"}
 _PATTERN_KEYS = {"name", "regex", "keywords"}
@@ -117,6 +120,11 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
             raise ConfigError(str(exc)) from None
     if "redaction" in raw:
         cfg.redaction = parse_redaction(raw["redaction"])
+    if "prices" in raw:
+        try:
+            cfg.prices = parse_price_overrides(raw["prices"])
+        except PriceConfigError as exc:
+            raise ConfigError(str(exc)) from None
     cfg.providers = merge_providers(raw.get("providers", []))
     try:
         cfg.provider_table()

@@ -40,6 +40,7 @@ from aigw_proxy.proxy.record_exports import setup as setup_observability
 from aigw_proxy.recording.recorder import Recorder
 from aigw_proxy.redaction.engine import Redactor
 from aigw_proxy.redaction.records import RecordPolicy
+from aigw_proxy.spend import Pricer, library_version
 from aigw_proxy.storage import (
     Database,
     RecordWriter,
@@ -111,7 +112,10 @@ async def start(settings: Settings) -> Running:
         db = await open_database(settings.database_path)
     except StorageError as exc:
         raise DaemonError(str(exc)) from None
-    writer = RecordWriter(db, spool_max_bytes=settings.spool_max_bytes)
+    # The price data loads in ~0.5 s: off the loop, before the writer prices its first row.
+    log.info("pricing token usage with genai-prices %s and %d [[prices]] table(s)",
+             await asyncio.to_thread(library_version), len(settings.file.prices))
+    writer = RecordWriter(db, spool_max_bytes=settings.spool_max_bytes, pricer=Pricer(settings.file.prices))
     writer.start()
     recorder = Recorder(writer)
     obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for

@@ -4,16 +4,22 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from aigw_proxy.addons.circuit_breaker import CircuitBreaker
 from aigw_proxy.addons.proxy_metrics import ProxyMetrics
 from aigw_proxy.addons.routing import ProviderRouter
 from aigw_proxy.config.reload import Reloader
-from aigw_proxy.config.settings import Settings
+from aigw_proxy.config.settings import FileConfig, Settings
 from aigw_proxy.recording.recorder import Recorder
+from aigw_proxy.spend import Pricer
+from aigw_proxy.storage import RecordWriter
+from aigw_proxy.telemetry.cost_metrics import CostMetrics
 from aigw_proxy.telemetry.gateway_metrics import GatewayMetrics
-from aigw_proxy.telemetry.metrics import Metrics, WriterStats
+from aigw_proxy.telemetry.metrics import Metrics
+
+log = logging.getLogger("aigw_proxy.reload")
 
 
 @dataclass(slots=True)
@@ -37,11 +43,21 @@ class Monitoring:
         await self.reloader.close()
 
 
-def setup_monitoring(settings: Settings, recorder: Recorder, writer: WriterStats,
+def setup_monitoring(settings: Settings, recorder: Recorder, writer: RecordWriter,
                      router: ProviderRouter) -> Monitoring:
     metrics = Metrics(initiator_label=settings.metrics_initiator_label)
     metrics.watch_writer(writer)
     recorder.add_observer(GatewayMetrics(metrics))
+    writer.add_listener(CostMetrics(metrics).on_commit)  # cost as stored: see cost_metrics.py
     breaker = CircuitBreaker(settings.circuit_breaker, metrics) if settings.circuit_breaker.enabled else None
-    reloader = Reloader(settings.config_file, router.apply, metrics)
+    prices = [settings.file.prices]
+
+    def apply(cfg: FileConfig) -> None:
+        router.apply(cfg)
+        if cfg.prices != prices[0]:  # new `[[prices]]`: they price the rows written from now on
+            prices[0] = cfg.prices
+            writer.pricer = Pricer(cfg.prices)
+            log.info("prices reloaded: %d [[prices]] table(s); stored rows keep their prices", len(cfg.prices))
+
+    reloader = Reloader(settings.config_file, apply, metrics)
     return Monitoring(metrics, reloader, ProxyMetrics(metrics, router), breaker)

@@ -4,7 +4,9 @@ CLI and telemetry import from here, never from the modules below.
 * `database`: opening the file (a writer and a reader engine), `schema/`: tables, migrations and the summary
   tables the database keeps itself; `users`: users and proxy tokens;
 * `write/`: the batched record writer fed by the proxy;
-* `read/`: the interceptions and sessions lists, one session in detail, counts, distinct values;
+* `read/`: the interceptions and sessions lists, one session in detail, counts, distinct values, the spend
+  report;
+* `reprice`: recomputing the stored prices of a window on purpose;
 * `retention`: the retention window and the purge.
 """
 
@@ -24,6 +26,9 @@ from aigw_proxy.storage.read.filters import InterceptionFilter
 from aigw_proxy.storage.read.interceptions import list_interceptions
 from aigw_proxy.storage.read.session_detail import DEFAULT_THREADS, MAX_THREADS, get_session
 from aigw_proxy.storage.read.session_list import SessionCursorNotFound, list_sessions, sessions_page
+from aigw_proxy.storage.read.spend import GROUPINGS as SPEND_GROUPINGS
+from aigw_proxy.storage.read.spend import spend_report
+from aigw_proxy.storage.reprice import RepriceResult, reprice
 from aigw_proxy.storage.retention import PurgeResult, RetentionLoop, parse_retention, purge_interceptions, purge_now
 from aigw_proxy.storage.schema.migrations import LATEST_VERSION, current_version, migrate
 from aigw_proxy.storage.schema.tables import error_type_for_status
@@ -37,12 +42,14 @@ __all__ = [
     "LATEST_VERSION",
     "MAX_THREADS",
     "RECENT_WINDOW",
+    "SPEND_GROUPINGS",
     "Database",
     "InterceptionFilter",
     "InvalidCursor",
     "InvalidUsernameError",
     "PurgeResult",
     "RecordWriter",
+    "RepriceResult",
     "RetentionLoop",
     "SchemaTooNewError",
     "SessionCursorNotFound",
@@ -64,6 +71,8 @@ __all__ = [
     "parse_retention",
     "purge_interceptions",
     "purge_now",
+    "reprice",
     "rfc3339",
     "sessions_page",
+    "spend_report",
 ]

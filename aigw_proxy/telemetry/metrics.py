@@ -148,6 +148,10 @@ class Metrics:
         self.tool_selections = Counter(GATEWAY + "non_injected_tool_selections_total",
                                        "Client-defined tools the model selected.", ["provider", "model", "name"],
                                        registry=r)
+        # Coder's cost-control metric (docs/compatibility.md#gateway-metrics), with a legacy name like the others.
+        self.unpriced_records = Counter(GATEWAY + "cost_control_unpriced_token_usage_records_total",
+                                        "Token-usage records stored without a price (no price for the model; "
+                                        "never counted as $0).", ["model", "provider", "provider_type"], registry=r)
         breaker = ["provider", "endpoint", "model"]
         self.breaker_state = Gauge(GATEWAY + "circuit_breaker_state",
                                    "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.", breaker, registry=r)
@@ -177,13 +181,17 @@ class Metrics:
         self.redactions = Counter(OWN + "redactions_total",
                                   "Secrets replaced by a placeholder in recorded fields, by kind.", ["kind"],
                                   registry=r)
+        self.cost = Counter(OWN + "cost_usd_total",
+                            "Stored cost of token usage in USD at list price; kind api: billed per token, "
+                            "api_equivalent: subscription calls (OAuth) valued at the API price.",
+                            ["provider", "model", "client", *user, "kind"], registry=r)
         self.initiator_info = Gauge(OWN + "initiator_info", "Username of each initiator_id (join on initiator_id).",
                                     ["initiator_id", "username"], registry=r)
         hot: MetricWrapperBase
         for hot in (self.connect_sessions, self.mitm_requests, self.inflight_mitm, self.mitm_responses,
                     self.interceptions, self.interceptions_inflight, self.interceptions_duration, self.passthrough,
                     self.prompts, self.tokens, self.tool_selections, self.parse_errors, self.ttfb, self.shadow_ai,
-                    self.redactions):
+                    self.redactions, self.unpriced_records, self.cost):
             _cache_children(hot)
         self._recorder = _RecorderCollector()
         r.register(self._recorder)

@@ -4,7 +4,10 @@
 Lines are emitted from the writer's commit listener, so the thread lineage the writer resolved is in them and a
 line never describes a record that is not in the database. Fields per `record_type`, as in Coder's gateway, plus
 ours: `provider_name` on `interception_start`; `status`, `upstream_status`, `error_type`, `error_message` on
-`interception_end`; `trace_id` and `span_id` (the record's span) when tracing is on.
+`interception_end`; on `token_usage` the row's stored price (Coder's price columns in micro-dollars,
+`cost_usd`, `priced` — false with null figures when the model has no price, never 0 —, `price_source`,
+`price_version`, `api_equivalent` for subscription calls); `trace_id` and `span_id` (the record's span) when
+tracing is on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from opentelemetry.trace import Span
 
 from aigw_proxy.recording.commits import CommitInfo
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, RecordEvent
+from aigw_proxy.spend import Price
 from aigw_proxy.storage import rfc3339
 
 LOGGER_NAME: Final = "aigw_proxy.interceptions"
@@ -58,6 +62,29 @@ def _start_line(ev: InterceptionStarted, info: CommitInfo) -> Fields:
     }
 
 
+def _price_fields(price: Price | None, api_equivalent: bool) -> Fields:
+    """A token-usage row's price as the writer stored it (storage/write/rows.py `price_columns`)."""
+    if price is None:
+        return {"input_price_micros": None, "output_price_micros": None, "cache_read_price_micros": None,
+                "cache_write_price_micros": None, "other_price_micros": None, "cost_micros": None, "cost_usd": None,
+                "priced": False, "price_source": None, "price_version": None, "api_equivalent": api_equivalent,
+                "effective_group_id": None}
+    return {
+        "input_price_micros": price.input_price_micros,
+        "output_price_micros": price.output_price_micros,
+        "cache_read_price_micros": price.cache_read_price_micros,
+        "cache_write_price_micros": price.cache_write_price_micros,
+        "other_price_micros": price.other_price_micros,
+        "cost_micros": price.cost_micros,
+        "cost_usd": round(price.cost_micros / 1_000_000, 6),
+        "priced": True,
+        "price_source": price.source,
+        "price_version": price.version,
+        "api_equivalent": api_equivalent,
+        "effective_group_id": None,
+    }
+
+
 def _end_lines(ev: InterceptionEnded, info: CommitInfo) -> list[tuple[str, Fields]]:
     created_at = _time(ev.ended_at)  # the writer stamps every child row with the end time
     lines: list[tuple[str, Fields]] = []
@@ -69,7 +96,9 @@ def _end_lines(ev: InterceptionEnded, info: CommitInfo) -> list[tuple[str, Field
             "created_at": created_at,
             "metadata": {},
         }))
-    for u in ev.token_usages:
+    spend = info.spend
+    for n, u in enumerate(ev.token_usages):
+        price = spend.price(n) if spend is not None else None
         lines.append((TOKEN_USAGE, {
             "interception_id": ev.id,
             "msg_id": u.provider_response_id,
@@ -79,6 +108,7 @@ def _end_lines(ev: InterceptionEnded, info: CommitInfo) -> list[tuple[str, Field
             "cache_write_input_tokens": u.cache_write_input_tokens,
             "created_at": created_at,
             "metadata": dict(u.metadata),
+            **_price_fields(price, spend is not None and spend.key.api_equivalent),
         }))
     for t in ev.tool_calls:
         lines.append((TOOL_USAGE, {

@@ -265,7 +265,7 @@ def test_a_member_never_sees_another_users_records(api: Api) -> None:
 
 
 def test_authentication(api: Api) -> None:
-    for path in ("/interceptions", "/sessions", "/sessions/x", "/models", "/clients"):
+    for path in ("/interceptions", "/sessions", "/sessions/x", "/models", "/clients", "/spend"):
         assert api.get(path, None)[0] == 401
         assert api.get(path, None, headers={"Coder-Session-Token": "aigw_wrong"})[0] == 401
         assert api.get(path, None, headers={"Authorization": "Bearer nope"})[0] == 401
@@ -292,3 +292,48 @@ def test_both_prefixes_and_unknown_routes(api: Api) -> None:
     assert api.get("/sessions/a/b")[0] == 404
     status, doc, _ = api.get("", None, prefix="/api/v2/openapi.json")
     assert status == 200 and "/api/v2/aibridge/sessions/{session_id}" in doc["paths"]
+
+
+def _spend_by_hand(items: list[dict], key: str) -> dict[str, tuple[int, int, int | None, int]]:
+    """(records, input tokens, API cost or None when every row is unpriced, unpriced rows) per group."""
+    rows: dict[str, list[dict]] = {}
+    for ix in items:
+        group = {"user": ix["initiator"]["username"], "model": ix["model"], "client": ix["client"],
+                 "provider": ix["provider_name"], "day": ix["started_at"][:10]}[key]
+        rows.setdefault(group, []).extend(ix["token_usages"])
+    out = {}
+    for group, tus in rows.items():
+        unpriced = sum(t["cost_micros"] is None for t in tus)
+        cost = None if unpriced == len(tus) else sum(t["cost_micros"] or 0 for t in tus)
+        out[group] = (len(tus), sum(t["input_tokens"] for t in tus), cost, unpriced)
+    return out
+
+
+def _spend_groups(report: dict) -> dict[str, tuple[int, int, int | None, int]]:
+    return {g["key"]: (g["records"], g["input_tokens"], g["cost"]["cost_micros"], g["cost"]["unpriced_records"])
+            for g in report["groups"]}
+
+
+@pytest.mark.parametrize("by", ["user", "model", "client", "provider", "day"])
+def test_the_spend_report_sums_the_stored_prices(api: Api, by: str) -> None:
+    everything = api.ok("/interceptions", limit=1000)["results"]
+    report = api.ok("/spend", by=by)
+    assert report["by"] == by and _spend_groups(report) == _spend_by_hand(everything, by)
+    priced = [t["cost_micros"] for ix in everything for t in ix["token_usages"] if t["cost_micros"] is not None]
+    assert report["total"]["cost"]["cost_micros"] == sum(priced) > 0
+    assert report["total"]["records"] == sum(len(ix["token_usages"]) for ix in everything)
+    # The q filters apply, and a member's report covers their own records only, whatever q says.
+    openai_only = [ix for ix in everything if ix["provider"] == "openai"]
+    assert _spend_groups(api.ok("/spend", by=by, q="provider:openai")) == _spend_by_hand(openai_only, by)
+    alices = [ix for ix in everything if ix["initiator"]["username"] == "alice"]
+    assert _spend_groups(api.ok("/spend", "alice", by=by)) == _spend_by_hand(alices, by)
+    assert api.ok("/spend", "alice", by=by, q="initiator:carol")["groups"] == []
+    assert api.get("/spend", by=by, prefix="/api/v2/aibridge")[1] == report
+
+
+def test_spend_report_errors(api: Api) -> None:
+    status, body, _ = api.get("/spend", by="week")
+    assert (status, body["message"]) == (400, "Invalid spend grouping.") and "user, model" in body["detail"]
+    status, body, _ = api.get("/spend", q="started_after:yesterday")
+    assert status == 400 and "started_after" in body["message"]
+    assert api.ok("/spend")["by"] == "user"  # the default grouping

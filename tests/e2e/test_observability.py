@@ -40,7 +40,11 @@ FIELDS = {
                            "thread_parent_id", "thread_root_id"},
     "interception_end": {"interception_id", "ended_at", "status", "upstream_status", "error_type", "error_message"},
     "token_usage": {"interception_id", "msg_id", "input_tokens", "output_tokens", "cache_read_input_tokens",
-                    "cache_write_input_tokens", "created_at", "metadata"},
+                    "cache_write_input_tokens", "created_at", "metadata",
+                    # ours: the row's stored price
+                    "input_price_micros", "output_price_micros", "cache_read_price_micros",
+                    "cache_write_price_micros", "other_price_micros", "cost_micros", "cost_usd", "priced",
+                    "price_source", "price_version", "api_equivalent", "effective_group_id"},
     "prompt_usage": {"interception_id", "msg_id", "prompt", "created_at", "metadata"},
     "tool_usage": {"interception_id", "msg_id", "tool_call_id", "item_id", "tool", "input", "server_url", "injected",
                    "invocation_error", "created_at", "metadata"},
@@ -244,6 +248,8 @@ def test_record_lines_say_what_the_database_says(observed: Observed) -> None:
     tokens = by[(first["id"], "token_usage")]
     assert (tokens["msg_id"], tokens["input_tokens"], tokens["output_tokens"], tokens["cache_read_input_tokens"]) == (
         "msg_OBS1", 12, 87, 2048)
+    [stored] = first["token_usages"]
+    assert tokens["cost_micros"] == stored["cost_micros"] and tokens["priced"] is stored["priced"]
     tool = by[(first["id"], "tool_usage")]
     assert (tool["tool"], tool["tool_call_id"], json.loads(tool["input"])) == ("Bash", "toolu_OBS1", {"command": "ls"})
     thought = by[(first["id"], "model_thought")]

@@ -133,6 +133,7 @@ class Window:
     end: float  # a scrape after it
     tokens: dict[str, int]  # the measured traffic's tokens by type (from its records)
     interceptions: int
+    cost: dict[str, int]  # the measured traffic's stored cost by model, micro-dollars (API calls)
 
     @property
     def range(self) -> str:
@@ -161,7 +162,12 @@ def window(pdaemon: Daemon, prometheus: Prometheus, standin_server: StandIn) -> 
     measured = [pdaemon.one(response_id=rid) for rid in ("msg_measured", "chatcmpl-measured-1",
                                                          "chatcmpl-measured-2")]
     standin_server.reset()
-    return Window(start, end, tokens_by_type(measured), len(measured))
+    cost: dict[str, int] = {}
+    for ix in measured:
+        for tu in ix["token_usages"]:
+            assert tu["priced"] and not tu["api_equivalent"]
+            cost[ix["model"]] = cost.get(ix["model"], 0) + tu["cost_micros"]
+    return Window(start, end, tokens_by_type(measured), len(measured), cost)
 
 
 def grafana_expr(expr: str, w: Window) -> str:
@@ -215,7 +221,7 @@ def test_every_dashboard_query_evaluates(prometheus: Prometheus, window: Window)
             empty.append(title)
     # Panels over things this traffic never caused (drops, parse errors, breakers, shadow AI) may be empty.
     quiet = {"Records written and dropped", "Parse errors", "Circuit breakers", "Shadow AI (tunnelled AI hosts)",
-             "Tools the models selected", "Passthrough requests", "Failure rate"}
+             "Tools the models selected", "Passthrough requests", "Failure rate", "Unpriced token-usage records"}
     assert set(empty) <= quiet, empty
 
 
@@ -239,6 +245,15 @@ def test_dashboard_token_queries_return_exactly_the_traffic_sent(prometheus: Pro
     by_client = {(r["metric"]["client"], r["metric"]["type"]): float(r["value"][1]) for r in rows}
     assert by_client[("Claude Code", "cache_write_input_tokens")] == 200 * 3
     assert by_client[("Codex", "input")] == 176 * 7
+
+
+def test_dashboard_cost_queries_return_exactly_the_stored_cost(prometheus: Prometheus, window: Window) -> None:
+    rows = prometheus.query(panel_query("Approximate cost by model (USD)", window), at=window.end)
+    by_model = {(r["metric"]["model"], r["metric"]["kind"]): float(r["value"][1]) for r in rows}
+    assert by_model == pytest.approx({(model, "api"): micros / 1e6 for model, micros in window.cost.items()})
+    rows = prometheus.query(panel_query("Approximate cost by user (USD)", window), at=window.end)
+    assert {(r["metric"]["username"], r["metric"]["kind"]): float(r["value"][1]) for r in rows} == pytest.approx(
+        {("mia", "api"): sum(window.cost.values()) / 1e6})
 
 
 def test_dashboard_interception_queries_return_exactly_the_traffic_sent(prometheus: Prometheus,

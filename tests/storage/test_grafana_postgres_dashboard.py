@@ -110,9 +110,15 @@ def _rows() -> dict[sa.Table, list[dict[str, Any]]]:
                 "status": "failed" if failed else "completed", "upstream_status": 429 if failed else 200,
                 "error_type": failed, "metadata": {}}
 
-    def usage(uid: str, iid: str, minutes: float, inp: int, out: int, cread: int = 0, cwrite: int = 0) -> dict:
+    def usage(uid: str, iid: str, minutes: float, inp: int, out: int, cread: int = 0, cwrite: int = 0,
+              price: tuple[int, int, int, int, int] | None = None, subscription: bool = False) -> dict:
+        """`price`: the stored (input, output, cache read, cache write, other) micro-dollars; None = unpriced."""
+        names = ("input_price_micros", "output_price_micros", "cache_read_price_micros", "cache_write_price_micros",
+                 "other_price_micros")
+        priced = dict(zip(names, price, strict=True)) if price else dict.fromkeys(names)
         return {"id": uid, "interception_id": iid, "input_tokens": inp, "output_tokens": out,
-                "cache_read_input_tokens": cread, "cache_write_input_tokens": cwrite, "created_at": at(minutes)}
+                "cache_read_input_tokens": cread, "cache_write_input_tokens": cwrite, "created_at": at(minutes),
+                **priced, "cost_micros": sum(price) if price else None, "api_equivalent": subscription}
 
     def prompt(pid: str, iid: str, minutes: float, text: str) -> dict:
         return {"id": pid, "interception_id": iid, "prompt": text, "created_at": at(minutes)}
@@ -136,11 +142,11 @@ def _rows() -> dict[sa.Table, list[dict[str, Any]]]:
             call("old", "bob", -2 * 24 * 60, "anthropic", "claude-opus-4", "Claude Code"),  # before the range
         ],
         tables.token_usages: [
-            usage("t1", "a1", 0.2, 100, 20, cread=5, cwrite=1),
-            usage("t2", "a1", 0.5, 50, 10),
-            usage("t3", "b1", 30.5, 200, 40, cwrite=10),
-            usage("t4", "c1", 150.5, 10, 1),
-            usage("t5", "old", -2 * 24 * 60 + 0.5, 9999, 9999),
+            usage("t1", "a1", 0.2, 100, 20, cread=5, cwrite=1, price=(300, 300, 2, 4, 10_000)),
+            usage("t2", "a1", 0.5, 50, 10),  # unpriced
+            usage("t3", "b1", 30.5, 200, 40, cwrite=10, price=(600, 600, 0, 38, 0), subscription=True),
+            usage("t4", "c1", 150.5, 10, 1, price=(20, 8, 0, 0, 0)),
+            usage("t5", "old", -2 * 24 * 60 + 0.5, 9999, 9999, price=(1, 1, 1, 1, 1)),
         ],
         tables.user_prompts: [
             prompt("p1", "a1", 0.1, "fix the failing tests"),
@@ -255,6 +261,12 @@ EXPECTED_ALL: dict[str, list[tuple[object, ...]]] = {
     ],
     "Top models by interception count": [("claude-sonnet-4-5", 2), ("gpt-4.1", 2)],
     "Top clients by interception count": [("Claude Code", 2), ("Codex", 1), ("Unknown", 1)],
+    # provider, model, records, unpriced; input, output, cache read, cache write, other (USD, every priced row);
+    # total cost (API calls), API-equivalent value (subscription calls; none for gpt-4.1: empty, not $0)
+    "Approximate cost": [
+        ("anthropic", "claude-sonnet-4-5", 3, 1, 0.0009, 0.0009, 0.000002, 0.000042, 0.01, 0.010606, 0.001238),
+        ("openai", "gpt-4.1", 1, 0, 0.00002, 0.000008, 0, 0, 0, 0.000028, None),
+    ],
     "Interceptions over time by user": [
         (_epoch(T0), "alice", 1),
         (_epoch(T0), "bob", 1),
@@ -295,6 +307,8 @@ async def test_the_variables_filter_every_panel(dashboard_db: DashboardDB) -> No
         ("carol", 1, 10, 1, 0, 0), ("alice", 1, 0, 0, 0, 0),
     ]
     assert await _panel(db, "Top clients by interception count", client=["Unknown"]) == [("Unknown", 1)]
+    assert await _panel(db, "Approximate cost", username=["bob"]) == [
+        ("anthropic", "claude-sonnet-4-5", 1, 0, 0.0006, 0.0006, 0, 0.000038, 0, None, 0.001238)]
     assert await _panel(db, "Interceptions over time by user", username=["bob"]) == [(_epoch(T0), "bob", 1)]
     assert [r[5] for r in await _panel(db, "User prompts", client=["Claude Code"])] == [
         "refactor the parser", "fix the failing tests",

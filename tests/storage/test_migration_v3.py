@@ -80,7 +80,7 @@ async def test_v3_backfills_last_prompt_at_and_sessions_answer_the_same(
     }
 
     _downgrade_to_v2(db_path)
-    db = await open_database(db_path)  # migrates v2 → v3 → v4
+    db = await open_database(db_path)  # migrates v2 → v3 → … → the latest
     await db.close()
     with closing(sqlite3.connect(db_path)) as conn:
         assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == LATEST_VERSION

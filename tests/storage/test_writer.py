@@ -18,6 +18,7 @@ from aigw_proxy.storage import (
     list_interceptions,
     open_database,
 )
+from tests.support.prices import VERSION, base, micros, rates
 from tests.support.records import T0, at, ended, started
 
 RFC3339_T0 = "2025-03-01T12:00:00.000000Z"
@@ -63,6 +64,11 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
 
     [item] = await list_interceptions(db)
     ended_s = "2025-03-01T12:00:02.500000Z"
+    r = rates("anthropic", "claude-sonnet-4-5-20250929", at(2.5))
+    first_cost = (micros(100 * base(r.input_mtok)) + micros(20 * base(r.output_mtok))
+                  + micros(300 * base(r.cache_read_mtok)) + micros(40 * base(r.cache_write_mtok))
+                  + micros(r.web_searches_kcount * 1000))
+    second_cost = micros(1 * base(r.input_mtok)) + micros(2 * base(r.output_mtok))
     tu = item["token_usages"]
     tools = item["tool_usages"]
     [prompt] = item["user_prompts"]
@@ -98,6 +104,16 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
                 "cache_write_input_tokens": 40,
                 "metadata": {"web_search_requests": 1},
                 "created_at": ended_s,
+                # Sonnet 4.5's list price, web search per 1000, the 5 m cache-write rate (no TTL split given).
+                "input_price_micros": micros(100 * base(r.input_mtok)),
+                "output_price_micros": micros(20 * base(r.output_mtok)),
+                "cache_read_price_micros": micros(300 * base(r.cache_read_mtok)),
+                "cache_write_price_micros": micros(40 * base(r.cache_write_mtok)),
+                "other_price_micros": micros(1 * r.web_searches_kcount * 1000),
+                "cost_micros": first_cost,
+                "price_source": "genai-prices", "price_version": VERSION, "price_ref": "anthropic/claude-sonnet-4-5",
+                "api_equivalent": True,  # an OAuth (subscription) call
+                "effective_group_id": None, "priced": True,
             },
             {
                 "id": tu[1]["id"],
@@ -109,8 +125,18 @@ async def test_round_trip_exact_fields(db: Database, alice: Initiator, writer: R
                 "cache_write_input_tokens": 0,
                 "metadata": {},
                 "created_at": ended_s,
+                "input_price_micros": micros(1 * base(r.input_mtok)),
+                "output_price_micros": micros(2 * base(r.output_mtok)),
+                "cache_read_price_micros": 0, "cache_write_price_micros": 0, "other_price_micros": 0,
+                "cost_micros": second_cost,
+                "price_source": "genai-prices", "price_version": VERSION, "price_ref": "anthropic/claude-sonnet-4-5",
+                "api_equivalent": True, "effective_group_id": None, "priced": True,
             },
         ],
+        # Subscription value, kept apart from the cost billed per token (none here).
+        "cost": {"priced": True, "unpriced_records": 0, "cost_micros": 0, "cost_usd": 0.0,
+                 "api_equivalent_micros": first_cost + second_cost,
+                 "api_equivalent_usd": round((first_cost + second_cost) / 1e6, 6)},
         "user_prompts": [
             {"id": prompt["id"], "interception_id": "i-1", "provider_response_id": "msg_1", "prompt": "list the files",
              "metadata": {}, "created_at": ended_s}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -71,12 +72,39 @@ base_path = "/openai/v1"
     ('[[providers]]\nname = "anthropic"\ncolour = "red"', "unknown key(s) colour"),
     ('[[providers]]\nname = "anthropic"\nenabled = "yes"', "enabled must be true or false"),
     ("providers = 3", "array of tables"),
+    # [[prices]]: every problem names the table and the key
+    ('[[prices]]\nmodel = "llama-*"\ninput = 1', "prices[0]: output required"),
+    ('[[prices]]\nmodel = "x"\ninput = -1\noutput = 1', "prices[0]: input must be a non-negative number"),
+    ('[[prices]]\nmodel = "x"\ndiscount = 1.5', "discount is a fraction between 0 and 1"),
+    ('[[prices]]\nprovider = "openai"', "prices[0]: model is required"),
+    ('[[prices]]\nmodel = "a"\ninput = 1\noutput = 1\n[[prices]]\nmodel = "b"\nprice = 3',
+     "prices[1]: unknown key(s) price"),
+    ("prices = 3", "prices must be an array of tables"),
 ])
 def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_file_config(write(tmp_path, text))
     assert message in str(err.value)
     assert str(tmp_path / "aigw.toml") in str(err.value)
+
+
+def test_prices_from_the_config_file(tmp_path: Path) -> None:
+    cfg = load_file_config(write(tmp_path, """
+[[prices]]
+provider = "openai"
+model = "our-llama-*"
+input = 0.5
+output = 1.5
+
+[[prices]]
+model = "claude-*"
+discount = 0.2
+"""))
+    assert [(p.provider, p.model, p.discount) for p in cfg.prices] == [
+        ("openai", "our-llama-*", Decimal(0)), ("*", "claude-*", Decimal("0.2"))]
+    assert cfg.prices[0].rates is not None and cfg.prices[0].rates.cache_read == Decimal("0.5")  # default: input
+    assert cfg.prices[1].rates is None  # a discount on the list price
+    assert load_file_config(None).prices == ()
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ hosts = ["again.test"]
     ("allowed_ports = ['x']", "allowed_ports must be a list"),
     ("providers = 3", "providers must be an array"),
     ("surprise = 1", "unknown setting(s) surprise"),
+    ('[[prices]]\nmodel = "x"\ninput = "cheap"\noutput = 1', "input must be a non-negative number"),
 ])
 def test_an_unusable_file_fails_as_a_whole(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -81,6 +82,11 @@ def test_an_unusable_file_fails_as_a_whole(tmp_path: Path, text: str, message: s
 def test_a_missing_file_fails(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         evaluate_config(tmp_path / "gone.toml")
+
+
+def test_a_reload_reads_the_prices(tmp_path: Path) -> None:
+    ev = evaluate_config(write(tmp_path, '[[prices]]\nmodel = "gpt-*"\ndiscount = 0.1\n'))
+    assert [(p.model, str(p.discount)) for p in ev.config.prices] == [("gpt-*", "0.1")]
 
 
 async def test_failed_reload_keeps_routing_and_stamps_only_the_attempt(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aigw_proxy.recording.commits import CommitInfo
+from aigw_proxy.recording.commits import CommitInfo, Spend, SpendKey
 from aigw_proxy.recording.records import (
     Initiator,
     InterceptionEnded,
@@ -22,6 +22,7 @@ from aigw_proxy.recording.records import (
     TokenUsage,
     ToolCall,
 )
+from aigw_proxy.spend import Price
 from aigw_proxy.telemetry.log_setup import JsonLineFormatter, TextFormatter, redact
 from aigw_proxy.telemetry.structured_log import LOGGER_NAME, StructuredLog
 
@@ -78,8 +79,14 @@ def test_start_line_has_the_contract_fields_with_the_resolved_thread(json_lines:
     assert datetime.fromisoformat(line["time"]).tzinfo is not None
 
 
+SPEND_KEY = SpendKey("anthropic", "anthropic", "claude-x", "Claude Code", "u-1", api_equivalent=False)
+PRICE = Price(input_price_micros=36, output_price_micros=1305, cache_read_price_micros=614,
+              cache_write_price_micros=375, other_price_micros=0, cost_micros=2330, source="genai-prices",
+              version="0.2.3", model_ref="anthropic/claude-x")
+
+
 def test_end_event_makes_one_line_per_record_then_the_end(json_lines: io.StringIO) -> None:
-    StructuredLog().on_commit(END, CommitInfo(error_type="overloaded"))
+    StructuredLog().on_commit(END, CommitInfo(error_type="overloaded", spend=Spend(SPEND_KEY, (PRICE,))))
     lines = [{k: v for k, v in line.items() if k not in LINE_KEYS - {"record_type"}} for line in parsed(json_lines)]
     at = "2025-11-22T08:30:04.500000Z"
     assert lines == [
@@ -87,7 +94,12 @@ def test_end_event_makes_one_line_per_record_then_the_end(json_lines: io.StringI
          "created_at": at, "metadata": {}},
         {"record_type": "token_usage", "interception_id": "ix-2", "msg_id": "msg_1", "input_tokens": 12,
          "output_tokens": 87, "cache_read_input_tokens": 2048, "cache_write_input_tokens": 100, "created_at": at,
-         "metadata": {"cache_ephemeral_5m_input": 100}},
+         "metadata": {"cache_ephemeral_5m_input": 100},
+         # the stored price, as the writer computed it (CommitInfo.spend)
+         "input_price_micros": 36, "output_price_micros": 1305, "cache_read_price_micros": 614,
+         "cache_write_price_micros": 375, "other_price_micros": 0, "cost_micros": 2330, "cost_usd": 0.00233,
+         "priced": True, "price_source": "genai-prices", "price_version": "0.2.3", "api_equivalent": False,
+         "effective_group_id": None},
         {"record_type": "tool_usage", "interception_id": "ix-2", "msg_id": "msg_1", "tool_call_id": "toolu_1",
          "item_id": None, "tool": "Bash", "input": '{"command":"ls"}', "server_url": None, "injected": False,
          "invocation_error": None, "created_at": at, "metadata": {}},
@@ -99,6 +111,14 @@ def test_end_event_makes_one_line_per_record_then_the_end(json_lines: io.StringI
         {"record_type": "interception_end", "interception_id": "ix-2", "ended_at": at, "status": "failed",
          "upstream_status": 529, "error_type": "overloaded", "error_message": "Overloaded"},
     ]
+
+
+def test_an_unpriced_token_usage_line_has_null_cost_never_zero(json_lines: io.StringIO) -> None:
+    key = SpendKey("copilot", "copilot", "no-such-model", "Copilot", "u-1", api_equivalent=True)
+    StructuredLog().on_commit(END, CommitInfo(spend=Spend(key, (None,))))
+    [usage] = [line for line in parsed(json_lines) if line["record_type"] == "token_usage"]
+    assert usage["priced"] is False and usage["api_equivalent"] is True
+    assert [usage[k] for k in ("cost_micros", "cost_usd", "input_price_micros", "price_source")] == [None] * 4
 
 
 def test_lines_are_logged_even_when_the_log_level_hides_info(json_lines: io.StringIO) -> None:
@@ -156,6 +176,7 @@ def test_configured_json_logging_writes_every_line_as_json_with_tracebacks() -> 
     key = "sk-ant-api03-" + "Z" * 40
     script = f"""
 import logging
+from aigw_proxy.spend import Price
 from aigw_proxy.telemetry.log_setup import configure_logging
 configure_logging("info", "json")
 log = logging.getLogger("aigw_proxy.demo")

@@ -23,6 +23,7 @@ from aigw_proxy.proxy.ca import CERT_FILE
 from aigw_proxy.storage import (
     DEFAULT_THREADS,
     MAX_THREADS,
+    SPEND_GROUPINGS,
     Database,
     InterceptionFilter,
     InvalidCursor,
@@ -33,6 +34,7 @@ from aigw_proxy.storage import (
     get_session,
     list_interceptions,
     sessions_page,
+    spend_report,
 )
 
 log = logging.getLogger("aigw_proxy.api")
@@ -129,6 +131,7 @@ class ApiApp:
             "sessions": self._sessions,
             "models": self._models,
             "clients": self._clients,
+            "spend": self._spend,
         }
 
     async def handle(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
@@ -240,6 +243,15 @@ class ApiApp:
         if found is None:
             raise ApiError(404, "Session not found.")
         return _json(200, found)
+
+    async def _spend(self, req: Request, caller: Caller) -> AdminResponse:
+        """Token usage and cost grouped by user, model, client, provider or day (`by`), over what `q` selects;
+        a member's report covers only their own records."""
+        flt = self._filter(req, caller)
+        by = req.one("by") or "user"
+        if by not in SPEND_GROUPINGS:
+            raise ApiError(400, "Invalid spend grouping.", f"by must be one of {', '.join(SPEND_GROUPINGS)}")
+        return _json(200, await spend_report(self._db, flt, by=by))
 
     async def _distinct(self, req: Request, caller: Caller, kind: str) -> AdminResponse:
         limit = _int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT, "Invalid pagination limit value.")

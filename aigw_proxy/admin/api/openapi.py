@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigw_proxy.admin.api.search import KEYS
+from aigw_proxy.storage import SPEND_GROUPINGS
 
 _TIME = {"type": "string", "format": "date-time"}
 _NTIME = {"type": "string", "format": "date-time", "nullable": True}
@@ -15,6 +16,9 @@ _NSTR = {"type": "string", "nullable": True}
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _ANY_OBJECT = {"type": "object", "additionalProperties": True}
+_BOOL = {"type": "boolean"}
+_NINT = {"type": "integer", "nullable": True}
+_NNUM = {"type": "number", "nullable": True}
 
 
 def _obj(props: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -36,11 +40,32 @@ _TOOL = {
     "metadata": _ANY_OBJECT, "created_at": _TIME,
 }
 
+# A token-usage row's stored price: micro-dollars (1 USD = 1,000,000), all null when the model has no price.
+_TOKEN_PRICE = {
+    **{k: _NINT for k in ("input_price_micros", "output_price_micros", "cache_read_price_micros",
+                          "cache_write_price_micros", "other_price_micros", "cost_micros")},
+    "price_source": _NSTR, "price_version": _NSTR, "price_ref": _NSTR, "api_equivalent": _BOOL,
+    "effective_group_id": _NSTR, "priced": _BOOL,
+}
+_COST = {
+    "description": "Summed stored cost. cost_*: API calls (billed per token); api_equivalent_*: subscription calls "
+                   "(OAuth) at the API list price, reported apart. Unpriced rows count in unpriced_records and "
+                   "make priced false; a figure is null when every row it sums is unpriced (never 0).",
+    **_obj({"priced": _BOOL, "unpriced_records": _INT, "cost_micros": _NINT, "cost_usd": _NNUM,
+            "api_equivalent_micros": _NINT, "api_equivalent_usd": _NNUM}),
+}
+_SPEND_FIGURES = {
+    "records": _INT, **_TOKENS, "cost": _ref("Cost"),
+    "price_components": {**_obj({k: _INT for k in ("input_micros", "output_micros", "cache_read_micros",
+                                                   "cache_write_micros", "other_micros")}), "nullable": True},
+}
+
 SCHEMAS: dict[str, Any] = {
+    "Cost": _COST,
     "Error": _obj({"message": _STR, "detail": _STR}, optional=("detail",)),
     "User": _obj({"id": _STR, "username": _NSTR}),
     "TokenUsage": _obj({"id": _STR, "interception_id": _STR, "provider_response_id": _STR, **_TOKENS,
-                        "metadata": _ANY_OBJECT, "created_at": _TIME}),
+                        "metadata": _ANY_OBJECT, "created_at": _TIME, **_TOKEN_PRICE}),
     "UserPrompt": _obj({"id": _STR, "interception_id": _STR, "provider_response_id": _STR, "prompt": _STR,
                         "metadata": _ANY_OBJECT, "created_at": _TIME}),
     "ToolUsage": _obj({**_TOOL, "provider_item_id": _NSTR}),
@@ -53,32 +78,40 @@ SCHEMAS: dict[str, Any] = {
         "credential_kind": _STR, "credential_hint": _STR, "started_at": _TIME, "ended_at": _TIME,
         "metadata": _ANY_OBJECT, "token_usages": _array(_ref("TokenUsage")),
         "user_prompts": _array(_ref("UserPrompt")), "tool_usages": _array(_ref("ToolUsage")),
-        "model_thoughts": _array(_ref("ModelThought")),
+        "model_thoughts": _array(_ref("ModelThought")), "cost": _ref("Cost"),
     }),
     "InterceptionList": _obj({"count": _INT, "results": _array(_ref("Interception"))}),
     "Session": _obj({
         "id": _STR, "initiator": _ref("User"), "providers": _array(_STR), "models": _array(_STR),
         "client": _NSTR, "metadata": _ANY_OBJECT, "started_at": _TIME, "ended_at": _TIME, "threads": _INT,
-        "interceptions": _INT, "token_usage_summary": _obj(_TOKENS), "last_prompt": _NSTR,
+        "interceptions": _INT, "token_usage_summary": _obj(_TOKENS), "cost": _ref("Cost"), "last_prompt": _NSTR,
         "last_active_at": _TIME,
     }),
     "SessionList": _obj({"count": _INT, "sessions": _array(_ref("Session"))}),
     "Usage": _obj({**_TOKENS, "metadata": {"type": "object", "additionalProperties": _INT}}),
     "AgenticAction": _obj({
-        "interception_id": _STR, "model": _STR, "token_usage": _ref("Usage"),
+        "interception_id": _STR, "model": _STR, "token_usage": _ref("Usage"), "cost": _ref("Cost"),
         "thinking": _array(_obj({"text": _STR, "source": _NSTR})),
         "tool_calls": _array(_obj(_TOOL)),
     }),
     "Thread": _obj({
         "id": _STR, "prompt": _NSTR, "model": _STR, "provider": _STR, "provider_name": _STR, "client": _STR,
         "credential_kind": _STR, "credential_hint": _STR, "status": _STR, "started_at": _TIME, "ended_at": _TIME,
-        "interceptions": _INT, "token_usage": _ref("Usage"), "agentic_actions": _array(_ref("AgenticAction")),
+        "interceptions": _INT, "token_usage": _ref("Usage"), "cost": _ref("Cost"),
+        "agentic_actions": _array(_ref("AgenticAction")),
     }),
     "SessionThreads": _obj({
         "id": _STR, "initiator": _ref("User"), "providers": _array(_STR), "models": _array(_STR),
         "client": _NSTR, "metadata": _ANY_OBJECT, "page_started_at": _NTIME, "page_ended_at": _NTIME,
         "started_at": _TIME, "ended_at": _TIME, "threads_total": _INT, "token_usage_summary": _ref("Usage"),
-        "threads": _array(_ref("Thread")),
+        "cost": _ref("Cost"), "threads": _array(_ref("Thread")),
+    }),
+    "SpendFigures": _obj(_SPEND_FIGURES),
+    "SpendGroup": _obj({"key": _STR, "initiator": _ref("User"), "provider": _STR, "provider_name": _STR,
+                        **_SPEND_FIGURES}, optional=("initiator", "provider", "provider_name")),
+    "SpendReport": _obj({
+        "by": {"type": "string", "enum": list(SPEND_GROUPINGS)}, "started_after": _NTIME, "started_before": _NTIME,
+        "total": _ref("SpendFigures"), "groups": _array(_ref("SpendGroup")),
     }),
     "StringList": _array(_STR),
 }
@@ -125,6 +158,13 @@ def _operations(prefix: str, tag: str) -> dict[str, Any]:
                 _param("before_id", _STR, "Threads before this thread id."),
             ],
             "responses": _responses(_ref("SessionThreads"), 400, 401, 404),
+        }},
+        f"{prefix}/spend": {"get": {
+            "summary": "Token usage and cost, in total and grouped (members: their own)",
+            "operationId": f"{tag}Spend",
+            "parameters": [_Q, _param("by", {"type": "string", "enum": list(SPEND_GROUPINGS), "default": "user"},
+                                      "Group by user, model, client, provider (name) or UTC day.")],
+            "responses": _responses(_ref("SpendReport"), 400, 401),
         }},
         f"{prefix}/proxy/ca-cert.pem": {"get": {
             "summary": "The CA certificate clients must trust (public)", "operationId": f"{tag}CaCert",

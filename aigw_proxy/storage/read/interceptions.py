@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.read.costs import TOKEN_PRICE_FIELDS, cost_of_rows, token_price_json
 from aigw_proxy.storage.read.filters import DEFAULT_LIMIT, InterceptionFilter, filter_conditions
 from aigw_proxy.storage.read.stored_values import driver_rows, metadata_json, time_json, untyped
 from aigw_proxy.storage.schema.tables import (
@@ -126,12 +127,14 @@ def _interception_json(r: Any, children: dict[str, dict[str, list[dict[str, Any]
         "user_prompts": kids["user_prompts"],
         "tool_usages": kids["tool_usages"],
         "model_thoughts": kids["model_thoughts"],
+        "cost": cost_of_rows(kids["token_usages"]),
     }
 
 
 # Each child shape unpacks its table's columns in the order `_CHILDREN` selects them.
 def _token_usage_json(r: tuple[Any, ...]) -> dict[str, Any]:
-    iid, interception_id, response_id, input_tokens, output_tokens, cache_read, cache_write, metadata, created_at = r
+    (iid, interception_id, response_id, input_tokens, output_tokens, cache_read, cache_write, metadata,
+     created_at) = r[:9]
     return {
         "id": iid,
         "interception_id": interception_id,
@@ -142,6 +145,7 @@ def _token_usage_json(r: tuple[Any, ...]) -> dict[str, Any]:
         "cache_write_input_tokens": cache_write,
         "metadata": metadata_json(metadata),
         "created_at": time_json(created_at),
+        **token_price_json(r[9:]),
     }
 
 
@@ -193,7 +197,8 @@ def _select_list(table: sa.Table, *names: str) -> str:
 _CHILDREN = (
     ("token_usages", token_usages, _select_list(
         token_usages, "id", "interception_id", "provider_response_id", "input_tokens", "output_tokens",
-        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at"), _token_usage_json),
+        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at", *TOKEN_PRICE_FIELDS),
+     _token_usage_json),
     ("user_prompts", user_prompts, _select_list(
         user_prompts, "id", "interception_id", "provider_response_id", "prompt", "metadata", "created_at"),
      _user_prompt_json),

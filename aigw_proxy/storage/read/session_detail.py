@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.read.costs import CostSums, cost_of_rows, session_costs
 from aigw_proxy.storage.read.interceptions import children_of
 from aigw_proxy.storage.schema.summaries import sessions as summary
 from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, token_usages, users
@@ -76,6 +77,7 @@ async def get_session(
         first_metadata = (await conn.execute(
             sa.select(_i.metadata).where(_i.id == everything[0].id))).scalar() if everything else None
         extra = await _token_metadata_sums(conn, session_id, head.initiator_id)
+        cost = (await session_costs(conn, [session_id], head.initiator_id)).get((session_id, head.initiator_id))
         username = (await conn.execute(sa.select(users.c.username).where(users.c.id == head.initiator_id))).scalar()
 
     threads = _by_key(rows, lambda r: r.thread_root_id or r.id)
@@ -93,6 +95,7 @@ async def get_session(
         "ended_at": rfc3339(head.ended_at),
         "threads_total": int(head.threads),
         "token_usage_summary": {**{t: int(getattr(head, t)) for t in _TOKENS}, "metadata": extra},
+        "cost": (cost or CostSums()).json(),
         "threads": [_thread_json(threads[rid], kids) for rid in root_ids if threads.get(rid)],
     }
 
@@ -118,6 +121,7 @@ def _thread_json(rows: list[Any], kids: dict[str, dict[str, list[dict[str, Any]]
             "interception_id": r.id,
             "model": r.model,
             "token_usage": _usage(k["token_usages"]),
+            "cost": cost_of_rows(k["token_usages"]),
             "thinking": [{"text": t["content"], "source": t["metadata"].get("source")} for t in k["model_thoughts"]],
             "tool_calls": [
                 {key: t[key] for key in ("id", "interception_id", "provider_response_id", "provider_tool_call_id",
@@ -126,6 +130,7 @@ def _thread_json(rows: list[Any], kids: dict[str, dict[str, list[dict[str, Any]]
                 for t in k["tool_usages"]
             ],
         })
+    token_rows = [t for r in rows for t in kids[r.id]["token_usages"]]
     return {
         "id": root.id,
         "prompt": prompts[0]["prompt"] if prompts else None,
@@ -139,7 +144,8 @@ def _thread_json(rows: list[Any], kids: dict[str, dict[str, list[dict[str, Any]]
         "started_at": rfc3339(root.started_at),
         "ended_at": rfc3339(max(r.ended_at for r in rows)),
         "interceptions": len(rows),
-        "token_usage": _usage([t for r in rows for t in kids[r.id]["token_usages"]]),
+        "token_usage": _usage(token_rows),
+        "cost": cost_of_rows(token_rows),
         "agentic_actions": actions,
     }
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import InvalidCursor
+from aigw_proxy.storage.read.costs import CostSums, session_costs
 from aigw_proxy.storage.read.filters import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.read.sessions_from_slices import per_session, slice_of, slice_page
 from aigw_proxy.storage.read.stored_values import driver_rows, metadata_json, time_json, untyped
@@ -209,7 +210,7 @@ async def _grouped_page(
 
 async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     """Whole-session facts for a page of sessions: providers, models, first client and metadata, token sums,
-    last prompt, the user."""
+    cost, last prompt, the user."""
     wanted = set(keys)
     out: dict[tuple[str, str], dict[str, Any]] = {
         k: {"providers": set(), "models": set(), "first": None, "tokens": {}, "last_prompt": None, "username": None}
@@ -254,6 +255,10 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         if (sid, uid) in wanted:
             out[(sid, uid)]["last_prompt"] = prompt
 
+    for k, cost in (await session_costs(conn, session_ids)).items():
+        if k in wanted:
+            out[k]["cost"] = cost
+
     names = dict((await conn.execute(
         sa.select(users.c.id, users.c.username).where(users.c.id.in_({k[1] for k in keys}))
     )).all())
@@ -281,6 +286,7 @@ def _session_json(r: Any, d: dict[str, Any]) -> dict[str, Any]:
         "threads": int(r.threads or 0),
         "interceptions": int(r.interceptions),
         "token_usage_summary": {t: d["tokens"].get(t, 0) for t in _TOKENS},
+        "cost": d.get("cost", CostSums()).json(),
         "last_prompt": d["last_prompt"],
         "last_active_at": _time(r.last_active_at),
     }

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aigw_proxy.storage.audit import upgrade_audit_log
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
-from aigw_proxy.storage.schema import session_slices, summaries
+from aigw_proxy.storage.schema import session_slices, spend_days, summaries
 from aigw_proxy.storage.schema import tables as schema
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -138,6 +138,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "the audit log (web console: users added, tokens issued and revoked, roles changed); a partial "
               "index of failed interceptions (the console's failure rate)",
               upgrade_audit_log),
+    Migration(7, "token-usage prices (micro-dollars, source, version, API-equivalent flag; existing rows left "
+              "unpriced for `aigw-proxy reprice`) and the daily spend summary kept by triggers", spend_days.upgrade_v7),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -31,6 +31,16 @@ ERROR_TYPES = (
 )
 ERROR_TYPES_V1 = ERROR_TYPES[:7]  # what schema v1 allowed
 
+# Token-usage price components (micro-dollars) and their sum, in this order. `other`: per-search fees (web search).
+PRICE_COLUMNS = (
+    "input_price_micros",
+    "output_price_micros",
+    "cache_read_price_micros",
+    "cache_write_price_micros",
+    "other_price_micros",
+    "cost_micros",
+)
+
 CLIENT_MAX = 64
 CLIENT_SESSION_ID_MAX = 256
 CREDENTIAL_HINT_MAX = 32
@@ -228,8 +238,26 @@ token_usages = sa.Table(
     sa.Column("cache_write_input_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("metadata", JSONType, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Schema v5: the row's price, fixed when it is written (a later price change never rewrites it; `aigw-proxy
+    # reprice` recomputes a window on purpose). Micro-dollars (1 USD = 1,000,000); all NULL = unpriced (no price
+    # for the model), never 0. `cost_micros` = the sum of the components. Kept last: v5 adds them to older
+    # databases.
+    *(sa.Column(name, sa.BigInteger, nullable=True) for name in PRICE_COLUMNS),
+    sa.Column("effective_group_id", sa.String(36), nullable=True),  # the group whose budget applies (budgets)
+    sa.Column("price_source", sa.String(32), nullable=True),  # "genai-prices" | "config"
+    sa.Column("price_version", sa.Text, nullable=True),  # the library version, or the override's identity
+    sa.Column("price_ref", sa.Text, nullable=True),  # the price entry: "anthropic/claude-sonnet-4-5"
+    # A subscription call (credential_kind oauth): priced at the API list price, reported as API-equivalent value.
+    sa.Column("api_equivalent", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("idx_aibridge_token_usages_interception_id", "interception_id"),
     sa.Index("idx_aibridge_token_usages_provider_response_id", "provider_response_id"),
+)
+# Unpriced rows, for `aigw-proxy reprice --unpriced-only` (Coder's index name).
+sa.Index(
+    "idx_aibridge_token_usages_null_cost",
+    token_usages.c.interception_id,
+    sqlite_where=token_usages.c.cost_micros.is_(None),
+    postgresql_where=token_usages.c.cost_micros.is_(None),
 )
 
 user_prompts = sa.Table(

@@ -21,8 +21,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.recording.commits import CommitInfo
+from aigw_proxy.recording.commits import CommitInfo, Spend, SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, InterceptionUsage, RecordEvent
+from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.lineage import Lineage, Links, links_of, remember
@@ -36,9 +37,12 @@ from aigw_proxy.storage.write.rows import (
     child_rows,
     end_error_type,
     end_params,
+    ended_model,
+    spend_key,
     start_children,
     start_row,
     token_rows,
+    usage_prices,
 )
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -53,6 +57,7 @@ class InFlight:
     metadata: dict[str, Any]
     info: CommitInfo
     initiator_id: str
+    spend: SpendKey  # what its token usage is priced and reported by
     prompt_written: bool = False  # the start stored the prompt
     usage_written: bool = False  # token rows written while in progress (replaced when it ends)
 
@@ -148,8 +153,9 @@ class _Pending:
 class BatchWriter:
     """Writes batches on the database's writer engine; keeps the in-flight interceptions and lineage links."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pricer: Pricer | None = None) -> None:
         self.db = db  # the record writer points it at its own, on its own thread
+        self.pricer = pricer or Pricer()  # replaced on a config reload: new prices apply to new rows
         self.inflight: dict[str, InFlight] = {}
         self.lineage = Lineage()
         self._naive_warned = False
@@ -239,7 +245,7 @@ class BatchWriter:
         info = CommitInfo(
             thread_parent_id=parent_id, thread_root_id=root_id, session_id=row["client_session_id"] or root_id or ev.id
         )
-        return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id,
+        return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id, spend_key(row),
                                                 prompt_written=bool(ev.prompt)))
 
     async def _in_flight(self, conn: AsyncConnection, event_id: str, batch: BatchResult) -> InFlight | _Skip:
@@ -259,6 +265,7 @@ class BatchWriter:
             row.metadata or {},
             CommitInfo(row.thread_parent_id, row.thread_root_id, row.session_id),
             row.initiator_id,
+            spend_key(row._asdict()),
             prompt_written=bool(row.has_prompt),
             usage_written=bool(row.has_usage),
         )
@@ -271,7 +278,9 @@ class BatchWriter:
             return inflight
         if inflight.usage_written or ev.id in batch.usage_written:
             pending.usage_deletes.append({"b_id": ev.id})
-        pending.usage.extend(token_rows(ev.id, ev.token_usages, self._utc(ev.at)))
+        # Unpriced while in progress: the end replaces these rows with its final, priced ones.
+        pending.usage.extend(token_rows(ev.id, ev.token_usages, self._utc(ev.at),
+                                        api_equivalent=inflight.spend.api_equivalent))
         batch.usage_written.add(ev.id)
         return _Outcome(inflight.info, usage=True)
 
@@ -289,7 +298,10 @@ class BatchWriter:
             pending.prompt_ids.append({"b_id": ev.id, "b_rid": ev.prompt_response_id})
         pending.ends.append(end_params(ev, ended_at=ended_at, start_metadata=inflight.metadata,
                                        prompt_written=inflight.prompt_written))
-        for name, rows in child_rows(ev, ended_at, prompt_written=inflight.prompt_written).items():
+        key = ended_model(inflight.spend, ev)
+        prices = usage_prices(self.pricer, key, ev, ended_at) if ev.token_usages else ()
+        for name, rows in child_rows(ev, ended_at, prompt_written=inflight.prompt_written, prices=prices,
+                                     api_equivalent=key.api_equivalent).items():
             pending.children[name].extend(rows)
         started = inflight.info
         return _Outcome(
@@ -298,6 +310,7 @@ class BatchWriter:
                 thread_root_id=started.thread_root_id,
                 session_id=started.session_id,
                 error_type=end_error_type(ev),
+                spend=Spend(key, prices) if ev.token_usages else None,
             ),
             links=links_of(ev, started.thread_root_id, inflight.initiator_id),
         )
@@ -316,6 +329,7 @@ _IN_FLIGHT_ROW = sa.select(
     _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id,
     sa.exists().where(user_prompts.c.interception_id == _i.id).label("has_prompt"),
     sa.exists().where(token_usages.c.interception_id == _i.id).label("has_usage"),
+    _i.provider, _i.provider_name, _i.model, _i.client, _i.credential_kind,
 ).where(_i.id == sa.bindparam("id"))
 
 

@@ -1,9 +1,11 @@
 """The pure mapping from record events to table rows: an `InterceptionStarted` becomes an interception row and
 its prompt row, an `InterceptionUsage` the token rows seen so far (replacing earlier ones), an `InterceptionEnded`
 the parameters of the UPDATE that ends it plus its child rows (token usages, tool calls, thoughts; the prompt when
-the start did not carry it). Text that has a column limit is clipped here. No I/O: the statements that take these
-rows are defined beside them (so the row keys and the bound parameter names are kept together) and executed by
-batch.py.
+the start did not carry it). Text that has a column limit is clipped here. Token usages are priced here, with the
+Pricer the writer holds (spend/: pure, microseconds per row): the price is stored with the row, never recomputed on
+read; token rows written while a call is in progress are unpriced and replaced, priced, when it ends. No I/O: the
+statements that take these rows are defined beside them (so the row keys and the bound parameter names are kept
+together) and executed by batch.py.
 
 Prompt written with the start: its `created_at` (and the interception's `last_prompt_at`) is the start time, its
 `provider_response_id` is filled in when the call ends (`SET_PROMPT_RESPONSE_ID`). Token rows written before
@@ -13,12 +15,16 @@ tokens to its session when it ends, count only the final figures.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from aigw_proxy.recording.commits import SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
+from aigw_proxy.spend import Price, Pricer, is_api_equivalent
 from aigw_proxy.storage.ids import new_id
 from aigw_proxy.storage.schema.tables import (
     CHILD_TABLES,
@@ -26,6 +32,7 @@ from aigw_proxy.storage.schema.tables import (
     CLIENT_SESSION_ID_MAX,
     CREDENTIAL_HINT_MAX,
     ERROR_MESSAGE_MAX,
+    PRICE_COLUMNS,
     error_type_for_status,
     interceptions,
     model_thoughts,
@@ -35,6 +42,7 @@ from aigw_proxy.storage.schema.tables import (
 )
 
 Row = dict[str, Any]
+log = logging.getLogger("aigw_proxy.storage")
 
 
 def clip(value: str | None, limit: int) -> str | None:
@@ -85,7 +93,9 @@ def start_children(ev: InterceptionStarted, started_at: datetime) -> list[Row]:
     return [prompt_row(ev.id, ev.prompt, started_at)] if ev.prompt else []
 
 
-def token_rows(interception_id: str, usages: list[TokenUsage], created_at: datetime) -> list[Row]:
+def token_rows(interception_id: str, usages: list[TokenUsage], created_at: datetime, *,
+               prices: Sequence[Price | None] = (), api_equivalent: bool = False) -> list[Row]:
+    """Token-usage rows; `prices` are theirs in order (`usage_prices`), missing ones unpriced (NULL, never 0)."""
     return [
         {
             "id": new_id(),
@@ -97,9 +107,65 @@ def token_rows(interception_id: str, usages: list[TokenUsage], created_at: datet
             "cache_write_input_tokens": u.cache_write_input_tokens,
             "metadata": dict(u.metadata),
             "created_at": created_at,
+            **price_columns(prices[n] if n < len(prices) else None, api_equivalent=api_equivalent),
         }
-        for u in usages
+        for n, u in enumerate(usages)
     ]
+
+
+def spend_key(row: Mapping[str, Any]) -> SpendKey:
+    """What prices and reports an interception's token usage, from its stored start row (`start_row` or the
+    columns read back); `model` is the start's until the end names one (`ended_model`)."""
+    return SpendKey(
+        provider=row["provider"],
+        provider_name=row["provider_name"],
+        model=row["model"],
+        client=row["client"] or "Unknown",
+        initiator_id=row["initiator_id"],
+        api_equivalent=is_api_equivalent(row["credential_kind"]),
+    )
+
+
+def ended_model(key: SpendKey, ev: InterceptionEnded) -> SpendKey:
+    """The key with the model as END_INTERCEPTION stores it: the end's model when it names one."""
+    if not ev.model or ev.model == key.model:
+        return key
+    return SpendKey(key.provider, key.provider_name, ev.model, key.client, key.initiator_id, key.api_equivalent)
+
+
+def usage_prices(pricer: Pricer, key: SpendKey, ev: InterceptionEnded, at: datetime) -> tuple[Price | None, ...]:
+    """The price of each token usage of an ended call (None: unpriced), at `at` (the rows' created_at). A pricing
+    failure (a bug) leaves the rows unpriced: it never costs the record."""
+    try:
+        return tuple(
+            pricer.price(u, provider_type=key.provider, provider_name=key.provider_name, model=key.model, at=at)
+            for u in ev.token_usages
+        )
+    except Exception:
+        log.exception("pricing the token usage of interception %s failed; stored unpriced", ev.id)
+        return ()
+
+
+_UNPRICED: Row = {**dict.fromkeys(PRICE_COLUMNS), "price_source": None, "price_version": None, "price_ref": None}
+
+
+def price_columns(price: Price | None, *, api_equivalent: bool) -> Row:
+    """A token-usage row's price columns; an unpriced row keeps them NULL (never 0)."""
+    if price is None:
+        return {**_UNPRICED, "effective_group_id": None, "api_equivalent": api_equivalent}
+    return {
+        "input_price_micros": price.input_price_micros,
+        "output_price_micros": price.output_price_micros,
+        "cache_read_price_micros": price.cache_read_price_micros,
+        "cache_write_price_micros": price.cache_write_price_micros,
+        "other_price_micros": price.other_price_micros,
+        "cost_micros": price.cost_micros,
+        "price_source": price.source,
+        "price_version": price.version,
+        "price_ref": price.model_ref,
+        "effective_group_id": None,  # no groups yet (budgets)
+        "api_equivalent": api_equivalent,
+    }
 
 
 def end_error_type(ev: InterceptionEnded) -> str | None:
@@ -129,15 +195,24 @@ def end_params(
     }
 
 
-def child_rows(ev: InterceptionEnded, created_at: datetime, *, prompt_written: bool = False) -> dict[str, list[Row]]:
+def child_rows(
+    ev: InterceptionEnded,
+    created_at: datetime,
+    *,
+    prompt_written: bool = False,
+    prices: Sequence[Price | None] = (),
+    api_equivalent: bool = False,
+) -> dict[str, list[Row]]:
     """The child rows of an ended call by table name (every child table present, possibly with no rows); the
-    prompt only when the start did not store it (`prompt_written`).
+    prompt only when the start did not store it (`prompt_written`). `prices` are the token usages' (`usage_prices`),
+    in their order; missing ones are unpriced.
 
     Ids are time-ordered and increasing, so rows with the same `created_at` keep this order."""
     rows: dict[str, list[Row]] = {t.name: [] for t in CHILD_TABLES}
     if ev.prompt and not prompt_written:
         rows[user_prompts.name].append(prompt_row(ev.id, ev.prompt, created_at, ev.prompt_response_id or ""))
-    rows[token_usages.name].extend(token_rows(ev.id, ev.token_usages, created_at))
+    rows[token_usages.name].extend(token_rows(ev.id, ev.token_usages, created_at, prices=prices,
+                                              api_equivalent=api_equivalent))
     rows[tool_usages.name].extend(
         {
             "id": new_id(),

@@ -46,6 +46,7 @@ import sqlalchemy as sa
 
 from aigw_proxy.recording.commits import CommitInfo, CommitListener
 from aigw_proxy.recording.records import InterceptionUsage, RecordEvent
+from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database, open_like
 from aigw_proxy.storage.dialect import READ_ONLY
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts
@@ -131,6 +132,7 @@ class RecordWriter:
         spool_path: Path | None = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         check_interval: float = 1.0,
+        pricer: Pricer | None = None,
     ) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be positive")
@@ -151,7 +153,7 @@ class RecordWriter:
         self._ready = asyncio.Event()  # set once interceptions left open by a previous run are closed
         self._closing = False
         self._listeners: list[CommitListener] = []
-        self._batches = BatchWriter(db)
+        self._batches = BatchWriter(db, pricer)
         self._submitted = 0  # events accepted by submit()
         self._done = 0  # accepted events written or dropped
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -194,6 +196,16 @@ class RecordWriter:
 
     def remove_listener(self, fn: CommitListener) -> None:
         self._listeners.remove(fn)
+
+    @property
+    def pricer(self) -> Pricer:
+        """What prices token-usage rows as they are written (the bundled price data and the config's overrides)."""
+        return self._batches.pricer
+
+    @pricer.setter
+    def pricer(self, pricer: Pricer) -> None:
+        """New prices (a config reload) apply to the rows written from now on; stored rows keep theirs."""
+        self._batches.pricer = pricer
 
     @property
     def queue_depth(self) -> int:

@@ -1,0 +1,251 @@
+"""The spend report (`aigw-proxy spend`, `GET /api/v2/aibridge/spend`): token usage and its stored cost summed by
+user, model, client, provider or day over the interceptions a filter selects.
+
+Whole UTC days are read from the daily spend summary (`aigw_spend_days`, kept by triggers: schema/spend_days.py);
+the partial days at the edges of a time window, and a session's rows, are summed from the token-usage rows
+themselves. So a report over 90 days of a million interceptions reads the summary's rows for those days and at
+most two partial days of rows, never the whole history. A row's day is its interception's start (UTC), as the
+interceptions list filters by `started_at`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.read.costs import CostSums
+from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
+from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, spend_days
+from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
+from aigw_proxy.storage.timefmt import rfc3339
+
+GROUPINGS: Final = ("user", "model", "client", "provider", "day")
+_DAY_FORMAT = "%Y-%m-%d"
+_COMPONENTS = {"input_price_micros": "input_micros", "output_price_micros": "output_micros",
+               "cache_read_price_micros": "cache_read_micros", "cache_write_price_micros": "cache_write_micros",
+               "other_price_micros": "other_micros"}
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+# What each source query sums per group: the two kinds' rows, unpriced rows and cost apart (conditional sums, so
+# a group is one result row), tokens and price components over both.
+_KIND_SUMS = ("api_records", "api_unpriced", "api_micros", "equivalent_records", "equivalent_unpriced",
+              "equivalent_micros")
+_SUMS = (*_KIND_SUMS, *TOKEN_COLUMNS, *_COMPONENTS)
+
+
+@dataclass(slots=True)
+class _Group:
+    cost: CostSums = field(default_factory=CostSums)
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
+    components: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COMPONENTS, 0))
+
+    def add(self, sums: dict[str, int]) -> None:
+        self.cost.add(False, sums["api_records"], sums["api_unpriced"], sums["api_micros"])
+        self.cost.add(True, sums["equivalent_records"], sums["equivalent_unpriced"], sums["equivalent_micros"])
+        for name in TOKEN_COLUMNS:
+            self.tokens[name] += sums[name]
+        for name in _COMPONENTS:
+            self.components[name] += sums[name]
+
+    def merge(self, other: _Group) -> None:
+        self.cost.merge(other.cost)
+        for name in TOKEN_COLUMNS:
+            self.tokens[name] += other.tokens[name]
+        for name in _COMPONENTS:
+            self.components[name] += other.components[name]
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "records": self.cost.records,
+            **self.tokens,
+            "cost": self.cost.json(),
+            # The list-price value of every priced row (API and API-equivalent together), by component; null
+            # when no row is priced.
+            "price_components": ({_COMPONENTS[k]: v for k, v in self.components.items()}
+                                 if self.cost.records > self.cost.unpriced else None),
+        }
+
+    @property
+    def value(self) -> int:
+        return self.cost.api_micros + self.cost.equivalent_micros
+
+
+def _day(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(_DAY_FORMAT)
+
+
+def _midnight(day: str) -> datetime:
+    return datetime.combine(datetime.strptime(day, _DAY_FORMAT).date(), time(), UTC)
+
+
+# -- the two sources ---------------------------------------------------------------------------------------------
+
+_d = spend_days.c
+_i = interceptions.c
+_t = token_usages.c
+
+
+def _summary_group(by: str | None) -> list[sa.ColumnElement[Any]]:
+    match by:
+        case "user":
+            return [_d.initiator_id]
+        case "model":
+            return [_d.model]
+        case "client":
+            return [_d.client]
+        case "provider":
+            return [_d.provider, _d.provider_name]
+        case "day":
+            return [_d.day]
+    return []
+
+
+def _rows_group(by: str | None) -> list[sa.ColumnElement[Any]]:
+    match by:
+        case "user":
+            return [_i.initiator_id]
+        case "model":
+            return [_i.model]
+        case "client":
+            return [sa.func.coalesce(_i.client, "Unknown")]
+        case "provider":
+            return [_i.provider, _i.provider_name]
+        case "day":  # the UTC day as stored (fixed-width UTC text), as the summary's triggers take it
+            return [sa.func.substr(sa.type_coerce(_i.started_at, sa.String), 1, 10)]
+    return []
+
+
+def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+    cond: list[sa.ColumnElement[bool]] = []
+    if flt.visible_to is not None:
+        cond.append(_d.initiator_id == flt.visible_to)
+    if flt.initiator is not None:
+        cond.append(_d.initiator_id.in_(initiator_ids(flt.initiator)))
+    for column, value in ((_d.provider, flt.provider), (_d.provider_name, flt.provider_name),
+                          (_d.model, flt.model), (_d.client, flt.client)):
+        if value is not None:
+            cond.append(column == value)
+    return cond
+
+
+def _by_kind(equivalent: sa.ColumnElement[Any], records: Any, unpriced: Any, micros: Any) -> list[Any]:
+    """The conditional sums of _KIND_SUMS, from one source's per-row values."""
+    def only(api: bool, value: Any) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(sa.func.sum(sa.case((equivalent, 0 if api else value), else_=value if api else 0)),
+                                0)
+    return [only(True, records).label("api_records"), only(True, unpriced).label("api_unpriced"),
+            only(True, micros).label("api_micros"), only(False, records).label("equivalent_records"),
+            only(False, unpriced).label("equivalent_unpriced"), only(False, micros).label("equivalent_micros")]
+
+
+async def _from_summary(conn: AsyncConnection, by: str | None, cond: list[sa.ColumnElement[bool]],
+                        out: dict[tuple[Any, ...], _Group]) -> None:
+    group = _summary_group(by)
+    sums = [*_by_kind(_d.api_equivalent == sa.true(), _d.records, _d.unpriced_records, _d.cost_micros),
+            *(sa.func.coalesce(sa.func.sum(_d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+    query = sa.select(*group, *sums).where(*cond)
+    for row in await conn.execute(query.group_by(*group) if group else query):
+        _add(out, row, len(group))
+
+
+async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFilter,
+                     out: dict[tuple[Any, ...], _Group]) -> None:
+    group = _rows_group(by)
+    unpriced = sa.case((_t.cost_micros.is_(None), 1), else_=0)
+    sums = [*_by_kind(_t.api_equivalent == sa.true(), 1, unpriced, sa.func.coalesce(_t.cost_micros, 0)),
+            *(sa.func.coalesce(sa.func.sum(_t[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+    query = (sa.select(*group, *sums)
+             .select_from(token_usages.join(interceptions, _i.id == _t.interception_id))
+             .where(*filter_conditions(flt)))
+    for row in await conn.execute(query.group_by(*group) if group else query):
+        _add(out, row, len(group))
+
+
+def _add(out: dict[tuple[Any, ...], _Group], row: Any, width: int) -> None:
+    sums = {c: int(row._mapping[c] or 0) for c in _SUMS}
+    if not sums["api_records"] and not sums["equivalent_records"]:
+        return  # an aggregate over no rows (no grouping)
+    out.setdefault(tuple(row[:width]), _Group()).add(sums)
+
+
+def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> InterceptionFilter:
+    """`flt` limited to [start, end) (stored times have microsecond resolution; started_before is inclusive)."""
+    return dataclasses.replace(flt, started_after=start, started_before=end - _ONE_MICROSECOND)
+
+
+async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | None) -> dict[tuple[Any, ...], _Group]:
+    out: dict[tuple[Any, ...], _Group] = {}
+    if flt.session_id is not None:  # one session: its rows, through the session index
+        await _from_rows(conn, by, flt, out)
+        return out
+    start = flt.started_after
+    end = flt.started_before + _ONE_MICROSECOND if flt.started_before is not None else None  # [start, end)
+    if start is not None and end is not None and start >= end:
+        return out
+    cond = _summary_conditions(flt)
+    if start is not None:
+        first = _day(start)
+        if start == _midnight(first):
+            cond.append(_d.day >= first)
+        else:  # the rest of the first day, from the rows
+            next_midnight = _midnight(first) + timedelta(days=1)
+            if end is not None and end <= next_midnight:  # the window is inside one day
+                await _from_rows(conn, by, _edge(flt, start, end), out)
+                return out
+            cond.append(_d.day > first)
+            await _from_rows(conn, by, _edge(flt, start, next_midnight), out)
+    if end is not None:
+        last = _day(end)
+        cond.append(_d.day < last)
+        if end != _midnight(last):  # the start of the last day, from the rows
+            await _from_rows(conn, by, _edge(flt, max(_midnight(last), start or _midnight(last)), end), out)
+    await _from_summary(conn, by, cond, out)
+    return out
+
+
+# -- the report --------------------------------------------------------------------------------------------------
+
+async def spend_report(db: Database, flt: InterceptionFilter | None = None, *, by: str | None = "user") -> dict:
+    """Token usage and cost of the ended interceptions `flt` selects, in total and grouped `by` one of
+    GROUPINGS (None: the total only). Groups are ordered by value (cost plus API-equivalent value, highest
+    first), days chronologically."""
+    if by is not None and by not in GROUPINGS:
+        raise ValueError(f"cannot group spend by {by!r} (use one of {', '.join(GROUPINGS)})")
+    flt = flt or InterceptionFilter()
+    async with db.reader.connect() as conn:
+        found = await _collect(conn, flt, by)
+        names: dict[str, str] = {}
+        if by == "user" and found:
+            ids = sorted({k[0] for k in found})
+            names = dict((await conn.execute(sa.select(users.c.id, users.c.username).where(users.c.id.in_(ids))))
+                         .all())
+    total = _Group()
+    for g in found.values():
+        total.merge(g)
+    order = sorted(found, key=lambda k: k) if by == "day" else sorted(found, key=lambda k: (-found[k].value, k))
+    groups = [{**_key_json(by, k, names), **found[k].json()} for k in order]
+    return {
+        "by": by,
+        "started_after": rfc3339(flt.started_after) if flt.started_after is not None else None,
+        "started_before": rfc3339(flt.started_before) if flt.started_before is not None else None,
+        "total": total.json(),
+        "groups": groups,
+    }
+
+
+def _key_json(by: str | None, key: tuple[Any, ...], names: dict[str, str]) -> dict[str, Any]:
+    match by:
+        case "user":
+            return {"key": names.get(key[0], key[0]), "initiator": {"id": key[0], "username": names.get(key[0])}}
+        case "provider":
+            return {"key": key[1], "provider": key[0], "provider_name": key[1]}
+        case None:
+            return {}
+    return {"key": key[0]}
