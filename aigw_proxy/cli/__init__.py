@@ -3,7 +3,7 @@
 One module per command group; importing them registers their commands on `main`.
 """
 
-from aigw_proxy.cli import ca, purge, records, run, sessions, users  # noqa: F401  (registers the commands)
+from aigw_proxy.cli import budgets, ca, groups, purge, records, run, sessions, users  # noqa: F401  (registers the commands)
 from aigw_proxy.cli.main import main
 
 __all__ = ["main"]

@@ -54,12 +54,19 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--max-field-bytes", envvar="AIGW_MAX_FIELD_BYTES", default=None,
               type=click.IntRange(MIN_MAX_FIELD_BYTES), help="Bytes kept of each recorded prompt, tool input, "
               f"thought and error text; the rest is cut with a marker (default {DEFAULT_MAX_FIELD_BYTES}).")
+@click.option("--max-concurrency", envvar="AIGW_MAX_CONCURRENCY", type=click.IntRange(0), default=0,
+              show_default=True, help="Requests in flight on provider hosts (model calls and passthrough); one more "
+              "gets 503 at capacity. 0: no cap. [[limits]] in the config caps single users.")
+@click.option("--rate-limit", envvar="AIGW_RATE_LIMIT", type=click.FloatRange(0), default=0, show_default=True,
+              help="Requests per second per proxy token on provider hosts; beyond it 429 with Retry-After. 0: no "
+              "limit. [[limits]] in the config sets it per user.")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
-        metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
+        max_concurrency: int, rate_limit: float, metrics_initiator_label: bool,
+        circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.telemetry.log_setup import configure_logging
@@ -85,6 +92,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             retention=retention_window(retention),
             redaction_mode=redaction_mode.lower() if redaction_mode else None,
             max_field_bytes=max_field_bytes,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
         )
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:

@@ -96,6 +96,7 @@ class Interception:
         self._unparsed: dict[str, int] = {}  # body → size, for bodies too large to parse (`metadata.truncated`)
         self.metadata: dict[str, object] = {}  # merged into the end record's metadata (what a gate adds)
         self._raw_request: tuple[bytes, str | None] = (b"", None)
+        self.error_type: str | None = None  # set by a gate that refuses the call itself (budgets, model policy)
         self.trace: InterceptionTrace | None = (
             tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
         )
@@ -282,6 +283,7 @@ class Interception:
             metadata={**self.metadata, **({"truncated": dict(self._unparsed)} if self._unparsed else {}),
                       **({"streaming": self.streaming or req.stream} if self.streaming != req.stream else {})},
             parse_errors=facts.parse_errors + (1 if req.error else 0),
+            error_type=self.error_type if failure else None,
         )
         if self.trace is not None:
             self.trace.finished(ended)

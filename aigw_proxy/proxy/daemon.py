@@ -118,7 +118,15 @@ async def start(settings: Settings) -> Running:
     master = Master(opts)
     inflight = InFlight()
     router = ProviderRouter(settings.file)
-    mon = setup_monitoring(settings, recorder, writer, router)  # metrics, provider reload, circuit breaker
+    # metrics, provider reload, circuit breaking, spend controls (rate limits, model policy, budgets)
+    mon = setup_monitoring(settings, recorder, writer, router, db)
+    try:
+        await mon.open()  # the budgets and groups in force, read before the first request
+    except Exception as exc:
+        await admin.close()
+        await writer.close(5)
+        await db.close()
+        raise DaemonError(f"cannot read the budgets: {exc}") from None
     authenticator = TokenAuthenticator(UserStore(db).authenticate)
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
     redaction = settings.redaction

@@ -117,6 +117,8 @@ class InterceptionEnded:
     thoughts: list[ModelThought] = field(default_factory=list)
     metadata: dict[str, object] = field(default_factory=dict)  # merged into the interception's metadata
     parse_errors: int = 0  # request or response parts that could not be parsed (metrics)
+    # Why the proxy refused the call itself (`budget_exceeded`, `model_denied`); None: derived from the status.
+    error_type: str | None = None
 
 
 RecordEvent = InterceptionStarted | InterceptionEnded

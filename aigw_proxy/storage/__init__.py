@@ -2,12 +2,21 @@
 CLI and telemetry import from here, never from the modules below.
 
 * `database`: opening the file (a writer and a reader engine), `schema/`: tables, migrations and the summary
-  tables the database keeps itself; `users`: users and proxy tokens;
+  tables the database keeps itself; `users`: users and proxy tokens; `controls`: groups, budgets, spend totals;
 * `write/`: the batched record writer fed by the proxy;
 * `read/`: the interceptions and sessions lists, one session in detail, counts, distinct values;
 * `retention`: the retention window and the purge.
 """
 
+from aigw_proxy.storage.controls import (
+    ControlsData,
+    ControlsStore,
+    GroupExistsError,
+    GroupNotFoundError,
+    InvalidGroupNameError,
+    SpendTotals,
+    spend_totals,
+)
 from aigw_proxy.storage.database import Database, open_database
 from aigw_proxy.storage.errors import (
     InvalidCursor,
@@ -36,15 +45,21 @@ __all__ = [
     "DEFAULT_THREADS",
     "LATEST_VERSION",
     "MAX_THREADS",
+    "ControlsData",
+    "ControlsStore",
     "Database",
+    "GroupExistsError",
+    "GroupNotFoundError",
     "InterceptionFilter",
     "InvalidCursor",
+    "InvalidGroupNameError",
     "InvalidUsernameError",
     "PurgeResult",
     "RecordWriter",
     "RetentionLoop",
     "SchemaTooNewError",
     "SessionCursorNotFound",
+    "SpendTotals",
     "StorageError",
     "TokenNotFoundError",
     "UserExistsError",
@@ -65,4 +80,5 @@ __all__ = [
     "purge_now",
     "rfc3339",
     "sessions_page",
+    "spend_totals",
 ]

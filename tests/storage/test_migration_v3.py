@@ -8,7 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from aigw_proxy.recording.records import Initiator
-from aigw_proxy.storage import RecordWriter, open_database
+from aigw_proxy.storage import LATEST_VERSION, RecordWriter, open_database
 from aigw_proxy.storage.read.filters import InterceptionFilter
 from aigw_proxy.storage.read.session_list import sessions_page
 from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES
@@ -83,7 +83,7 @@ async def test_v3_backfills_last_prompt_at_and_sessions_answer_the_same(
     db = await open_database(db_path)  # migrates v2 → v3 → v4
     await db.close()
     with closing(sqlite3.connect(db_path)) as conn:
-        assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == 4
+        assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == LATEST_VERSION
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(aibridge_interceptions)")}
     assert not set(V3_INDEX_NAMES) & indexes  # made by v3, dropped by v4: the session slices replace them
     assert _last_prompt_at(db_path) == {**written, "a3": "2025-03-01 12:00:45.000000"}

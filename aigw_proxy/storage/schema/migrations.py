@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
-from aigw_proxy.storage.schema import session_slices, summaries
+from aigw_proxy.storage.schema import controls, session_slices, summaries
 from aigw_proxy.storage.schema import tables as schema
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -103,6 +103,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "session slices (per provider, provider_name, model, client) kept by triggers, for filtered and "
               "time-windowed sessions lists, replacing the v3 attribute indexes; session summary triggers that "
               "purge fast", _v4_session_slices),
+    # Claimed as v6 (v5 is the token-usage prices); numbered 5 only until that lands on main.
+    Migration(5, "groups, group members and budgets (spend controls); interceptions may record budget_exceeded "
+              "and model_denied", controls.upgrade_v6),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

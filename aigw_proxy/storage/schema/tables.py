@@ -17,7 +17,9 @@ from sqlalchemy.engine import Dialect
 
 ROLES = ("member", "admin")
 STATUSES = ("completed", "failed")
-ERROR_TYPES = (
+# Coder's `aibridge_interception_error_type` (v1), then the refusals the proxy records itself (v6, budgets and
+# model policy: spend/).
+V1_ERROR_TYPES = (
     "bad_request",
     "unauthorized",
     "rate_limited",
@@ -26,6 +28,7 @@ ERROR_TYPES = (
     "timeout",
     "unknown",
 )
+ERROR_TYPES = (*V1_ERROR_TYPES, "budget_exceeded", "model_denied")
 
 CLIENT_MAX = 64
 CLIENT_SESSION_ID_MAX = 256

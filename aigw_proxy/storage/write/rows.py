@@ -62,8 +62,11 @@ def start_row(ev: InterceptionStarted, *, started_at: datetime, parent_id: str |
 
 
 def end_error_type(ev: InterceptionEnded) -> str | None:
-    """The error type stored for an ended call: derived from the upstream status of a failed one."""
-    return error_type_for_status(ev.upstream_status) if ev.status == "failed" else None
+    """The error type stored for an ended call: the proxy's own refusal's, else derived from the upstream status
+    of a failed one."""
+    if ev.status != "failed":
+        return None
+    return ev.error_type or error_type_for_status(ev.upstream_status)
 
 
 def end_params(ev: InterceptionEnded, *, ended_at: datetime, start_metadata: dict[str, Any]) -> Row:
