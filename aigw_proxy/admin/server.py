@@ -143,7 +143,8 @@ class AdminServer:
         db: Database = await open_database(database_path, migrate_schema=False)
         try:
             assert self._admin is not None
-            apps = [(self._admin, admin_app(ctx, ApiApp(db, confdir), db, is_loopback(self._admin.address[0])))]
+            api = ApiApp(db, confdir, ctx.config_budgets)
+            apps = [(self._admin, admin_app(ctx, api, db, is_loopback(self._admin.address[0])))]
             if self._metrics is not None:
                 apps.append((self._metrics, metrics_app(ctx, db, is_loopback(self._metrics.address[0]))))
             servers = [uvicorn.Server(self._config(app)) for _, app in apps]

@@ -168,6 +168,8 @@ async def start(settings: Settings) -> Running:
         log.warning("/metrics is not served on a non-loopback listener without --metrics-token (scrapes get 403); "
                     "set a token, or --metrics-public to serve it to anyone who can reach it")
     ctx = AdminContext(running.health, mon.metrics, access, admin.limits)
+    if mon.controls is not None:
+        ctx.config_budgets = mon.controls.config_budgets  # the REST API lists them beside the database's
     try:
         await admin.start(ctx, settings.database_path, settings.confdir)  # its own thread, off the proxy loop
     except BaseException:

@@ -64,10 +64,6 @@ class Scope:
     def __str__(self) -> str:
         return "default" if self.kind == "default" else f"{self.kind}:{self.name}"
 
-    def describe(self) -> str:
-        """For messages: "the default budget", "user alice's budget", "group eng's budget"."""
-        return "the default budget" if self.kind == "default" else f"{self.kind} {self.name}'s budget"
-
 
 def usd_to_micros(value: object, what: str = "amount") -> int:
     """A USD amount (number or numeric string, >= 0) in whole micro-dollars, rounded half to even."""
@@ -307,12 +303,12 @@ class LimitState:
         return window_reset(self.window, self.day)
 
     def describe(self) -> str:
-        """"user alice's daily budget of $5.00", "the default monthly budget of $100.00"."""
+        """"the daily budget of user alice ($5.00)", "the default monthly budget ($100.00)"."""
         scope = self.budget.scope
         amount = format_usd(self.limit_micros)
         if scope.kind == "default":
-            return f"the default {self.window} budget of {amount}"
-        return f"{scope.kind} {scope.name}'s {self.window} budget of {amount}"
+            return f"the default {self.window} budget ({amount})"
+        return f"the {self.window} budget of {scope.kind} {scope.name} ({amount})"
 
 
 def limit_states(budget: Budget | None, spent: Spent) -> list[LimitState]:

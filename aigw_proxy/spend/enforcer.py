@@ -120,6 +120,10 @@ class SpendControls:
         self.policy = ModelPolicy(policy)
         self._rebuild()
 
+    def config_budgets(self) -> tuple[Budget, ...]:
+        """The config file's budgets in force (a reload replaces them); any thread may call it."""
+        return self._config_budgets
+
     def _rebuild(self) -> None:
         d = self.data
         self.book, self.unresolved = resolve_budgets((*self._config_budgets, *d.budgets), user_ids=d.user_ids,
@@ -204,8 +208,8 @@ class SpendControls:
     def check_budget(self, who: Initiator) -> Check | Awaitable[Check]:
         """None if `who` may make a model call now, else the refusal. Synchronous from cached figures; a
         coroutine only when this user's (or their group's) figures have not been read yet."""
-        if self.book.empty:
-            return None
+        if self.book.empty and not (self.unresolved and who.user_id not in self.data.users):
+            return None  # no budget applies (a user newer than the snapshot may be the one a budget names)
         began = time.perf_counter()
         tracked = self._users.get(who.user_id)
         gid = self.effective_group_id(who.user_id)
@@ -246,6 +250,8 @@ class SpendControls:
 
     async def _read_user(self, user_id: str) -> None:
         try:
+            if user_id not in self.data.users:  # newer than the snapshot: its budgets and groups too
+                await self.load_snapshot()
             gid = self.effective_group_id(user_id)
             totals = await _read_spend(self._db, [user_id], [gid] if gid is not None else [],
                                        utc_day(self._clock()), self.pricer)
