@@ -210,9 +210,11 @@ class SpendControls:
         coroutine only when this user's (or their group's) figures have not been read yet."""
         if self.book.empty and not (self.unresolved and who.user_id not in self.data.users):
             return None  # no budget applies (a user newer than the snapshot may be the one a budget names)
+        gid = self.effective_group_id(who.user_id)
+        if gid is None and self.book.personal(who.user_id) is None and who.user_id in self.data.users:
+            return None  # no budget applies to this user
         began = time.perf_counter()
         tracked = self._users.get(who.user_id)
-        gid = self.effective_group_id(who.user_id)
         if tracked is None or (gid is not None and gid not in self._groups):
             return self._check_cold(who, began)
         tracked.last_seen = time.monotonic()

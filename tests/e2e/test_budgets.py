@@ -160,7 +160,7 @@ def test_over_a_tiny_hard_limit_the_next_call_is_refused_in_the_anthropic_shape(
         assert s.value(prefix + "cost_control_blocked_requests_total", group_id="") == 1
         assert s.value(prefix + "cost_control_blocked_users", group_id="") == 1
     assert s.value(G + "cost_control_enforcement_duration_seconds_count", outcome="blocked") == 1
-    assert s.value(G + "cost_control_enforcement_duration_seconds_count", outcome="allowed") >= 2
+    assert s.value(G + "cost_control_enforcement_duration_seconds_count", outcome="allowed") >= 1
     # One call crossed both limits: each is reported once (metric and structured log record).
     assert s.value("aigw_proxy_budget_soft_limit_crossings_total", scope="user:carol", window="daily") == 1
     assert s.value("aigw_proxy_budget_hard_limit_reached", scope="user:carol", window="daily") == 1

@@ -326,7 +326,7 @@ class ApiApp:
             raise ApiError(400, "Invalid budget.", "send a JSON object with scope and daily and/or monthly (USD), "
                                                    "optionally soft_fraction")
         try:
-            budget = Budget.build(raw.get("scope"), daily=raw.get("daily"), monthly=raw.get("monthly"),
+            budget = Budget.build(raw.get("scope", ""), daily=raw.get("daily"), monthly=raw.get("monthly"),
                                   soft_fraction=raw.get("soft_fraction"), source="database")
         except BudgetError as exc:
             raise ApiError(400, "Invalid budget.", str(exc)) from None
