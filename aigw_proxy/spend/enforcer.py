@@ -6,7 +6,9 @@ once a `refresh` period (1 s), off the hot path; a call is checked against those
 lookups. Only a user's first call after start-up (or after 15 idle minutes) waits for their figures, and never
 longer than `lookup_timeout`: if the database cannot answer, the call goes ahead (outcome `error`), so a database
 hiccup never locks everyone out. The groups, memberships, roles and the budgets set at run time are re-read every
-`snapshot_every` seconds (a CLI or API change takes effect within that).
+`snapshot_every` seconds, and at once when the database's change counter moved (read every refresh period): a
+CLI or API change takes effect within about a second. `aigw_proxy_budget_limit_usd{scope,window}` shows the
+limits in force.
 
 A call that is already running when its user crosses a limit finishes; the next one is refused. What a replica
 sees of another's calls lags by the refresh period plus the writer's commit delay.
@@ -90,7 +92,7 @@ async def _read_spend(db: Database, users: Iterable[str], groups: Iterable[str],
 class SpendControls:
     def __init__(self, db: Database, metrics: Metrics | None = None, *, budgets: Iterable[Budget] = (),
                  policy: Iterable[PolicyRule] = (), pricer: Pricer | None = None, refresh: float = 1.0,
-                 snapshot_every: float = 5.0, lookup_timeout: float = 1.0,
+                 snapshot_every: float = 30.0, lookup_timeout: float = 1.0,
                  clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
         self._store = ControlsStore(db)
@@ -129,6 +131,11 @@ class SpendControls:
         self.book, self.unresolved = resolve_budgets((*self._config_budgets, *d.budgets), user_ids=d.user_ids,
                                                      group_ids=d.group_ids, group_names=d.groups)
         self._effective = {}
+        if self.m is not None:
+            b = self.book
+            in_force = [*([b.default] if b.default else []), *b.users.values(), *b.groups.values()]
+            self.m.set_budget_limits([(str(x.scope), str(w), micros_to_usd(limit)) for x in in_force
+                                      for w, limit in x.limits()])
 
     @property
     def active(self) -> bool:
@@ -156,7 +163,8 @@ class SpendControls:
         while True:
             await asyncio.sleep(self.refresh)
             try:
-                if time.monotonic() - self._snapshot_at >= self.snapshot_every:
+                if time.monotonic() - self._snapshot_at >= self.snapshot_every \
+                        or await self._store.version() != self.data.version:
                     await self.load_snapshot()
                 await self.refresh_spend()
             except asyncio.CancelledError:

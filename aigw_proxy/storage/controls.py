@@ -17,7 +17,7 @@ from aigw_proxy.spend.pricing import Pricer
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import StorageError, UserNotFoundError
 from aigw_proxy.storage.ids import new_id
-from aigw_proxy.storage.schema.controls import GROUP_NAME_MAX, budgets, group_members, groups
+from aigw_proxy.storage.schema.controls import GROUP_NAME_MAX, budgets, controls_version, group_members, groups
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -44,6 +44,7 @@ class ControlsData:
     groups: dict[str, str] = field(default_factory=dict)  # group id → name
     members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # user id → their group ids
     budgets: tuple[Budget, ...] = ()  # the database's budgets, scopes by name
+    version: int = -1  # the change counter when read
 
     @property
     def user_ids(self) -> dict[str, str]:
@@ -77,6 +78,9 @@ async def _group_id(conn: AsyncConnection, name_or_id: str) -> str:
     return name_or_id if name_or_id in ids else ids[0]
 
 
+_BUMP = sa.update(controls_version).values(version=controls_version.c.version + 1)
+
+
 class ControlsStore:
     """Groups, members and budgets (CLI, REST API) and the proxy's snapshot of them."""
 
@@ -93,6 +97,7 @@ class ControlsStore:
         try:
             async with self._db.writer.begin() as conn:
                 await conn.execute(sa.insert(groups).values(id=gid, name=name, created_at=now))
+                await conn.execute(_BUMP)
         except sa.exc.IntegrityError as exc:
             raise GroupExistsError(f"group {name!r} already exists") from exc
         return {"id": gid, "name": name, "created_at": rfc3339(now), "members": []}
@@ -104,6 +109,7 @@ class ControlsStore:
             await conn.execute(sa.delete(budgets).where(budgets.c.scope == _scope_key("group", gid)))
             await conn.execute(sa.delete(group_members).where(group_members.c.group_id == gid))
             await conn.execute(sa.delete(groups).where(groups.c.id == gid))
+            await conn.execute(_BUMP)
 
     async def add_member(self, group: str, user: str) -> bool:
         """Put a user in a group; False if they were in it already."""
@@ -115,6 +121,7 @@ class ControlsStore:
                 return False
             await conn.execute(sa.insert(group_members).values(group_id=gid, user_id=uid,
                                                                created_at=datetime.now(UTC)))
+            await conn.execute(_BUMP)
             return True
 
     async def remove_member(self, group: str, user: str) -> bool:
@@ -123,6 +130,7 @@ class ControlsStore:
             gid, uid = await _group_id(conn, group), await _user_id(conn, user)
             result = await conn.execute(sa.delete(group_members).where(
                 group_members.c.group_id == gid, group_members.c.user_id == uid))
+            await conn.execute(_BUMP)
             return bool(result.rowcount)
 
     async def list_groups(self) -> list[dict[str, Any]]:
@@ -159,6 +167,7 @@ class ControlsStore:
             updated = await conn.execute(sa.update(budgets).where(budgets.c.scope == key).values(**values))
             if not updated.rowcount:
                 await conn.execute(sa.insert(budgets).values(scope=key, **values))
+            await conn.execute(_BUMP)
         return Budget(budget.scope, budget.daily_micros, budget.monthly_micros, budget.soft_fraction, "database")
 
     async def clear_budget(self, scope: Scope) -> bool:
@@ -166,14 +175,21 @@ class ControlsStore:
         async with self._db.writer.begin() as conn:
             key = await self._scope_key_for(conn, scope)
             result = await conn.execute(sa.delete(budgets).where(budgets.c.scope == key))
+            await conn.execute(_BUMP)
             return bool(result.rowcount)
 
     async def list_budgets(self) -> list[Budget]:
         return list((await self.snapshot()).budgets)
 
     # -- what the proxy enforces from -----------------------------------------------------------------------
+    async def version(self) -> int:
+        """The change counter: it moves whenever groups, members or budgets change."""
+        async with self._db.reader.connect() as conn:
+            return int((await conn.execute(sa.select(controls_version.c.version))).scalar() or 0)
+
     async def snapshot(self) -> ControlsData:
         async with self._db.reader.connect() as conn:
+            version = int((await conn.execute(sa.select(controls_version.c.version))).scalar() or 0)
             user_rows = (await conn.execute(sa.select(users.c.id, users.c.username, users.c.role)
                                             .where(users.c.deleted_at.is_(None)))).all()
             group_rows = (await conn.execute(sa.select(groups.c.id, groups.c.name))).all()
@@ -197,7 +213,8 @@ class ControlsStore:
             else:
                 continue  # a deleted user's budget: nothing to enforce
             found.append(Budget(scope, r.daily_micros, r.monthly_micros, r.soft_fraction, "database"))
-        return ControlsData(user_map, group_map, {u: tuple(sorted(g)) for u, g in members.items()}, tuple(found))
+        return ControlsData(user_map, group_map, {u: tuple(sorted(g)) for u, g in members.items()}, tuple(found),
+                            version)
 
 
 # -- spend ------------------------------------------------------------------------------------------------------

@@ -195,6 +195,8 @@ class Metrics:
                                          "Users or groups at or over a budget's soft limit now.", budget, registry=r)
         self.budget_hard_reached = Gauge(OWN + "budget_hard_limit_reached",
                                          "Users or groups at or over a budget's hard limit now.", budget, registry=r)
+        self.budget_limit = Gauge(OWN + "budget_limit_usd", "The hard limit of each budget in force (USD).", budget,
+                                  registry=r)
         self.budget_soft_crossings = Counter(OWN + "budget_soft_limit_crossings_total",
                                              "Times a user or group reached a budget's soft limit (once per "
                                              "window).", budget, registry=r)
@@ -239,6 +241,12 @@ class Metrics:
         if success:
             for gauge in self.reload_success:
                 gauge.set(at)
+
+    def set_budget_limits(self, limits: Iterable[tuple[str, str, float]]) -> None:
+        """Replace the budget_limit_usd series with one per (scope, window, USD) in force."""
+        self.budget_limit.clear()
+        for scope, window, usd in limits:
+            self.budget_limit.labels(scope, window).set(usd)
 
     def set_budget_states(self, soft: dict[tuple[str, str], int], hard: dict[tuple[str, str], int],
                           blocked: dict[str, int]) -> None:

@@ -230,6 +230,11 @@ def test_a_group_budget_holds_every_member_in_the_openai_shape(proxy: Proxy, ups
     d.cli("groups", "add-user", "staff", "ivan")
     d.cli("budgets", "set", "group:interns", "--daily", str(GPT_CALL * Decimal("1.5")))
     d.cli("budgets", "set", "group:staff", "--monthly", "100")
+    # The proxy picks the changes up within about a second: the limits in force are a metric.
+    wait_for(d.admin_port, lambda s: s.value("aigw_proxy_budget_limit_usd", scope="group:staff") == 100)
+    s = scrape(d.admin_port)
+    assert s.value("aigw_proxy_budget_limit_usd", scope="group:interns", window="daily") == pytest.approx(
+        float(GPT_CALL * Decimal("1.5")))
     groups = {g["name"]: g for g in json.loads(d.cli("groups", "list").stdout)}
     interns, staff = groups["interns"]["id"], groups["staff"]["id"]
     assert {m["username"] for m in groups["interns"]["members"]} == {"erin", "frank"}

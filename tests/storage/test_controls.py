@@ -179,7 +179,7 @@ async def test_schema_step_adds_the_tables_and_error_types_to_an_older_database(
                      (sql.replace(_error_type_check(ERROR_TYPES), old),))
         conn.execute(f"PRAGMA schema_version = {version + 1}")
         conn.execute("PRAGMA writable_schema = OFF")
-        for table in ("aigw_budgets", "aigw_group_members", "aigw_groups"):
+        for table in ("aigw_budgets", "aigw_group_members", "aigw_groups", "aigw_controls_version"):
             conn.execute(f"DROP TABLE {table}")
         step = conn.execute("SELECT version FROM schema_migrations WHERE version = "
                             "(SELECT max(version) FROM schema_migrations)").fetchone()[0]

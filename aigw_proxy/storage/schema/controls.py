@@ -1,4 +1,5 @@
-"""Spend controls' tables (schema v6): groups of users and the budgets set at run time (CLI, REST API).
+"""Spend controls' tables (schema v6): groups of users and the budgets set at run time (CLI, REST API), and a change
+counter.
 
 `aigw_groups` and `aigw_group_members`: users belong to groups (a user may be in several). `aigw_budgets`: one
 row per scope, the scope by id (`default`, `user:<user id>`, `group:<group id>`) so a rename never loses it;
@@ -54,6 +55,16 @@ budgets = sa.Table(
 )
 
 
+# One row: a counter every change to the tables above adds one to, in the same transaction (storage/controls.py),
+# so a proxy notices a change with one tiny read a second instead of re-reading them all.
+controls_version = sa.Table(
+    "aigw_controls_version",
+    controls_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+
 def _error_type_check(values: tuple[str, ...]) -> str:
     return f"error_type IS NULL OR error_type IN ({', '.join(repr(v) for v in values)})"
 
@@ -90,4 +101,6 @@ def upgrade_v6(conn: sa.Connection) -> None:
     """Schema v6: groups, group members and budgets; interceptions may record `budget_exceeded` and
     `model_denied`."""
     controls_metadata.create_all(conn, checkfirst=True)
+    if conn.execute(sa.select(controls_version.c.id)).first() is None:
+        conn.execute(sa.insert(controls_version).values(id=1, version=0))
     _widen_error_types(conn)
