@@ -1,6 +1,7 @@
 """`[[model_policy]]` through the running proxy with the real SDKs (docs/spend.md#model-policy): a refused model
-gets the SDK's PermissionDeniedError (403, the provider's shape) naming the rule, never reaches the upstream and
-is recorded as a failed interception (`model_denied`); roles, per-user exceptions and allow lists."""
+gets the SDK's own permission error (403 in the provider's shape: Anthropic, OpenAI, Google GenAI) naming the rule,
+never reaches the upstream and is recorded as a failed interception (`model_denied`); roles, per-user exceptions
+and allow lists."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from collections.abc import Iterator
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import errors, types
 
 from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.gemini_payloads import gemini_response, gemini_usage
 from tests.support.metrics import scrape
 from tests.support.payloads import anthropic_message, anthropic_usage, chat_completion, chat_usage
 from tests.support.standin import Reply, StandIn
@@ -30,6 +34,11 @@ deny = ["claude-opus-*"]
 name = "opus-for-the-lead"
 user = "lead"
 allow = ["claude-opus-*"]
+
+[[model_policy]]
+name = "no-pro-gemini"
+provider = "gemini"
+deny = ["gemini-*-pro*"]
 
 [[model_policy]]
 name = "small-openai-models"
@@ -102,3 +111,29 @@ def test_an_allow_list_refuses_every_other_model_in_the_openai_shape(pdaemon: Da
     assert upstream_models(upstream) == ["gpt-4.1-mini"]
     refused = d.one(prompt="big model please")
     assert (refused["status"], refused["error_type"], refused["provider"]) == ("failed", "model_denied", "openai")
+
+
+def test_a_gemini_refusal_in_googles_shape(pdaemon: Daemon, upstream: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", pdaemon.proxy_url("mia"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(pdaemon.ca_bundle))
+    for var in ("NO_PROXY", "no_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    client = genai.Client(api_key="AIzaSy" + "G" * 33,
+                          http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1)))
+    with pytest.raises(errors.ClientError) as err:
+        client.models.generate_content(model="gemini-2.5-pro", contents="the pro model please")
+    assert err.value.code == 403 and err.value.status == "PERMISSION_DENIED"
+    assert err.value.message == ("model_denied: model 'gemini-2.5-pro' is not allowed: model_policy rule "
+                                 "'no-pro-gemini' denies gemini-*-pro* for everyone")
+    upstream.queue(Reply.json(gemini_response("resp-flash", "gemini-2.5-flash", [{"text": "ok"}],
+                                              gemini_usage(4, 1))))
+    reply = client.models.generate_content(model="gemini-2.5-flash", contents="flash is fine")
+    assert reply.text == "ok"
+    assert upstream_models_gemini(upstream) == ["gemini-2.5-flash"]
+    refused = pdaemon.one(prompt="the pro model please")
+    assert (refused["status"], refused["error_type"], refused["model"]) == ("failed", "model_denied",
+                                                                            "gemini-2.5-pro")
+
+
+def upstream_models_gemini(standin: StandIn) -> list[str]:
+    return [r.path.split("/models/", 1)[1].split(":", 1)[0] for r in standin.requests if "/models/" in r.path]
