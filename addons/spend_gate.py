@@ -7,7 +7,8 @@ Interceptor's request hook (and before the circuit breaker, so a refused call ne
 - Budgets: a call by a user whose budget's hard limit is used up gets a 429 (`Retry-After`: seconds until the
   window resets) naming the budget and when it resets; recorded failed, `error_type` `budget_exceeded`, and
   counted in `cost_control_blocked_requests_total{group_id}`. Passthrough paths are not model calls and keep
-  working; a call already running when the limit is crossed finishes.
+  working; a call already running when the limit is crossed finishes. A Responses WebSocket (Codex) cannot be
+  opened by a user over budget (429 on the upgrade); turns on a socket opened before are not refused one by one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from collections.abc import Awaitable
 
 from mitmproxy import http
 
+from aigw_proxy.addons.auth import INITIATOR
 from aigw_proxy.addons.intercept import INTERCEPTION
+from aigw_proxy.addons.routing import PROVIDER
 from aigw_proxy.intercept.interception import Interception
 from aigw_proxy.policy.provider_errors import provider_error_body
+from aigw_proxy.policy.providers import Api, Provider
+from aigw_proxy.recording.records import Initiator
 from aigw_proxy.spend.enforcer import BudgetVerdict, Check, SpendControls
 from aigw_proxy.spend.policy import Denial
 from aigw_proxy.telemetry.metrics import Metrics
@@ -53,6 +58,8 @@ class SpendGate:
         # Sync on the hot path: only a first call whose user's role or budget figures are not known yet awaits.
         ix: Interception | None = flow.metadata.get(INTERCEPTION)
         if ix is None or flow.response is not None:
+            if flow.response is None and flow.request.headers.get("upgrade", "").lower() == "websocket":
+                return self._check_socket(flow)
             return None
         c = self.controls
         who = ix.initiator
@@ -102,6 +109,35 @@ class SpendGate:
         verdict = await pending
         if verdict is not None and flow.response is None:
             self._over_budget(flow, ix, verdict)
+
+    def _check_socket(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A Responses socket (Codex) carries model calls the proxy cannot refuse one by one: a user over budget
+        cannot open one (429 on the upgrade, in the OpenAI shape; not an interception: no call was made)."""
+        provider: Provider | None = flow.metadata.get(PROVIDER)
+        who: Initiator | None = flow.metadata.get(INITIATOR)
+        if provider is None or who is None:
+            return None
+        if provider.api_for("POST", flow.request.path.split("?", 1)[0]) is not Api.OPENAI_RESPONSES:
+            return None
+        verdict = self.controls.check_budget(who)
+        if inspect.isawaitable(verdict):
+            return self._await_socket(flow, verdict)
+        if verdict is not None:
+            self._refuse_socket(flow, verdict)
+        return None
+
+    async def _await_socket(self, flow: http.HTTPFlow, pending: Awaitable[Check]) -> None:
+        verdict = await pending
+        if verdict is not None and flow.response is None:
+            self._refuse_socket(flow, verdict)
+
+    def _refuse_socket(self, flow: http.HTTPFlow, verdict: BudgetVerdict) -> None:
+        retry = verdict.retry_after(self.controls.now())
+        flow.metadata[REFUSED] = BUDGET_EXCEEDED
+        flow.response = http.Response.make(
+            429, provider_error_body(Api.OPENAI_RESPONSES, 429, verdict.message, code=BUDGET_EXCEEDED,
+                                     openai_type="insufficient_quota"),
+            {"Content-Type": "application/json", "Retry-After": str(retry)})
 
     def _over_budget(self, flow: http.HTTPFlow, ix: Interception, verdict: BudgetVerdict) -> None:
         log.info("interception %s: refused, %s", ix.id, verdict.message)

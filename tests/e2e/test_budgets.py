@@ -19,6 +19,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+import websockets.exceptions
 from genai_prices import Usage, calc_price
 
 from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
@@ -123,7 +124,7 @@ def blocked(d: Daemon, group_id: str = "") -> float:
 
 
 def test_over_a_tiny_hard_limit_the_next_call_is_refused_in_the_anthropic_shape(
-        proxy: Proxy, upstream: StandIn) -> None:
+        proxy: Proxy, upstream: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     d = proxy.d
     upstream.queue(message("msg_carol_1"))
     assert ask(d, "carol", "carol's first question").id == "msg_carol_1"
@@ -155,11 +156,20 @@ def test_over_a_tiny_hard_limit_the_next_call_is_refused_in_the_anthropic_shape(
                                "has_more": False, "first_id": CLAUDE, "last_id": CLAUDE}))
     assert [m.id for m in anthropic_client(d, "carol").models.list()] == [CLAUDE]
 
+    # A Responses socket (Codex's transport) cannot be opened either.
+    monkeypatch.setenv("HTTPS_PROXY", d.proxy_url("carol"))  # the SDK's socket takes the proxy from here
+    monkeypatch.setenv("SSL_CERT_FILE", str(d.ca_bundle))
+    with pytest.raises(websockets.exceptions.InvalidStatus) as ws_err:
+        with openai.OpenAI(api_key="sk-proj-" + "m" * 60, max_retries=0).responses.connect():
+            pass
+    assert ws_err.value.response.status_code == 429
+    assert json.loads(ws_err.value.response.body)["error"]["message"] == expected
+
     s = scrape(d.admin_port)
     for prefix in (G, LEGACY):
-        assert s.value(prefix + "cost_control_blocked_requests_total", group_id="") == 1
+        assert s.value(prefix + "cost_control_blocked_requests_total", group_id="") == 2
         assert s.value(prefix + "cost_control_blocked_users", group_id="") == 1
-    assert s.value(G + "cost_control_enforcement_duration_seconds_count", outcome="blocked") == 1
+    assert s.value(G + "cost_control_enforcement_duration_seconds_count", outcome="blocked") == 2
     assert s.value(G + "cost_control_enforcement_duration_seconds_count", outcome="allowed") >= 1
     # One call crossed both limits: each is reported once (metric and structured log record).
     assert s.value("aigw_proxy_budget_soft_limit_crossings_total", scope="user:carol", window="daily") == 1
