@@ -137,10 +137,6 @@ class SpendControls:
             self.m.set_budget_limits([(str(x.scope), str(w), micros_to_usd(limit)) for x in in_force
                                       for w, limit in x.limits()])
 
-    @property
-    def active(self) -> bool:
-        return not self.book.empty or bool(self._config_budgets) or bool(self.data.budgets)
-
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.load_snapshot()
@@ -213,6 +209,21 @@ class SpendControls:
             states += limit_states(self.book.groups.get(gid), self._groups.get(gid, Spent(day)).on(day))
         return states, gid
 
+    def _reached(self, user_id: str, spent: Spent, day: date) -> bool:
+        """Whether any hard limit of the user's is used up (what `_states` + `blocking` would find)."""
+        gid = self.effective_group_id(user_id)
+        pairs = [(self.book.personal(user_id), spent)]
+        if gid is not None:
+            pairs.append((self.book.groups.get(gid), self._groups.get(gid, Spent(day))))
+        for budget, figures in pairs:
+            if budget is None:
+                continue
+            now = figures.on(day)
+            if (budget.daily_micros is not None and now.daily_micros >= budget.daily_micros) or \
+                    (budget.monthly_micros is not None and now.monthly_micros >= budget.monthly_micros):
+                return True
+        return False
+
     def check_budget(self, who: Initiator) -> Check | Awaitable[Check]:
         """None if `who` may make a model call now, else the refusal. Synchronous from cached figures; a
         coroutine only when this user's (or their group's) figures have not been read yet."""
@@ -229,10 +240,12 @@ class SpendControls:
         return self._decide(who, tracked.spent, began)
 
     def _decide(self, who: Initiator, spent: Spent, began: float) -> Check:
-        now = self._clock()
-        states, gid = self._states(who.user_id, spent, utc_day(now))
-        state = blocking(states)
-        verdict = None if state is None else BudgetVerdict(state, gid or "")
+        day = utc_day(self._clock())
+        verdict = None
+        if self._reached(who.user_id, spent, day):  # the usual answer without building the states
+            states, gid = self._states(who.user_id, spent, day)
+            state = blocking(states)
+            verdict = None if state is None else BudgetVerdict(state, gid or "")
         if self.m is not None:
             self.m.cost_enforcement_duration.labels("allowed" if verdict is None else "blocked").observe(
                 time.perf_counter() - began)

@@ -17,7 +17,9 @@ deciding allows the call. A request whose model cannot be read is checked as mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -118,10 +120,18 @@ def parse_model_policy(entries: Any) -> tuple[PolicyRule, ...]:
     return tuple(rules)
 
 
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled regex for a rule's patterns (what fnmatchcase would do for each, in one match)."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)").match
+
+
 class ModelPolicy:
     def __init__(self, rules: Iterable[PolicyRule] = ()) -> None:
         self.rules = tuple(sorted(rules, key=lambda r: r.level))  # stable: file order within a level
         self.uses_roles = any(r.role is not None for r in self.rules)
+        self._allow = {r.name: _matcher(r.allow) for r in self.rules}
+        self._deny = {r.name: _matcher(r.deny) for r in self.rules}
+        self._levels: dict[tuple[str, str, str, str | None], tuple[tuple[PolicyRule, ...], ...]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -131,19 +141,30 @@ class ModelPolicy:
         request need not be parsed for its model)."""
         return any(r.applies(provider_type, provider_name, username, r.role) for r in self.rules)
 
+    def _applicable(self, provider_type: str, provider_name: str, username: str,
+                    role: str | None) -> tuple[tuple[PolicyRule, ...], ...]:
+        """The rules that apply to this provider and user, by level (remembered: few combinations recur)."""
+        key = (provider_type, provider_name, username, role)
+        found = self._levels.get(key)
+        if found is None:
+            applicable = [r for r in self.rules if r.applies(provider_type, provider_name, username, role)]
+            found = tuple(tuple(r for r in applicable if r.level == level) for level in (0, 1, 2))
+            if len(self._levels) >= 10_000:
+                self._levels.clear()
+            self._levels[key] = found
+        return found
+
     def check(self, *, provider_type: str, provider_name: str, model: str | None, username: str,
               role: str | None) -> Denial | None:
         """None if the call may go ahead, else the rule that refuses it (see the module doc)."""
         name = (model or "").strip() or "unknown"
         lowered = name.lower()
-        applicable = [r for r in self.rules if r.applies(provider_type, provider_name, username, role)]
-        for level in (0, 1, 2):
-            rules = [r for r in applicable if r.level == level]
+        for rules in self._applicable(provider_type, provider_name, username, role):
             for rule in rules:
-                denied = next((p for p in rule.deny if fnmatchcase(lowered, p)), None)
-                if denied is not None:
+                if rule.deny and self._deny[rule.name](lowered):
+                    denied = next(p for p in rule.deny if fnmatchcase(lowered, p))  # which one, for the message
                     return Denial(rule, name, "denied", denied)
-            if any(fnmatchcase(lowered, p) for rule in rules for p in rule.allow):
+            if any(rule.allow and self._allow[rule.name](lowered) for rule in rules):
                 return None
             allow_rule = next((r for r in rules if r.allow), None)
             if allow_rule is not None:
