@@ -230,6 +230,9 @@ class Interceptor:
                 self._watched.pop(watch.flow.id, None)
                 continue
             try:
+                tee: _Tee | None = watch.flow.metadata.get("aigw.tee")
+                if tee is not None:  # parse what is queued (a batch not yet full) so the usage seen is current
+                    tee.drain()
                 watch.ix.progress()
             except Exception:
                 log.exception("interception %s: recording the usage so far failed", watch.ix.id)

@@ -2,8 +2,9 @@
 
 Every route is read-only — GET and HEAD (uvicorn sends HEAD's headers without the body), OPTIONS answered 204 with
 `Allow`, any other method 405 with `Allow` — except the console's sign-in, sign-out and People forms, which take
-POST (admin/console/app.py: session and CSRF checks; RequestLimits' body caps apply to them as to everything).
-Everything here runs on the admin thread's loop, never the proxy's.
+POST (admin/console/app.py: session and CSRF checks), and the REST API's admin routes (budgets), which also take
+POST and DELETE; RequestLimits' body caps apply to them as to everything. Everything here runs on the admin
+thread's loop, never the proxy's.
 
 `/metrics` exposure (`MetricsAccess`): with a token, every scrape must send `Authorization: Bearer <token>`;
 without one, metrics are served only on a loopback listener, unless the operator chose `--metrics-public`.
@@ -16,7 +17,7 @@ import ipaddress
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -30,12 +31,14 @@ from aigw_proxy.admin.api.app import ApiApp
 from aigw_proxy.admin.console.app import ConsoleApp, ConsoleSettings
 from aigw_proxy.admin.health import HealthMonitor, HealthReport
 from aigw_proxy.admin.http import AdminLimits, RequestLimits
+from aigw_proxy.spend.budgets import Budget
 from aigw_proxy.storage import Database
 from aigw_proxy.telemetry.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("aigw_proxy.admin")
 
 ALLOW = "GET, HEAD, OPTIONS"
+API_WRITES = ("POST", "DELETE")  # the REST API's admin routes (budgets); every other path refuses them (405)
 BUSY_SWITCH_INTERVAL = 0.001  # seconds; see ApiEndpoint
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -47,16 +50,18 @@ def json_response(status: int, value: object, headers: dict[str, str] | None = N
 
 class ReadOnly:
     """An ASGI route endpoint for GET/HEAD that answers OPTIONS and refuses other methods itself (Starlette's
-    own 405 would list the methods in a set's arbitrary order and never answer OPTIONS)."""
+    own 405 would list the methods in a set's arbitrary order and never answer OPTIONS). `writes`: methods also
+    handed to the endpoint, which decides per path (the REST API's admin routes: budgets)."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, *, writes: tuple[str, ...] = ()) -> None:
         self.endpoint = endpoint
+        self.writes = writes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         if request.method == "OPTIONS":
             response = Response(status_code=204, headers={"Allow": ALLOW})
-        elif request.method not in ("GET", "HEAD"):
+        elif request.method not in ("GET", "HEAD", *self.writes):
             response = json_response(405, {"message": f"method {request.method} not allowed", "allow": ALLOW},
                                      {"Allow": ALLOW})
         else:
@@ -100,6 +105,7 @@ class AdminContext:
     limits: AdminLimits
     metrics_elsewhere: str | None = None  # "H:P" when --metrics-listen moves /metrics off the admin listener
     console: ConsoleSettings | None = None  # None: the web console with its defaults
+    config_budgets: Callable[[], Sequence[Budget]] = tuple  # the config file's [[budgets]] now (REST API)
 
 
 class ApiEndpoint:
@@ -123,7 +129,11 @@ class ApiEndpoint:
             self._idle_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(BUSY_SWITCH_INTERVAL)
         try:
-            resp = await self._app.handle("GET", target, dict(request.headers.items()))  # HEAD: GET, no body
+            if request.method in ("GET", "HEAD"):
+                resp = await self._app.handle("GET", target, dict(request.headers.items()))  # HEAD: GET, no body
+            else:  # POST, DELETE: the app refuses them where a path takes none
+                resp = await self._app.handle(request.method, target, dict(request.headers.items()),
+                                              await request.body())
         finally:
             self._busy -= 1
             if self._busy == 0:
@@ -181,7 +191,8 @@ def admin_app(ctx: AdminContext, api: ApiApp, api_db: Database, loopback_listene
         return json_response(404, {"message": f"metrics are served on {ctx.metrics_elsewhere} (--metrics-listen)"})
 
     routes = [Route("/livez", ReadOnly(livez)), Route("/readyz", ReadOnly(readyz)),
-              Route("/healthz", ReadOnly(healthz)), Route("/api/{rest:path}", ReadOnly(ApiEndpoint(api)))]
+              Route("/healthz", ReadOnly(healthz)),
+              Route("/api/{rest:path}", ReadOnly(ApiEndpoint(api), writes=API_WRITES))]
     if ctx.metrics_elsewhere is not None:
         routes.append(Route("/metrics", ReadOnly(metrics_moved)))
     elif ctx.metrics is not None:

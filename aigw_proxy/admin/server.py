@@ -145,8 +145,8 @@ class AdminServer:
         try:
             assert self._admin is not None
             console = ConsoleApp(db, confdir, ctx.metrics.registry if ctx.metrics is not None else None, ctx.console)
-            apps = [(self._admin, admin_app(ctx, ApiApp(db, confdir), db, is_loopback(self._admin.address[0]),
-                                            console))]
+            api = ApiApp(db, confdir, ctx.config_budgets)
+            apps = [(self._admin, admin_app(ctx, api, db, is_loopback(self._admin.address[0]), console))]
             if self._metrics is not None:
                 apps.append((self._metrics, metrics_app(ctx, db, is_loopback(self._metrics.address[0]))))
             servers = [uvicorn.Server(self._config(app)) for _, app in apps]

@@ -60,12 +60,18 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--spool-max-mb", envvar="AIGW_SPOOL_MAX_MB", type=click.IntRange(0), default=256, show_default=True,
               help="Bound of the record spool beside the database, which keeps records while the database "
                    "cannot take them; 0: no spool (memory only).")
+@click.option("--max-concurrency", envvar="AIGW_MAX_CONCURRENCY", type=click.IntRange(0), default=0,
+              show_default=True, help="Requests in flight on provider hosts (model calls and passthrough); one more "
+              "gets 503 at capacity. 0: no cap. [[limits]] in the config caps single users.")
+@click.option("--rate-limit", envvar="AIGW_RATE_LIMIT", type=click.FloatRange(0), default=0, show_default=True,
+              help="Requests per second per proxy token on provider hosts; beyond it 429 with Retry-After. 0: no "
+              "limit. [[limits]] in the config sets it per user.")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
-        upstream_idle_timeout: float, spool_max_mb: int,
+        upstream_idle_timeout: float, spool_max_mb: int, max_concurrency: int, rate_limit: float,
         metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
@@ -94,6 +100,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             max_field_bytes=max_field_bytes,
             upstream_idle_timeout=upstream_idle_timeout,
             spool_max_bytes=spool_max_mb * 1024 * 1024,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
         )
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:

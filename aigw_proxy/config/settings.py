@@ -17,7 +17,10 @@ from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
 from aigw_proxy.policy.shadow_ai import parse_host_patterns
 from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_BYTES, RedactionConfig
+from aigw_proxy.spend.budgets import Budget, BudgetError, parse_budgets
+from aigw_proxy.spend.limits import LimitsError, UserLimits, parse_limits
 from aigw_proxy.spend.overrides import PriceConfigError, PriceOverride, parse_price_overrides
+from aigw_proxy.spend.policy import PolicyError, PolicyRule, parse_model_policy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,13 +60,16 @@ class FileConfig:
     shadow_ai_hosts: tuple[str, ...] = ()  # extra host patterns counted as shadow AI when tunnelled (shadow_ai.py)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # [redaction]: secrets and field caps
     prices: tuple[PriceOverride, ...] = ()  # `[[prices]]`: operator price overrides, first match wins (spend/)
+    budgets: tuple[Budget, ...] = ()  # `[[budgets]]` (spend/budgets.py); the database's replace them per scope
+    limits: tuple[UserLimits, ...] = ()  # `[[limits]]`: per-user rate limits and concurrency caps (spend/limits.py)
+    model_policy: tuple[PolicyRule, ...] = ()  # `[[model_policy]]` (spend/policy.py)
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
 _TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction",
-             "prices"}
+             "prices", "budgets", "limits", "model_policy"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 _REDACTION_KEYS = {"mode", "max_field_bytes", "allow", "patterns"}
 _PATTERN_KEYS = {"name", "regex", "keywords"}
@@ -125,6 +131,15 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
             cfg.prices = parse_price_overrides(raw["prices"])
         except PriceConfigError as exc:
             raise ConfigError(str(exc)) from None
+    try:
+        if "budgets" in raw:
+            cfg.budgets = parse_budgets(raw["budgets"])
+        if "limits" in raw:
+            cfg.limits = parse_limits(raw["limits"])
+        if "model_policy" in raw:
+            cfg.model_policy = parse_model_policy(raw["model_policy"])
+    except (BudgetError, LimitsError, PolicyError) as exc:
+        raise ConfigError(str(exc)) from None
     cfg.providers = merge_providers(raw.get("providers", []))
     try:
         cfg.provider_table()
@@ -240,6 +255,8 @@ class Settings:
     retention: timedelta | None = timedelta(days=60)  # interceptions older than this are purged; None keeps all
     redaction_mode: str | None = None  # --redaction: off | redact | block; None: the config file's, else redact
     max_field_bytes: int | None = None  # --max-field-bytes; None: the config file's, else 256 KiB
+    max_concurrency: int = 0  # requests in flight on provider hosts; 0 = no cap (spend/limits.py)
+    rate_limit: float = 0.0  # requests per second per proxy token on provider hosts; 0 = no limit
 
     @property
     def redaction(self) -> RedactionConfig:

@@ -146,6 +146,7 @@ class Interception:
         self.metadata: dict[str, object] = {}  # merged into the end record's metadata (what a gate adds)
         self._raw_request: tuple[bytes, str | None] = (b"", None)
         self._usage_reported: list[tuple[object, ...]] = []  # the usage `progress()` last recorded
+        self.error_type: str | None = None  # set by a gate that refuses the call itself (budgets, model policy)
         self.trace: InterceptionTrace | None = (
             tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
         )
@@ -370,7 +371,9 @@ class Interception:
             metadata={**self.metadata, **({"truncated": dict(self._unparsed)} if self._unparsed else {}),
                       **({"streaming": self.streaming or req.stream} if self.streaming != req.stream else {})},
             parse_errors=facts.parse_errors + (1 if req.error else 0),
-            error_type=error_type if error is not None and failure == error else None,
+            # The proxy's own refusal (a gate: budgets, model policy) first, else the cause the transport knows.
+            error_type=(self.error_type if failure else None)
+            or (error_type if error is not None and failure == error else None),
         )
         if self.trace is not None:
             self.trace.finished(ended)

@@ -140,7 +140,15 @@ async def start(settings: Settings) -> Running:
     master = Master(opts)
     inflight = InFlight()
     router = ProviderRouter(settings.file)
-    mon = setup_monitoring(settings, recorder, writer, router)  # metrics, provider reload, circuit breaker
+    # metrics, provider reload, circuit breaking, spend controls (rate limits, model policy, budgets)
+    mon = setup_monitoring(settings, recorder, writer, router, db)
+    try:
+        await mon.open()  # the budgets and groups in force, read before the first request
+    except Exception as exc:
+        await admin.close()
+        await writer.close(5)
+        await db.close()
+        raise DaemonError(f"cannot read the budgets: {exc}") from None
     authenticator = TokenAuthenticator(UserStore(db).authenticate,
                                        quick_lookup=SQLiteTokenLookup(settings.database_path))
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
@@ -186,6 +194,8 @@ async def start(settings: Settings) -> Running:
                     "set a token, or --metrics-public to serve it to anyone who can reach it")
     ctx = AdminContext(running.health, mon.metrics, access, admin.limits,
                        console=ConsoleSettings(proxy_address=f"{addrs[0][0]}:{addrs[0][1]}"))
+    if mon.controls is not None:
+        ctx.config_budgets = mon.controls.config_budgets  # the REST API lists them beside the database's
     try:
         await admin.start(ctx, settings.database_path, settings.confdir)  # its own thread, off the proxy loop
     except BaseException:

@@ -120,7 +120,8 @@ class InterceptionEnded:
     thoughts: list[ModelThought] = field(default_factory=list)
     metadata: dict[str, object] = field(default_factory=dict)  # merged into the interception's metadata
     parse_errors: int = 0  # request or response parts that could not be parsed (metrics)
-    # Why a failed call failed when the transport knows better than its status (`timeout`, `client_disconnected`,
+    # Why a failed call failed when the proxy or the transport knows better than its status: the proxy refused it
+    # itself (`budget_exceeded`, `model_denied`), or the transport says (`timeout`, `client_disconnected`,
     # `upstream_reset`); None: derived from the upstream status.
     error_type: str | None = None
 

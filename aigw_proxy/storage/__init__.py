@@ -2,7 +2,7 @@
 CLI and telemetry import from here, never from the modules below.
 
 * `database`: opening the file (a writer and a reader engine), `schema/`: tables, migrations and the summary
-  tables the database keeps itself; `users`: users and proxy tokens;
+  tables the database keeps itself; `users`: users and proxy tokens; `controls`: groups, budgets, spend totals;
 * `write/`: the batched record writer fed by the proxy;
 * `read/`: the interceptions and sessions lists, one session in detail, counts, distinct values, the spend
   report;
@@ -10,6 +10,15 @@ CLI and telemetry import from here, never from the modules below.
 * `retention`: the retention window and the purge.
 """
 
+from aigw_proxy.storage.controls import (
+    ControlsData,
+    ControlsStore,
+    GroupExistsError,
+    GroupNotFoundError,
+    InvalidGroupNameError,
+    SpendTotals,
+    spend_totals,
+)
 from aigw_proxy.storage.database import Database, open_database
 from aigw_proxy.storage.errors import (
     InvalidCursor,
@@ -43,9 +52,14 @@ __all__ = [
     "MAX_THREADS",
     "RECENT_WINDOW",
     "SPEND_GROUPINGS",
+    "ControlsData",
+    "ControlsStore",
     "Database",
+    "GroupExistsError",
+    "GroupNotFoundError",
     "InterceptionFilter",
     "InvalidCursor",
+    "InvalidGroupNameError",
     "InvalidUsernameError",
     "PurgeResult",
     "RecordWriter",
@@ -53,6 +67,7 @@ __all__ = [
     "RetentionLoop",
     "SchemaTooNewError",
     "SessionCursorNotFound",
+    "SpendTotals",
     "StorageError",
     "TokenNotFoundError",
     "UserExistsError",
@@ -75,4 +90,5 @@ __all__ = [
     "rfc3339",
     "sessions_page",
     "spend_report",
+    "spend_totals",
 ]

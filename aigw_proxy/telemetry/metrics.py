@@ -24,6 +24,7 @@ OWN = "aigw_proxy_"
 LEGACY_PREFIXES = (("coder_ai_gateway_proxy_", "coder_aibridgeproxyd_"), ("coder_ai_gateway_", "coder_aibridged_"))
 
 DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)  # docs/compatibility.md#gateway-metrics
+ENFORCEMENT_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1)
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The classic text format every Prometheus version reads (all our names are plain ASCII, so nothing is escaped).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -187,11 +188,40 @@ class Metrics:
                             ["provider", "model", "client", *user, "kind"], registry=r)
         self.initiator_info = Gauge(OWN + "initiator_info", "Username of each initiator_id (join on initiator_id).",
                                     ["initiator_id", "username"], registry=r)
+        # -- spend controls (docs/spend.md): the contract's cost-control metrics, then ours
+        self.cost_blocked_requests = Counter(GATEWAY + "cost_control_blocked_requests_total",
+                                             "Model calls refused because a budget's hard limit is used up.",
+                                             ["group_id"], registry=r)
+        self.cost_blocked_users = Gauge(GATEWAY + "cost_control_blocked_users",
+                                        "Users whose model calls are refused now (a hard limit used up), by the "
+                                        "group they are charged to.", ["group_id"], registry=r)
+        self.cost_enforcement_duration = Histogram(GATEWAY + "cost_control_enforcement_duration_seconds",
+                                                   "Time taken to check a model call against its budgets.",
+                                                   ["outcome"], buckets=ENFORCEMENT_BUCKETS, registry=r)
+        budget = ["scope", "window"]
+        self.budget_soft_reached = Gauge(OWN + "budget_soft_limit_reached",
+                                         "Users or groups at or over a budget's soft limit now.", budget, registry=r)
+        self.budget_hard_reached = Gauge(OWN + "budget_hard_limit_reached",
+                                         "Users or groups at or over a budget's hard limit now.", budget, registry=r)
+        self.budget_limit = Gauge(OWN + "budget_limit_usd", "The hard limit of each budget in force (USD).", budget,
+                                  registry=r)
+        self.budget_soft_crossings = Counter(OWN + "budget_soft_limit_crossings_total",
+                                             "Times a user or group reached a budget's soft limit (once per "
+                                             "window).", budget, registry=r)
+        self.limited_requests = Counter(OWN + "limited_requests_total",
+                                        "Requests on provider hosts refused by --rate-limit or --max-concurrency.",
+                                        ["provider", "reason"], registry=r)
+        self.requests_limited_inflight = Gauge(OWN + "limited_requests_inflight",
+                                               "Requests on provider hosts counted against --max-concurrency.",
+                                               registry=r)
+        self.model_denied = Counter(OWN + "model_policy_denied_total", "Model calls refused by the model policy.",
+                                    ["provider", "rule"], registry=r)
         hot: MetricWrapperBase
         for hot in (self.connect_sessions, self.mitm_requests, self.inflight_mitm, self.mitm_responses,
                     self.interceptions, self.interceptions_inflight, self.interceptions_duration, self.passthrough,
                     self.prompts, self.tokens, self.tool_selections, self.parse_errors, self.ttfb, self.shadow_ai,
-                    self.redactions, self.unpriced_records, self.cost):
+                    self.redactions, self.unpriced_records, self.cost, self.cost_blocked_requests,
+                    self.cost_enforcement_duration, self.limited_requests, self.model_denied):
             _cache_children(hot)
         self._recorder = _RecorderCollector()
         r.register(self._recorder)
@@ -219,6 +249,24 @@ class Metrics:
         if success:
             for gauge in self.reload_success:
                 gauge.set(at)
+
+    def set_budget_limits(self, limits: Iterable[tuple[str, str, float]]) -> None:
+        """Replace the budget_limit_usd series with one per (scope, window, USD) in force."""
+        self.budget_limit.clear()
+        for scope, window, usd in limits:
+            self.budget_limit.labels(scope, window).set(usd)
+
+    def set_budget_states(self, soft: dict[tuple[str, str], int], hard: dict[tuple[str, str], int],
+                          blocked: dict[str, int]) -> None:
+        """Replace the budget gauges: subjects at or over soft/hard limits by (scope, window), blocked users by
+        group id ("" = charged to no group)."""
+        for gauge, values in ((self.budget_soft_reached, soft), (self.budget_hard_reached, hard)):
+            gauge.clear()
+            for (scope, window), n in values.items():
+                gauge.labels(scope, window).set(n)
+        self.cost_blocked_users.clear()
+        for group_id, n in blocked.items():
+            self.cost_blocked_users.labels(group_id).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -216,7 +216,7 @@ def downgrade_to_v3(path: Path) -> None:
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute(f"DROP TABLE {session_slices.name}")
         conn.execute(f"DROP TABLE {slice_counts.name}")
-        conn.execute("DELETE FROM schema_migrations WHERE version >= 4")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 4")  # and every later one
 
 
 async def test_v4_upgrade_backfills_the_slices(

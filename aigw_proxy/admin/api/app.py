@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,18 @@ import orjson
 from aigw_proxy.admin.api.openapi import openapi_document
 from aigw_proxy.admin.api.search import SearchError, parse_search
 from aigw_proxy.proxy.ca import CERT_FILE
+from aigw_proxy.spend.budgets import Budget, BudgetError, Scope
 from aigw_proxy.storage import (
     DEFAULT_THREADS,
     MAX_THREADS,
     SPEND_GROUPINGS,
+    ControlsStore,
     Database,
+    GroupNotFoundError,
     InterceptionFilter,
     InvalidCursor,
     SessionCursorNotFound,
+    UserNotFoundError,
     UserStore,
     count_interceptions,
     distinct_values,
@@ -55,11 +59,12 @@ class AdminResponse:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, detail: str | None = None) -> None:
+    def __init__(self, status: int, message: str, detail: str | None = None, *, allow: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.detail = detail
+        self.allow = allow  # a 405's Allow header when the path takes more than GET
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +125,15 @@ def _token(headers: dict[str, str]) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+BudgetSource = Callable[[], Sequence[Budget]]
+
+
 class ApiApp:
-    def __init__(self, db: Database, confdir: Path) -> None:
+    def __init__(self, db: Database, confdir: Path, config_budgets: BudgetSource = tuple) -> None:
         self._db = db
         self._users = UserStore(db)
+        self._controls = ControlsStore(db)
+        self._config_budgets = config_budgets  # the config file's [[budgets]] as the daemon has them now
         self._confdir = confdir
         self._openapi = json.dumps(openapi_document()).encode()
         self._routes: dict[str, Callable[[Request, Caller], Awaitable[AdminResponse]]] = {
@@ -134,23 +144,27 @@ class ApiApp:
             "spend": self._spend,
         }
 
-    async def handle(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
+    async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> AdminResponse:
         try:
-            return await self._route(method, target, headers)
+            return await self._route(method, target, headers, body)
         except ApiError as exc:
-            body: dict[str, Any] = {"message": exc.message}
+            out: dict[str, Any] = {"message": exc.message}
             if exc.detail:
-                body["detail"] = exc.detail
-            resp = _json(exc.status, body)
+                out["detail"] = exc.detail
+            resp = _json(exc.status, out)
             if exc.status == 405:
-                resp.headers["Allow"] = "GET, HEAD, OPTIONS"  # HEAD and OPTIONS: the admin app
+                resp.headers["Allow"] = exc.allow or "GET, HEAD, OPTIONS"  # HEAD and OPTIONS: the admin app
             return resp
         except Exception:
             log.exception("API request failed")  # the target may carry ids, never credentials: not logged
             return _json(500, {"message": "Internal error."})
 
-    async def _route(self, method: str, target: str, headers: dict[str, str]) -> AdminResponse:
+    async def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> AdminResponse:
         parts = urlsplit(target)
+        prefix = next((p for p in PREFIXES if parts.path.startswith(p)), None)
+        segments = [unquote(s) for s in parts.path[len(prefix):].split("/")] if prefix else []
+        if segments and segments[0] == "budgets" and len(segments) <= 2:
+            return await self._budgets(method, segments[1:], headers, body)
         if method != "GET":
             raise ApiError(405, "Method not allowed.", "only GET is supported")
         if parts.path == OPENAPI_PATH:
@@ -162,6 +176,8 @@ class ApiApp:
         req = Request(method, "/".join(segments), parse_qs(parts.query, keep_blank_values=True), headers)
         if segments == ["proxy", "ca-cert.pem"]:
             return await self._ca_cert()
+        if segments == ["groups"]:
+            return await self._groups(await self._authenticate(headers))
         if segments[0] not in self._routes or len(segments) > 2 or (len(segments) == 2 and segments[0] != "sessions"):
             raise ApiError(404, "Not found.")
         caller = await self._authenticate(headers)
@@ -270,3 +286,67 @@ class ApiApp:
 
     async def _clients(self, req: Request, caller: Caller) -> AdminResponse:
         return await self._distinct(req, caller, "client")
+
+    # -- spend controls: groups and budgets (docs/spend.md#budgets) ----------------------------------------------
+    async def _groups(self, caller: Caller) -> AdminResponse:
+        if not caller.admin:
+            raise ApiError(403, "Only admins can list groups.")
+        return _json(200, await self._controls.list_groups())
+
+    async def _budgets(self, method: str, rest: list[str], headers: dict[str, str], body: bytes) -> AdminResponse:
+        """GET budgets (admins: all; members: those that apply to them), POST budgets (admins: set one),
+        DELETE budgets/{scope} (admins: delete a database budget)."""
+        allow = _BUDGET_ALLOW[bool(rest)]
+        if method not in allow.split(", "):
+            raise ApiError(405, "Method not allowed.", f"use {allow}", allow=allow)
+        caller = await self._authenticate(headers)
+        if method == "GET":
+            return await self._list_budgets(caller)
+        if not caller.admin:
+            raise ApiError(403, "Only admins can change budgets.")
+        if method == "POST":
+            return await self._set_budget(body)
+        try:
+            scope = Scope.parse(rest[0])
+        except BudgetError as exc:
+            raise ApiError(400, "Invalid budget scope.", str(exc)) from None
+        try:
+            cleared = await self._controls.clear_budget(scope)
+        except (UserNotFoundError, GroupNotFoundError) as exc:
+            raise ApiError(404, str(exc)) from None
+        if not cleared:
+            raise ApiError(404, f"No budget for {scope} in the database.")
+        return AdminResponse(204, b"")
+
+    async def _list_budgets(self, caller: Caller) -> AdminResponse:
+        stored = await self._controls.list_budgets()
+        replaced = {b.scope for b in stored}
+        budgets = [*(b for b in self._config_budgets() if b.scope not in replaced), *stored]
+        if not caller.admin:
+            data = await self._controls.snapshot()
+            mine = {Scope("default"), Scope("user", caller.username),
+                    *(Scope("group", data.groups[g]) for g in data.members.get(caller.user_id, ()))}
+            budgets = [b for b in budgets if b.scope in mine]
+        return _json(200, [b.to_json() for b in budgets])
+
+    async def _set_budget(self, body: bytes) -> AdminResponse:
+        try:
+            raw = json.loads(body or b"null")
+        except ValueError:
+            raise ApiError(400, "Invalid JSON body.") from None
+        if not isinstance(raw, dict) or not set(raw) <= {"scope", "daily", "monthly", "soft_fraction"}:
+            raise ApiError(400, "Invalid budget.", "send a JSON object with scope and daily and/or monthly (USD), "
+                                                   "optionally soft_fraction")
+        try:
+            budget = Budget.build(raw.get("scope", ""), daily=raw.get("daily"), monthly=raw.get("monthly"),
+                                  soft_fraction=raw.get("soft_fraction"), source="database")
+        except BudgetError as exc:
+            raise ApiError(400, "Invalid budget.", str(exc)) from None
+        try:
+            stored = await self._controls.set_budget(budget)
+        except (UserNotFoundError, GroupNotFoundError) as exc:
+            raise ApiError(404, str(exc)) from None
+        return _json(200, stored.to_json())
+
+
+_BUDGET_ALLOW = {False: "GET, POST, HEAD, OPTIONS", True: "DELETE, OPTIONS"}  # budgets, budgets/{scope}

@@ -114,6 +114,21 @@ SCHEMAS: dict[str, Any] = {
         "total": _ref("SpendFigures"), "groups": _array(_ref("SpendGroup")),
     }),
     "StringList": _array(_STR),
+    "Budget": _obj({
+        "scope": _STR, "daily": {"type": "number", "nullable": True}, "monthly": {"type": "number", "nullable": True},
+        "daily_micros": {"type": "integer", "nullable": True}, "monthly_micros": {"type": "integer", "nullable": True},
+        "soft_fraction": {"type": "number"}, "source": {"type": "string", "enum": ["config", "database"]},
+    }),
+    "BudgetList": _array(_ref("Budget")),
+    "BudgetInput": {"type": "object", "required": ["scope"], "additionalProperties": False, "properties": {
+        "scope": {"type": "string", "description": "default, user:NAME or group:NAME"},
+        "daily": {"type": "number", "minimum": 0, "description": "USD per UTC day"},
+        "monthly": {"type": "number", "minimum": 0, "description": "USD per UTC calendar month"},
+        "soft_fraction": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
+    }},
+    "Group": _obj({"id": _STR, "name": _STR, "created_at": _TIME,
+                   "members": _array(_obj({"id": _STR, "username": _STR}))}),
+    "GroupList": _array(_ref("Group")),
 }
 
 
@@ -130,7 +145,8 @@ _OFFSET = _param("offset", {"type": "integer", "minimum": 0, "default": 0}, "Row
 def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": _ref("Error")}}}
     out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
-    descriptions = {400: "Invalid parameters", 401: "Missing or invalid token", 404: "Not found"}
+    descriptions = {400: "Invalid parameters", 401: "Missing or invalid token", 403: "Admins only",
+                    404: "Not found"}
     for code in codes:
         out[str(code)] = {"description": descriptions[code], **error}
     return out
@@ -174,6 +190,24 @@ def _operations(prefix: str, tag: str) -> dict[str, Any]:
                                                           "content": {"application/json": {"schema": _ref("Error")}}}},
         }},
     }
+    ops[f"{prefix}/budgets"] = {
+        "get": {"summary": "Budgets in force (admins: all; members: those that apply to them)",
+                "operationId": f"{tag}ListBudgets", "responses": _responses(_ref("BudgetList"), 401)},
+        "post": {"summary": "Set a budget (admins)", "operationId": f"{tag}SetBudget",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BudgetInput")}}},
+                 "responses": _responses(_ref("Budget"), 400, 401, 403, 404)},
+    }
+    no_content = _responses(_ref("Error"), 400, 401, 403, 404)
+    no_content["204"] = {"description": "Deleted"}
+    del no_content["200"]
+    ops[f"{prefix}/budgets/{{scope}}"] = {"delete": {
+        "summary": "Delete a database budget (admins)", "operationId": f"{tag}DeleteBudget",
+        "parameters": [_param("scope", _STR, "default, user:NAME or group:NAME", "path")],
+        "responses": no_content,
+    }}
+    ops[f"{prefix}/groups"] = {"get": {"summary": "Groups and their members (admins)",
+                                       "operationId": f"{tag}ListGroups",
+                                       "responses": _responses(_ref("GroupList"), 401, 403)}}
     for kind in ("models", "clients"):
         ops[f"{prefix}/{kind}"] = {"get": {
             "summary": f"Distinct {kind} (prefix filter `q`)", "operationId": f"{tag}List{kind.title()}",

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aigw_proxy.storage.audit import upgrade_audit_log
 from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
-from aigw_proxy.storage.schema import session_slices, spend_days, summaries
+from aigw_proxy.storage.schema import controls, session_slices, spend_days, summaries
 from aigw_proxy.storage.schema import tables as schema
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -140,6 +140,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               upgrade_audit_log),
     Migration(7, "token-usage prices (micro-dollars, source, version, API-equivalent flag; existing rows left "
               "unpriced for `aigw-proxy reprice`) and the daily spend summary kept by triggers", spend_days.upgrade_v7),
+    Migration(8, "groups, group members and budgets (spend controls); interceptions may record budget_exceeded "
+              "and model_denied", controls.upgrade_v8),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -17,19 +17,8 @@ from sqlalchemy.engine import Dialect
 
 ROLES = ("member", "admin")
 STATUSES = ("completed", "failed")
-ERROR_TYPES = (
-    "bad_request",
-    "unauthorized",
-    "rate_limited",
-    "overloaded",
-    "server_error",
-    "timeout",
-    "unknown",
-    # Schema v5, ours (not Coder's): the true cause of a call cut mid-way, which its status cannot tell.
-    "client_disconnected",
-    "upstream_reset",
-)
-ERROR_TYPES_V1 = ERROR_TYPES[:7]  # what schema v1 allowed
+# Coder's `aibridge_interception_error_type`: what schema v1 allowed.
+ERROR_TYPES_V1 = ("bad_request", "unauthorized", "rate_limited", "overloaded", "server_error", "timeout", "unknown")
 
 # Token-usage price components (micro-dollars) and their sum, in this order. `other`: per-search fees (web search).
 PRICE_COLUMNS = (
@@ -40,6 +29,9 @@ PRICE_COLUMNS = (
     "other_price_micros",
     "cost_micros",
 )
+# Ours, not Coder's (schema v5 allows them all): the true cause of a call cut mid-way, which its status cannot
+# tell, and the refusals the proxy makes itself (budgets and model policy: spend/).
+ERROR_TYPES = (*ERROR_TYPES_V1, "client_disconnected", "upstream_reset", "budget_exceeded", "model_denied")
 
 CLIENT_MAX = 64
 CLIENT_SESSION_ID_MAX = 256

@@ -169,8 +169,8 @@ def price_columns(price: Price | None, *, api_equivalent: bool) -> Row:
 
 
 def end_error_type(ev: InterceptionEnded) -> str | None:
-    """The error type stored for an ended call: the cause the transport reported for a failed one, else derived
-    from its upstream status."""
+    """The error type stored for an ended call: the proxy's own refusal's, or the cause the transport reported
+    for a failed one, else derived from its upstream status."""
     if ev.status != "failed":
         return None
     return ev.error_type or error_type_for_status(ev.upstream_status)
