@@ -51,6 +51,20 @@ def _prompt(row: dict[str, Any]) -> str:
     return str(prompts[-1]["prompt"]) if prompts else ""
 
 
+def _cost(row: dict[str, Any]) -> str:
+    """The stored cost: USD at list price; subscription calls (OAuth) as their API-equivalent value apart; never
+    $0 for what has no price."""
+    cost = row.get("cost") or {}
+    parts = []
+    if cost.get("cost_usd") is not None:
+        parts.append(f"${cost['cost_usd']:,.4f}")
+    if cost.get("api_equivalent_usd") is not None:
+        parts.append(f"≈${cost['api_equivalent_usd']:,.4f} plan")
+    if cost.get("unpriced_records"):
+        parts.append("unpriced" if not parts else f"+{cost['unpriced_records']} unpriced")
+    return " ".join(parts) or "–"
+
+
 def _status(row: dict[str, Any]) -> str:
     return str(row.get("status") or "")
 
@@ -65,6 +79,7 @@ INTERCEPTION_COLUMNS: tuple[Column, ...] = (
     Column("In", _tokens_of("input_tokens"), "number", True, "input tokens"),
     Column("Out", _tokens_of("output_tokens"), "number", True, "output tokens"),
     Column("Cache r", _tokens_of("cache_read_input_tokens"), "number", True, "cache-read input tokens"),
+    Column("Cost", _cost, "text", True, "USD at list price; ≈ plan: a subscription call's API-equivalent value"),
     Column("Status", _status, "status"),
 )
 
@@ -83,6 +98,7 @@ SESSION_COLUMNS: tuple[Column, ...] = (
     Column("In", _session_tokens("input_tokens"), "number", True, "input tokens"),
     Column("Out", _session_tokens("output_tokens"), "number", True, "output tokens"),
     Column("Cache r", _session_tokens("cache_read_input_tokens"), "number", True, "cache-read input tokens"),
+    Column("Cost", _cost, "text", True, "USD at list price; ≈ plan: subscription calls' API-equivalent value"),
 )
 
 LEADERBOARD_COLUMNS: tuple[Column, ...] = (
