@@ -66,12 +66,12 @@ class Database:
     """
 
     def __init__(self, path: Path, writer: AsyncEngine, reader: AsyncEngine,
-                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, guard: FileGuard | None = None) -> None:
         self.path = path
         self.writer = writer
         self.reader = reader
         self.busy_timeout_ms = busy_timeout_ms
-        self.file_identity: FileIdentity | None = None  # of the file opened (set by open_database and reopen)
+        self.guard = guard or FileGuard(path)
         self._loop = asyncio.get_running_loop()  # the engines' connections belong to this loop
         _OPEN.add(self)
 
@@ -79,6 +79,16 @@ class Database:
         _OPEN.discard(self)
         await self.writer.dispose()
         await self.reader.dispose()
+
+    @property
+    def file_identity(self) -> FileIdentity | None:
+        """The file opened (set by open_database and reopen); new connections are refused if the path names
+        another one."""
+        return self.guard.identity
+
+    @file_identity.setter
+    def file_identity(self, value: FileIdentity | None) -> None:
+        self.guard.identity = value
 
     def file_problem(self) -> str | None:
         """None while the path names the file that was opened; else "deleted" or "replaced"."""
@@ -106,15 +116,18 @@ class Database:
         elif problem == "deleted":  # nothing could be copied: start an empty database rather than stop
             await asyncio.to_thread(_prepare_path, self.path)
             done = Reopened("started an empty database in its place", same_contents=False)
+        # From here on new connections to the path are allowed again (the old file's are all closed), in every
+        # engine of this process on it.
+        identity = file_identity(self.path)
+        for other in list(_OPEN):
+            if other.path == self.path:
+                other.file_identity = identity
+        self.file_identity = identity
         try:
             await _first_connection(self.writer)
             await migrate(self.writer)
         except sa.exc.DBAPIError as exc:
             raise StorageError(open_error(self.path, exc)) from exc
-        self.file_identity = file_identity(self.path)
-        for other in list(_OPEN):  # the other engines on the path reconnect to this file when next used
-            if other.path == self.path:
-                other.file_identity = self.file_identity
         return done
 
     async def _copy_open_handle(self) -> Path | None:
@@ -249,7 +262,28 @@ def _uri(path: Path) -> str:
     return "file:" + urllib.parse.quote(str(path))
 
 
-def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int) -> AsyncEngine:
+class FileGuard:
+    """Refuses new connections to a database path once it names another file than the one opened (deleted or
+    replaced): a connection to the new file opened while the old one's -wal and -shm files are still there would
+    read the old file's write-ahead log as the new file's, and a checkpoint would write it into it. The record
+    writer reopens the path (closing every connection to the old file first) and the guard lets them through."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: FileIdentity | None = None  # None: not opened yet, nothing to compare with
+
+    def check(self) -> None:
+        if self.identity is None:
+            return
+        now = file_identity(self.path)
+        if now != self.identity:
+            what = "deleted" if now is None else "replaced"
+            raise sqlite3.OperationalError(f"unable to open database file: {self.path} was {what} since it was "
+                                           "opened (the record writer reopens it)")
+
+
+def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int,
+            guard: FileGuard | None = None) -> AsyncEngine:
     # mode=rw: never create the file (open_database does, once); uri=true: SQLAlchemy passes the URI to sqlite3.
     url = sa.URL.create("sqlite+aiosqlite", database=_uri(path), query={"mode": "rw", "uri": "true"})
     engine = create_async_engine(
@@ -259,7 +293,8 @@ def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int
         json_serializer=_json_dumps,
         json_deserializer=json_loads,
     )
-    configure_sqlite_engine(engine, busy_timeout_ms=busy_timeout_ms, immediate=immediate)
+    configure_sqlite_engine(engine, busy_timeout_ms=busy_timeout_ms, immediate=immediate,
+                            before_connect=guard.check if guard is not None else None)
     return engine
 
 
@@ -335,9 +370,10 @@ async def open_database(
 ) -> Database:
     """Open (creating the parent directory and the file if needed) and migrate the database at `path`."""
     path = await asyncio.to_thread(_prepare_path, path)
-    writer = _engine(path, immediate=True, busy_timeout_ms=busy_timeout_ms, pool_size=1)
-    reader = _engine(path, immediate=False, busy_timeout_ms=busy_timeout_ms, pool_size=4)
-    db = Database(path, writer, reader, busy_timeout_ms)
+    guard = FileGuard(path)
+    writer = _engine(path, immediate=True, busy_timeout_ms=busy_timeout_ms, pool_size=1, guard=guard)
+    reader = _engine(path, immediate=False, busy_timeout_ms=busy_timeout_ms, pool_size=4, guard=guard)
+    db = Database(path, writer, reader, busy_timeout_ms, guard)
     try:
         await _first_connection(writer)
         db.file_identity = file_identity(path)

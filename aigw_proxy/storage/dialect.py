@@ -6,6 +6,7 @@ Core, so a PostgreSQL backend only needs a sibling of this module.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -20,12 +21,14 @@ _READ_ONLY_KEY = "aigw_read_only"
 READ_ONLY: dict[str, Any] = {_READ_ONLY_KEY: True}
 
 
-def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immediate: bool) -> None:
+def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immediate: bool,
+                            before_connect: Callable[[], None] | None = None) -> None:
     """Set the pragmas on every new connection and take over BEGIN from the sqlite3 driver.
 
     `immediate=True` (the writer engine) starts every transaction with BEGIN IMMEDIATE: the write lock is
     taken up front (waiting up to busy_timeout), so a transaction never fails half-way upgrading a read lock.
     Readers use a deferred BEGIN: in WAL mode they read one consistent snapshot and never block the writer.
+    `before_connect` may refuse a new connection (raise) before anything is read through it.
     """
     begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
     # A writer-engine connection that only reads can ask for a deferred BEGIN:
@@ -33,13 +36,22 @@ def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immedi
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if before_connect is not None:
+            try:
+                before_connect()
+            except Exception:
+                dbapi_connection.close()
+                raise
         # The driver must not issue its own BEGIN/COMMIT around DML: we emit BEGIN in the "begin" hook.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            # Only takes effect before the first table exists; a no-op afterwards.
-            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            # Only takes effect before the first table exists; a no-op afterwards, but one that waits for the write
+            # lock: read it first, or every new connection (a token lookup) would wait while another holds it.
+            cursor.execute("PRAGMA auto_vacuum")
+            if cursor.fetchone()[0] != 2:  # 2: INCREMENTAL
+                cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
             # WAL is persistent. Switching to it takes a lock SQLite does not wait for (no busy handler), so only
             # switch when needed: open_database retries a first connection that lost that race.
             cursor.execute("PRAGMA journal_mode")

@@ -104,6 +104,10 @@ class _RecorderCollector(Collector):
                                 value=w.queue_depth)
         yield CounterMetricFamily(OWN + "records_written", "Record events written to the database.",
                                   value=w.written)
+        spooled = getattr(w, "spooled", None)
+        if spooled is not None:
+            yield GaugeMetricFamily(OWN + "recorder_spooled", "Record events kept in the spool file beside the "
+                                    "database until it takes writes again.", value=spooled)
         dropped = CounterMetricFamily(OWN + "records_dropped", "Record events dropped, by reason.",
                                       labels=["reason"])
         for reason, n in sorted(dict(w.dropped).items()):

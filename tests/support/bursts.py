@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import anthropic
 
@@ -97,8 +98,16 @@ class Stored:
 
 
 def stored_by_prompt(db_path: Path) -> dict[str, Stored]:
-    """Every interception in the file, keyed by its prompt (in flight ones too)."""
-    with closing(sqlite3.connect(db_path)) as conn:
+    """Every interception in the file, keyed by its prompt (in flight ones too); empty while there is no file or
+    it is not one (a reader never creates the file: the proxy may be restoring it)."""
+    try:
+        return _stored(db_path)
+    except sqlite3.Error:
+        return {}
+
+
+def _stored(db_path: Path) -> dict[str, Stored]:
+    with closing(sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True)) as conn:
         ix = conn.execute("SELECT id, status, error_type, error_message, ended_at IS NOT NULL "
                           "FROM aibridge_interceptions").fetchall()
         prompts: dict[str, list[str]] = {}

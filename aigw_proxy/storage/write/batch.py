@@ -13,6 +13,7 @@ value it cannot store) is skipped alone (`invalid`) instead of failing the batch
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -335,8 +336,10 @@ _IN_FLIGHT_ROW = sa.select(
 
 def is_database_error(exc: BaseException) -> bool:
     """True when the database failed (retry the batch later), False when one record was refused."""
-    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError | sqlite3.IntegrityError | sqlite3.DataError):
         return False
+    if isinstance(exc, sqlite3.Error):  # the driver's own, not wrapped (raised while connecting)
+        return True
     if isinstance(exc, sa.exc.DBAPIError):
         return True
     if isinstance(exc, sa.exc.StatementError):  # a value could not be bound
