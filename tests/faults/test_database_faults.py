@@ -24,6 +24,7 @@ from tests.support.daemon import AIGW, Daemon, UpstreamPKI, provider_config, run
 from tests.support.metrics import scrape
 from tests.support.standin import StandIn
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK on the stand-in's model name
 
 @pytest.fixture
 def daemon(tmp_path: Path, standin_server: StandIn, upstream_pki: UpstreamPKI) -> Iterator[Daemon]:

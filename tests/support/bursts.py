@@ -61,13 +61,13 @@ def one_call(client: anthropic.Anthropic, prompt: str) -> Call:
 
 
 def burst(daemon: Daemon, prompts: list[str], *, workers: int = 10, user: str = "alice",
-          stop: threading.Event | None = None) -> list[Call]:
+          stop: threading.Event | None = None, into: list[Call] | None = None) -> list[Call]:
     """Make the calls from `workers` threads (one SDK client each, connections kept alive); after `stop` is set
-    the calls not started yet are not made."""
+    the calls not started yet are not made. Each finished call is appended to `into` (if given) as it ends."""
     clients = [anthropic_client(daemon, user, default_headers=CLAUDE_CODE) for _ in range(workers)]
     lock = threading.Lock()
     todo = list(reversed(prompts))
-    calls: list[Call] = []
+    calls: list[Call] = into if into is not None else []
 
     def work(client: anthropic.Anthropic) -> None:
         while True:
