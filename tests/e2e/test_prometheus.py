@@ -150,6 +150,10 @@ def window(pdaemon: Daemon, prometheus: Prometheus, standin_server: StandIn) -> 
     wait_for(pdaemon.admin_port, lambda s: s.value("coder_ai_gateway_interceptions_total") == 2)
     poll(lambda: prometheus.query("sum(coder_ai_gateway_interceptions_total)"),
          lambda r: bool(r) and r[0]["value"][1] == "2", "the warm-up to be scraped")
+    # Cost is counted when the writer has stored the priced rows, a moment after the call ends: its series must
+    # exist before the window opens too, or `increase()` over the window sees a series born inside it.
+    poll(lambda: prometheus.query("count(aigw_proxy_cost_usd_total)"),
+         lambda r: bool(r) and r[0]["value"][1] == "2", "the warm-up's cost to be scraped")
     start = prometheus.last_scrape()
 
     claude_code_turn(pdaemon, standin_server, "mia", "msg_measured", scale=3)
