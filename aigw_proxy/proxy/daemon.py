@@ -149,6 +149,9 @@ async def start(settings: Settings) -> Running:
         await writer.close(5)
         await db.close()
         raise DaemonError(f"cannot read the budgets: {exc}") from None
+    if mon.controls is not None:
+        writer.group_of = mon.controls.group_for_write  # effective_group_id on the token rows it writes
+        writer.add_listener(mon.controls.on_commit)  # a committed call's cost counts at once in this process
     authenticator = TokenAuthenticator(UserStore(db).authenticate,
                                        quick_lookup=SQLiteTokenLookup(settings.database_path))
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.

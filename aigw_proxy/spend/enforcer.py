@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Final
 
-from aigw_proxy.recording.records import Initiator
+from aigw_proxy.recording.commits import CommitInfo
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, RecordEvent
 from aigw_proxy.spend.budgets import (
     Budget,
     BudgetBook,
@@ -47,7 +48,6 @@ from aigw_proxy.spend.budgets import (
     window_start,
 )
 from aigw_proxy.spend.policy import Denial, ModelPolicy, PolicyRule
-from aigw_proxy.spend.pricing import Pricer
 from aigw_proxy.storage.controls import ControlsData, ControlsStore, SpendTotals, spend_totals
 from aigw_proxy.storage.database import Database
 from aigw_proxy.telemetry.metrics import Metrics
@@ -83,21 +83,19 @@ class BudgetVerdict:
 Check = BudgetVerdict | None
 
 
-async def _read_spend(db: Database, users: Iterable[str], groups: Iterable[str], day: date,
-                      pricer: Pricer) -> SpendTotals:
+async def _read_spend(db: Database, users: Iterable[str], groups: Iterable[str], day: date) -> SpendTotals:
     """The one function budgets read spend through (storage/controls.py `spend_totals`)."""
-    return await spend_totals(db, user_ids=users, group_ids=groups, day=day, pricer=pricer)
+    return await spend_totals(db, user_ids=users, group_ids=groups, day=day)
 
 
 class SpendControls:
     def __init__(self, db: Database, metrics: Metrics | None = None, *, budgets: Iterable[Budget] = (),
-                 policy: Iterable[PolicyRule] = (), pricer: Pricer | None = None, refresh: float = 1.0,
+                 policy: Iterable[PolicyRule] = (), refresh: float = 1.0,
                  snapshot_every: float = 30.0, lookup_timeout: float = 1.0,
                  clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
         self._store = ControlsStore(db)
         self.m = metrics
-        self.pricer = pricer or Pricer()
         self.refresh = refresh
         self.snapshot_every = snapshot_every
         self.lookup_timeout = lookup_timeout
@@ -112,6 +110,7 @@ class SpendControls:
         self._groups: dict[str, Spent] = {}
         self._reported: set[tuple[str, str, str, str, date]] = set()  # (record, kind, id, scope/window, start)
         self._cold: dict[str, asyncio.Future[None]] = {}  # first reads of a user's figures in progress
+        self._commits = 0  # calls with a cost committed in this process (on_commit)
         self._snapshot_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -276,13 +275,23 @@ class SpendControls:
             if user_id not in self.data.users:  # newer than the snapshot: its budgets and groups too
                 await self.load_snapshot()
             gid = self.effective_group_id(user_id)
-            totals = await _read_spend(self._db, [user_id], [gid] if gid is not None else [],
-                                       utc_day(self._clock()), self.pricer)
-            self._users[user_id] = _Tracked(totals.users[user_id], time.monotonic())
+            commits = self._commits
+            totals = await _read_spend(self._db, [user_id], [gid] if gid is not None else [], utc_day(self._clock()))
+            cached = self._users.get(user_id)
+            spent = self._newer(totals.users[user_id], cached.spent if cached else None, commits)
+            self._users[user_id] = _Tracked(spent, time.monotonic())
             if gid is not None:
-                self._groups[gid] = totals.groups[gid]
+                self._groups[gid] = self._newer(totals.groups[gid], self._groups.get(gid), commits)
         finally:
             self._cold.pop(user_id, None)
+
+    def _newer(self, read: Spent, cached: Spent | None, commits_before: int) -> Spent:
+        """The figures just read, unless calls committed here meanwhile may be missing from them (`on_commit`
+        counted them already): then the larger of the two."""
+        if cached is None or self._commits == commits_before:
+            return read
+        c = cached.on(read.day)
+        return Spent(read.day, max(read.daily_micros, c.daily_micros), max(read.monthly_micros, c.monthly_micros))
 
     async def refresh_spend(self) -> None:
         """Read the figures of every user seen lately and of their groups; update the metrics."""
@@ -296,13 +305,37 @@ class SpendControls:
             self._groups = {}
             self._report(day)
             return
-        totals = await _read_spend(self._db, user_ids, group_ids, day, self.pricer)
+        commits = self._commits
+        totals = await _read_spend(self._db, user_ids, group_ids, day)
         for uid, spent in totals.users.items():
             tracked = self._users.get(uid)
             if tracked is not None:
-                tracked.spent = spent
-        self._groups = dict(totals.groups)
+                tracked.spent = self._newer(spent, tracked.spent, commits)
+        self._groups = {g: self._newer(spent, self._groups.get(g), commits) for g, spent in totals.groups.items()}
         self._report(day)
+
+    def on_commit(self, event: RecordEvent, info: CommitInfo) -> None:
+        """The record writer's listener: a committed call's cost counts here at once (other replicas see it at
+        their next refresh). Subscription calls and unpriced rows add nothing, as in the database's figures."""
+        spend = info.spend
+        if not isinstance(event, InterceptionEnded) or spend is None or spend.key.api_equivalent:
+            return
+        cost = sum(p.cost_micros for p in spend.prices if p is not None)
+        if cost <= 0:
+            return
+        self._commits += 1
+        day = utc_day(self._clock())
+        uid = spend.key.initiator_id
+        tracked = self._users.get(uid)
+        if tracked is not None:
+            tracked.spent = tracked.spent.on(day).plus(cost)
+        gid = self.effective_group_id(uid)
+        if gid is not None and gid in self._groups:
+            self._groups[gid] = self._groups[gid].on(day).plus(cost)
+
+    def group_for_write(self, user_id: str) -> str | None:
+        """`effective_group_id` for the record writer, on its own thread: reads the current snapshot only."""
+        return self.book.effective_group(self.data.members.get(user_id, ()))
 
     # -- reporting ------------------------------------------------------------------------------------------
     def _report(self, day: date) -> None:

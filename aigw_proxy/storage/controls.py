@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.spend.budgets import Budget, Scope, Spent, month_start
-from aigw_proxy.spend.pricing import Pricer
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.errors import StorageError, UserNotFoundError
 from aigw_proxy.storage.ids import new_id
 from aigw_proxy.storage.schema.controls import GROUP_NAME_MAX, budgets, controls_version, group_members, groups
-from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
+from aigw_proxy.storage.schema.spend_days import spend_days
+from aigw_proxy.storage.schema.tables import users
 from aigw_proxy.storage.timefmt import rfc3339
 
 _GROUP_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{GROUP_NAME_MAX - 1}}}")
@@ -225,47 +225,30 @@ class SpendTotals:
     groups: dict[str, Spent]
 
 
-def _day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+def _sums(key: sa.ColumnElement[str], ids: list[str], month: date, day: date) -> sa.Select[Any]:
+    d = spend_days.c
+    today = day.isoformat()
+    return (sa.select(key, sa.func.coalesce(sa.func.sum(sa.case((d.day == today, d.cost_micros), else_=0)), 0),
+                      sa.func.coalesce(sa.func.sum(d.cost_micros), 0))
+            .where(key.in_(ids), d.day >= month.isoformat(), d.day <= today, d.api_equivalent == sa.false())
+            .group_by(key))
 
 
-async def spend_totals(db: Database, *, user_ids: Iterable[str], group_ids: Iterable[str], day: date,
-                       pricer: Pricer) -> SpendTotals:
-    """What each user spent on their own calls and each group was charged, in `day` and in its month (UTC), by
-    the calls' start; API spend only: subscription calls (API-equivalent value) and unpriced rows add nothing.
-
-    Interim reading until token-usage rows carry their price: the month's rows of these users (and of the
-    groups' members, whose spend is the group's) priced with `pricer`."""
+async def spend_totals(db: Database, *, user_ids: Iterable[str], group_ids: Iterable[str], day: date) -> SpendTotals:
+    """What each user spent on their own calls and each group was charged (the calls whose token rows carry its
+    `effective_group_id`), in `day` and in its month (UTC), by the calls' start: API spend only, subscription
+    calls (API-equivalent value) and unpriced rows add nothing. Two indexed reads of the daily spend summary
+    (schema/spend_days.py), whatever the number of calls."""
     uids, gids = sorted(set(user_ids)), sorted(set(group_ids))
-    if not uids and not gids:
-        return SpendTotals({}, {})
-    since, today = _day_start(month_start(day)), _day_start(day)
-    i, t, m = interceptions.c, token_usages.c, group_members.c
+    month = month_start(day)
+    by_user: dict[str, tuple[int, int]] = {}
+    by_group: dict[str, tuple[int, int]] = {}
     async with db.reader.connect() as conn:
-        member_rows = (await conn.execute(sa.select(m.group_id, m.user_id).where(m.group_id.in_(gids)))).all() \
-            if gids else []
-        everyone = sorted(set(uids) | {r.user_id for r in member_rows})
-        rows = (await conn.execute(
-            sa.select(i.initiator_id, i.started_at, i.provider, i.provider_name, i.model, t.input_tokens,
-                      t.output_tokens, t.cache_read_input_tokens, t.cache_write_input_tokens, t.metadata,
-                      t.created_at)
-            .select_from(token_usages.join(interceptions, interceptions.c.id == t.interception_id))
-            .where(i.initiator_id.in_(everyone), i.started_at >= since, i.ended_at.is_not(None),
-                   i.credential_kind != "oauth")
-        )).all()
-    daily: dict[str, int] = {}
-    monthly: dict[str, int] = {}
-    for r in rows:
-        price = pricer.price(r, provider_type=r.provider, provider_name=r.provider_name, model=r.model,
-                             at=r.created_at)
-        if price is None:
-            continue
-        monthly[r.initiator_id] = monthly.get(r.initiator_id, 0) + price.cost_micros
-        if r.started_at >= today:
-            daily[r.initiator_id] = daily.get(r.initiator_id, 0) + price.cost_micros
-    by_group: dict[str, Spent] = {g: Spent(day) for g in gids}
-    for member in member_rows:
-        g = by_group[member.group_id]
-        by_group[member.group_id] = Spent(day, g.daily_micros + daily.get(member.user_id, 0),
-                                          g.monthly_micros + monthly.get(member.user_id, 0))
-    return SpendTotals({u: Spent(day, daily.get(u, 0), monthly.get(u, 0)) for u in uids}, by_group)
+        if uids:
+            by_user = {r[0]: (int(r[1]), int(r[2])) for r in await conn.execute(
+                _sums(spend_days.c.initiator_id, uids, month, day))}
+        if gids:
+            by_group = {r[0]: (int(r[1]), int(r[2])) for r in await conn.execute(
+                _sums(spend_days.c.effective_group_id, gids, month, day))}
+    return SpendTotals({u: Spent(day, *by_user.get(u, (0, 0))) for u in uids},
+                       {g: Spent(day, *by_group.get(g, (0, 0))) for g in gids})

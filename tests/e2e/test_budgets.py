@@ -260,7 +260,8 @@ def test_a_group_budget_holds_every_member_in_the_openai_shape(proxy: Proxy, ups
     # frank is in both groups: the most restrictive budget (interns' daily) is the one his calls are charged to.
     assert chat("erin", "chatcmpl-erin", "erin's call") == "chatcmpl-erin"
     assert chat("frank", "chatcmpl-frank", "frank's call") == "chatcmpl-frank"
-    d.one(prompt="frank's call")
+    charged = [d.one(prompt=f"{u}'s call")["token_usages"][0]["effective_group_id"] for u in ("erin", "frank")]
+    assert charged == [interns, interns]  # stored on the token rows
     assert blocked(d, interns) == 2  # the group spent 2 calls of its 1.5
     with pytest.raises(openai.RateLimitError) as err:
         chat("erin", None, "erin again")

@@ -1,6 +1,7 @@
 """Spend controls in the database: groups and members, budgets set at run time, the snapshot the proxy enforces
-from, the spend totals budgets read (API spend only, by UTC day and month), the enforcer's decisions and its
-soft-limit report over them, and the schema step that adds them to an older database."""
+from, the spend totals budgets read (API spend only, by UTC day and month, groups by the effective group stored
+on the token rows), the enforcer's decisions, commits counted at once, and the schema step that adds the tables
+to an older database."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from genai_prices import Usage, calc_price
 from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, TokenUsage
 from aigw_proxy.spend.budgets import Budget, Scope, Spent
 from aigw_proxy.spend.enforcer import BudgetVerdict, SpendControls
-from aigw_proxy.spend.pricing import Pricer
 from aigw_proxy.storage import (
+    LATEST_VERSION,
     ControlsStore,
     Database,
     GroupExistsError,
@@ -30,8 +31,8 @@ from aigw_proxy.storage import (
     open_database,
     spend_totals,
 )
-from aigw_proxy.storage.schema.controls import _error_type_check
-from aigw_proxy.storage.schema.tables import ERROR_TYPES, ERROR_TYPES_V1
+from aigw_proxy.storage.schema.controls import upgrade_v8
+from aigw_proxy.storage.schema.migrations import MIGRATIONS
 from aigw_proxy.telemetry.metrics import Metrics
 from tests.support.metrics import Scrape
 
@@ -108,6 +109,9 @@ async def test_budgets_set_replace_and_clear(db: Database, alice: Initiator) -> 
 
 async def test_spend_totals_count_api_spend_by_utc_day_and_month(db: Database, writer: RecordWriter,
                                                                  alice: Initiator, bob: Initiator) -> None:
+    store = ControlsStore(db)
+    gid = (await store.create_group("pair"))["id"]
+    writer.group_of = lambda user_id: gid if user_id == alice.user_id else None  # what the proxy charges
     call(writer, "today-1", alice, NOW - timedelta(hours=1))
     call(writer, "today-2", alice, NOW.replace(hour=0, minute=0, second=1))
     call(writer, "earlier", alice, NOW - timedelta(days=3))
@@ -116,16 +120,31 @@ async def test_spend_totals_count_api_spend_by_utc_day_and_month(db: Database, w
     call(writer, "unpriced", alice, NOW, model="no-such-model")
     call(writer, "bob", bob, NOW)
     await writer.flush(timeout=10)
-    store = ControlsStore(db)
-    gid = (await store.create_group("pair"))["id"]
-    await store.add_member("pair", "alice")
-    await store.add_member("pair", "bob")
+    with closing(sqlite3.connect(db.path)) as conn:
+        charged = dict(conn.execute("SELECT interception_id, effective_group_id FROM aibridge_token_usages"))
+    assert charged == {**dict.fromkeys(("today-1", "today-2", "earlier", "last-month", "plan", "unpriced"), gid),
+                       "bob": None}
     one = micros(CALL)
-    totals = await spend_totals(db, user_ids=[alice.user_id, bob.user_id], group_ids=[gid], day=NOW.date(),
-                                pricer=Pricer())
+    totals = await spend_totals(db, user_ids=[alice.user_id, bob.user_id], group_ids=[gid, "no-such-group"],
+                                day=NOW.date())
     assert totals.users[alice.user_id] == Spent(NOW.date(), 2 * one, 3 * one)
     assert totals.users[bob.user_id] == Spent(NOW.date(), one, one)
-    assert totals.groups[gid] == Spent(NOW.date(), 3 * one, 4 * one)
+    assert totals.groups[gid] == Spent(NOW.date(), 2 * one, 3 * one)  # alice's calls, charged to the group
+    assert totals.groups["no-such-group"] == Spent(NOW.date())
+
+
+async def test_a_committed_call_counts_at_once(db: Database, writer: RecordWriter, alice: Initiator) -> None:
+    controls = SpendControls(db, budgets=[Budget.build("user:alice", daily=CALL * 10)], clock=lambda: NOW)
+    await controls.load_snapshot()
+    writer.add_listener(controls.on_commit)
+    first = controls.check_budget(alice)
+    assert inspect.isawaitable(first) and await first is None
+    call(writer, "c1", alice, NOW - timedelta(minutes=1))
+    call(writer, "c2", alice, NOW - timedelta(minutes=1), kind="oauth")  # not spend
+    await writer.flush(timeout=10)
+    assert controls._users[alice.user_id].spent == Spent(NOW.date(), micros(CALL), micros(CALL))  # no refresh yet
+    await controls.refresh_spend()  # the database agrees
+    assert controls._users[alice.user_id].spent == Spent(NOW.date(), micros(CALL), micros(CALL))
 
 
 async def test_the_enforcer_refuses_over_a_hard_limit_and_reports_soft_limits(
@@ -167,40 +186,22 @@ async def test_the_enforcer_refuses_over_a_hard_limit_and_reports_soft_limits(
     assert controls._users[alice.user_id].spent == Spent(clock[0].date(), 0, 2 * micros(CALL))
 
 
-async def test_schema_step_adds_the_tables_and_error_types_to_an_older_database(db_path: Path) -> None:
+async def test_schema_step_adds_the_tables_to_an_older_database(db_path: Path) -> None:
     db = await open_database(db_path)
     await db.close()
-    old = _error_type_check(ERROR_TYPES_V1)
     with closing(sqlite3.connect(db_path)) as conn, conn:  # what a database before the step looked like
-        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'aibridge_interceptions'").fetchone()[0]
-        version = conn.execute("PRAGMA schema_version").fetchone()[0]
-        conn.execute("PRAGMA writable_schema = ON")
-        conn.execute("UPDATE sqlite_master SET sql = ? WHERE name = 'aibridge_interceptions'",
-                     (sql.replace(_error_type_check(ERROR_TYPES), old),))
-        conn.execute(f"PRAGMA schema_version = {version + 1}")
-        conn.execute("PRAGMA writable_schema = OFF")
         for table in ("aigw_budgets", "aigw_group_members", "aigw_groups", "aigw_controls_version"):
             conn.execute(f"DROP TABLE {table}")
-        step = conn.execute("SELECT version FROM schema_migrations WHERE version = "
-                            "(SELECT max(version) FROM schema_migrations)").fetchone()[0]
-        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (step,))
-
-    def insert(conn: sqlite3.Connection, iid: str, error_type: str) -> None:
-        conn.execute("INSERT INTO aibridge_interceptions (id, initiator_id, provider, model, started_at, error_type) "
-                     "VALUES (?, 'u', 'anthropic', 'm', '2026-01-01 00:00:00.000000', ?)", (iid, error_type))
-
-    with closing(sqlite3.connect(db_path)) as conn, pytest.raises(sqlite3.IntegrityError):
-        insert(conn, "old", "budget_exceeded")
+        step = next(m.version for m in MIGRATIONS if m.upgrade is upgrade_v8)
+        conn.execute("DELETE FROM schema_migrations WHERE version >= ?", (step,))
     db = await open_database(db_path)  # applies the step
     try:
-        assert await ControlsStore(db).list_groups() == []
+        store = ControlsStore(db)
+        assert await store.list_groups() == [] and await store.version() == 0
+        await store.create_group("after-the-upgrade")
+        assert await store.version() == 1
     finally:
         await db.close()
-    with closing(sqlite3.connect(db_path)) as conn, conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        insert(conn, "b", "budget_exceeded")
-        insert(conn, "m", "model_denied")
-        insert(conn, "t", "timeout")
-        with pytest.raises(sqlite3.IntegrityError):
-            insert(conn, "x", "no_such_type")
-
+        assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == LATEST_VERSION

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -151,12 +152,18 @@ class _Pending:
                 await conn.execute(INSERT_CHILD[name], rows)
 
 
+def _no_group(_initiator_id: str) -> str | None:
+    return None
+
+
 class BatchWriter:
     """Writes batches on the database's writer engine; keeps the in-flight interceptions and lineage links."""
 
     def __init__(self, db: Database, pricer: Pricer | None = None) -> None:
         self.db = db  # the record writer points it at its own, on its own thread
         self.pricer = pricer or Pricer()  # replaced on a config reload: new prices apply to new rows
+        # The group whose budget a user's calls are charged to now (spend controls), stored on the token rows.
+        self.group_of: Callable[[str], str | None] = _no_group
         self.inflight: dict[str, InFlight] = {}
         self.lineage = Lineage()
         self._naive_warned = False
@@ -281,7 +288,8 @@ class BatchWriter:
             pending.usage_deletes.append({"b_id": ev.id})
         # Unpriced while in progress: the end replaces these rows with its final, priced ones.
         pending.usage.extend(token_rows(ev.id, ev.token_usages, self._utc(ev.at),
-                                        api_equivalent=inflight.spend.api_equivalent))
+                                        api_equivalent=inflight.spend.api_equivalent,
+                                        effective_group_id=self._group(inflight.initiator_id)))
         batch.usage_written.add(ev.id)
         return _Outcome(inflight.info, usage=True)
 
@@ -302,7 +310,8 @@ class BatchWriter:
         key = ended_model(inflight.spend, ev)
         prices = usage_prices(self.pricer, key, ev, ended_at) if ev.token_usages else ()
         for name, rows in child_rows(ev, ended_at, prompt_written=inflight.prompt_written, prices=prices,
-                                     api_equivalent=key.api_equivalent).items():
+                                     api_equivalent=key.api_equivalent,
+                                     effective_group_id=self._group(inflight.initiator_id)).items():
             pending.children[name].extend(rows)
         started = inflight.info
         return _Outcome(
@@ -315,6 +324,13 @@ class BatchWriter:
             ),
             links=links_of(ev, started.thread_root_id, inflight.initiator_id),
         )
+
+    def _group(self, initiator_id: str) -> str | None:
+        try:
+            return self.group_of(initiator_id)
+        except Exception:  # a bug there must never cost the record
+            log.exception("the effective group of %s could not be resolved; stored without one", initiator_id)
+            return None
 
     def _utc(self, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:

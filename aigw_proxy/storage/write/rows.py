@@ -94,8 +94,10 @@ def start_children(ev: InterceptionStarted, started_at: datetime) -> list[Row]:
 
 
 def token_rows(interception_id: str, usages: list[TokenUsage], created_at: datetime, *,
-               prices: Sequence[Price | None] = (), api_equivalent: bool = False) -> list[Row]:
-    """Token-usage rows; `prices` are theirs in order (`usage_prices`), missing ones unpriced (NULL, never 0)."""
+               prices: Sequence[Price | None] = (), api_equivalent: bool = False,
+               effective_group_id: str | None = None) -> list[Row]:
+    """Token-usage rows; `prices` are theirs in order (`usage_prices`), missing ones unpriced (NULL, never 0);
+    `effective_group_id`: the group whose budget the call is charged to (spend/budgets.py), None for none."""
     return [
         {
             "id": new_id(),
@@ -107,7 +109,8 @@ def token_rows(interception_id: str, usages: list[TokenUsage], created_at: datet
             "cache_write_input_tokens": u.cache_write_input_tokens,
             "metadata": dict(u.metadata),
             "created_at": created_at,
-            **price_columns(prices[n] if n < len(prices) else None, api_equivalent=api_equivalent),
+            **price_columns(prices[n] if n < len(prices) else None, api_equivalent=api_equivalent,
+                            effective_group_id=effective_group_id),
         }
         for n, u in enumerate(usages)
     ]
@@ -149,10 +152,10 @@ def usage_prices(pricer: Pricer, key: SpendKey, ev: InterceptionEnded, at: datet
 _UNPRICED: Row = {**dict.fromkeys(PRICE_COLUMNS), "price_source": None, "price_version": None, "price_ref": None}
 
 
-def price_columns(price: Price | None, *, api_equivalent: bool) -> Row:
+def price_columns(price: Price | None, *, api_equivalent: bool, effective_group_id: str | None = None) -> Row:
     """A token-usage row's price columns; an unpriced row keeps them NULL (never 0)."""
     if price is None:
-        return {**_UNPRICED, "effective_group_id": None, "api_equivalent": api_equivalent}
+        return {**_UNPRICED, "effective_group_id": effective_group_id, "api_equivalent": api_equivalent}
     return {
         "input_price_micros": price.input_price_micros,
         "output_price_micros": price.output_price_micros,
@@ -163,7 +166,7 @@ def price_columns(price: Price | None, *, api_equivalent: bool) -> Row:
         "price_source": price.source,
         "price_version": price.version,
         "price_ref": price.model_ref,
-        "effective_group_id": None,  # no groups yet (budgets)
+        "effective_group_id": effective_group_id,
         "api_equivalent": api_equivalent,
     }
 
@@ -202,6 +205,7 @@ def child_rows(
     prompt_written: bool = False,
     prices: Sequence[Price | None] = (),
     api_equivalent: bool = False,
+    effective_group_id: str | None = None,
 ) -> dict[str, list[Row]]:
     """The child rows of an ended call by table name (every child table present, possibly with no rows); the
     prompt only when the start did not store it (`prompt_written`). `prices` are the token usages' (`usage_prices`),
@@ -212,7 +216,7 @@ def child_rows(
     if ev.prompt and not prompt_written:
         rows[user_prompts.name].append(prompt_row(ev.id, ev.prompt, created_at, ev.prompt_response_id or ""))
     rows[token_usages.name].extend(token_rows(ev.id, ev.token_usages, created_at, prices=prices,
-                                              api_equivalent=api_equivalent))
+                                              api_equivalent=api_equivalent, effective_group_id=effective_group_id))
     rows[tool_usages.name].extend(
         {
             "id": new_id(),

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +206,16 @@ class RecordWriter:
     def pricer(self, pricer: Pricer) -> None:
         """New prices (a config reload) apply to the rows written from now on; stored rows keep theirs."""
         self._batches.pricer = pricer
+
+    @property
+    def group_of(self) -> Callable[[str], str | None]:
+        """The group whose budget a user's calls are charged to (spend controls), stored on their token rows as
+        `effective_group_id` when the call ends; called on the writer's thread, so it must only read."""
+        return self._batches.group_of
+
+    @group_of.setter
+    def group_of(self, fn: Callable[[str], str | None]) -> None:
+        self._batches.group_of = fn
 
     @property
     def queue_depth(self) -> int:
