@@ -150,7 +150,7 @@ async def start(settings: Settings) -> Running:
         await db.close()
         raise DaemonError(f"cannot read the budgets: {exc}") from None
     authenticator = TokenAuthenticator(UserStore(db).authenticate,
-                                       quick_lookup=SQLiteTokenLookup(settings.database_path))
+                                       quick_lookup=SQLiteTokenLookup(settings.database_path, db.guard))
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
     redaction = settings.redaction
     policy = RecordPolicy.from_config(redaction, on_redactions=mon.metrics.count_redactions)

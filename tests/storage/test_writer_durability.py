@@ -20,7 +20,7 @@ import pytest
 from aigw_proxy.recording.records import Initiator, InterceptionStarted, InterceptionUsage, TokenUsage
 from aigw_proxy.storage import DANGLING_MESSAGE, Database, RecordWriter, UserStore, list_interceptions, open_database
 from aigw_proxy.storage.schema import summaries
-from aigw_proxy.storage.schema.migrations import LATEST_VERSION
+from aigw_proxy.storage.schema.migrations import MIGRATIONS
 from aigw_proxy.storage.schema.tables import ERROR_TYPES_V1, error_type_check
 from aigw_proxy.storage.write.spool import decode, encode
 from tests.storage.test_session_slices import _assert_kept_equals_a_rebuild
@@ -409,15 +409,18 @@ async def test_v5_allows_the_new_error_types_in_an_older_database(db_path: Path)
                      (sql.replace(error_type_check(), error_type_check(ERROR_TYPES_V1)),))
         conn.execute(f"PRAGMA schema_version = {version + 1}")
         conn.execute("PRAGMA writable_schema = OFF")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 5")
     insert = ("INSERT INTO aibridge_interceptions (id, initiator_id, provider, model, started_at, error_type) "
               "VALUES (?, 'u', 'p', 'm', '2025-01-01 00:00:00.000000', ?)")
     with closing(sqlite3.connect(db_path)) as conn, pytest.raises(sqlite3.IntegrityError):
         conn.execute(insert, ("x", "upstream_reset"))
+    [v5] = [m for m in MIGRATIONS if m.version == 5]
     db = await open_database(db_path)
-    await db.close()
+    try:
+        async with db.writer.begin() as conn2:  # the step as an older database meets it
+            await conn2.run_sync(v5.upgrade)
+    finally:
+        await db.close()
     with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute(insert, ("y", "upstream_reset"))
         conn.execute(insert, ("z", "client_disconnected"))
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert max(v for (v,) in conn.execute("SELECT version FROM schema_migrations")) == LATEST_VERSION
