@@ -11,10 +11,14 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage.schema.tables import api_tokens, users
 from aigw_proxy.storage.users import hash_token
+
+if TYPE_CHECKING:
+    from aigw_proxy.storage.database import FileGuard
 
 log = logging.getLogger("aigw_proxy.identity")
 
@@ -52,12 +56,22 @@ class SQLiteTokenLookup:
         "WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.deleted_at IS NULL"
     )
 
-    def __init__(self, database_path: Path) -> None:
+    def __init__(self, database_path: Path, guard: FileGuard | None = None) -> None:
         self._path = database_path
         self._conn: sqlite3.Connection | None = None
+        # The database's file guard: while the file at the path is not the one opened (deleted or replaced, until
+        # the record writer has reopened it) a lookup raises (the caller falls back); once reopened, the
+        # connection is made again on the file the path names now.
+        self._guard = guard
+        self._opened_on: object = None
 
     def __call__(self, token: str) -> Initiator | None:
+        if self._guard is not None:
+            self._guard.check()
+            if self._conn is not None and self._opened_on != self._guard.identity:
+                self.close()
         if self._conn is None:
+            self._opened_on = self._guard.identity if self._guard is not None else None
             self._conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=0)
         try:
             row = self._conn.execute(self._SQL, (hash_token(token),)).fetchone()

@@ -153,7 +153,7 @@ async def start(settings: Settings) -> Running:
         writer.group_of = mon.controls.group_for_write  # effective_group_id on the token rows it writes
         writer.add_listener(mon.controls.on_commit)  # a committed call's cost counts at once in this process
     authenticator = TokenAuthenticator(UserStore(db).authenticate,
-                                       quick_lookup=SQLiteTokenLookup(settings.database_path))
+                                       quick_lookup=SQLiteTokenLookup(settings.database_path, db.guard))
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
     redaction = settings.redaction
     policy = RecordPolicy.from_config(redaction, on_redactions=mon.metrics.count_redactions)
