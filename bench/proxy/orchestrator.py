@@ -104,7 +104,7 @@ class Profile:
 
 QUICK = Profile(reps=1, tput_warm=40, tput_n=300, lat_warm=20, lat_n=100, sse_conns=1, sse_calls=3,
                 mem_warm=200, mem_calls=1000, mem_every=250, mem_baseline=False, stream_calls=2,
-                fleet_sizes=(20,), fleet_reps=1, newconn_n=30)
+                fleet_sizes=(20,), fleet_events=60, fleet_reps=1, newconn_n=30)
 
 # Every case, in the order they run; `--only` picks some. A workers-scaling case (1 vs N `--workers`) is to be
 # added here and in bench/proxy/phases.py.
