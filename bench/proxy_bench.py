@@ -21,7 +21,7 @@ stand-in (in this process) answers `POST /v1/messages` with a small Anthropic me
   aigw      client -> CONNECT (Proxy-Authorization: Basic bench:<token>) -> `python -m aigw_proxy run`
             (anthropic upstream = the stand-in, upstream_ca_file = the throwaway CA) recording into SQLite.
 Cost cases (bench/proxy/phases.py): a streamed call of 200 events far below saturation (CPU per call and per
-event); an agent fleet of 100 and 200 concurrent connections streaming 200-event calls 5 ms apart (TTFB, gaps
+event); an agent fleet of 100 and 200 concurrent connections streaming 200-event calls 20 ms apart (TTFB, gaps
 against the cadence, CPU per call and event); new connections one after another (CPU per connection, latency
 p50/p95), also through "aigw-rsa", aigw with an RSA-2048 CA imported, to show what the CA key type costs.
 
@@ -70,7 +70,7 @@ def main() -> int:
                     help="also run DIR's aigw-proxy as aigw-base in the cost cases (with DIR/.venv if there is one, "
                          "else this interpreter on DIR's tree; e.g. a `git worktree add --detach DIR main`)")
     ap.add_argument("--fleet-sizes", metavar="N,N", help="fleet case: concurrent connections (default 100,200)")
-    ap.add_argument("--fleet-gap-ms", type=int, help="fleet case: upstream cadence in ms (default 5)")
+    ap.add_argument("--fleet-gap-ms", type=int, help="fleet case: upstream cadence in ms (default 20)")
     ap.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--stream-calls", type=int, help="stream case: calls per connection and rep (default 6)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database) for inspection")

@@ -17,8 +17,9 @@ What mitmproxy 12 does with chain certs (verified in tests/unit/test_ca.py):
 * Every leaf is signed by the *first* certificate in ``mitmproxy-ca.pem`` and reuses that CA's key pair,
   so the CA's key type is also the leaf key type. A generated CA is ECDSA P-256: every client handshake is
   signed with the leaf's key, and a P-256 signature costs the proxy a small fraction of an RSA-2048 one (see
-  the benchmark's new-connection case). Every agent's TLS stack accepts it (Node, rustls, Bun, Python, curl:
-  tests/e2e/test_ec_ca_clients.py). An RSA CA, generated before or imported with ``ca init``, keeps working.
+  the benchmark's new-connection case). Every agent's TLS stack accepts it (Node, Python and curl in
+  tests/e2e/test_ec_ca_clients.py; the real agents, Codex's Rust and OpenCode's Bun among them, in
+  tests/agents/). An RSA CA, generated before or imported with ``ca init``, keeps working.
 * If the file holds more than one certificate, ``CertStore.from_files`` sets ``default_chain_file`` to the
   file and ``default_chain_certs`` to all its certs. For TLS over TCP mitmproxy loads that file as the
   server context's verify store (``load_verify_locations``) and OpenSSL's automatic chain building then

@@ -78,7 +78,7 @@ def _fleet(b: Bench) -> None:
     print(f"\nAgent fleet: each connection makes {p.fleet_calls} streamed call(s) of {p.fleet_events} events "
           f"{p.fleet_gap_ms} ms apart (upstream cadence), first calls spread over {call_s:.1f}s; {p.fleet_reps} rep(s)")
     print(f"  {'':16}{'TTFB p50':>10}{'TTFB p99':>10}{'gap p50':>9}{'gap p99':>9}{'gap max':>9}{'CPU ms/call':>20}"
-          f"{'us/event':>10}{'proxy %core':>12}{'harness':>9}{'events/s':>10}")
+          f"{'us/event':>10}{'proxy %core':>12}{'harness':>9}{'events/s':>10}{'offered':>9}")
     for size, by_target in b.res.fleet.items():
         for name, reps in by_target.items():
             def m(f: Callable[[dict], float], reps: list[dict] = reps) -> float:
@@ -93,9 +93,11 @@ def _fleet(b: Bench) -> None:
                      f"{100 * m(lambda x: x['cpu_s'] / x['elapsed']):11.0f}%"
                      if has_cpu else f"{'-':>20}{'-':>10}{'-':>12}")
                   + f"{100 * m(lambda x: x['harness_cpu_s'] / x['elapsed']):8.0f}%"
-                  f"{m(lambda x: x['events'] / x['elapsed']):10.0f}")
+                  f"{m(lambda x: x['events'] / x['elapsed']):10.0f}{size * 1000 / p.fleet_gap_ms:9.0f}")
     print("  (ms; gap = time between consecutive events of one call at the client; harness = stand-in + load "
-          "generator CPU, % of a core: when the proxy and the harness together reach ~200%, the 2 cores are the limit)")
+          "generator CPU, % of a core: when the proxy and the harness together reach ~200%, the 2 cores are the limit;"
+          "\n   offered = events/s the upstream sends while all connections stream; events/s = relayed, over the whole "
+          "run including the ramp; a saturated proxy reads several events at once, so its CPU per event drops)")
 
 
 def _newconn(b: Bench, goals: list[Goal]) -> None:

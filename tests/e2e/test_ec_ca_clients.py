@@ -1,7 +1,8 @@
 """A new data dir gets an ECDSA P-256 CA, so every decrypted connection is served an EC leaf: the agents' TLS
 stacks must accept it. Node's (Claude Code, Gemini CLI, Copilot CLI), Python's ssl (the SDKs) and curl's are
 driven through the proxy here, each verifying the leaf against the exported CA and making a real model call that
-is recorded. (Codex's rustls and OpenCode's Bun accept ECDSA P-256 leaves too; they are not installed here.)"""
+is recorded. The real agents (Codex's Rust stack and OpenCode's Bun among them) run through a daemon with a
+generated, hence EC, CA in tests/agents/."""
 
 from __future__ import annotations
 
