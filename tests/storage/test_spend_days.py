@@ -170,9 +170,9 @@ async def test_spend_report_equals_the_rows_summed_by_hand(
     assert checked > 50  # the comparisons are not between empty reports
 
 
-def _summary(path: Path) -> list[tuple[Any, ...]]:
+def _summary(path: Path) -> list[list[tuple[Any, ...]]]:
     with closing(sqlite3.connect(path)) as conn:
-        return sorted(conn.execute(f"SELECT * FROM {spend_days.spend_days.name}"))
+        return [sorted(conn.execute(f"SELECT * FROM {t.name}")) for t in (spend_days.spend_days, spend_days.fleet_days)]
 
 
 async def _assert_kept_equals_a_rebuild(db: Database, path: Path) -> None:
@@ -180,7 +180,9 @@ async def _assert_kept_equals_a_rebuild(db: Database, path: Path) -> None:
     async with db.writer.begin() as conn:
         await conn.run_sync(spend_days.rebuild)
     assert _summary(path) == kept
-    assert all(row[8] > 0 for row in kept)  # no key left without rows (records is the first sum)
+    per_user, fleet = kept
+    # No key left without rows (records is the first sum, after the key).
+    assert all(row[8] > 0 for row in per_user) and all(row[7] > 0 for row in fleet)
 
 
 def _override(toml_tables: list[dict[str, Any]]) -> tuple[PriceOverride, ...]:
@@ -248,6 +250,7 @@ def downgrade_to_v4(path: Path) -> None:
         for name in spend_days.TRIGGERS:
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute(f"DROP TABLE {spend_days.spend_days.name}")
+        conn.execute(f"DROP TABLE {spend_days.fleet_days.name}")
         conn.execute("DROP INDEX idx_aibridge_token_usages_null_cost")
         for column in V5_COLUMNS:
             conn.execute(f"ALTER TABLE aibridge_token_usages DROP COLUMN {column}")

@@ -1,7 +1,8 @@
 """The spend report (`aigw-proxy spend`, `GET /api/v2/aibridge/spend`): token usage and its stored cost summed by
 user, model, client, provider or day over the interceptions a filter selects.
 
-Whole UTC days are read from the daily spend summary (`aigw_spend_days`, kept by triggers: schema/spend_days.py);
+Whole UTC days are read from the daily spend summaries (kept by triggers: schema/spend_days.py; the per-user one
+when the report groups or filters by user, else the fleet's);
 the partial days at the edges of a time window, and a session's rows, are summed from the token-usage rows
 themselves. So a report over 90 days of a million interceptions reads the summary's rows for those days and at
 most two partial days of rows, never the whole history. A row's day is its interception's start (UTC), as the
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.read.costs import CostSums
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
-from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, spend_days
+from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -46,13 +47,14 @@ class _Group:
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
     components: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COMPONENTS, 0))
 
-    def add(self, sums: dict[str, int]) -> None:
-        self.cost.add(False, sums["api_records"], sums["api_unpriced"], sums["api_micros"])
-        self.cost.add(True, sums["equivalent_records"], sums["equivalent_unpriced"], sums["equivalent_micros"])
-        for name in TOKEN_COLUMNS:
-            self.tokens[name] += sums[name]
-        for name in _COMPONENTS:
-            self.components[name] += sums[name]
+    def add(self, sums: list[int]) -> None:
+        """Add one result row's sums, in _SUMS order."""
+        self.cost.add(False, *sums[0:3])
+        self.cost.add(True, *sums[3:6])
+        for n, name in enumerate(TOKEN_COLUMNS, 6):
+            self.tokens[name] += sums[n]
+        for n, name in enumerate(_COMPONENTS, 6 + len(TOKEN_COLUMNS)):
+            self.components[name] += sums[n]
 
     def merge(self, other: _Group) -> None:
         self.cost.merge(other.cost)
@@ -87,23 +89,28 @@ def _midnight(day: str) -> datetime:
 
 # -- the two sources ---------------------------------------------------------------------------------------------
 
-_d = spend_days.c
 _i = interceptions.c
 _t = token_usages.c
 
 
-def _summary_group(by: str | None) -> list[sa.ColumnElement[Any]]:
+def _summary_of(by: str | None, flt: InterceptionFilter) -> sa.Table:
+    """The per-user summary when the report groups or filters by user, else the fleet's (far fewer rows)."""
+    per_user = by == "user" or flt.initiator is not None or flt.visible_to is not None
+    return spend_days if per_user else fleet_days
+
+
+def _summary_group(d: Any, by: str | None) -> list[sa.ColumnElement[Any]]:
     match by:
         case "user":
-            return [_d.initiator_id]
+            return [d.initiator_id]
         case "model":
-            return [_d.model]
+            return [d.model]
         case "client":
-            return [_d.client]
+            return [d.client]
         case "provider":
-            return [_d.provider, _d.provider_name]
+            return [d.provider, d.provider_name]
         case "day":
-            return [_d.day]
+            return [d.day]
     return []
 
 
@@ -122,14 +129,14 @@ def _rows_group(by: str | None) -> list[sa.ColumnElement[Any]]:
     return []
 
 
-def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+def _summary_conditions(d: Any, flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
     cond: list[sa.ColumnElement[bool]] = []
     if flt.visible_to is not None:
-        cond.append(_d.initiator_id == flt.visible_to)
+        cond.append(d.initiator_id == flt.visible_to)
     if flt.initiator is not None:
-        cond.append(_d.initiator_id.in_(initiator_ids(flt.initiator)))
-    for column, value in ((_d.provider, flt.provider), (_d.provider_name, flt.provider_name),
-                          (_d.model, flt.model), (_d.client, flt.client)):
+        cond.append(d.initiator_id.in_(initiator_ids(flt.initiator)))
+    for column, value in ((d.provider, flt.provider), (d.provider_name, flt.provider_name),
+                          (d.model, flt.model), (d.client, flt.client)):
         if value is not None:
             cond.append(column == value)
     return cond
@@ -145,11 +152,11 @@ def _by_kind(equivalent: sa.ColumnElement[Any], records: Any, unpriced: Any, mic
             only(False, unpriced).label("equivalent_unpriced"), only(False, micros).label("equivalent_micros")]
 
 
-async def _from_summary(conn: AsyncConnection, by: str | None, cond: list[sa.ColumnElement[bool]],
+async def _from_summary(conn: AsyncConnection, by: str | None, d: Any, cond: list[sa.ColumnElement[bool]],
                         out: dict[tuple[Any, ...], _Group]) -> None:
-    group = _summary_group(by)
-    sums = [*_by_kind(_d.api_equivalent == sa.true(), _d.records, _d.unpriced_records, _d.cost_micros),
-            *(sa.func.coalesce(sa.func.sum(_d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+    group = _summary_group(d, by)
+    sums = [*_by_kind(d.api_equivalent == sa.true(), d.records, d.unpriced_records, d.cost_micros),
+            *(sa.func.coalesce(sa.func.sum(d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
     query = sa.select(*group, *sums).where(*cond)
     for row in await conn.execute(query.group_by(*group) if group else query):
         _add(out, row, len(group))
@@ -169,10 +176,14 @@ async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFil
 
 
 def _add(out: dict[tuple[Any, ...], _Group], row: Any, width: int) -> None:
-    sums = {c: int(row._mapping[c] or 0) for c in _SUMS}
-    if not sums["api_records"] and not sums["equivalent_records"]:
+    sums = [int(v or 0) for v in row[width:]]  # the query selects them in _SUMS order
+    if not sums[0] and not sums[3]:
         return  # an aggregate over no rows (no grouping)
-    out.setdefault(tuple(row[:width]), _Group()).add(sums)
+    key = tuple(row[:width])
+    group = out.get(key)
+    if group is None:
+        group = out[key] = _Group()
+    group.add(sums)
 
 
 def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> InterceptionFilter:
@@ -189,24 +200,25 @@ async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | Non
     end = flt.started_before + _ONE_MICROSECOND if flt.started_before is not None else None  # [start, end)
     if start is not None and end is not None and start >= end:
         return out
-    cond = _summary_conditions(flt)
+    d = _summary_of(by, flt).c
+    cond = _summary_conditions(d, flt)
     if start is not None:
         first = _day(start)
         if start == _midnight(first):
-            cond.append(_d.day >= first)
+            cond.append(d.day >= first)
         else:  # the rest of the first day, from the rows
             next_midnight = _midnight(first) + timedelta(days=1)
             if end is not None and end <= next_midnight:  # the window is inside one day
                 await _from_rows(conn, by, _edge(flt, start, end), out)
                 return out
-            cond.append(_d.day > first)
+            cond.append(d.day > first)
             await _from_rows(conn, by, _edge(flt, start, next_midnight), out)
     if end is not None:
         last = _day(end)
-        cond.append(_d.day < last)
+        cond.append(d.day < last)
         if end != _midnight(last):  # the start of the last day, from the rows
             await _from_rows(conn, by, _edge(flt, max(_midnight(last), start or _midnight(last)), end), out)
-    await _from_summary(conn, by, cond, out)
+    await _from_summary(conn, by, d, cond, out)
     return out
 
 
@@ -223,9 +235,12 @@ async def spend_report(db: Database, flt: InterceptionFilter | None = None, *, b
         found = await _collect(conn, flt, by)
         names: dict[str, str] = {}
         if by == "user" and found:
-            ids = sorted({k[0] for k in found})
-            names = dict((await conn.execute(sa.select(users.c.id, users.c.username).where(users.c.id.in_(ids))))
-                         .all())
+            ids = {k[0] for k in found}
+            # Many users: read every name (a 2000-value IN list costs SQLAlchemy more than the table).
+            query = sa.select(users.c.id, users.c.username)
+            if len(ids) <= 100:
+                query = query.where(users.c.id.in_(sorted(ids)))
+            names = {uid: name for uid, name in (await conn.execute(query)).all() if uid in ids}
     total = _Group()
     for g in found.values():
         total.merge(g)
