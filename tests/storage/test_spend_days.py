@@ -244,8 +244,9 @@ async def test_unpriced_only_leaves_priced_rows_alone(db: Database, writer: Reco
             assert t == before[k]
 
 
-def downgrade_to_v4(path: Path) -> None:
-    """What a v4 database looked like: no price columns, no spend summary, version 4."""
+def downgrade_to_v6(path: Path) -> None:
+    """What a database looked like before the token-usage prices (v7): no price columns, no spend summaries, the
+    later versions to apply again (they find their own parts in place)."""
     with closing(sqlite3.connect(path)) as conn, conn:
         for name in spend_days.TRIGGERS:
             conn.execute(f"DROP TRIGGER {name}")
@@ -254,7 +255,7 @@ def downgrade_to_v4(path: Path) -> None:
         conn.execute("DROP INDEX idx_aibridge_token_usages_null_cost")
         for column in V5_COLUMNS:
             conn.execute(f"ALTER TABLE aibridge_token_usages DROP COLUMN {column}")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 7")
 
 
 @pytest.mark.skip(reason="its downgrade removes only its own schema step, but v5-v8 now come from four merged "
@@ -267,8 +268,8 @@ async def test_v7_upgrade_leaves_old_rows_unpriced_until_reprice(
     db = await open_database(db_path)
     priced = await spend_report(db, by="day")
     await db.close()
-    downgrade_to_v4(db_path)
-    db = await open_database(db_path)  # migrates v4 → v7
+    downgrade_to_v6(db_path)
+    db = await open_database(db_path)  # migrates v6 → v7 → … → the latest
     try:
         upgraded = await spend_report(db, by="day")
         total = upgraded["total"]
