@@ -258,8 +258,6 @@ def downgrade_to_v6(path: Path) -> None:
         conn.execute("DELETE FROM schema_migrations WHERE version >= 7")
 
 
-@pytest.mark.skip(reason="its downgrade removes only its own schema step, but v5-v8 now come from four merged "
-                         "branches: migrate starts after the newest step left; rewrite as a v4 database upgraded")
 async def test_v7_upgrade_leaves_old_rows_unpriced_until_reprice(
     db_path: Path, writer: RecordWriter, alice: Initiator, bob: Initiator
 ) -> None:

@@ -207,9 +207,10 @@ def upgrade_v7(conn: sa.Connection) -> None:
 
 
 def upgrade_v9(conn: sa.Connection) -> None:
-    """Schema v9: the fleet's daily spend summary beside the per-user one; the triggers keep both."""
-    drop_triggers(conn, V7_TRIGGERS)
-    fleet_days.create(conn)
+    """Schema v9: the fleet's daily spend summary beside the per-user one; the triggers keep both. Safe to apply
+    again (a database whose later steps are re-applied)."""
+    drop_triggers(conn, V7_TRIGGERS)  # the same names as TRIGGERS
+    fleet_days.create(conn, checkfirst=True)
     create_triggers(conn, TRIGGERS)
     rebuild(conn, (fleet_days,))
 
