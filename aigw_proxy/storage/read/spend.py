@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.read.costs import CostSums
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
-from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days
+from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days, user_months
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -135,10 +135,10 @@ def _summary_conditions(d: Any, flt: InterceptionFilter) -> list[sa.ColumnElemen
         cond.append(d.initiator_id == flt.visible_to)
     if flt.initiator is not None:
         cond.append(d.initiator_id.in_(initiator_ids(flt.initiator)))
-    for column, value in ((d.provider, flt.provider), (d.provider_name, flt.provider_name),
-                          (d.model, flt.model), (d.client, flt.client)):
-        if value is not None:
-            cond.append(column == value)
+    for name, value in (("provider", flt.provider), ("provider_name", flt.provider_name), ("model", flt.model),
+                        ("client", flt.client)):
+        if value is not None:  # the monthly summary has none of these columns: never asked for them
+            cond.append(d[name] == value)
     return cond
 
 
@@ -191,7 +191,61 @@ def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> Intercepti
     return dataclasses.replace(flt, started_after=start, started_before=end - _ONE_MICROSECOND)
 
 
+def _by_call(flt: InterceptionFilter) -> bool:
+    """Narrowed by what was called (the monthly summary has no provider, model or client)."""
+    return any(v is not None for v in (flt.provider, flt.provider_name, flt.model, flt.client))
+
+
+def _month(day: str) -> str:
+    return day[:7]
+
+
+def _next_month(month: str) -> str:
+    year, mon = int(month[:4]), int(month[5:7])
+    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+
+
+def _month_start(month: str) -> str:
+    return f"{month}-01"
+
+
+async def _whole_days(conn: AsyncConnection, by: str | None, flt: InterceptionFilter, first: str | None,
+                      last: str | None, out: dict[tuple[Any, ...], _Group]) -> None:
+    """Days [first, last) (None: unbounded) from the summaries: whole months of the leaderboard (by user, or the
+    total, with no provider/model/client filter) from each user's months, the other days from the daily table."""
+    table = _summary_of(by, flt)
+    if table is spend_days and by in ("user", None) and not _by_call(flt):
+        m_first = None if first is None else (_month(first) if first.endswith("-01") else _next_month(_month(first)))
+        m_last = None if last is None else _month(last)  # months before `last`'s own
+        if m_first is None or m_last is None or m_first < m_last:
+            m = user_months.c
+            cond = _summary_conditions(m, flt)
+            if m_first is not None:
+                cond.append(m.month >= m_first)
+            if m_last is not None:
+                cond.append(m.month < m_last)
+            await _from_summary(conn, by, m, cond, out)
+            if first is not None and (m_first is None or first < _month_start(m_first)):
+                await _days(conn, by, table, flt, first, _month_start(m_first) if m_first else None, out)
+            if last is not None and m_last is not None and _month_start(m_last) < last:
+                await _days(conn, by, table, flt, _month_start(m_last), last, out)
+            return
+    await _days(conn, by, table, flt, first, last, out)
+
+
+async def _days(conn: AsyncConnection, by: str | None, table: sa.Table, flt: InterceptionFilter, first: str | None,
+                last: str | None, out: dict[tuple[Any, ...], _Group]) -> None:
+    d = table.c
+    cond = _summary_conditions(d, flt)
+    if first is not None:
+        cond.append(d.day >= first)
+    if last is not None:
+        cond.append(d.day < last)
+    await _from_summary(conn, by, d, cond, out)
+
+
 async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | None) -> dict[tuple[Any, ...], _Group]:
+    """[start, end) as partial days from the rows and whole days (or months) from the summaries."""
     out: dict[tuple[Any, ...], _Group] = {}
     if flt.session_id is not None:  # one session: its rows, through the session index
         await _from_rows(conn, by, flt, out)
@@ -200,25 +254,23 @@ async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | Non
     end = flt.started_before + _ONE_MICROSECOND if flt.started_before is not None else None  # [start, end)
     if start is not None and end is not None and start >= end:
         return out
-    d = _summary_of(by, flt).c
-    cond = _summary_conditions(d, flt)
+    first: str | None = None  # whole days [first, last)
+    last: str | None = None
     if start is not None:
         first = _day(start)
-        if start == _midnight(first):
-            cond.append(d.day >= first)
-        else:  # the rest of the first day, from the rows
+        if start != _midnight(first):  # the rest of the first day, from the rows
             next_midnight = _midnight(first) + timedelta(days=1)
             if end is not None and end <= next_midnight:  # the window is inside one day
                 await _from_rows(conn, by, _edge(flt, start, end), out)
                 return out
-            cond.append(d.day > first)
             await _from_rows(conn, by, _edge(flt, start, next_midnight), out)
+            first = _day(next_midnight)
     if end is not None:
         last = _day(end)
-        cond.append(d.day < last)
         if end != _midnight(last):  # the start of the last day, from the rows
             await _from_rows(conn, by, _edge(flt, max(_midnight(last), start or _midnight(last)), end), out)
-    await _from_summary(conn, by, d, cond, out)
+    if first is None or last is None or first < last:
+        await _whole_days(conn, by, flt, first, last, out)
     return out
 
 

@@ -5,10 +5,11 @@ request.
 The token-usage rows of *ended* interceptions are summed per UTC day of the interception's start and (provider,
 provider_name, model, client, effective group, api_equivalent): how many rows, how many of them unpriced, the four
 token figures, the price components and the cost (micro-dollars; an unpriced row adds its tokens and counts in
-`unpriced_records`, never a cost). `effective_group_id` is '' until groups exist. Two tables:
+`unpriced_records`, never a cost). `effective_group_id` is '' until groups exist. Three tables:
 * `aigw_spend_days`: per user as well (`initiator_id`): a user's spend, members' own reports, grouping by user;
 * `aigw_spend_fleet_days`: everyone's together: the reports that neither group nor filter by user read a few
-  thousand rows for 90 days where the per-user table has tens of thousands.
+  thousand rows for 90 days where the per-user table has tens of thousands;
+* `aigw_spend_user_months`: per user and UTC month, without the call's attributes: the leaderboard over months.
 
 Every way a row can change keeps both exact, whoever writes: a token row inserted, deleted or repriced (its price
 or its tokens updated); an interception ended, inserted already ended, deleted (its remaining rows taken out
@@ -55,14 +56,30 @@ spend_days = _summary_table("aigw_spend_days", per_user=True)
 fleet_days = _summary_table("aigw_spend_fleet_days", per_user=False)
 sa.Index("idx_aigw_spend_days_day", spend_days.c.day)  # everyone's days in a window, grouped by user
 
-# The interception's UTC day as stored (SQLite keeps fixed-width UTC text), as summaries.py counts days.
+# Each user's months, without the call's attributes: the leaderboard (by user, no provider/model/client filter)
+# reads ~5 rows per user and month instead of one per day and model; a budget's month is one row per user.
+user_months = sa.Table(
+    "aigw_spend_user_months",
+    spend_metadata,
+    sa.Column("initiator_id", sa.String(36), nullable=False),
+    sa.Column("month", sa.String(7), nullable=False),  # YYYY-MM (UTC) of the interception's started_at
+    sa.Column("effective_group_id", sa.String(36), nullable=False),
+    sa.Column("api_equivalent", sa.Boolean, nullable=False),
+    *(sa.Column(c, sa.BigInteger, nullable=False, server_default=sa.text("0")) for c in SUM_COLUMNS),
+    sa.PrimaryKeyConstraint("initiator_id", "month", "effective_group_id", "api_equivalent",
+                            name="pk_aigw_spend_user_months"),
+    sqlite_with_rowid=False,
+)
+
+# The interception's UTC day and month as stored (SQLite keeps fixed-width UTC text), as summaries.py counts days.
 DAY_OF = "substr({i}.started_at, 1, 10)"
+MONTH_OF = "substr({i}.started_at, 1, 7)"
 
 
 def _key(table: sa.Table, i: str, t: str) -> str:
     """`table`'s key of token row `t` (a table alias, NEW or OLD) of interception `i`."""
-    values = {"day": DAY_OF.format(i=i), "initiator_id": f"{i}.initiator_id", "provider": f"{i}.provider",
-              "provider_name": f"{i}.provider_name", "model": f"{i}.model",
+    values = {"day": DAY_OF.format(i=i), "month": MONTH_OF.format(i=i), "initiator_id": f"{i}.initiator_id",
+              "provider": f"{i}.provider", "provider_name": f"{i}.provider_name", "model": f"{i}.model",
               "client": f"COALESCE({i}.client, 'Unknown')",
               "effective_group_id": f"COALESCE({t}.effective_group_id, '')", "api_equivalent": f"{t}.api_equivalent"}
     return ", ".join(values[c] for c in _key_columns(table))
@@ -95,7 +112,7 @@ def _upsert(table: sa.Table) -> str:
             + ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in SUM_COLUMNS))
 
 
-_TABLES = (spend_days, fleet_days)
+_TABLES = (spend_days, fleet_days, user_months)
 
 
 def _row_change(token: str, sign: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
@@ -115,22 +132,26 @@ def _interception_change(row: str, sign: str, tables: tuple[sa.Table, ...] = _TA
         for t in tables)
 
 
-def _tidy(day_and_user: str, day: str, tables: tuple[sa.Table, ...]) -> str:
-    """Delete the keys left with no rows: among one (user, day)'s, and the fleet's of that day (key prefixes)."""
-    out = f"DELETE FROM {spend_days.name} WHERE records <= 0 AND (initiator_id, day) IN ({day_and_user});"
+def _tidy(i: str, where: str, tables: tuple[sa.Table, ...]) -> str:
+    """Delete the keys left with no rows, among those of one interception's (user, day), day and (user, month)
+    (key prefixes): `i` names the interception (NEW, OLD, or the alias of the lookup `where` adds)."""
+    day, month = DAY_OF.format(i=i), MONTH_OF.format(i=i)
+    out = (f"DELETE FROM {spend_days.name} WHERE records <= 0 AND (initiator_id, day) IN "
+           f"(SELECT {i}.initiator_id, {day}{where});")
     if fleet_days in tables:
-        out += f" DELETE FROM {fleet_days.name} WHERE records <= 0 AND day IN ({day});"
+        out += f" DELETE FROM {fleet_days.name} WHERE records <= 0 AND day IN (SELECT {day}{where});"
+    if user_months in tables:
+        out += (f" DELETE FROM {user_months.name} WHERE records <= 0 AND (initiator_id, month) IN "
+                f"(SELECT {i}.initiator_id, {month}{where});")
     return out
 
 
 def _tidy_interception(row: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
-    return _tidy(f"SELECT {row}.initiator_id, {DAY_OF.format(i=row)}", f"SELECT {DAY_OF.format(i=row)}", tables)
+    return _tidy(row, "", tables)
 
 
 def _tidy_after_row(token: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
-    of = f"FROM aibridge_interceptions i WHERE i.id = {token}.interception_id"
-    return _tidy(f"SELECT i.initiator_id, {DAY_OF.format(i='i')} {of}", f"SELECT {DAY_OF.format(i='i')} {of}",
-                 tables)
+    return _tidy("i", f" FROM aibridge_interceptions i WHERE i.id = {token}.interception_id", tables)
 
 
 _WATCHED_TOKEN_COLUMNS = ", ".join(("interception_id", *TOKEN_COLUMNS, *PRICE_COLUMNS, "effective_group_id",
@@ -207,11 +228,12 @@ def upgrade_v7(conn: sa.Connection) -> None:
 
 
 def upgrade_v9(conn: sa.Connection) -> None:
-    """Schema v9: the fleet's daily spend summary beside the per-user one; the triggers keep both. Safe to apply
-    again (a database whose later steps are re-applied)."""
+    """Schema v9: the fleet's daily spend summary and each user's months beside the per-user days; the triggers
+    keep all three. Safe to apply again (a database whose later steps are re-applied)."""
     drop_triggers(conn, V7_TRIGGERS)  # the same names as TRIGGERS
     fleet_days.create(conn, checkfirst=True)
+    user_months.create(conn, checkfirst=True)
     create_triggers(conn, TRIGGERS)
-    rebuild(conn, (fleet_days,))
+    rebuild(conn, (fleet_days, user_months))
 
 
