@@ -12,7 +12,6 @@ interceptions list filters by `started_at`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Final
 
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
-from aigw_proxy.storage.read.costs import CostSums
+from aigw_proxy.storage.read.costs import usd
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days, user_months
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
@@ -41,42 +40,37 @@ _KIND_SUMS = ("api_records", "api_unpriced", "api_micros", "equivalent_records",
 _SUMS = (*_KIND_SUMS, *TOKEN_COLUMNS, *_COMPONENTS)
 
 
-@dataclass(slots=True)
-class _Group:
-    cost: CostSums = field(default_factory=CostSums)
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
-    components: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COMPONENTS, 0))
+_N = len(_SUMS)
+_TOKENS_AT = tuple(enumerate(TOKEN_COLUMNS, len(_KIND_SUMS)))
+_COMPONENTS_AT = tuple(enumerate(_COMPONENTS.values(), len(_KIND_SUMS) + len(TOKEN_COLUMNS)))
 
-    def add(self, sums: list[int]) -> None:
-        """Add one result row's sums, in _SUMS order."""
-        self.cost.add(False, *sums[0:3])
-        self.cost.add(True, *sums[3:6])
-        for n, name in enumerate(TOKEN_COLUMNS, 6):
-            self.tokens[name] += sums[n]
-        for n, name in enumerate(_COMPONENTS, 6 + len(TOKEN_COLUMNS)):
-            self.components[name] += sums[n]
+# A group's sums: a list of ints in _SUMS order (a leaderboard has thousands of groups: plain lists are cheap).
+Sums = list[int]
 
-    def merge(self, other: _Group) -> None:
-        self.cost.merge(other.cost)
-        for name in TOKEN_COLUMNS:
-            self.tokens[name] += other.tokens[name]
-        for name in _COMPONENTS:
-            self.components[name] += other.components[name]
 
-    def json(self) -> dict[str, Any]:
-        return {
-            "records": self.cost.records,
-            **self.tokens,
-            "cost": self.cost.json(),
-            # The list-price value of every priced row (API and API-equivalent together), by component; null
-            # when no row is priced.
-            "price_components": ({_COMPONENTS[k]: v for k, v in self.components.items()}
-                                 if self.cost.records > self.cost.unpriced else None),
-        }
+def _kind_cost(records: int, unpriced: int, micros: int) -> int | None:
+    """A kind's cost: the priced rows' sum, null when every row of it is unpriced (costs.py's rule)."""
+    return None if records and unpriced == records else micros
 
-    @property
-    def value(self) -> int:
-        return self.cost.api_micros + self.cost.equivalent_micros
+
+def _figures_json(s: Sums) -> dict[str, Any]:
+    api, equivalent = _kind_cost(s[0], s[1], s[2]), _kind_cost(s[3], s[4], s[5])
+    records, unpriced = s[0] + s[3], s[1] + s[4]
+    out: dict[str, Any] = {"records": records}
+    for n, name in _TOKENS_AT:
+        out[name] = s[n]
+    out["cost"] = {
+        "priced": unpriced == 0,
+        "unpriced_records": unpriced,
+        "cost_micros": api,
+        "cost_usd": usd(api),
+        "api_equivalent_micros": equivalent,
+        "api_equivalent_usd": usd(equivalent),
+    }
+    # The list-price value of every priced row (API and API-equivalent together), by component; null when no row
+    # is priced.
+    out["price_components"] = {name: s[n] for n, name in _COMPONENTS_AT} if records > unpriced else None
+    return out
 
 
 def _day(value: datetime) -> str:
@@ -153,7 +147,7 @@ def _by_kind(equivalent: sa.ColumnElement[Any], records: Any, unpriced: Any, mic
 
 
 async def _from_summary(conn: AsyncConnection, by: str | None, d: Any, cond: list[sa.ColumnElement[bool]],
-                        out: dict[tuple[Any, ...], _Group]) -> None:
+                        out: dict[tuple[Any, ...], Sums]) -> None:
     group = _summary_group(d, by)
     sums = [*_by_kind(d.api_equivalent == sa.true(), d.records, d.unpriced_records, d.cost_micros),
             *(sa.func.coalesce(sa.func.sum(d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
@@ -163,7 +157,7 @@ async def _from_summary(conn: AsyncConnection, by: str | None, d: Any, cond: lis
 
 
 async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFilter,
-                     out: dict[tuple[Any, ...], _Group]) -> None:
+                     out: dict[tuple[Any, ...], Sums]) -> None:
     group = _rows_group(by)
     unpriced = sa.case((_t.cost_micros.is_(None), 1), else_=0)
     sums = [*_by_kind(_t.api_equivalent == sa.true(), 1, unpriced, sa.func.coalesce(_t.cost_micros, 0)),
@@ -175,15 +169,16 @@ async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFil
         _add(out, row, len(group))
 
 
-def _add(out: dict[tuple[Any, ...], _Group], row: Any, width: int) -> None:
+def _add(out: dict[tuple[Any, ...], Sums], row: Any, width: int) -> None:
     sums = [int(v or 0) for v in row[width:]]  # the query selects them in _SUMS order
     if not sums[0] and not sums[3]:
         return  # an aggregate over no rows (no grouping)
     key = tuple(row[:width])
     group = out.get(key)
     if group is None:
-        group = out[key] = _Group()
-    group.add(sums)
+        out[key] = sums
+    else:
+        out[key] = [a + b for a, b in zip(group, sums, strict=True)]
 
 
 def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> InterceptionFilter:
@@ -210,7 +205,7 @@ def _month_start(month: str) -> str:
 
 
 async def _whole_days(conn: AsyncConnection, by: str | None, flt: InterceptionFilter, first: str | None,
-                      last: str | None, out: dict[tuple[Any, ...], _Group]) -> None:
+                      last: str | None, out: dict[tuple[Any, ...], Sums]) -> None:
     """Days [first, last) (None: unbounded) from the summaries: whole months of the leaderboard (by user, or the
     total, with no provider/model/client filter) from each user's months, the other days from the daily table."""
     table = _summary_of(by, flt)
@@ -234,7 +229,7 @@ async def _whole_days(conn: AsyncConnection, by: str | None, flt: InterceptionFi
 
 
 async def _days(conn: AsyncConnection, by: str | None, table: sa.Table, flt: InterceptionFilter, first: str | None,
-                last: str | None, out: dict[tuple[Any, ...], _Group]) -> None:
+                last: str | None, out: dict[tuple[Any, ...], Sums]) -> None:
     d = table.c
     cond = _summary_conditions(d, flt)
     if first is not None:
@@ -244,9 +239,9 @@ async def _days(conn: AsyncConnection, by: str | None, table: sa.Table, flt: Int
     await _from_summary(conn, by, d, cond, out)
 
 
-async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | None) -> dict[tuple[Any, ...], _Group]:
+async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | None) -> dict[tuple[Any, ...], Sums]:
     """[start, end) as partial days from the rows and whole days (or months) from the summaries."""
-    out: dict[tuple[Any, ...], _Group] = {}
+    out: dict[tuple[Any, ...], Sums] = {}
     if flt.session_id is not None:  # one session: its rows, through the session index
         await _from_rows(conn, by, flt, out)
         return out
@@ -293,16 +288,17 @@ async def spend_report(db: Database, flt: InterceptionFilter | None = None, *, b
             if len(ids) <= 100:
                 query = query.where(users.c.id.in_(sorted(ids)))
             names = {uid: name for uid, name in (await conn.execute(query)).all() if uid in ids}
-    total = _Group()
-    for g in found.values():
-        total.merge(g)
-    order = sorted(found, key=lambda k: k) if by == "day" else sorted(found, key=lambda k: (-found[k].value, k))
-    groups = [{**_key_json(by, k, names), **found[k].json()} for k in order]
+    total = [sum(column) for column in zip(*found.values(), strict=True)] if found else [0] * _N
+    if by == "day":
+        order = sorted(found)
+    else:  # by value: cost plus API-equivalent value
+        order = sorted(found, key=lambda k: (-(found[k][2] + found[k][5]), k))
+    groups = [{**_key_json(by, k, names), **_figures_json(found[k])} for k in order]
     return {
         "by": by,
         "started_after": rfc3339(flt.started_after) if flt.started_after is not None else None,
         "started_before": rfc3339(flt.started_before) if flt.started_before is not None else None,
-        "total": total.json(),
+        "total": _figures_json(total),
         "groups": groups,
     }
 
