@@ -25,7 +25,7 @@ from aigw_proxy.storage.read.sessions_from_slices import SlicePlan, slice_of
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.schema.migrations import V3_INDEX_NAMES, V3_INDEXES
 from aigw_proxy.storage.schema.session_slices import TRIGGERS, rebuild, session_slices, slice_counts
-from tests.storage.test_spend_days import downgrade_to_v4
+from tests.storage.test_spend_days import downgrade_to_v6
 from tests.support.records import at, ended, started
 
 PROVIDERS = {"anthropic": ("claude-sonnet-4-5", "claude-haiku-4-5"), "openai": ("gpt-5", "o4-mini"),
@@ -208,7 +208,7 @@ async def test_cursor_errors_and_routing(db: Database, writer: RecordWriter, ali
 
 def downgrade_to_v3(path: Path) -> None:
     """What a v3 database looked like: no session slices, the v3 attribute indexes, version 3."""
-    downgrade_to_v4(path)
+    downgrade_to_v6(path)
     with closing(sqlite3.connect(path)) as conn, conn:
         for ddl in V3_INDEXES:
             conn.execute(ddl)

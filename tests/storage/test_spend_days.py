@@ -43,13 +43,14 @@ V5_COLUMNS = (*PRICE_COLUMNS, "effective_group_id", "price_source", "price_versi
 
 
 async def write_traffic(writer: RecordWriter, people: list[Initiator], seed: int, n: int = 150) -> list[float]:
-    """`n` interceptions over 10 days: 0-2 token usages each, some models unpriced, a third of the calls on a
-    subscription (OAuth); a few left in flight. Returns the start times (seconds after T0)."""
+    """`n` interceptions over 30 days across a month's end (T0 is March 1): 0-2 token usages each, some models
+    unpriced, a third of the calls on a subscription (OAuth); a few left in flight. Returns the start times
+    (seconds after T0)."""
     rng = random.Random(seed)
     starts = []
     for k in range(n):
         provider = rng.choice(list(MODELS))
-        t = rng.uniform(0, 10 * DAY)
+        t = rng.uniform(-20 * DAY, 10 * DAY)
         if k % 17 == 0:
             t = (t // DAY) * DAY + 12 * 3600  # exactly on an hour: a window edge will fall on it
         ev = started(f"i{k:04d}", rng.choice(people), t=t, provider=provider,
@@ -127,7 +128,11 @@ async def assert_report_is_the_rows(db: Database, flt: InterceptionFilter, by: s
 
 def _windows(starts: list[float], rng: random.Random) -> list[tuple[datetime | None, datetime | None]]:
     midnight = [T0.replace(hour=0) + timedelta(days=d) for d in range(12)]
+    march, feb = T0.replace(hour=0), T0.replace(month=2, day=1, hour=0)
     out: list[tuple[datetime | None, datetime | None]] = [(None, None)]
+    # Whole months, a month and its neighbours' days, a month's edge inside a window (the leaderboard's months).
+    out += [(feb, march - timedelta(microseconds=1)), (feb, None), (None, march), (feb + timedelta(days=9), None),
+            (feb + timedelta(days=9, hours=5), march + timedelta(days=3, hours=2)), (march, None)]
     for _ in range(4):
         a, b = sorted(rng.sample(starts, 2))
         out.append((at(a), at(b)))  # edges exactly on start times (inclusive)
@@ -164,15 +169,18 @@ async def test_spend_report_equals_the_rows_summed_by_hand(
     for attrs in attributes:
         for a, b in _windows(starts, rng):
             flt = InterceptionFilter(**attrs, started_after=a, started_before=b)
-            for by in rng.sample(("user", "model", "client", "provider", "day"), 2):
+            for by in ("user", *rng.sample(("model", "client", "provider", "day"), 1)):
                 report = await assert_report_is_the_rows(db, flt, by)
                 checked += report["total"]["records"] > 0
     assert checked > 50  # the comparisons are not between empty reports
 
 
-def _summary(path: Path) -> list[tuple[Any, ...]]:
+SUMMARIES = (spend_days.spend_days, spend_days.fleet_days, spend_days.user_months)
+
+
+def _summary(path: Path) -> list[list[tuple[Any, ...]]]:
     with closing(sqlite3.connect(path)) as conn:
-        return sorted(conn.execute(f"SELECT * FROM {spend_days.spend_days.name}"))
+        return [sorted(conn.execute(f"SELECT * FROM {t.name}")) for t in SUMMARIES]
 
 
 async def _assert_kept_equals_a_rebuild(db: Database, path: Path) -> None:
@@ -180,7 +188,10 @@ async def _assert_kept_equals_a_rebuild(db: Database, path: Path) -> None:
     async with db.writer.begin() as conn:
         await conn.run_sync(spend_days.rebuild)
     assert _summary(path) == kept
-    assert all(row[8] > 0 for row in kept)  # no key left without rows (records is the first sum)
+    # No key left without rows (records is the first sum, after the key).
+    for table, rows in zip(SUMMARIES, kept, strict=True):
+        width = len(table.primary_key.columns)
+        assert rows and all(row[width] > 0 for row in rows), table.name
 
 
 def _override(toml_tables: list[dict[str, Any]]) -> tuple[PriceOverride, ...]:
@@ -230,7 +241,7 @@ async def test_unpriced_only_leaves_priced_rows_alone(db: Database, writer: Reco
     await write_traffic(writer, [alice], seed=11, n=60)
     before = {t["id"]: t for i in await list_interceptions(db, limit=1000) for t in i["token_usages"]}
     pricer = Pricer(_override([{"model": "*", "input": 1, "output": 1}]))  # would change every row
-    result = await reprice(db, pricer, unpriced_only=True, since=T0, until=T0 + timedelta(days=30))
+    result = await reprice(db, pricer, unpriced_only=True, since=T0 - timedelta(days=30), until=T0 + timedelta(days=30))
     after = {t["id"]: t for i in await list_interceptions(db, limit=1000) for t in i["token_usages"]}
     was_unpriced = [k for k, t in before.items() if t["cost_micros"] is None]
     assert result.rows == result.changed == result.was_unpriced == len(was_unpriced) > 0
@@ -242,16 +253,19 @@ async def test_unpriced_only_leaves_priced_rows_alone(db: Database, writer: Reco
             assert t == before[k]
 
 
-def downgrade_to_v4(path: Path) -> None:
-    """What a database before the prices (v7) looked like: no price columns, no spend summary."""
+def downgrade_to_v6(path: Path) -> None:
+    """What a database looked like before the token-usage prices (v7): no price columns, no spend summaries, the
+    later versions to apply again (they find their own parts in place)."""
     with closing(sqlite3.connect(path)) as conn, conn:
         for name in spend_days.TRIGGERS:
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute(f"DROP TABLE {spend_days.spend_days.name}")
+        conn.execute(f"DROP TABLE {spend_days.fleet_days.name}")
+        conn.execute(f"DROP TABLE {spend_days.user_months.name}")
         conn.execute("DROP INDEX idx_aibridge_token_usages_null_cost")
         for column in V5_COLUMNS:
             conn.execute(f"ALTER TABLE aibridge_token_usages DROP COLUMN {column}")
-        conn.execute("DELETE FROM schema_migrations WHERE version >= 7")  # the prices' step and every later one
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 7")
 
 
 async def test_v7_upgrade_leaves_old_rows_unpriced_until_reprice(
@@ -262,8 +276,8 @@ async def test_v7_upgrade_leaves_old_rows_unpriced_until_reprice(
     db = await open_database(db_path)
     priced = await spend_report(db, by="day")
     await db.close()
-    downgrade_to_v4(db_path)
-    db = await open_database(db_path)  # migrates v4 → v7
+    downgrade_to_v6(db_path)
+    db = await open_database(db_path)  # migrates v6 → v7 → … → the latest
     try:
         upgraded = await spend_report(db, by="day")
         total = upgraded["total"]

@@ -1,7 +1,8 @@
 """The spend report (`aigw-proxy spend`, `GET /api/v2/aibridge/spend`): token usage and its stored cost summed by
 user, model, client, provider or day over the interceptions a filter selects.
 
-Whole UTC days are read from the daily spend summary (`aigw_spend_days`, kept by triggers: schema/spend_days.py);
+Whole UTC days are read from the daily spend summaries (kept by triggers: schema/spend_days.py; the per-user one
+when the report groups or filters by user, else the fleet's);
 the partial days at the edges of a time window, and a session's rows, are summed from the token-usage rows
 themselves. So a report over 90 days of a million interceptions reads the summary's rows for those days and at
 most two partial days of rows, never the whole history. A row's day is its interception's start (UTC), as the
@@ -11,7 +12,6 @@ interceptions list filters by `started_at`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Final
 
@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
-from aigw_proxy.storage.read.costs import CostSums
+from aigw_proxy.storage.read.costs import usd
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
-from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, spend_days
+from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days, user_months
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -40,41 +40,37 @@ _KIND_SUMS = ("api_records", "api_unpriced", "api_micros", "equivalent_records",
 _SUMS = (*_KIND_SUMS, *TOKEN_COLUMNS, *_COMPONENTS)
 
 
-@dataclass(slots=True)
-class _Group:
-    cost: CostSums = field(default_factory=CostSums)
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
-    components: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COMPONENTS, 0))
+_N = len(_SUMS)
+_TOKENS_AT = tuple(enumerate(TOKEN_COLUMNS, len(_KIND_SUMS)))
+_COMPONENTS_AT = tuple(enumerate(_COMPONENTS.values(), len(_KIND_SUMS) + len(TOKEN_COLUMNS)))
 
-    def add(self, sums: dict[str, int]) -> None:
-        self.cost.add(False, sums["api_records"], sums["api_unpriced"], sums["api_micros"])
-        self.cost.add(True, sums["equivalent_records"], sums["equivalent_unpriced"], sums["equivalent_micros"])
-        for name in TOKEN_COLUMNS:
-            self.tokens[name] += sums[name]
-        for name in _COMPONENTS:
-            self.components[name] += sums[name]
+# A group's sums: a list of ints in _SUMS order (a leaderboard has thousands of groups: plain lists are cheap).
+Sums = list[int]
 
-    def merge(self, other: _Group) -> None:
-        self.cost.merge(other.cost)
-        for name in TOKEN_COLUMNS:
-            self.tokens[name] += other.tokens[name]
-        for name in _COMPONENTS:
-            self.components[name] += other.components[name]
 
-    def json(self) -> dict[str, Any]:
-        return {
-            "records": self.cost.records,
-            **self.tokens,
-            "cost": self.cost.json(),
-            # The list-price value of every priced row (API and API-equivalent together), by component; null
-            # when no row is priced.
-            "price_components": ({_COMPONENTS[k]: v for k, v in self.components.items()}
-                                 if self.cost.records > self.cost.unpriced else None),
-        }
+def _kind_cost(records: int, unpriced: int, micros: int) -> int | None:
+    """A kind's cost: the priced rows' sum, null when every row of it is unpriced (costs.py's rule)."""
+    return None if records and unpriced == records else micros
 
-    @property
-    def value(self) -> int:
-        return self.cost.api_micros + self.cost.equivalent_micros
+
+def _figures_json(s: Sums) -> dict[str, Any]:
+    api, equivalent = _kind_cost(s[0], s[1], s[2]), _kind_cost(s[3], s[4], s[5])
+    records, unpriced = s[0] + s[3], s[1] + s[4]
+    out: dict[str, Any] = {"records": records}
+    for n, name in _TOKENS_AT:
+        out[name] = s[n]
+    out["cost"] = {
+        "priced": unpriced == 0,
+        "unpriced_records": unpriced,
+        "cost_micros": api,
+        "cost_usd": usd(api),
+        "api_equivalent_micros": equivalent,
+        "api_equivalent_usd": usd(equivalent),
+    }
+    # The list-price value of every priced row (API and API-equivalent together), by component; null when no row
+    # is priced.
+    out["price_components"] = {name: s[n] for n, name in _COMPONENTS_AT} if records > unpriced else None
+    return out
 
 
 def _day(value: datetime) -> str:
@@ -87,23 +83,28 @@ def _midnight(day: str) -> datetime:
 
 # -- the two sources ---------------------------------------------------------------------------------------------
 
-_d = spend_days.c
 _i = interceptions.c
 _t = token_usages.c
 
 
-def _summary_group(by: str | None) -> list[sa.ColumnElement[Any]]:
+def _summary_of(by: str | None, flt: InterceptionFilter) -> sa.Table:
+    """The per-user summary when the report groups or filters by user, else the fleet's (far fewer rows)."""
+    per_user = by == "user" or flt.initiator is not None or flt.visible_to is not None
+    return spend_days if per_user else fleet_days
+
+
+def _summary_group(d: Any, by: str | None) -> list[sa.ColumnElement[Any]]:
     match by:
         case "user":
-            return [_d.initiator_id]
+            return [d.initiator_id]
         case "model":
-            return [_d.model]
+            return [d.model]
         case "client":
-            return [_d.client]
+            return [d.client]
         case "provider":
-            return [_d.provider, _d.provider_name]
+            return [d.provider, d.provider_name]
         case "day":
-            return [_d.day]
+            return [d.day]
     return []
 
 
@@ -122,16 +123,16 @@ def _rows_group(by: str | None) -> list[sa.ColumnElement[Any]]:
     return []
 
 
-def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
+def _summary_conditions(d: Any, flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]:
     cond: list[sa.ColumnElement[bool]] = []
     if flt.visible_to is not None:
-        cond.append(_d.initiator_id == flt.visible_to)
+        cond.append(d.initiator_id == flt.visible_to)
     if flt.initiator is not None:
-        cond.append(_d.initiator_id.in_(initiator_ids(flt.initiator)))
-    for column, value in ((_d.provider, flt.provider), (_d.provider_name, flt.provider_name),
-                          (_d.model, flt.model), (_d.client, flt.client)):
-        if value is not None:
-            cond.append(column == value)
+        cond.append(d.initiator_id.in_(initiator_ids(flt.initiator)))
+    for name, value in (("provider", flt.provider), ("provider_name", flt.provider_name), ("model", flt.model),
+                        ("client", flt.client)):
+        if value is not None:  # the monthly summary has none of these columns: never asked for them
+            cond.append(d[name] == value)
     return cond
 
 
@@ -145,18 +146,18 @@ def _by_kind(equivalent: sa.ColumnElement[Any], records: Any, unpriced: Any, mic
             only(False, unpriced).label("equivalent_unpriced"), only(False, micros).label("equivalent_micros")]
 
 
-async def _from_summary(conn: AsyncConnection, by: str | None, cond: list[sa.ColumnElement[bool]],
-                        out: dict[tuple[Any, ...], _Group]) -> None:
-    group = _summary_group(by)
-    sums = [*_by_kind(_d.api_equivalent == sa.true(), _d.records, _d.unpriced_records, _d.cost_micros),
-            *(sa.func.coalesce(sa.func.sum(_d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+async def _from_summary(conn: AsyncConnection, by: str | None, d: Any, cond: list[sa.ColumnElement[bool]],
+                        out: dict[tuple[Any, ...], Sums]) -> None:
+    group = _summary_group(d, by)
+    sums = [*_by_kind(d.api_equivalent == sa.true(), d.records, d.unpriced_records, d.cost_micros),
+            *(sa.func.coalesce(sa.func.sum(d[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
     query = sa.select(*group, *sums).where(*cond)
     for row in await conn.execute(query.group_by(*group) if group else query):
         _add(out, row, len(group))
 
 
 async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFilter,
-                     out: dict[tuple[Any, ...], _Group]) -> None:
+                     out: dict[tuple[Any, ...], Sums]) -> None:
     group = _rows_group(by)
     unpriced = sa.case((_t.cost_micros.is_(None), 1), else_=0)
     sums = [*_by_kind(_t.api_equivalent == sa.true(), 1, unpriced, sa.func.coalesce(_t.cost_micros, 0)),
@@ -168,11 +169,16 @@ async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFil
         _add(out, row, len(group))
 
 
-def _add(out: dict[tuple[Any, ...], _Group], row: Any, width: int) -> None:
-    sums = {c: int(row._mapping[c] or 0) for c in _SUMS}
-    if not sums["api_records"] and not sums["equivalent_records"]:
+def _add(out: dict[tuple[Any, ...], Sums], row: Any, width: int) -> None:
+    sums = [int(v or 0) for v in row[width:]]  # the query selects them in _SUMS order
+    if not sums[0] and not sums[3]:
         return  # an aggregate over no rows (no grouping)
-    out.setdefault(tuple(row[:width]), _Group()).add(sums)
+    key = tuple(row[:width])
+    group = out.get(key)
+    if group is None:
+        out[key] = sums
+    else:
+        out[key] = [a + b for a, b in zip(group, sums, strict=True)]
 
 
 def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> InterceptionFilter:
@@ -180,8 +186,62 @@ def _edge(flt: InterceptionFilter, start: datetime, end: datetime) -> Intercepti
     return dataclasses.replace(flt, started_after=start, started_before=end - _ONE_MICROSECOND)
 
 
-async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | None) -> dict[tuple[Any, ...], _Group]:
-    out: dict[tuple[Any, ...], _Group] = {}
+def _by_call(flt: InterceptionFilter) -> bool:
+    """Narrowed by what was called (the monthly summary has no provider, model or client)."""
+    return any(v is not None for v in (flt.provider, flt.provider_name, flt.model, flt.client))
+
+
+def _month(day: str) -> str:
+    return day[:7]
+
+
+def _next_month(month: str) -> str:
+    year, mon = int(month[:4]), int(month[5:7])
+    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+
+
+def _month_start(month: str) -> str:
+    return f"{month}-01"
+
+
+async def _whole_days(conn: AsyncConnection, by: str | None, flt: InterceptionFilter, first: str | None,
+                      last: str | None, out: dict[tuple[Any, ...], Sums]) -> None:
+    """Days [first, last) (None: unbounded) from the summaries: whole months of the leaderboard (by user, or the
+    total, with no provider/model/client filter) from each user's months, the other days from the daily table."""
+    table = _summary_of(by, flt)
+    if table is spend_days and by in ("user", None) and not _by_call(flt):
+        m_first = None if first is None else (_month(first) if first.endswith("-01") else _next_month(_month(first)))
+        m_last = None if last is None else _month(last)  # months before `last`'s own
+        if m_first is None or m_last is None or m_first < m_last:
+            m = user_months.c
+            cond = _summary_conditions(m, flt)
+            if m_first is not None:
+                cond.append(m.month >= m_first)
+            if m_last is not None:
+                cond.append(m.month < m_last)
+            await _from_summary(conn, by, m, cond, out)
+            if first is not None and (m_first is None or first < _month_start(m_first)):
+                await _days(conn, by, table, flt, first, _month_start(m_first) if m_first else None, out)
+            if last is not None and m_last is not None and _month_start(m_last) < last:
+                await _days(conn, by, table, flt, _month_start(m_last), last, out)
+            return
+    await _days(conn, by, table, flt, first, last, out)
+
+
+async def _days(conn: AsyncConnection, by: str | None, table: sa.Table, flt: InterceptionFilter, first: str | None,
+                last: str | None, out: dict[tuple[Any, ...], Sums]) -> None:
+    d = table.c
+    cond = _summary_conditions(d, flt)
+    if first is not None:
+        cond.append(d.day >= first)
+    if last is not None:
+        cond.append(d.day < last)
+    await _from_summary(conn, by, d, cond, out)
+
+
+async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | None) -> dict[tuple[Any, ...], Sums]:
+    """[start, end) as partial days from the rows and whole days (or months) from the summaries."""
+    out: dict[tuple[Any, ...], Sums] = {}
     if flt.session_id is not None:  # one session: its rows, through the session index
         await _from_rows(conn, by, flt, out)
         return out
@@ -189,24 +249,23 @@ async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | Non
     end = flt.started_before + _ONE_MICROSECOND if flt.started_before is not None else None  # [start, end)
     if start is not None and end is not None and start >= end:
         return out
-    cond = _summary_conditions(flt)
+    first: str | None = None  # whole days [first, last)
+    last: str | None = None
     if start is not None:
         first = _day(start)
-        if start == _midnight(first):
-            cond.append(_d.day >= first)
-        else:  # the rest of the first day, from the rows
+        if start != _midnight(first):  # the rest of the first day, from the rows
             next_midnight = _midnight(first) + timedelta(days=1)
             if end is not None and end <= next_midnight:  # the window is inside one day
                 await _from_rows(conn, by, _edge(flt, start, end), out)
                 return out
-            cond.append(_d.day > first)
             await _from_rows(conn, by, _edge(flt, start, next_midnight), out)
+            first = _day(next_midnight)
     if end is not None:
         last = _day(end)
-        cond.append(_d.day < last)
         if end != _midnight(last):  # the start of the last day, from the rows
             await _from_rows(conn, by, _edge(flt, max(_midnight(last), start or _midnight(last)), end), out)
-    await _from_summary(conn, by, cond, out)
+    if first is None or last is None or first < last:
+        await _whole_days(conn, by, flt, first, last, out)
     return out
 
 
@@ -223,19 +282,23 @@ async def spend_report(db: Database, flt: InterceptionFilter | None = None, *, b
         found = await _collect(conn, flt, by)
         names: dict[str, str] = {}
         if by == "user" and found:
-            ids = sorted({k[0] for k in found})
-            names = dict((await conn.execute(sa.select(users.c.id, users.c.username).where(users.c.id.in_(ids))))
-                         .all())
-    total = _Group()
-    for g in found.values():
-        total.merge(g)
-    order = sorted(found, key=lambda k: k) if by == "day" else sorted(found, key=lambda k: (-found[k].value, k))
-    groups = [{**_key_json(by, k, names), **found[k].json()} for k in order]
+            ids = {k[0] for k in found}
+            # Many users: read every name (a 2000-value IN list costs SQLAlchemy more than the table).
+            query = sa.select(users.c.id, users.c.username)
+            if len(ids) <= 100:
+                query = query.where(users.c.id.in_(sorted(ids)))
+            names = {uid: name for uid, name in (await conn.execute(query)).all() if uid in ids}
+    total = [sum(column) for column in zip(*found.values(), strict=True)] if found else [0] * _N
+    if by == "day":
+        order = sorted(found)
+    else:  # by value: cost plus API-equivalent value
+        order = sorted(found, key=lambda k: (-(found[k][2] + found[k][5]), k))
+    groups = [{**_key_json(by, k, names), **_figures_json(found[k])} for k in order]
     return {
         "by": by,
         "started_after": rfc3339(flt.started_after) if flt.started_after is not None else None,
         "started_before": rfc3339(flt.started_before) if flt.started_before is not None else None,
-        "total": total.json(),
+        "total": _figures_json(total),
         "groups": groups,
     }
 

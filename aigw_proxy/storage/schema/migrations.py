@@ -140,8 +140,10 @@ MIGRATIONS: tuple[Migration, ...] = (
               upgrade_audit_log),
     Migration(7, "token-usage prices (micro-dollars, source, version, API-equivalent flag; existing rows left "
               "unpriced for `aigw-proxy reprice`) and the daily spend summary kept by triggers", spend_days.upgrade_v7),
-    Migration(8, "groups, group members and budgets (spend controls); interceptions may record budget_exceeded "
-              "and model_denied", controls.upgrade_v8),
+    Migration(8, "groups, group members and budgets (spend controls)", controls.upgrade_v8),
+    Migration(9, "the fleet-wide daily spend summary and each user's monthly one beside the per-user days, kept "
+              "by the same triggers",
+              spend_days.upgrade_v9),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -1,61 +1,92 @@
-"""The daily spend summary (schema v7), kept by triggers like the other summaries (summaries.py), so the spend
-report answers from a small table instead of summing a million token-usage rows per request.
+"""The daily spend summaries (schema v7; the fleet's since v9), kept by triggers like the other summaries
+(summaries.py), so the spend report answers from small tables instead of summing a million token-usage rows per
+request.
 
-`aigw_spend_days`: the token-usage rows of *ended* interceptions summed per UTC day of the interception's start
-and (initiator, provider, provider_name, model, client, effective group, api_equivalent): how many rows, how many
-of them unpriced, the four token figures, the price components and the cost (micro-dollars; an unpriced row adds
-its tokens and counts in `unpriced_records`, never a cost). `effective_group_id` is '' until groups exist.
+The token-usage rows of *ended* interceptions are summed per UTC day of the interception's start and (provider,
+provider_name, model, client, effective group, api_equivalent): how many rows, how many of them unpriced, the four
+token figures, the price components and the cost (micro-dollars; an unpriced row adds its tokens and counts in
+`unpriced_records`, never a cost). `effective_group_id` is '' until groups exist. Three tables:
+* `aigw_spend_days`: per user as well (`initiator_id`): a user's spend, members' own reports, grouping by user;
+* `aigw_spend_fleet_days`: everyone's together: the reports that neither group nor filter by user read a few
+  thousand rows for 90 days where the per-user table has tens of thousands;
+* `aigw_spend_user_months`: per user and UTC month, without the call's attributes: the leaderboard over months.
 
-Every way a row can change keeps it exact, whoever writes: a token row inserted, deleted or repriced (its price
+Every way a row can change keeps both exact, whoever writes: a token row inserted, deleted or repriced (its price
 or its tokens updated); an interception ended, inserted already ended, deleted (its remaining rows taken out
 first: a cascade would otherwise delete them after the interception is gone), or moved to another day, user,
-provider, model or client. A key whose rows are all gone is deleted, so retention keeps the table small.
+provider, model or client. A key whose rows are all gone is deleted, so retention keeps the tables small.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from aigw_proxy.storage.dialect import create_triggers
+from aigw_proxy.storage.dialect import create_triggers, drop_triggers
 from aigw_proxy.storage.schema.tables import PRICE_COLUMNS
 
 spend_metadata = sa.MetaData()
 
-KEY_COLUMNS = ("day", "initiator_id", "provider", "provider_name", "model", "client", "effective_group_id",
-               "api_equivalent")
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
 SUM_COLUMNS = ("records", "unpriced_records", *TOKEN_COLUMNS, *PRICE_COLUMNS)
+_ATTRIBUTES = ("provider", "provider_name", "model", "client", "effective_group_id", "api_equivalent")
 
-spend_days = sa.Table(
-    "aigw_spend_days",
+
+def _summary_table(name: str, *, per_user: bool) -> sa.Table:
+    who = ("initiator_id",) if per_user else ()
+    return sa.Table(
+        name,
+        spend_metadata,
+        sa.Column("day", sa.String(10), nullable=False),  # YYYY-MM-DD (UTC) of the interception's started_at
+        *(sa.Column("initiator_id", sa.String(36), nullable=False) for _ in who),
+        sa.Column("provider", sa.Text, nullable=False),
+        sa.Column("provider_name", sa.Text, nullable=False),
+        sa.Column("model", sa.Text, nullable=False),
+        sa.Column("client", sa.Text, nullable=False),  # COALESCE(client, 'Unknown')
+        sa.Column("effective_group_id", sa.String(36), nullable=False),  # COALESCE(effective_group_id, '')
+        sa.Column("api_equivalent", sa.Boolean, nullable=False),
+        *(sa.Column(c, sa.BigInteger, nullable=False, server_default=sa.text("0")) for c in SUM_COLUMNS),
+        # Clustered (SQLite: WITHOUT ROWID, one b-tree) by user then day: a user's days are one range (members,
+        # budgets) and everyone grouped by user is one ordered pass; the fleet's by day: a window is one range.
+        sa.PrimaryKeyConstraint(*who, "day", *_ATTRIBUTES, name=f"pk_{name}"),
+        sqlite_with_rowid=False,
+    )
+
+
+spend_days = _summary_table("aigw_spend_days", per_user=True)
+fleet_days = _summary_table("aigw_spend_fleet_days", per_user=False)
+sa.Index("idx_aigw_spend_days_day", spend_days.c.day)  # everyone's days in a window, grouped by user
+
+# Each user's months, without the call's attributes: the leaderboard (by user, no provider/model/client filter)
+# reads ~5 rows per user and month instead of one per day and model; a budget's month is one row per user.
+user_months = sa.Table(
+    "aigw_spend_user_months",
     spend_metadata,
-    sa.Column("day", sa.String(10), nullable=False),  # YYYY-MM-DD (UTC) of the interception's started_at
     sa.Column("initiator_id", sa.String(36), nullable=False),
-    sa.Column("provider", sa.Text, nullable=False),
-    sa.Column("provider_name", sa.Text, nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("client", sa.Text, nullable=False),  # COALESCE(client, 'Unknown')
-    sa.Column("effective_group_id", sa.String(36), nullable=False),  # COALESCE(effective_group_id, '')
+    sa.Column("month", sa.String(7), nullable=False),  # YYYY-MM (UTC) of the interception's started_at
+    sa.Column("effective_group_id", sa.String(36), nullable=False),
     sa.Column("api_equivalent", sa.Boolean, nullable=False),
-    *(sa.Column(name, sa.BigInteger, nullable=False, server_default=sa.text("0")) for name in SUM_COLUMNS),
-    # Clustered by user, then day (SQLite: WITHOUT ROWID, one b-tree): a user's days are one range (members,
-    # budgets), and everyone's grouped by user is one ordered pass without a sort.
-    sa.PrimaryKeyConstraint("initiator_id", "day", "provider", "provider_name", "model", "client",
-                            "effective_group_id", "api_equivalent", name="pk_aigw_spend_days"),
+    *(sa.Column(c, sa.BigInteger, nullable=False, server_default=sa.text("0")) for c in SUM_COLUMNS),
+    sa.PrimaryKeyConstraint("initiator_id", "month", "effective_group_id", "api_equivalent",
+                            name="pk_aigw_spend_user_months"),
     sqlite_with_rowid=False,
 )
-# Everyone's days in a window.
-sa.Index("idx_aigw_spend_days_day", spend_days.c.day)
 
-# The interception's UTC day as stored (SQLite keeps fixed-width UTC text), as summaries.py counts days.
+# The interception's UTC day and month as stored (SQLite keeps fixed-width UTC text), as summaries.py counts days.
 DAY_OF = "substr({i}.started_at, 1, 10)"
+MONTH_OF = "substr({i}.started_at, 1, 7)"
 
 
-def _key(i: str, t: str) -> str:
-    """The summary key of token row `t` (a table alias, NEW or OLD) of interception `i`."""
-    return ", ".join((DAY_OF.format(i=i), f"{i}.initiator_id", f"{i}.provider", f"{i}.provider_name", f"{i}.model",
-                      f"COALESCE({i}.client, 'Unknown')", f"COALESCE({t}.effective_group_id, '')",
-                      f"{t}.api_equivalent"))
+def _key(table: sa.Table, i: str, t: str) -> str:
+    """`table`'s key of token row `t` (a table alias, NEW or OLD) of interception `i`."""
+    values = {"day": DAY_OF.format(i=i), "month": MONTH_OF.format(i=i), "initiator_id": f"{i}.initiator_id",
+              "provider": f"{i}.provider", "provider_name": f"{i}.provider_name", "model": f"{i}.model",
+              "client": f"COALESCE({i}.client, 'Unknown')",
+              "effective_group_id": f"COALESCE({t}.effective_group_id, '')", "api_equivalent": f"{t}.api_equivalent"}
+    return ", ".join(values[c] for c in _key_columns(table))
+
+
+def _key_columns(table: sa.Table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
 
 
 def _one_row(t: str, sign: str) -> str:
@@ -72,86 +103,115 @@ def _sums(sign: str) -> str:
     return ", ".join(f"{sign}({v})" for v in values)
 
 
-_KEY_LIST = ", ".join(KEY_COLUMNS)
-_INSERT = f"INSERT INTO aigw_spend_days ({_KEY_LIST}, {', '.join(SUM_COLUMNS)})"
-_UPSERT = (f"ON CONFLICT ({_KEY_LIST}) DO UPDATE SET "
-           + ", ".join(f"{c} = aigw_spend_days.{c} + excluded.{c}" for c in SUM_COLUMNS))
+def _insert(table: sa.Table) -> str:
+    return f"INSERT INTO {table.name} ({', '.join(_key_columns(table))}, {', '.join(SUM_COLUMNS)})"
 
 
-def _row_change(token: str, sign: str) -> str:
-    """Add (`sign` '') or take out ('-') one token row (`token` = NEW or OLD) under its interception's key.
+def _upsert(table: sa.Table) -> str:
+    return (f"ON CONFLICT ({', '.join(_key_columns(table))}) DO UPDATE SET "
+            + ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in SUM_COLUMNS))
+
+
+_TABLES = (spend_days, fleet_days, user_months)
+
+
+def _row_change(token: str, sign: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+    """Add (`sign` '') or take out ('-') one token row (`token` = NEW or OLD) under its interception's keys.
     Only a row whose interception is ended counts (the report lists ended interceptions)."""
-    return (f"{_INSERT} SELECT {_key('i', token)}, {_one_row(token, sign)} FROM aibridge_interceptions i "
-            f"WHERE i.id = {token}.interception_id AND i.ended_at IS NOT NULL {_UPSERT};")
+    return " ".join(
+        f"{_insert(t)} SELECT {_key(t, 'i', token)}, {_one_row(token, sign)} FROM aibridge_interceptions i "
+        f"WHERE i.id = {token}.interception_id AND i.ended_at IS NOT NULL {_upsert(t)};"
+        for t in tables)
 
 
-def _interception_change(row: str, sign: str) -> str:
-    """Add or take out every token row of one interception (`row` = NEW or OLD), under `row`'s key."""
-    return (f"{_INSERT} SELECT {_key(row, 't')}, {_sums(sign)} FROM aibridge_token_usages t "
-            f"WHERE t.interception_id = {row}.id GROUP BY t.effective_group_id, t.api_equivalent {_UPSERT};")
+def _interception_change(row: str, sign: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+    """Add or take out every token row of one interception (`row` = NEW or OLD), under `row`'s keys."""
+    return " ".join(
+        f"{_insert(t)} SELECT {_key(t, row, 't')}, {_sums(sign)} FROM aibridge_token_usages t "
+        f"WHERE t.interception_id = {row}.id GROUP BY t.effective_group_id, t.api_equivalent {_upsert(t)};"
+        for t in tables)
 
 
-def _tidy(day_and_user: str) -> str:
-    """Delete the keys left with no rows, among one (day, initiator)'s (the primary key's prefix)."""
-    return f"DELETE FROM aigw_spend_days WHERE records <= 0 AND (day, initiator_id) IN ({day_and_user});"
+def _tidy(i: str, where: str, tables: tuple[sa.Table, ...]) -> str:
+    """Delete the keys left with no rows, among those of one interception's (user, day), day and (user, month)
+    (key prefixes): `i` names the interception (NEW, OLD, or the alias of the lookup `where` adds)."""
+    day, month = DAY_OF.format(i=i), MONTH_OF.format(i=i)
+    out = (f"DELETE FROM {spend_days.name} WHERE records <= 0 AND (initiator_id, day) IN "
+           f"(SELECT {i}.initiator_id, {day}{where});")
+    if fleet_days in tables:
+        out += f" DELETE FROM {fleet_days.name} WHERE records <= 0 AND day IN (SELECT {day}{where});"
+    if user_months in tables:
+        out += (f" DELETE FROM {user_months.name} WHERE records <= 0 AND (initiator_id, month) IN "
+                f"(SELECT {i}.initiator_id, {month}{where});")
+    return out
 
 
-def _tidy_interception(row: str) -> str:
-    return _tidy(f"SELECT {DAY_OF.format(i=row)}, {row}.initiator_id")
+def _tidy_interception(row: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+    return _tidy(row, "", tables)
 
 
-def _tidy_after_row(token: str) -> str:
-    return _tidy(f"SELECT {DAY_OF.format(i='i')}, i.initiator_id FROM aibridge_interceptions i "
-                 f"WHERE i.id = {token}.interception_id")
+def _tidy_after_row(token: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+    return _tidy("i", f" FROM aibridge_interceptions i WHERE i.id = {token}.interception_id", tables)
 
 
 _WATCHED_TOKEN_COLUMNS = ", ".join(("interception_id", *TOKEN_COLUMNS, *PRICE_COLUMNS, "effective_group_id",
                                     "api_equivalent"))
 
-TRIGGERS: dict[str, str] = {
-    "aigw_spend_on_token_usage_inserted": f"""
-        AFTER INSERT ON aibridge_token_usages
-        BEGIN {_row_change("NEW", "")} END""",
-    "aigw_spend_on_token_usage_deleted": f"""
-        AFTER DELETE ON aibridge_token_usages
-        BEGIN {_row_change("OLD", "-")} {_tidy_after_row("OLD")} END""",
-    # `aigw-proxy reprice`, the budgets' effective group, any correction of a stored row.
-    "aigw_spend_on_token_usage_updated": f"""
-        AFTER UPDATE OF {_WATCHED_TOKEN_COLUMNS} ON aibridge_token_usages
-        BEGIN {_row_change("OLD", "-")} {_row_change("NEW", "")} {_tidy_after_row("OLD")} END""",
-    # Token rows written before their interception ended (bulk loads; the writer ends it first).
-    "aigw_spend_on_interception_ended": f"""
-        AFTER UPDATE OF ended_at ON aibridge_interceptions
-        WHEN OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL
-        BEGIN {_interception_change("NEW", "")} END""",
-    "aigw_spend_on_ended_interception_inserted": f"""
-        AFTER INSERT ON aibridge_interceptions WHEN NEW.ended_at IS NOT NULL
-        BEGIN {_interception_change("NEW", "")} END""",
-    # BEFORE: its token rows are still there to take out (retention deletes them first: then nothing is left).
-    "aigw_spend_on_ended_interception_deleted": f"""
-        BEFORE DELETE ON aibridge_interceptions WHEN OLD.ended_at IS NOT NULL
-        BEGIN {_interception_change("OLD", "-")} {_tidy_interception("OLD")} END""",
-    "aigw_spend_on_ended_interception_moved": f"""
-        AFTER UPDATE OF started_at, initiator_id, provider, provider_name, model, client ON aibridge_interceptions
-        WHEN OLD.ended_at IS NOT NULL AND NEW.ended_at IS NOT NULL
-        BEGIN {_interception_change("OLD", "-")} {_interception_change("NEW", "")} {_tidy_interception("OLD")} END""",
-}
+
+def _triggers(tables: tuple[sa.Table, ...]) -> dict[str, str]:
+    return {
+        "aigw_spend_on_token_usage_inserted": f"""
+            AFTER INSERT ON aibridge_token_usages
+            BEGIN {_row_change("NEW", "", tables)} END""",
+        "aigw_spend_on_token_usage_deleted": f"""
+            AFTER DELETE ON aibridge_token_usages
+            BEGIN {_row_change("OLD", "-", tables)} {_tidy_after_row("OLD", tables)} END""",
+        # `aigw-proxy reprice`, the budgets' effective group, any correction of a stored row.
+        "aigw_spend_on_token_usage_updated": f"""
+            AFTER UPDATE OF {_WATCHED_TOKEN_COLUMNS} ON aibridge_token_usages
+            BEGIN {_row_change("OLD", "-", tables)} {_row_change("NEW", "", tables)}
+                  {_tidy_after_row("OLD", tables)} END""",
+        # Token rows written before their interception ended (bulk loads; the writer ends it first).
+        "aigw_spend_on_interception_ended": f"""
+            AFTER UPDATE OF ended_at ON aibridge_interceptions
+            WHEN OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL
+            BEGIN {_interception_change("NEW", "", tables)} END""",
+        "aigw_spend_on_ended_interception_inserted": f"""
+            AFTER INSERT ON aibridge_interceptions WHEN NEW.ended_at IS NOT NULL
+            BEGIN {_interception_change("NEW", "", tables)} END""",
+        # BEFORE: its token rows are still there to take out (retention deletes them first: then nothing is left).
+        "aigw_spend_on_ended_interception_deleted": f"""
+            BEFORE DELETE ON aibridge_interceptions WHEN OLD.ended_at IS NOT NULL
+            BEGIN {_interception_change("OLD", "-", tables)} {_tidy_interception("OLD", tables)} END""",
+        "aigw_spend_on_ended_interception_moved": f"""
+            AFTER UPDATE OF started_at, initiator_id, provider, provider_name, model, client
+            ON aibridge_interceptions
+            WHEN OLD.ended_at IS NOT NULL AND NEW.ended_at IS NOT NULL
+            BEGIN {_interception_change("OLD", "-", tables)} {_interception_change("NEW", "", tables)}
+                  {_tidy_interception("OLD", tables)} END""",
+    }
 
 
-def rebuild(conn: sa.Connection) -> None:
-    """Recompute the spend summary from the token-usage rows (migration back-fill; bulk loads)."""
-    conn.exec_driver_sql("DELETE FROM aigw_spend_days")
-    key = _key("i", "t")
-    conn.exec_driver_sql(
-        f"{_INSERT} SELECT {key}, {_sums('')} "
-        "FROM aibridge_token_usages t JOIN aibridge_interceptions i ON i.id = t.interception_id "
-        f"WHERE i.ended_at IS NOT NULL GROUP BY {key}"
-    )
+TRIGGERS = _triggers(_TABLES)  # since v9
+V7_TRIGGERS = _triggers((spend_days,))  # frozen: what v7 installed
+
+
+def rebuild(conn: sa.Connection, tables: tuple[sa.Table, ...] = _TABLES) -> None:
+    """Recompute the spend summaries from the token-usage rows (migration back-fill; bulk loads)."""
+    for table in tables:
+        conn.exec_driver_sql(f"DELETE FROM {table.name}")
+        key = _key(table, "i", "t")
+        conn.exec_driver_sql(
+            f"{_insert(table)} SELECT {key}, {_sums('')} "
+            "FROM aibridge_token_usages t JOIN aibridge_interceptions i ON i.id = t.interception_id "
+            f"WHERE i.ended_at IS NOT NULL GROUP BY {key}"
+        )
 
 
 def upgrade_v7(conn: sa.Connection) -> None:
     """Schema v7: the price columns on the token-usage rows (left NULL on existing rows: unpriced until
-    `aigw-proxy reprice` prices them), the daily spend summary, its triggers and back-fill (tokens and counts)."""
+    `aigw-proxy reprice` prices them), the per-user daily spend summary, its triggers and back-fill (tokens and
+    counts)."""
     columns = {c["name"]: c for c in sa.inspect(conn).get_columns("aibridge_token_usages")}
     for name, ddl_type in (*((c, "BIGINT") for c in PRICE_COLUMNS), ("effective_group_id", "VARCHAR(36)"),
                            ("price_source", "VARCHAR(32)"), ("price_version", "TEXT"), ("price_ref", "TEXT")):
@@ -162,8 +222,18 @@ def upgrade_v7(conn: sa.Connection) -> None:
                              "DEFAULT false")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS idx_aibridge_token_usages_null_cost ON aibridge_token_usages "
                          "(interception_id) WHERE cost_micros IS NULL")
-    spend_metadata.create_all(conn, checkfirst=False)
+    spend_days.create(conn)
+    create_triggers(conn, V7_TRIGGERS)
+    rebuild(conn, (spend_days,))
+
+
+def upgrade_v9(conn: sa.Connection) -> None:
+    """Schema v9: the fleet's daily spend summary and each user's months beside the per-user days; the triggers
+    keep all three. Safe to apply again (a database whose later steps are re-applied)."""
+    drop_triggers(conn, V7_TRIGGERS)  # the same names as TRIGGERS
+    fleet_days.create(conn, checkfirst=True)
+    user_months.create(conn, checkfirst=True)
     create_triggers(conn, TRIGGERS)
-    rebuild(conn)
+    rebuild(conn, (fleet_days, user_months))
 
 
