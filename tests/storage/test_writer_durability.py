@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from aigw_proxy.recording.records import Initiator, InterceptionStarted, InterceptionUsage, TokenUsage
 from aigw_proxy.storage import DANGLING_MESSAGE, Database, RecordWriter, UserStore, list_interceptions, open_database
