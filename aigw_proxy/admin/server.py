@@ -144,7 +144,8 @@ class AdminServer:
         db: Database = await open_database(database_path, migrate_schema=False)
         try:
             assert self._admin is not None
-            console = ConsoleApp(db, confdir, ctx.metrics.registry if ctx.metrics is not None else None, ctx.console)
+            console = ConsoleApp(db, confdir, ctx.metrics.registry if ctx.metrics is not None else None, ctx.console,
+                                 config_budgets=ctx.config_budgets)
             api = ApiApp(db, confdir, ctx.config_budgets)
             apps = [(self._admin, admin_app(ctx, api, db, is_loopback(self._admin.address[0]), console))]
             if self._metrics is not None:

@@ -34,6 +34,17 @@ def groups_list(data_dir: Path) -> None:
     print_json(storage_call(data_dir, lambda db: ControlsStore(db).list_groups()))
 
 
+@groups.command("rename")
+@click.argument("name")
+@click.argument("new_name")
+@data_dir_option
+def groups_rename(name: str, new_name: str, data_dir: Path) -> None:
+    """Rename group NAME (name or id) to NEW_NAME; its members, budget and charged calls stay."""
+    from aigw_proxy.storage import ControlsStore
+
+    print_json(storage_call(data_dir, lambda db: ControlsStore(db).rename_group(name, new_name)))
+
+
 @groups.command("delete")
 @click.argument("name")
 @data_dir_option

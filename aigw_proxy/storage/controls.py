@@ -78,6 +78,13 @@ async def _group_id(conn: AsyncConnection, name_or_id: str) -> str:
     return name_or_id if name_or_id in ids else ids[0]
 
 
+def _check_group_name(name: str) -> None:
+    if not isinstance(name, str) or not _GROUP_NAME_RE.fullmatch(name):
+        raise InvalidGroupNameError(
+            f"invalid group name {name!r}: use 1-{GROUP_NAME_MAX} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+
+
 _BUMP = sa.update(controls_version).values(version=controls_version.c.version + 1)
 
 
@@ -89,10 +96,7 @@ class ControlsStore:
 
     # -- groups ---------------------------------------------------------------------------------------------
     async def create_group(self, name: str) -> dict[str, Any]:
-        if not isinstance(name, str) or not _GROUP_NAME_RE.fullmatch(name):
-            raise InvalidGroupNameError(
-                f"invalid group name {name!r}: use 1-{GROUP_NAME_MAX} letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit")
+        _check_group_name(name)
         gid, now = new_id(), datetime.now(UTC)
         try:
             async with self._db.writer.begin() as conn:
@@ -101,6 +105,20 @@ class ControlsStore:
         except sa.exc.IntegrityError as exc:
             raise GroupExistsError(f"group {name!r} already exists") from exc
         return {"id": gid, "name": name, "created_at": rfc3339(now), "members": []}
+
+    async def rename_group(self, name_or_id: str, new_name: str) -> dict[str, str]:
+        """Rename a group (its id, members, budget and charged calls stay); returns {"id", "name", "old_name"}."""
+        _check_group_name(new_name)
+        try:
+            async with self._db.writer.begin() as conn:
+                gid = await _group_id(conn, name_or_id)
+                old = (await conn.execute(sa.select(groups.c.name).where(groups.c.id == gid))).scalar_one()
+                if old != new_name:
+                    await conn.execute(sa.update(groups).where(groups.c.id == gid).values(name=new_name))
+                    await conn.execute(_BUMP)
+        except sa.exc.IntegrityError as exc:
+            raise GroupExistsError(f"group {new_name!r} already exists") from exc
+        return {"id": gid, "name": new_name, "old_name": old}
 
     async def delete_group(self, name_or_id: str) -> None:
         """Delete a group, its memberships and its budget (calls already charged to it keep its id)."""

@@ -12,63 +12,25 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import anthropic
 import pytest
 
+from tests.console.helpers import MODEL, base, claude_turn, signed_in
 from tests.support.daemon import Daemon
-from tests.support.payloads import anthropic_stream, anthropic_usage
 from tests.support.standin import StandIn
 
-MODEL = "claude-sonnet-4-5-20250929"
 XSS = '<script>alert("pwned")</script><img src=x onerror="alert(2)"> tell me a joke'
-
-
-def _claude_turn(d: Daemon, upstream: StandIn, user: str, session: str, prompt: str, msg_id: str) -> str:
-    """A streamed Claude Code turn (thinking, then a Bash tool call) through the proxy with the anthropic SDK."""
-    import ssl
-
-    upstream.queue(anthropic_stream(msg_id, MODEL, [
-        {"type": "thinking", "thinking": f"The user wants the files listed ({msg_id}); I should run ls."},
-        {"type": "tool_use", "id": f"toolu_{msg_id}", "name": "Bash",
-         "input": {"command": "ls -la", "description": "List files"}},
-    ], anthropic_usage(1234, 87, cache_read=20480, cache_5m=1500), stop_reason="tool_use"))
-    http = anthropic.DefaultHttpxClient(proxy=d.proxy_url(user), verify=ssl.create_default_context(
-        cafile=str(d.ca_bundle)))
-    client = anthropic.Anthropic(api_key="sk-ant-api03-" + "c" * 80, max_retries=0, http_client=http,
-                                 default_headers={"User-Agent": "claude-cli/2.1.197 (external, sdk-cli)",
-                                                  "X-Claude-Code-Session-Id": session})
-    with client.messages.stream(model=MODEL, max_tokens=512, messages=[{"role": "user", "content": prompt}]) as s:
-        s.get_final_message()
-    return str(d.one(response_id=msg_id)["id"])  # recorded
 
 
 @pytest.fixture(scope="module")
 def traffic(console_daemon: Daemon, standin_server: StandIn) -> dict[str, str]:
     d = console_daemon
-    alice_call = _claude_turn(d, standin_server, "alice", "sess-alice-1", "list the files in the repo",
-                              "msg_console_a1")
-    _claude_turn(d, standin_server, "bob", "sess-bob-1", "what is in this folder", "msg_console_b1")
-    _claude_turn(d, standin_server, "alice", "sess-alice-xss", XSS, "msg_console_x1")
+    alice_call = claude_turn(d, standin_server, "alice", "sess-alice-1", "list the files in the repo",
+                             "msg_console_a1")
+    claude_turn(d, standin_server, "bob", "sess-bob-1", "what is in this folder", "msg_console_b1")
+    claude_turn(d, standin_server, "alice", "sess-alice-xss", XSS, "msg_console_x1")
     d.token("root")
     standin_server.reset()
     return {"alice": "sess-alice-1", "bob": "sess-bob-1", "xss": "sess-alice-xss", "alice_call": alice_call}
-
-
-def base(d: Daemon) -> str:
-    return f"http://127.0.0.1:{d.admin_port}"
-
-
-def signed_in(browser: Any, d: Daemon, user: str, *, with_username: bool = False) -> Any:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris")
-    page = ctx.new_page()
-    page.goto(base(d) + "/")
-    assert page.url.startswith(base(d) + "/console/signin")
-    if with_username:
-        page.fill("#username", user)
-    page.fill("#token", d.token(user))
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/console/$"))
-    return page
 
 
 def test_sign_in_overview_and_headers(traffic: dict[str, str], browser: Any, console_daemon: Daemon,

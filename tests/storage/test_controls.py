@@ -90,6 +90,26 @@ async def test_groups_and_members(db: Database, alice: Initiator, bob: Initiator
     assert snap.members == {} and snap.budgets == () and list(snap.groups.values()) == ["ops"]
 
 
+async def test_rename_a_group_keeps_its_members_and_budget(db: Database, alice: Initiator) -> None:
+    store = ControlsStore(db)
+    eng = await store.create_group("eng")
+    await store.create_group("ops")
+    await store.add_member("eng", "alice")
+    await store.set_budget(Budget.build("group:eng", monthly=50))
+    before = await store.version()
+    assert await store.rename_group("eng", "platform") == {"id": eng["id"], "name": "platform", "old_name": "eng"}
+    assert await store.version() > before  # the proxy re-reads its snapshot
+    snap = await store.snapshot()
+    assert snap.groups[eng["id"]] == "platform" and snap.members == {alice.user_id: (eng["id"],)}
+    assert [str(b.scope) for b in snap.budgets] == ["group:platform"]
+    with pytest.raises(GroupExistsError):
+        await store.rename_group("platform", "ops")
+    with pytest.raises(InvalidGroupNameError):
+        await store.rename_group("platform", "no spaces")
+    with pytest.raises(GroupNotFoundError):
+        await store.rename_group("eng", "again")
+
+
 async def test_budgets_set_replace_and_clear(db: Database, alice: Initiator) -> None:
     store = ControlsStore(db)
     stored = await store.set_budget(Budget.build("user:alice", daily=1, soft_fraction=0.5))

@@ -15,7 +15,7 @@ session or interception answers 404 like a missing one. People, Groups and the a
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,8 +27,18 @@ from starlette.routing import BaseRoute, Mount, Route
 from aigw_proxy.admin.console import auth
 from aigw_proxy.admin.console.auth import PATH, Forbidden, Viewer, load_secret
 from aigw_proxy.admin.console.core import Console, ConsoleSettings
-from aigw_proxy.admin.console.pages import agent_setup, audit, interception, overview, people, requests, sessions
+from aigw_proxy.admin.console.pages import (
+    agent_setup,
+    audit,
+    groups,
+    interception,
+    overview,
+    people,
+    requests,
+    sessions,
+)
 from aigw_proxy.admin.console.render import HERE
+from aigw_proxy.spend.budgets import Budget
 from aigw_proxy.storage import Database
 
 __all__ = ("ConsoleApp", "ConsoleSettings", "Viewer", "load_secret")
@@ -42,8 +52,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 class ConsoleApp(Console):
     def __init__(self, db: Database, confdir: Path, metrics_registry: Any | None = None,
-                 settings: ConsoleSettings | None = None, secret_dir: Path | None = None) -> None:
-        super().__init__(db, confdir, metrics_registry, settings, secret_dir)
+                 settings: ConsoleSettings | None = None, secret_dir: Path | None = None,
+                 config_budgets: Callable[[], Sequence[Budget]] = tuple) -> None:
+        super().__init__(db, confdir, metrics_registry, settings, secret_dir, config_budgets)
         extra = ""
         if self.settings.proxy_address:  # the Set-up self-test fetches from the proxy's port
             host, _, port = self.settings.proxy_address.rpartition(":")
@@ -62,6 +73,7 @@ class ConsoleApp(Console):
             *(Route("/requests/{iid}" + (f"/{name}" if name else ""), page(interception.page(view)))
               for name, view in interception.VIEWS),
             Route("/people", page(people.people_page, admin=True), methods=["GET", "POST"]),
+            Route("/groups", page(groups.groups_page, admin=True), methods=["GET", "POST"]),
             Route("/audit", page(audit.audit_page, admin=True)),
             Route("/setup", page(agent_setup.setup_page)),
             Route("/ca-cert.pem", page(agent_setup.ca_cert)),

@@ -3,6 +3,7 @@ log (`Console`); pages/ holds the pages, app.py routes to them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.responses import Response
 
 from aigw_proxy.admin.console.auth import PATH, Sessions, Viewer, load_secret
 from aigw_proxy.admin.console.render import environment
+from aigw_proxy.spend.budgets import Budget
 from aigw_proxy.storage import ControlsStore, Database, UserStore
 from aigw_proxy.storage.audit import record_action
 
@@ -27,12 +29,14 @@ class ConsoleSettings:
 
 class Console:
     def __init__(self, db: Database, confdir: Path, metrics_registry: Any | None = None,
-                 settings: ConsoleSettings | None = None, secret_dir: Path | None = None) -> None:
+                 settings: ConsoleSettings | None = None, secret_dir: Path | None = None,
+                 config_budgets: Callable[[], Sequence[Budget]] = tuple) -> None:
         self.db = db
         self.users = UserStore(db)
         self.controls = ControlsStore(db)
         self.confdir = confdir
         self.registry = metrics_registry
+        self.config_budgets = config_budgets  # the config file's [[budgets]] as the daemon has them now
         self.settings = settings or ConsoleSettings()
         self.sessions = Sessions(db, load_secret(secret_dir or confdir), self.settings.idle_timeout,
                                  self.settings.secure_cookie)
