@@ -1,7 +1,8 @@
 """REST API and web console benchmark on a realistic database (bench/gen_api_db.py: 1M interceptions, 2,000 users,
 ~5M child rows).
 
-    .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N] [--console-only]    # or: make bench-api
+    .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N] [--console-only [--repeat N]]
+                                                                            # or: make bench-api
 
 Starts `aigw-proxy run` on the (cached) database, times each API query (p50/p95 over --runs requests after a
 warm-up) and then measures what a heavy API load costs proxy traffic: the latency of requests through a proxy
@@ -222,6 +223,7 @@ def console_scenarios(db: Path, info: dict) -> list[tuple[str, str, str]]:
         ("console request log (member)", "member", f"{c}/requests"),
         ("console interception detail", "admin", f"{c}/requests/{deep_id}"),
         ("console people (2,000 users)", "admin", f"{c}/people"),
+        ("console groups and budgets", "admin", f"{c}/groups"),
         ("console audit log", "admin", f"{c}/audit"),
         ("console set-up", "member", f"{c}/setup"),
     ]
@@ -240,18 +242,21 @@ def console_opener(url: str, token: str) -> urllib.request.OpenerDirector:
     return opener
 
 
-def bench_console(url: str, out: Path, info: dict, runs: int) -> bool:
-    """Times every console page: wall clock and the server's own time (its Server-Timing header)."""
+def bench_console(url: str, out: Path, info: dict, runs: int) -> tuple[bool, dict[str, dict[str, float]]]:
+    """Times every console page: wall clock and the server's own time (its Server-Timing header). The first
+    request of each page is timed apart: the overview's figures are cached for a minute, the first load is not."""
     openers = {role: console_opener(url, info["tokens"][role]) for role in ("admin", "member")}
-    print(f"\nconsole pages over {runs} requests each (ms; server = Server-Timing app time; 1st = the first "
+    print(f"\nconsole pages over {runs} requests each (ms; srv = Server-Timing app time; 1st = the first "
           "request, before any cache):")
-    print(f"  {'page':52s} {'1st':>8s} {'p50':>8s} {'p95':>8s} {'srv p95':>8s} {'KiB':>7s}")
+    print(f"  {'page':52s} {'1st':>7s} {'1st srv':>8s} {'p50':>7s} {'p95':>7s} {'srv p50':>8s} {'srv p95':>8s} "
+          f"{'KiB':>6s}")
     failed = False
+    stats: dict[str, dict[str, float]] = {}
     for name, role, path in console_scenarios(out / "aigw-proxy.db", info):
         wall: list[float] = []
         server: list[float] = []
         body = b""
-        first = 0.0
+        first = first_srv = 0.0
         for n in range(runs + 3):
             t = time.perf_counter()
             try:
@@ -263,15 +268,68 @@ def bench_console(url: str, out: Path, info: dict, runs: int) -> bool:
                 failed = True
                 break
             elapsed = (time.perf_counter() - t) * 1000
-            first = first or elapsed
+            m = re.search(r"dur=([0-9.]+)", timing)
+            srv = float(m.group(1)) if m else elapsed
+            if n == 0:
+                first, first_srv = elapsed, srv
             if n >= 3:
                 wall.append(elapsed)
-                m = re.search(r"dur=([0-9.]+)", timing)
-                server.append(float(m.group(1)) if m else elapsed)
+                server.append(srv)
         if wall:
-            print(f"  {name:52s} {first:8.1f} {pct(wall, 50):8.1f} {pct(wall, 95):8.1f} {pct(server, 95):8.1f} "
-                  f"{len(body) / 1024:7.0f}")
-    return failed
+            stats[name] = {"1st srv": first_srv, "srv p50": pct(server, 50), "srv p95": pct(server, 95)}
+            print(f"  {name:52s} {first:7.1f} {first_srv:8.1f} {pct(wall, 50):7.1f} {pct(wall, 95):7.1f} "
+                  f"{pct(server, 50):8.1f} {pct(server, 95):8.1f} {len(body) / 1024:6.0f}")
+    return failed, stats
+
+
+def bench_api(url: str, out: Path, info: dict, runs: int, only: str = "") -> tuple[bool, dict[str, dict[str, float]]]:
+    """Times the REST API's queries (those whose name starts with `only`): p50/p95 of the wall clock."""
+    tokens = info["tokens"]
+    print(f"\nAPI latency over {runs} requests each (ms; {os.cpu_count()} CPUs; "
+          f"{info['interceptions']:,} interceptions, {info['child_rows']:,} child rows):")
+    print(f"  {'query':52s} {'p50':>8s} {'p95':>8s} {'rows':>6s} {'KiB':>7s}")
+    failed = False
+    stats: dict[str, dict[str, float]] = {}
+    for name, role, path, params in scenarios(out / "aigw-proxy.db", info):
+        if not name.startswith(only):
+            continue
+        times: list[float] = []
+        for n in range(runs + 3):
+            p = params() if callable(params) else dict(params)
+            real_path = path.format(**p) if "{" in path else path
+            query = {k: v for k, v in p.items() if k != "sid"}
+            t = time.perf_counter()
+            status, body = get(url, tokens[role], real_path, query)
+            elapsed = (time.perf_counter() - t) * 1000
+            if status != 200:
+                print(f"  {name}: HTTP {status}: {body[:200]!r}")
+                failed = True
+                break
+            if n >= 3:  # the first requests warm the page cache
+                times.append(elapsed)
+        if times:
+            doc = json.loads(body)
+            rows = len(doc) if isinstance(doc, list) else len(
+                doc.get("results", doc.get("sessions", doc.get("threads", doc.get("groups", [])))))
+            stats[name] = {"p50": pct(times, 50), "p95": pct(times, 95)}
+            print(f"  {name:52s} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {rows:6d} {len(body) / 1024:7.0f}")
+    return failed, stats
+
+
+def summarise(runs: list[dict[str, dict[str, float]]], title: str) -> None:
+    """Each figure's median and range over the repeats."""
+    import statistics
+
+    print(f"\n{title} over {len(runs)} repeats (a fresh daemon each; median [min-max], ms):")
+    names = list(runs[0])
+    keys = list(runs[0][names[0]]) if names else []
+    print(f"  {'':52s} " + " ".join(f"{k:>20s}" for k in keys))
+    for name in names:
+        cells = []
+        for k in keys:
+            values = [r[name][k] for r in runs if name in r]
+            cells.append(f"{statistics.median(values):6.1f} [{min(values):.0f}-{max(values):.0f}]".rjust(20))
+        print(f"  {name:52s} " + " ".join(cells))
 
 
 def start_daemon(data_dir: Path, origin_port: int) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
@@ -300,7 +358,10 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--load-seconds", type=float, default=15.0)
-    ap.add_argument("--console-only", action="store_true", help="time the web console's pages only")
+    ap.add_argument("--console-only", action="store_true",
+                    help="time the web console's pages and the spend report only")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="--console-only: repeat on a fresh daemon N times, then print each figure's median and range")
     ap.add_argument("--hammer", nargs=3, metavar=("URL", "TOKEN", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.hammer:
@@ -311,35 +372,33 @@ def main() -> int:
     tokens = info["tokens"]
     origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
+    if args.console_only:  # the console's pages and the spend report, on a fresh daemon per repeat
+        console_runs: list[dict[str, dict[str, float]]] = []
+        spend_runs: list[dict[str, dict[str, float]]] = []
+        failed = False
+        try:
+            for _ in range(args.repeat):
+                proc, url, _proxy = start_daemon(out, origin.server_address[1])
+                try:
+                    bad, stats = bench_console(url, out, info, args.runs)
+                    bad_api, spend = bench_api(url, out, info, args.runs, only="spend")
+                    failed = failed or bad or bad_api
+                    console_runs.append(stats)
+                    spend_runs.append(spend)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(60)
+            if args.repeat > 1 and console_runs[0]:
+                summarise(console_runs, "console pages")
+                summarise(spend_runs, "spend report")
+        finally:
+            origin.shutdown()
+        return 1 if failed else 0
     proc, url, proxy = start_daemon(out, origin.server_address[1])
     failed = False
     try:
-        failed = bench_console(url, out, info, args.runs)
-        if args.console_only:
-            return 1 if failed else 0
-        print(f"\nAPI latency over {args.runs} requests each (ms; {os.cpu_count()} CPUs; "
-              f"{info['interceptions']:,} interceptions, {info['child_rows']:,} child rows):")
-        print(f"  {'query':52s} {'p50':>8s} {'p95':>8s} {'rows':>6s} {'KiB':>7s}")
-        for name, role, path, params in scenarios(out / "aigw-proxy.db", info):
-            times: list[float] = []
-            for n in range(args.runs + 3):
-                p = params() if callable(params) else dict(params)
-                real_path = path.format(**p) if "{" in path else path
-                query = {k: v for k, v in p.items() if k != "sid"}
-                t = time.perf_counter()
-                status, body = get(url, tokens[role], real_path, query)
-                elapsed = (time.perf_counter() - t) * 1000
-                if status != 200:
-                    print(f"  {name}: HTTP {status}: {body[:200]!r}")
-                    failed = True
-                    break
-                if n >= 3:  # the first requests warm the page cache
-                    times.append(elapsed)
-            if times:
-                doc = json.loads(body)
-                rows = len(doc) if isinstance(doc, list) else len(
-                    doc.get("results", doc.get("sessions", doc.get("threads", doc.get("groups", [])))))
-                print(f"  {name:52s} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {rows:6d} {len(body) / 1024:7.0f}")
+        failed = bench_console(url, out, info, args.runs)[0]
+        failed = bench_api(url, out, info, args.runs)[0] or failed
 
         print(f"\nproxied requests through a tunnel, {args.load_seconds:.0f}s each (ms):")
         idle = proxied_latency(proxy, origin.server_address[1], tokens["admin"], args.load_seconds)
