@@ -49,7 +49,7 @@ bench: install
 	$(PY) bench/proxy_bench.py
 
 bench-api: install  # REST API p50/p95 on a generated 1M-interception database (cached under /tmp)
-	$(PY) bench/api_bench.py
+	$(PY) bench/api_bench.py $(BENCH_API_ARGS)  # e.g. BENCH_API_ARGS="--postgresql" or "--database-url postgresql://…"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

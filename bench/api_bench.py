@@ -3,6 +3,11 @@
 
     .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N] [--console-only [--repeat N]]
                                                                             # or: make bench-api
+    .venv/bin/python bench/api_bench.py --database-url postgresql://…      # the same on PostgreSQL
+    .venv/bin/python bench/api_bench.py --postgresql                       # … on a throwaway local cluster
+
+On PostgreSQL the generated SQLite database is copied into the target with `aigw-proxy db migrate-to`'s code
+(COPY, resumable: a database that already holds the rows is reused) and the daemon records and answers from it.
 
 Starts `aigw-proxy run` on the (cached) database, times each API query (p50/p95 over --runs requests after a
 warm-up) and then measures what a heavy API load costs proxy traffic: the latency of requests through a proxy
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.cookiejar
 import http.server
 import json
@@ -137,10 +143,11 @@ def hammer(url: str, token: str, seconds: float) -> None:
 def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
     """(name, role, path, params or a callable giving fresh params per request)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    half = int(info["interceptions"]) // 2  # 500k of the default million
     deep_id = conn.execute("SELECT id FROM aibridge_interceptions WHERE ended_at IS NOT NULL "
-                           "ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET 500000").fetchone()[0]
+                           "ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?", (half,)).fetchone()[0]
     deep_session = conn.execute("SELECT session_id FROM aigw_sessions ORDER BY last_active_at DESC, session_id DESC "
-                                "LIMIT 1 OFFSET 50000").fetchone()[0]
+                                "LIMIT 1 OFFSET ?", (half // 10,)).fetchone()[0]
     busy_user = conn.execute("SELECT username FROM users ORDER BY created_at, id LIMIT 1 OFFSET 3").fetchone()[0]
     conn.close()
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -157,13 +164,14 @@ def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
         ("interceptions: last 24 hours", "admin", "/interceptions", {"q": f"started_after:{day}"}),
         (f"interceptions: initiator:{busy_user}", "admin", "/interceptions", {"q": f"initiator:{busy_user}"}),
         ("interceptions: member (own)", "member", "/interceptions", {}),
-        ("interceptions: deep page (after_id 500k)", "admin", "/interceptions", {"after_id": deep_id}),
+        (f"interceptions: deep page (after_id {half // 1000}k)", "admin", "/interceptions", {"after_id": deep_id}),
         ("interceptions: offset 10000", "admin", "/interceptions", {"offset": 10000}),
         ("interceptions: limit 1000", "admin", "/interceptions", {"limit": 1000}),
         ("sessions: first page", "admin", "/sessions", {}),
         ("sessions: member (own)", "member", "/sessions", {}),
         (f"sessions: initiator:{busy_user}", "admin", "/sessions", {"q": f"initiator:{busy_user}"}),
-        ("sessions: deep page (after 50k sessions)", "admin", "/sessions", {"after_session_id": deep_session}),
+        (f"sessions: deep page (after {half // 10000}k sessions)", "admin", "/sessions",
+         {"after_session_id": deep_session}),
         ("sessions: last 24 hours", "admin", "/sessions", {"q": f"started_after:{day}"}),
         ("sessions: client:Codex last 7 days", "admin", "/sessions", {"q": f"client:Codex started_after:{week}"}),
         ("sessions: model:gpt-5 (all time)", "admin", "/sessions", {"q": "model:gpt-5"}),
@@ -282,10 +290,11 @@ def bench_console(url: str, out: Path, info: dict, runs: int) -> tuple[bool, dic
     return failed, stats
 
 
-def bench_api(url: str, out: Path, info: dict, runs: int, only: str = "") -> tuple[bool, dict[str, dict[str, float]]]:
+def bench_api(url: str, out: Path, info: dict, runs: int, only: str = "",
+              backend: str = "SQLite") -> tuple[bool, dict[str, dict[str, float]]]:
     """Times the REST API's queries (those whose name starts with `only`): p50/p95 of the wall clock."""
     tokens = info["tokens"]
-    print(f"\nAPI latency over {runs} requests each (ms; {os.cpu_count()} CPUs; "
+    print(f"\nAPI latency on {backend} over {runs} requests each (ms; {os.cpu_count()} CPUs; "
           f"{info['interceptions']:,} interceptions, {info['child_rows']:,} child rows):")
     print(f"  {'query':52s} {'p50':>8s} {'p95':>8s} {'rows':>6s} {'KiB':>7s}")
     failed = False
@@ -332,14 +341,19 @@ def summarise(runs: list[dict[str, dict[str, float]]], title: str) -> None:
         print(f"  {name:52s} " + " ".join(cells))
 
 
-def start_daemon(data_dir: Path, origin_port: int) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
+def start_daemon(data_dir: Path, origin_port: int,
+                 database_url: str | None = None) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
     cfg = data_dir / "bench.toml"
     cfg.write_text(f'allowed_private_cidrs = ["127.0.0.1/32"]\nallowed_ports = [443, {origin_port}]\n')
     port, admin = free_port(), free_port()
     log = open(data_dir / "daemon.log", "wb")
+    env = {k: v for k, v in os.environ.items() if k != "AIGW_DATABASE_URL"}
+    if database_url:
+        env["AIGW_DATABASE_URL"] = database_url
     proc = subprocess.Popen([sys.executable, "-m", "aigw_proxy", "run", "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}", "--data-dir", str(data_dir), "--config", str(cfg),
-                             "--retention", "0", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+                             "--retention", "0", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
     url = f"http://127.0.0.1:{admin}"
     for _ in range(600):
         try:
@@ -352,8 +366,59 @@ def start_daemon(data_dir: Path, origin_port: int) -> tuple[subprocess.Popen[byt
     raise RuntimeError("daemon did not start")
 
 
+def ensure_postgres(url: str, sqlite_db: Path, interceptions: int) -> None:
+    """The benchmark rows in the PostgreSQL database at `url`: copied from `sqlite_db` unless already there."""
+    import asyncio
+
+    from aigw_proxy.storage import open_database
+    from aigw_proxy.storage.transfer import transfer
+
+    async def go() -> None:
+        db = await open_database(url, statement_timeout=0)
+        try:
+            async with db.reader.connect() as conn:
+                have = int((await conn.exec_driver_sql("SELECT count(*) FROM aibridge_interceptions")).scalar_one())
+            if have >= interceptions:
+                print(f"reusing the {have:,} interceptions in {db.config.display}")
+                return
+            print(f"copying {sqlite_db} into {db.config.display} (COPY, resumable)", flush=True)
+            began = time.monotonic()
+            last = [0.0]
+
+            def progress(line: str) -> None:
+                if time.monotonic() - last[0] > 10:
+                    last[0] = time.monotonic()
+                    print(f"  {line} ({time.monotonic() - began:.0f}s)", flush=True)
+
+            report = await transfer(sqlite_db, db, progress=progress)
+            print(f"  copied in {report.seconds:.0f}s: " + ", ".join(
+                f"{t} {n:,}" for t, (_s, n) in report.counts.items()), flush=True)
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+def throwaway_postgres(stack: contextlib.ExitStack) -> str:
+    """A local cluster for the run (tests/support/postgres.py), with the memory a database server would get."""
+    from tests.support.postgres import run_sync, start_cluster
+
+    cluster = start_cluster()
+    stack.callback(cluster.stop)
+    for setting in ("shared_buffers = '2GB'", "effective_cache_size = '8GB'", "work_mem = '32MB'",
+                    "maintenance_work_mem = '512MB'", "max_wal_size = '8GB'"):
+        cluster.execute(f"ALTER SYSTEM SET {setting}", superuser=True)
+    cluster.run_as.run([str(cluster.bindir / "pg_ctl"), "-D", str(cluster.data_dir), "-w", "-m", "fast", "restart",
+                        "-l", str(cluster.log_file)], cwd=cluster.root, timeout=120)
+    run_sync(cluster.execute_async("SELECT 1"))
+    print(f"throwaway PostgreSQL cluster: {cluster.version} on 127.0.0.1:{cluster.port} (fsync off)")
+    return cluster.url
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--database-url", default=None, help="run on this PostgreSQL database (rows copied in once)")
+    ap.add_argument("--postgresql", action="store_true", help="run on a throwaway local PostgreSQL cluster")
     ap.add_argument("--interceptions", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=30)
@@ -370,6 +435,11 @@ def main() -> int:
     out = default_dir(args.interceptions)
     info = ensure_db(out, interceptions=args.interceptions, n_users=args.users)
     tokens = info["tokens"]
+    stack = contextlib.ExitStack()
+    database_url = args.database_url or (throwaway_postgres(stack) if args.postgresql else None)
+    if database_url:
+        ensure_postgres(database_url, out / "aigw-proxy.db", int(info["interceptions"]))  # type: ignore[arg-type]
+    backend = "PostgreSQL" if database_url else "SQLite"
     origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
     if args.console_only:  # the console's pages and the spend report, on a fresh daemon per repeat
@@ -378,10 +448,10 @@ def main() -> int:
         failed = False
         try:
             for _ in range(args.repeat):
-                proc, url, _proxy = start_daemon(out, origin.server_address[1])
+                proc, url, _proxy = start_daemon(out, origin.server_address[1], database_url)
                 try:
                     bad, stats = bench_console(url, out, info, args.runs)
-                    bad_api, spend = bench_api(url, out, info, args.runs, only="spend")
+                    bad_api, spend = bench_api(url, out, info, args.runs, only="spend", backend=backend)
                     failed = failed or bad or bad_api
                     console_runs.append(stats)
                     spend_runs.append(spend)
@@ -393,12 +463,13 @@ def main() -> int:
                 summarise(spend_runs, "spend report")
         finally:
             origin.shutdown()
+            stack.close()
         return 1 if failed else 0
-    proc, url, proxy = start_daemon(out, origin.server_address[1])
+    proc, url, proxy = start_daemon(out, origin.server_address[1], database_url)
     failed = False
     try:
         failed = bench_console(url, out, info, args.runs)[0]
-        failed = bench_api(url, out, info, args.runs)[0] or failed
+        failed = bench_api(url, out, info, args.runs, backend=backend)[0] or failed
 
         print(f"\nproxied requests through a tunnel, {args.load_seconds:.0f}s each (ms):")
         idle = proxied_latency(proxy, origin.server_address[1], tokens["admin"], args.load_seconds)
@@ -416,6 +487,7 @@ def main() -> int:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         origin.shutdown()
+        stack.close()
     return 1 if failed else 0
 
 

@@ -82,7 +82,7 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -512000")
     from aigw_proxy.spend import Figures, Pricer
-    from aigw_proxy.storage.dialect import create_triggers
+    from aigw_proxy.storage.dialects.sqlite import create_triggers
     from aigw_proxy.storage.schema import session_slices, spend_days, summaries
     from aigw_proxy.storage.write.rows import price_columns
 

@@ -24,7 +24,7 @@ from aigw_proxy.admin.api.app import ApiApp
 from aigw_proxy.admin.app import AdminContext, admin_app, is_loopback, metrics_app
 from aigw_proxy.admin.console.app import ConsoleApp
 from aigw_proxy.admin.http import AdminLimits, protocol_class
-from aigw_proxy.storage import Database, open_database
+from aigw_proxy.storage import Database, DatabaseConfig, open_database
 
 log = logging.getLogger("aigw_proxy.admin")
 
@@ -100,7 +100,7 @@ class AdminServer:
         assert listener is not None
         return is_loopback(listener.address[0])
 
-    async def start(self, ctx: AdminContext, database_path: Path, confdir: Path) -> None:
+    async def start(self, ctx: AdminContext, database_path: Path | DatabaseConfig, confdir: Path) -> None:
         """Start the thread, open the API's database there and serve; returns once serving."""
         assert self._admin is not None, "bind() first"
         if self._metrics is not None:
@@ -111,7 +111,7 @@ class AdminServer:
         self._thread.start()
         await asyncio.wrap_future(self._ready)
 
-    def _run(self, ctx: AdminContext, database_path: Path, confdir: Path) -> None:
+    def _run(self, ctx: AdminContext, database_path: Path | DatabaseConfig, confdir: Path) -> None:
         try:
             asyncio.run(self._main(ctx, database_path, confdir))
         except BaseException as exc:
@@ -138,7 +138,7 @@ class AdminServer:
             timeout_graceful_shutdown=5,
         )
 
-    async def _main(self, ctx: AdminContext, database_path: Path, confdir: Path) -> None:
+    async def _main(self, ctx: AdminContext, database_path: Path | DatabaseConfig, confdir: Path) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         db: Database = await open_database(database_path, migrate_schema=False)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, fail, print_json, storage_call
+from aigw_proxy.cli.common import fail, print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 
 SCOPE_HELP = "SCOPE is default, user:NAME or group:NAME."
@@ -34,7 +34,7 @@ def budgets() -> None:
 @click.option("--monthly", help="Monthly limit in USD (UTC calendar month).")
 @click.option("--soft-fraction", type=float, default=None,
               help="Soft limit (alert only) as a fraction of the hard limit.  [default: 0.8]")
-@data_dir_option
+@storage_options
 def budgets_set(scope: str, daily: str | None, monthly: str | None, soft_fraction: float | None,
                 data_dir: Path) -> None:
     """Set the budget of SCOPE (replacing its earlier one); prints it as JSON. """ + SCOPE_HELP
@@ -52,7 +52,7 @@ def budgets_set(scope: str, daily: str | None, monthly: str | None, soft_fractio
 @budgets.command("list")
 @click.option("--config", "config_file", envvar="AIGW_CONFIG", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also show the config file's [[budgets]] (those the database does not replace).")
-@data_dir_option
+@storage_options
 def budgets_list(config_file: Path | None, data_dir: Path) -> None:
     """List budgets as JSON (source: database or config)."""
     from aigw_proxy.config.settings import ConfigError, load_file_config
@@ -69,7 +69,7 @@ def budgets_list(config_file: Path | None, data_dir: Path) -> None:
 
 @budgets.command("clear")
 @click.argument("scope")
-@data_dir_option
+@storage_options
 def budgets_clear(scope: str, data_dir: Path) -> None:
     """Delete the database budget of SCOPE (a config file budget of that scope applies again). """ + SCOPE_HELP
     from aigw_proxy.storage import ControlsStore

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, print_json, storage_call
+from aigw_proxy.cli.common import print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 
 
@@ -17,7 +17,7 @@ def groups() -> None:
 
 @groups.command("add")
 @click.argument("name")
-@data_dir_option
+@storage_options
 def groups_add(name: str, data_dir: Path) -> None:
     """Create group NAME; prints it as JSON."""
     from aigw_proxy.storage import ControlsStore
@@ -26,7 +26,7 @@ def groups_add(name: str, data_dir: Path) -> None:
 
 
 @groups.command("list")
-@data_dir_option
+@storage_options
 def groups_list(data_dir: Path) -> None:
     """List groups and their members as JSON."""
     from aigw_proxy.storage import ControlsStore
@@ -47,7 +47,7 @@ def groups_rename(name: str, new_name: str, data_dir: Path) -> None:
 
 @groups.command("delete")
 @click.argument("name")
-@data_dir_option
+@storage_options
 def groups_delete(name: str, data_dir: Path) -> None:
     """Delete group NAME (name or id), its memberships and its budget. Calls already charged to it keep its id."""
     from aigw_proxy.storage import ControlsStore
@@ -59,7 +59,7 @@ def groups_delete(name: str, data_dir: Path) -> None:
 @groups.command("add-user")
 @click.argument("group")
 @click.argument("user")
-@data_dir_option
+@storage_options
 def groups_add_user(group: str, user: str, data_dir: Path) -> None:
     """Put USER (name or id) in GROUP."""
     from aigw_proxy.storage import ControlsStore
@@ -71,7 +71,7 @@ def groups_add_user(group: str, user: str, data_dir: Path) -> None:
 @groups.command("remove-user")
 @click.argument("group")
 @click.argument("user")
-@data_dir_option
+@storage_options
 def groups_remove_user(group: str, user: str, data_dir: Path) -> None:
     """Take USER (name or id) out of GROUP."""
     from aigw_proxy.storage import ControlsStore

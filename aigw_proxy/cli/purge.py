@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, print_json, storage_call
+from aigw_proxy.cli.common import print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.run import retention_window
 
@@ -14,7 +14,7 @@ from aigw_proxy.cli.run import retention_window
 @main.command()
 @click.option("--retention", envvar="AIGW_RETENTION", default="60d", show_default=True,
               help="Delete interceptions older than this (60d, 12h, 30m); 0 deletes nothing.")
-@data_dir_option
+@storage_options
 def purge(retention: str, data_dir: Path) -> None:
     """Delete interceptions older than the retention window and all their child rows; print what was deleted."""
     from aigw_proxy.storage import purge_now, rfc3339

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, print_json, storage_call
+from aigw_proxy.cli.common import print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.remote import api_get, remote_options, search_query
 
@@ -70,7 +70,7 @@ def interceptions() -> None:
 @filter_options
 @click.option("--after-id", help="Cursor: the id of the last result of the previous page.")
 @remote_options
-@data_dir_option
+@storage_options
 def interceptions_list(after_id: str | None, url: str | None, token: str | None, data_dir: Path,
                        **kw: Any) -> None:
     """Print ended interceptions as a JSON array, newest first."""

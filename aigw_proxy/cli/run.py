@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, fail, run_async
+from aigw_proxy.cli.common import database_settings, fail, run_async, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.ops_options import Duration, ops_options
 from aigw_proxy.config.settings import REDACTION_MODES, ConfigError, Settings, load_file_config, parse_hostport
@@ -30,7 +30,7 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
               type=click.Path(dir_okay=False, path_type=Path), help="Read the metrics token from this file.")
 @click.option("--metrics-public", envvar="AIGW_METRICS_PUBLIC", is_flag=True,
               help="Without a token, serve /metrics on a non-loopback listener too (by default: 403 there).")
-@data_dir_option
+@storage_options
 @click.option("--config", "config_file", envvar="AIGW_CONFIG", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="TOML config file (providers, ports, private CIDRs, upstream CAs).")
 @click.option("--shutdown-grace", envvar="AIGW_SHUTDOWN_GRACE", type=click.FloatRange(0, 3600), default=10.0,
@@ -102,7 +102,9 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             spool_max_bytes=spool_max_mb * 1024 * 1024,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
+            **database_settings(),
         )
+        settings.database  # noqa: B018 - an invalid --database-url fails here, before anything starts
         run_async(serve(settings))
     except (ConfigError, DaemonError) as exc:
         fail(str(exc))

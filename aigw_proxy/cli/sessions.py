@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, fail, print_json, storage_call
+from aigw_proxy.cli.common import fail, print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.records import filter_options, filter_terms, local_filter
 from aigw_proxy.cli.remote import api_get, remote_options, search_query
@@ -22,7 +22,7 @@ def sessions() -> None:
 @filter_options
 @click.option("--after-session-id", help="Cursor: the id of the last session of the previous page.")
 @remote_options
-@data_dir_option
+@storage_options
 def sessions_list(after_session_id: str | None, url: str | None, token: str | None, data_dir: Path,
                   **kw: Any) -> None:
     """Print sessions as a JSON array, most recently active first."""
@@ -45,7 +45,7 @@ def sessions_list(after_session_id: str | None, url: str | None, token: str | No
 @click.option("--before-id", help="Threads before this thread id.")
 @click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True, help="Threads per page.")
 @remote_options
-@data_dir_option
+@storage_options
 def sessions_show(session_id: str, after_id: str | None, before_id: str | None, limit: int, url: str | None,
                   token: str | None, data_dir: Path) -> None:
     """Print one session and a page of its threads (prompt, model, tokens, tool calls, thinking) as JSON."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, fail, print_json, storage_call
+from aigw_proxy.cli.common import fail, print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.remote import api_get, remote_options, search_query
 
@@ -72,7 +72,7 @@ def _table(report: dict[str, Any]) -> str:
 @click.option("--session-id", help="Only this session.")
 @click.option("--format", "output", type=click.Choice(("json", "table")), default="json", show_default=True)
 @remote_options
-@data_dir_option
+@storage_options
 def spend(by: str, since: str | None, until: str | None, output: str, url: str | None, token: str | None,
           data_dir: Path, **kw: Any) -> None:
     """Token usage and cost of the interceptions started in a window, in total and grouped.
@@ -105,7 +105,7 @@ def spend(by: str, since: str | None, until: str | None, output: str, url: str |
               help="Only rows without a price (e.g. after adding a [[prices]] table for their model).")
 @click.option("--config", "config_file", envvar="AIGW_CONFIG", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="TOML config file whose [[prices]] apply (as `aigw-proxy run --config`).")
-@data_dir_option
+@storage_options
 def reprice(since: str, until: str | None, unpriced_only: bool, config_file: Path | None, data_dir: Path) -> None:
     """Recompute the stored prices of the token-usage rows of a window with today's prices (the bundled price
     data and the config's [[prices]]), and the daily spend sums with them; print the counts.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aigw_proxy.cli.common import data_dir_option, print_json, storage_call
+from aigw_proxy.cli.common import print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 
 
@@ -18,7 +18,7 @@ def users() -> None:
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
-@data_dir_option
+@storage_options
 def users_add(name: str, role: str, data_dir: Path) -> None:
     """Create a user; prints only the new token (shown once)."""
     from aigw_proxy.storage import UserStore
@@ -29,7 +29,7 @@ def users_add(name: str, role: str, data_dir: Path) -> None:
 
 @users.command("token")
 @click.argument("user")
-@data_dir_option
+@storage_options
 def users_token(user: str, data_dir: Path) -> None:
     """Issue another token for USER (name or id); prints only the token."""
     from aigw_proxy.storage import UserStore
@@ -39,7 +39,7 @@ def users_token(user: str, data_dir: Path) -> None:
 
 
 @users.command("list")
-@data_dir_option
+@storage_options
 def users_list(data_dir: Path) -> None:
     """List users and their tokens (ids and hints only) as JSON."""
     from aigw_proxy.storage import UserStore
@@ -50,7 +50,7 @@ def users_list(data_dir: Path) -> None:
 @users.command("revoke")
 @click.argument("user", required=False)
 @click.option("--token-id", help="Revoke only this token.")
-@data_dir_option
+@storage_options
 def users_revoke(user: str | None, token_id: str | None, data_dir: Path) -> None:
     """Revoke all tokens of USER, or one token with --token-id. Takes effect for new tunnels at once."""
     from aigw_proxy.storage import UserStore

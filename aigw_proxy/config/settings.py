@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
@@ -21,6 +21,9 @@ from aigw_proxy.spend.budgets import Budget, BudgetError, parse_budgets
 from aigw_proxy.spend.limits import LimitsError, UserLimits, parse_limits
 from aigw_proxy.spend.overrides import PriceConfigError, PriceOverride, parse_price_overrides
 from aigw_proxy.spend.policy import PolicyError, PolicyRule, parse_model_policy
+
+if TYPE_CHECKING:
+    from aigw_proxy.storage.database import DatabaseConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -270,10 +273,28 @@ class Settings:
         )
     upstream_idle_timeout: float = 300.0  # seconds an upstream may send nothing before its call is cut; 0: off
     spool_max_bytes: int = 256 * 1024 * 1024  # the record spool's bound (a failing database's backlog); 0: off
+    database_url: str | None = field(default=None, repr=False)  # postgresql://…; None: the SQLite file below
+    database_pool_size: int = 5  # reader connections per engine (PostgreSQL)
+    database_statement_timeout: float = 60.0  # seconds a statement may run (PostgreSQL); 0: no limit
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file, when no database URL is set."""
         return self.data_dir / "aigw-proxy.db"
+
+    @property
+    def database(self) -> DatabaseConfig:
+        """The records' database: `database_url` if set, else the SQLite file in the data directory."""
+        from aigw_proxy.storage.database import DatabaseConfig
+
+        try:
+            if self.database_url:
+                return DatabaseConfig.of(self.database_url, pool_size=self.database_pool_size,
+                                         statement_timeout=self.database_statement_timeout)
+            return DatabaseConfig(path=self.database_path, pool_size=self.database_pool_size,
+                                  statement_timeout=self.database_statement_timeout)
+        except ValueError as exc:
+            raise ConfigError(f"--database-url: {exc}") from None
 
     @property
     def confdir(self) -> Path:

@@ -109,13 +109,17 @@ async def start(settings: Settings) -> Running:
     except CAError as exc:
         raise DaemonError(f"cannot load the CA: {exc}") from None
     try:
-        db = await open_database(settings.database_path)
+        db = await open_database(settings.database)
     except StorageError as exc:
-        raise DaemonError(str(exc)) from None
+        raise DaemonError(str(exc)) from None  # the password is masked in storage errors
+    log.info("records in %s", db.config.display)
     # The price data loads in ~0.5 s: off the loop, before the writer prices its first row.
     log.info("pricing token usage with genai-prices %s and %d [[prices]] table(s)",
              await asyncio.to_thread(library_version), len(settings.file.prices))
-    writer = RecordWriter(db, spool_max_bytes=settings.spool_max_bytes, pricer=Pricer(settings.file.prices))
+    # The spool of a failing database's backlog lives beside the SQLite file, or in the data directory.
+    spool = None if db.path is not None else settings.data_dir / "aigw-proxy-spool.jsonl"
+    writer = RecordWriter(db, spool_max_bytes=settings.spool_max_bytes, pricer=Pricer(settings.file.prices),
+                          spool_path=spool)
     writer.start()
     recorder = Recorder(writer)
     obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for
@@ -153,7 +157,8 @@ async def start(settings: Settings) -> Running:
         writer.group_of = mon.controls.group_for_write  # effective_group_id on the token rows it writes
         writer.add_listener(mon.controls.on_commit)  # a committed call's cost counts at once in this process
     authenticator = TokenAuthenticator(UserStore(db).authenticate,
-                                       quick_lookup=SQLiteTokenLookup(settings.database_path, db.guard))
+                                       quick_lookup=(SQLiteTokenLookup(db.path, db.guard)
+                                                     if db.path is not None else None))
     # Every record is capped and redacted once, before the recorder hands it to the database, logs and metrics.
     redaction = settings.redaction
     policy = RecordPolicy.from_config(redaction, on_redactions=mon.metrics.count_redactions)
@@ -189,7 +194,7 @@ async def start(settings: Settings) -> Running:
     running.sockets = sockets
     running.interceptor = interceptor
     mon.start(settings)
-    running.health = HealthMonitor(writer, inflight, settings.database_path)  # reads them on this loop
+    running.health = HealthMonitor(writer, inflight, db.path)  # reads them on this loop (db.path: SQLite's file)
     mon.metrics.registry.register(running.health.collector)
     access = MetricsAccess(settings.metrics_token, settings.metrics_public)
     if access.token is None and not access.public and not admin.metrics_loopback():
@@ -200,13 +205,13 @@ async def start(settings: Settings) -> Running:
     if mon.controls is not None:
         ctx.config_budgets = mon.controls.config_budgets  # the REST API lists them beside the database's
     try:
-        await admin.start(ctx, settings.database_path, settings.confdir)  # its own thread, off the proxy loop
+        await admin.start(ctx, settings.database, settings.confdir)  # its own thread, off the proxy loop
     except BaseException:
         await stop(running, 0)
         raise
-    if settings.retention is not None:
-        running.retention = RetentionLoop(db, settings.retention)
-        running.retention.start()
+    # Retention (with a window) and the database's upkeep (PostgreSQL: partitions ahead), once per cluster.
+    running.retention = RetentionLoop(db, settings.retention)
+    running.retention.start()
     # Start-up leaves ~150k long-lived objects (mitmproxy, SQLAlchemy, OpenTelemetry…); without this every full
     # collection walks them all, pausing relaying for ~150 ms under load. Freeze them out of future collections.
     gc.collect()

@@ -1,8 +1,9 @@
-"""SQLite storage (SQLAlchemy Core, async): the storage package's public surface. The proxy, the admin API, the
-CLI and telemetry import from here, never from the modules below.
+"""Storage on SQLite or PostgreSQL (SQLAlchemy Core, async): the storage package's public surface. The proxy, the
+admin API, the CLI and telemetry import from here, never from the modules below.
 
-* `database`: opening the file (a writer and a reader engine), `schema/`: tables, migrations and the summary
-  tables the database keeps itself; `users`: users and proxy tokens; `controls`: groups, budgets, spend totals;
+* `database`: opening the database (a writer and a reader engine), `dialects/`: what differs between SQLite and
+  PostgreSQL, `schema/`: tables, migrations and the summary tables the database keeps itself; `users`: users and
+  proxy tokens; `controls`: groups, budgets, spend totals;
 * `write/`: the batched record writer fed by the proxy;
 * `read/`: the interceptions and sessions lists, one session in detail, counts, distinct values, the spend
   report;
@@ -19,7 +20,7 @@ from aigw_proxy.storage.controls import (
     SpendTotals,
     spend_totals,
 )
-from aigw_proxy.storage.database import Database, open_database
+from aigw_proxy.storage.database import Database, DatabaseConfig, open_database
 from aigw_proxy.storage.errors import (
     InvalidCursor,
     InvalidUsernameError,
@@ -55,6 +56,7 @@ __all__ = [
     "ControlsData",
     "ControlsStore",
     "Database",
+    "DatabaseConfig",
     "GroupExistsError",
     "GroupNotFoundError",
     "InterceptionFilter",

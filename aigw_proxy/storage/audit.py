@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 if TYPE_CHECKING:
     from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.errors import StorageError, UserNotFoundError
 from aigw_proxy.storage.ids import new_id
 from aigw_proxy.storage.schema.tables import ROLES, JSONType, UTCDateTime, api_tokens, users
@@ -51,7 +52,7 @@ FAILED_INDEX = ("CREATE INDEX IF NOT EXISTS idx_aibridge_interceptions_failed_st
 
 def upgrade_audit_log(conn: sa.Connection) -> None:
     """The migration step: the audit-log table and its index, and the failed-interceptions index."""
-    audit_metadata.create_all(conn, checkfirst=True)
+    backend_of(conn).create_tables(conn, audit_metadata.sorted_tables, checkfirst=True)
     conn.exec_driver_sql(FAILED_INDEX)
 
 

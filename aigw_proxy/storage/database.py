@@ -1,7 +1,15 @@
-"""Opening the SQLite database: a writer engine (one connection, BEGIN IMMEDIATE) and a reader engine.
+"""Opening the database: the embedded SQLite file in the data directory, or a PostgreSQL server
+(`--database-url postgresql://…`). Either way a writer and a reader engine; what differs between the dialects is
+in storage/dialects/.
 
-Every connection opens the file with `mode=rw`: only `open_database` creates it. A connection made after the file
-was deleted fails instead of silently starting an empty database at the path.
+PostgreSQL: two small asyncpg pools through SQLAlchemy's async engine, with a statement timeout; several
+processes and hosts may share the database (migrations and periodic jobs take advisory locks). The password of a
+database URL is never shown: `DatabaseConfig.display` and `DatabaseConfig.mask()` replace it, and every error
+raised here goes through them.
+
+SQLite: a writer engine (one connection, BEGIN IMMEDIATE) and a reader engine. Every connection opens the file
+with `mode=rw`: only `open_database` creates it. A connection made after the file was deleted fails instead of
+silently starting an empty database at the path.
 
 The file under a running proxy: `Database.file_problem()` tells whether the path still names the file that was
 opened (device and inode); the record writer checks it and, when the file was deleted or replaced, calls
@@ -12,43 +20,130 @@ process has on the path lets go of the old file and the new one is opened and mi
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 import os
 import sqlite3
 import time
-import urllib.parse
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote, quote_plus
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigw_proxy.storage.dialect import READ_ONLY, configure_sqlite_engine, driver_connection, is_busy_error
+from aigw_proxy.storage.dialects import Backend, backend_for, backend_of
+from aigw_proxy.storage.dialects.sqlite import READ_ONLY, driver_connection
 from aigw_proxy.storage.errors import StorageError
+from aigw_proxy.storage.jsoncodec import json_dumps, json_loads
 from aigw_proxy.storage.schema.migrations import migrate
+
+__all__ = ["Database", "DatabaseConfig", "json_dumps", "json_loads", "open_database"]
 
 log = logging.getLogger("aigw_proxy.storage")
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+DEFAULT_POOL_SIZE = 5
+DEFAULT_STATEMENT_TIMEOUT = 60.0  # seconds (PostgreSQL); 0 = none
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
+_json_dumps = json_dumps
 
-# Metadata comes from the proxy: anything that json cannot encode is stored as its str() rather than failing.
-_json_dumps = functools.partial(json.dumps, default=str, ensure_ascii=False, separators=(",", ":"))
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 
 
-def json_loads(text: str | bytes) -> Any:
-    """JSON columns are read by the thousand on API pages: orjson is several times faster. It rejects the NaN
-    and Infinity that `json.dumps` may have written; the standard parser reads those."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """Where the records live and how to connect: a SQLite `path`, or a PostgreSQL `url`."""
+
+    path: Path | None = None
+    url: str | None = field(default=None, repr=False)  # never printed: see `display`
+    pool_size: int = DEFAULT_POOL_SIZE  # connections the reader engine keeps (PostgreSQL; SQLite uses 4)
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT  # seconds a statement may run (PostgreSQL); 0 = no limit
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS  # how long SQLite waits for another process's write lock
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("a database is either a SQLite path or a PostgreSQL URL")
+        if self.pool_size < 1:
+            raise ValueError("the database pool size must be at least 1")
+        if self.statement_timeout < 0:
+            raise ValueError("the statement timeout must not be negative")
+
+    @classmethod
+    def of(cls, target: str | Path | DatabaseConfig, **options: Any) -> DatabaseConfig:
+        """A config from a path, a `postgresql://` (or `sqlite:///path`) URL, or a config (options override)."""
+        if isinstance(target, DatabaseConfig):
+            return replace(target, **options) if options else target
+        text = str(target)
+        if isinstance(target, str) and "://" in text:
+            scheme = text.split("://", 1)[0].lower()
+            if scheme in _POSTGRES_SCHEMES:
+                return cls(url=text, **options)
+            if scheme in ("sqlite", "sqlite+aiosqlite"):
+                path = text.split("://", 1)[1]
+                if not path.startswith("/") or path == "/":
+                    raise ValueError("a sqlite URL names a file: sqlite:////absolute/path.db or sqlite:///rel.db")
+                return cls(path=Path(path[1:]), **options)
+            raise ValueError(f"unsupported database URL scheme {scheme!r}: use postgresql://user:password@host/db")
+        return cls(path=Path(target), **options)
+
+    @property
+    def backend_name(self) -> str:
+        return "sqlite" if self.url is None else "postgresql"
+
+    @property
+    def backend(self) -> Backend:
+        return backend_for(self.backend_name)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url is not None
+
+    def sqlalchemy_url(self) -> sa.URL:
+        """The URL for SQLAlchemy's async engine (`postgresql+asyncpg://…` or `sqlite+aiosqlite:///…`)."""
+        if self.url is None:
+            assert self.path is not None
+            # mode=rw: never create the file (open_database does, once); uri=true: SQLAlchemy passes the URI on.
+            return sa.URL.create("sqlite+aiosqlite", database=_uri(self.path), query={"mode": "rw", "uri": "true"})
+        try:
+            url = sa.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise StorageError(f"invalid database URL {self.display}") from None
+        return url.set(drivername="postgresql+asyncpg")
+
+    def _passwords(self) -> list[str]:
+        """The password as SQLAlchemy reads the URL, and as written (all between `user:` and the last `@` of the
+        URL's authority: a password with an unquoted `@` or `/` is still hidden whole), longest first."""
+        if self.url is None:
+            return []
+        found: set[str] = set()
+        authority = self.url.split("://", 1)[-1].split("?", 1)[0]
+        if "@" in authority:
+            creds = authority.rsplit("@", 1)[0]
+            if ":" in creds:
+                found.add(creds.split(":", 1)[1])
+        try:
+            parsed = sa.make_url(self.url).password
+        except (sa.exc.ArgumentError, ValueError):
+            parsed = None
+        if parsed:
+            found |= {str(parsed), quote(str(parsed), safe=""), quote_plus(str(parsed))}
+        return sorted((p for p in found if p), key=len, reverse=True)
+
+    @property
+    def display(self) -> str:
+        """The database as shown in logs and errors: the file's path, or the URL with its password masked."""
+        if self.url is None:
+            return str(self.path)
+        return self.mask(self.url)
+
+    def mask(self, text: str) -> str:
+        """`text` with this database's password (as given, as parsed, URL-quoted) replaced by `***`."""
+        for password in self._passwords():
+            text = text.replace(password, "***")
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +153,24 @@ class Reopened:
 
 
 class Database:
-    """Two engines on one SQLite file.
+    """A writer and a reader engine on one database.
 
-    `writer`: a single pooled connection, every transaction BEGIN IMMEDIATE, so writes in this process are
-    serialized and wait for other processes through busy_timeout. `reader`: a small pool of connections with
+    SQLite: `writer` is a single pooled connection, every transaction BEGIN IMMEDIATE, so writes in this process
+    are serialized and wait for other processes through busy_timeout; `reader` a small pool of connections with
     deferred transactions; in WAL mode they read a consistent snapshot and never block or wait for the writer.
+    PostgreSQL: two small pools (storage/dialects/postgresql.py). `path` is the SQLite file (None on PostgreSQL).
     """
 
-    def __init__(self, path: Path, writer: AsyncEngine, reader: AsyncEngine,
-                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, guard: FileGuard | None = None) -> None:
-        self.path = path
+    def __init__(self, config: DatabaseConfig, writer: AsyncEngine, reader: AsyncEngine,
+                 guard: FileGuard | None = None) -> None:
+        self.config = config
+        self.backend: Backend = config.backend
+        self.state: dict[str, Any] = {}  # the backend's per-database caches (e.g. the partitions known to exist)
+        self.path: Path | None = config.path
         self.writer = writer
         self.reader = reader
-        self.busy_timeout_ms = busy_timeout_ms
-        self.guard = guard or FileGuard(path)
+        self.busy_timeout_ms = config.busy_timeout_ms
+        self.guard = guard or (FileGuard(config.path) if config.path is not None else None)
         self._loop = asyncio.get_running_loop()  # the engines' connections belong to this loop
         _OPEN.add(self)
 
@@ -81,18 +180,23 @@ class Database:
         await self.reader.dispose()
 
     @property
+    def dialect(self) -> str:
+        return self.backend.name
+
+    @property
     def file_identity(self) -> FileIdentity | None:
         """The file opened (set by open_database and reopen); new connections are refused if the path names
-        another one."""
-        return self.guard.identity
+        another one. None on PostgreSQL."""
+        return self.guard.identity if self.guard is not None else None
 
     @file_identity.setter
     def file_identity(self, value: FileIdentity | None) -> None:
-        self.guard.identity = value
+        if self.guard is not None:
+            self.guard.identity = value
 
     def file_problem(self) -> str | None:
-        """None while the path names the file that was opened; else "deleted" or "replaced"."""
-        if self.file_identity is None:
+        """None while the path names the file that was opened; else "deleted" or "replaced" (SQLite)."""
+        if self.file_identity is None or self.path is None:
             return None
         now = file_identity(self.path)
         if now is None:
@@ -104,6 +208,7 @@ class Database:
         a deleted file is restored first from the handle still open on it. Raises StorageError when the path
         cannot be opened (retry later)."""
         problem = self.file_problem()
+        assert self.path is not None, "only a SQLite file is reopened"
         restored: Path | None = None
         if problem == "deleted":
             restored = await self._copy_open_handle()
@@ -133,7 +238,7 @@ class Database:
     async def _copy_open_handle(self) -> Path | None:
         """Copy the database through the writer's open connection (the deleted file) to a file beside the path;
         None if that connection is gone."""
-        if not self.writer_connected():  # a new connection would not reach the deleted file
+        if not self.writer_connected() or self.path is None:  # a new connection would not reach the deleted file
             return None
         tmp = self.path.with_name(f".{self.path.name}.restore-{os.getpid()}")
         await asyncio.to_thread(_unlink, tmp)
@@ -172,7 +277,7 @@ class Database:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"Database({str(self.path)!r})"
+        return f"Database({self.config.display!r})"
 
 
 _OPEN: weakref.WeakSet[Database] = weakref.WeakSet()  # every open Database of this process, whatever its loop
@@ -259,7 +364,7 @@ def _put_back(restored: Path, path: Path) -> Reopened:
 
 
 def _uri(path: Path) -> str:
-    return "file:" + urllib.parse.quote(str(path))
+    return "file:" + quote(str(path))
 
 
 class FileGuard:
@@ -280,22 +385,6 @@ class FileGuard:
             what = "deleted" if now is None else "replaced"
             raise sqlite3.OperationalError(f"unable to open database file: {self.path} was {what} since it was "
                                            "opened (the record writer reopens it)")
-
-
-def _engine(path: Path, *, immediate: bool, busy_timeout_ms: int, pool_size: int,
-            guard: FileGuard | None = None) -> AsyncEngine:
-    # mode=rw: never create the file (open_database does, once); uri=true: SQLAlchemy passes the URI to sqlite3.
-    url = sa.URL.create("sqlite+aiosqlite", database=_uri(path), query={"mode": "rw", "uri": "true"})
-    engine = create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0 if immediate else pool_size,
-        json_serializer=_json_dumps,
-        json_deserializer=json_loads,
-    )
-    configure_sqlite_engine(engine, busy_timeout_ms=busy_timeout_ms, immediate=immediate,
-                            before_connect=guard.check if guard is not None else None)
-    return engine
 
 
 def _prepare_path(path: str | Path, *, create: bool = True) -> Path:
@@ -349,42 +438,73 @@ def open_error(path: Path, exc: sa.exc.DBAPIError) -> str:
 
 
 async def _first_connection(engine: AsyncEngine, *, give_up_after: float = 30.0) -> None:
-    """Connect once, retrying while another process is creating the file or switching it to WAL."""
+    """Connect once, retrying while another process is creating the file or switching it to WAL (SQLite), or
+    while the server is starting or full (PostgreSQL)."""
     deadline = time.monotonic() + give_up_after
     delay = 0.01
     while True:
         try:
             async with engine.connect() as conn:
-                await conn.execution_options(**READ_ONLY)
+                await conn.execution_options(**backend_of(engine).read_only)
                 await conn.exec_driver_sql("SELECT 1")
             return
-        except sa.exc.OperationalError as exc:
-            if not is_busy_error(exc) or time.monotonic() >= deadline:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+            if not backend_of(engine).is_busy_error(exc) or time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
 
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc) or type(exc).__name__
+
+
 async def open_database(
-    path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, migrate_schema: bool = True
+    target: str | Path | DatabaseConfig,
+    *,
+    busy_timeout_ms: int | None = None,
+    migrate_schema: bool = True,
+    pool_size: int | None = None,
+    statement_timeout: float | None = None,
 ) -> Database:
-    """Open (creating the parent directory and the file if needed) and migrate the database at `path`."""
-    path = await asyncio.to_thread(_prepare_path, path)
-    guard = FileGuard(path)
-    writer = _engine(path, immediate=True, busy_timeout_ms=busy_timeout_ms, pool_size=1, guard=guard)
-    reader = _engine(path, immediate=False, busy_timeout_ms=busy_timeout_ms, pool_size=4, guard=guard)
-    db = Database(path, writer, reader, busy_timeout_ms, guard)
+    """Open and migrate the database `target`: a SQLite file (created with its directory if needed), a
+    `postgresql://` URL, or a `DatabaseConfig`."""
+    options: dict[str, Any] = {}
+    if busy_timeout_ms is not None:
+        options["busy_timeout_ms"] = busy_timeout_ms
+    if pool_size is not None:
+        options["pool_size"] = pool_size
+    if statement_timeout is not None:
+        options["statement_timeout"] = statement_timeout
     try:
-        await _first_connection(writer)
-        db.file_identity = file_identity(path)
+        config = DatabaseConfig.of(target, **options)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None
+    guard = None
+    if config.path is not None:
+        path = await asyncio.to_thread(_prepare_path, config.path)
+        config = replace(config, path=path)
+        guard = FileGuard(path)
+    engines = config.backend.engines(config, guard=guard)
+    db = Database(config, engines.writer, engines.reader, guard)
+    try:
+        await _first_connection(db.writer)
+        if config.path is not None:
+            db.file_identity = file_identity(config.path)
         if migrate_schema:
-            await migrate(writer)
-    except StorageError:
+            await migrate(db.writer)
+    except StorageError as exc:
         await db.close()
-        raise
+        raise type(exc)(config.mask(str(exc))) from None
     except sa.exc.DBAPIError as exc:
         await db.close()
-        raise StorageError(open_error(path, exc)) from exc
+        if config.path is not None:
+            raise StorageError(open_error(config.path, exc)) from exc
+        raise StorageError(f"cannot open the database {config.display}: {config.mask(_reason(exc))}") from None
+    except (sa.exc.InterfaceError, OSError) as exc:
+        await db.close()
+        raise StorageError(f"cannot open the database {config.display}: {config.mask(_reason(exc))}") from None
     except BaseException:
         await db.close()
         raise
@@ -393,4 +513,4 @@ async def open_database(
 
 async def open_like(db: Database) -> Database:
     """Another Database on what `db` opened, with its engines on the running loop (the record writer's thread)."""
-    return await open_database(db.path, busy_timeout_ms=db.busy_timeout_ms, migrate_schema=False)
+    return await open_database(db.config, migrate_schema=False)

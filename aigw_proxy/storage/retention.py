@@ -4,9 +4,16 @@ older than it with all their child rows, every 10 minutes in the daemon (`Retent
 
 The window: `60d` by default, `0` keeps everything (`parse_retention`). The purge deletes interceptions started
 before a cut-off, children first, in batches. Each batch is its own short write transaction on the writer engine
-(the record writer's own single connection in the daemon), and the purge pauses between batches, so queued records
-are written in between and the writer is never held for more than one batch. Freed pages go back to the file
-system the same way, a few at a time.
+(the record writer's own single connection in the daemon, on SQLite), and the purge pauses between batches, so
+queued records are written in between and the writer is never held for more than one batch. Freed pages go back
+to the file system the same way, a few at a time (SQLite).
+
+On PostgreSQL the days wholly older than the cut-off are dropped first, partition by partition (constant time
+whatever their size), so the batches only delete the rows of the day the cut-off falls in.
+
+Several processes or hosts may share a PostgreSQL database: the daemon's loop purges in one of them at a time
+(`Backend.cluster_job`), the others skip that round. The loop also runs the backend's periodic upkeep (on
+PostgreSQL: partitions created ahead of time), with or without a retention window.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import sqlalchemy as sa
 
 from aigw_proxy.config.durations import parse_duration
 from aigw_proxy.storage.database import Database
-from aigw_proxy.storage.dialect import reclaim_free_pages
 from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions
 
 log = logging.getLogger("aigw_proxy.storage")  # what was purged
@@ -29,8 +35,6 @@ loop_log = logging.getLogger("aigw_proxy.retention")  # the daemon's loop
 PURGE_EVERY = 600.0  # seconds, as Coder's dbpurge loop
 
 DEFAULT_BATCH = 250  # ~0.3 ms per interception warm, ~3 ms cold on 1M rows: the writer lock is held < 1 s
-VACUUM_PAGES = 2000  # pages (4 KiB) given back per transaction
-_MAX_VACUUM_STEPS = 100_000  # bound: 800 GB worth of pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,35 +50,30 @@ async def purge_old_records(
     """Delete interceptions with `started_at < before` and all their child rows."""
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
+    backend = db.backend
+    dropped, dropped_children = await backend.drop_before(db, before)  # PostgreSQL: whole days, SQLite: none
     total = children = batches = 0
+    i = interceptions.c
     while True:
         async with db.writer.begin() as conn:
-            ids = (
-                await conn.execute(
-                    sa.select(interceptions.c.id).where(interceptions.c.started_at < before).limit(batch_size)
-                )
-            ).scalars().all()
+            ids = (await conn.execute(sa.select(i.id).where(i.started_at < before).limit(batch_size))).scalars().all()
             if not ids:
                 break
             for child in CHILD_TABLES:
-                children += int((await conn.execute(sa.delete(child).where(child.c.interception_id.in_(ids))))
+                only = backend.partition_range(child.c.interception_started_at, None, before)
+                children += int((await conn.execute(sa.delete(child).where(child.c.interception_id.in_(ids), *only)))
                                 .rowcount or 0)
-            await conn.execute(sa.delete(interceptions).where(interceptions.c.id.in_(ids)))
+            await conn.execute(sa.delete(interceptions).where(i.id.in_(ids), i.started_at < before))
         total += len(ids)
         batches += 1
         if len(ids) < batch_size:
             break
         await asyncio.sleep(pause)  # let the record writer have the connection between batches
     if total:
-        for _ in range(_MAX_VACUUM_STEPS):
-            async with db.writer.begin() as conn:
-                left = await reclaim_free_pages(conn, VACUUM_PAGES)
-            if not left:
-                break
-            await asyncio.sleep(pause)
+        await backend.reclaim_space(db, pause=pause)
         log.info("retention: deleted %d interceptions (%d child rows) started before %s", total, children,
                  before.isoformat())
-    return PurgeResult(total, children, batches)
+    return PurgeResult(total + dropped, children + dropped_children, batches)
 
 
 async def purge_interceptions(db: Database, before: datetime, *, batch_size: int = DEFAULT_BATCH) -> int:
@@ -109,26 +108,46 @@ async def purge_now(db: Database, window: timedelta) -> tuple[PurgeResult, datet
 
 
 class RetentionLoop:
-    """Background task on the daemon's loop; the database work runs in the driver's thread, batch by batch."""
+    """Background task on the daemon's loop: every `every` seconds the backend's upkeep, then (with a window)
+    the purge, in one process of those sharing the database at a time. `window` None: upkeep only."""
 
-    def __init__(self, db: Database, window: timedelta, *, every: float = PURGE_EVERY, first_after: float = 30.0):
+    def __init__(self, db: Database, window: timedelta | None, *, every: float = PURGE_EVERY,
+                 first_after: float = 30.0):
         self._db = db
         self._window = window
         self._every = every
         self._first_after = first_after
         self._task: asyncio.Task[None] | None = None
-        self.runs = 0
+        self.runs = 0  # rounds this loop ran (purged or not)
+        self.purges = 0  # rounds in which this process held the cluster's retention job and purged
         self.deleted = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aigw-retention")
 
+    async def run_once(self) -> PurgeResult | None:
+        """One round: upkeep, then the purge if this process got the job (None if another one has it)."""
+        await self._db.backend.maintain(self._db)
+        if self._window is None:
+            return None
+        async with self._db.backend.cluster_job(self._db, "retention") as mine:
+            if not mine:
+                loop_log.debug("retention: another process is purging; skipping this round")
+                return None
+            result, _ = await purge_now(self._db, self._window)
+        self.purges += 1
+        self.deleted += result.deleted_interceptions
+        return result
+
     async def _run(self) -> None:
+        try:  # partitions for today and the next days straight away; the first purge after `first_after`
+            await self._db.backend.maintain(self._db)
+        except Exception:
+            loop_log.exception("database upkeep failed; trying again in %.0fs", self._first_after)
         await asyncio.sleep(self._first_after)
         while True:
             try:
-                result, _ = await purge_now(self._db, self._window)
-                self.deleted += result.deleted_interceptions
+                await self.run_once()
             except Exception:
                 loop_log.exception("retention purge failed; trying again in %.0fs", self._every)
             self.runs += 1

@@ -9,7 +9,7 @@ from tests.support.daemon import run_cli
 
 
 def _json(api: Api, *args: str, env: dict[str, str] | None = None) -> object:
-    return json.loads(run_cli(api.daemon.data_dir, *args, env=env).stdout)
+    return json.loads(run_cli(api.daemon.data_dir, *args, env=env, database_url=api.daemon.database_url).stdout)
 
 
 def test_local_and_remote_print_the_same(api: Api) -> None:

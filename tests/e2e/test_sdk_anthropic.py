@@ -24,6 +24,12 @@ CLAUDE_CODE_HEADERS = {
 }
 
 
+@pytest.fixture
+def proxy_env(proxy_env_each_backend: Daemon) -> Daemon:
+    """These tests run against a daemon recording into SQLite and one recording into PostgreSQL."""
+    return proxy_env_each_backend
+
+
 def client(**kw: object) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key=API_KEY, max_retries=0, **kw)  # type: ignore[arg-type]
 

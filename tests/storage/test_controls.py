@@ -34,6 +34,7 @@ from aigw_proxy.storage import (
 from aigw_proxy.storage.schema.controls import upgrade_v8
 from aigw_proxy.storage.schema.migrations import MIGRATIONS
 from aigw_proxy.telemetry.metrics import Metrics
+from tests.storage.test_spend_days import assert_kept_equals_a_rebuild
 from tests.support.metrics import Scrape
 
 MODEL = "claude-sonnet-4-5"
@@ -140,8 +141,9 @@ async def test_spend_totals_count_api_spend_by_utc_day_and_month(db: Database, w
     call(writer, "unpriced", alice, NOW, model="no-such-model")
     call(writer, "bob", bob, NOW)
     await writer.flush(timeout=10)
-    with closing(sqlite3.connect(db.path)) as conn:
-        charged = dict(conn.execute("SELECT interception_id, effective_group_id FROM aibridge_token_usages"))
+    async with db.reader.connect() as conn:
+        charged = dict((await conn.exec_driver_sql(
+            "SELECT interception_id, effective_group_id FROM aibridge_token_usages")).all())
     assert charged == {**dict.fromkeys(("today-1", "today-2", "earlier", "last-month", "plan", "unpriced"), gid),
                        "bob": None}
     one = micros(CALL)
@@ -151,6 +153,7 @@ async def test_spend_totals_count_api_spend_by_utc_day_and_month(db: Database, w
     assert totals.users[bob.user_id] == Spent(NOW.date(), one, one)
     assert totals.groups[gid] == Spent(NOW.date(), 2 * one, 3 * one)  # alice's calls, charged to the group
     assert totals.groups["no-such-group"] == Spent(NOW.date())
+    await assert_kept_equals_a_rebuild(db)  # the summaries budgets read, with the group in their keys
 
 
 async def test_a_committed_call_counts_at_once(db: Database, writer: RecordWriter, alice: Initiator) -> None:

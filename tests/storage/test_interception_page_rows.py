@@ -78,7 +78,8 @@ async def _typed_times(db: Database, table: sa.Table, column: str) -> dict[str, 
 
 
 async def test_page_values_match_the_column_types(db: Database, alice: Initiator, writer: RecordWriter) -> None:
-    writer.submit(started("i-1", alice, t=0, metadata={"big": 2**70, "nan": float("nan"), "s": "ü"}))
+    sqlite = db.dialect == "sqlite"
+    writer.submit(started("i-1", alice, t=0, metadata={"big": 2**70, "nan": float("nan"), "s": "ü\x00"}))
     writer.submit(InterceptionEnded(
         id="i-1",
         ended_at=at(1.000001),
@@ -104,7 +105,9 @@ async def test_page_values_match_the_column_types(db: Database, alice: Initiator
             injected=True, metadata=sa.null()))
         await conn.execute(sa.update(user_prompts).where(user_prompts.c.interception_id == "i-2").values(
             metadata=sa.literal_column("'[]'")))
-        await conn.execute(sa.update(token_usages).values(metadata=sa.literal_column("'{\"x\": Infinity}'")))
+        # Not JSON, so only SQLite takes it.
+        infinity = "'{\"x\": Infinity}'" if sqlite else "'{\"x\": 1e308}'"
+        await conn.execute(sa.update(token_usages).values(metadata=sa.literal_column(infinity)))
         # Stored text UTCDateTime never writes (no microseconds, a 'T', an offset): read as before.
         await conn.execute(sa.update(model_thoughts).values(created_at=sa.literal_column("'2025-03-01 12:00:07'")))
         await conn.execute(sa.update(interceptions).where(interceptions.c.id == "i-2").values(
@@ -116,14 +119,19 @@ async def test_page_values_match_the_column_types(db: Database, alice: Initiator
     assert one["started_at"] == "2025-03-01T12:00:00.000000Z"
     assert one["ended_at"] == "2025-03-01T12:00:01.000001Z"
     assert two["started_at"] == "2025-03-01T12:00:05.250000Z"
-    assert two["ended_at"] == "2025-03-01T12:00:06.500000Z"
-    assert one["metadata"]["big"] == 2**70 and math.isnan(one["metadata"]["nan"]) and one["metadata"]["s"] == "ü"
+    # The offset of text UTCDateTime never writes: SQLite's type reads the wall time as UTC, timestamptz honours it.
+    assert two["ended_at"] == ("2025-03-01T12:00:06.500000Z" if sqlite else "2025-03-01T10:00:06.500000Z")
+    assert one["metadata"]["big"] == 2**70
+    if sqlite:
+        assert math.isnan(one["metadata"]["nan"]) and one["metadata"]["s"] == "ü\x00"
+    else:  # jsonb holds neither NaN nor NUL: null and U+FFFD instead of losing the record
+        assert one["metadata"]["nan"] is None and one["metadata"]["s"] == "ü\ufffd"
     assert two["metadata"] == {} and two["client"] == "Unknown"
     assert one["client"] == "Claude Code"
     assert [t["injected"] for t in two["tool_usages"]] == [True]
     assert [t["injected"] for t in one["tool_usages"]] == [False]
     assert two["tool_usages"][0]["metadata"] == {} and two["user_prompts"][0]["metadata"] == {}
-    assert one["token_usages"][0]["metadata"] == {"x": math.inf}
+    assert one["token_usages"][0]["metadata"] == {"x": math.inf if sqlite else 1e308}
     assert one["model_thoughts"] == [{"interception_id": "i-1", "content": "hmm", "metadata": {"source": "thinking"},
                                       "created_at": "2025-03-01T12:00:07.000000Z"}]
 

@@ -18,7 +18,7 @@ from aigw_proxy.storage import (
     migrate,
     open_database,
 )
-from aigw_proxy.storage.dialect import pragma
+from aigw_proxy.storage.dialects.sqlite import pragma
 
 
 def _versions(path: Path) -> list[int]:
@@ -30,7 +30,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
     db = await open_database(db_path)
     try:
         assert await asyncio.to_thread(db_path.exists)
-        assert await current_version(db.writer) == LATEST_VERSION == 9
+        assert await current_version(db.writer) == LATEST_VERSION == 10
         async with db.reader.connect() as conn:
             tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
         assert {

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from aigw_proxy.recording.records import Initiator, TokenUsage
 from aigw_proxy.spend import PriceOverride, Pricer, parse_price_overrides
@@ -178,16 +179,17 @@ async def test_spend_report_equals_the_rows_summed_by_hand(
 SUMMARIES = (spend_days.spend_days, spend_days.fleet_days, spend_days.user_months)
 
 
-def _summary(path: Path) -> list[list[tuple[Any, ...]]]:
-    with closing(sqlite3.connect(path)) as conn:
-        return [sorted(conn.execute(f"SELECT * FROM {t.name}")) for t in SUMMARIES]
+async def _summary(db: Database) -> list[list[tuple[Any, ...]]]:
+    async with db.reader.connect() as conn:
+        return [sorted(tuple(r) for r in await conn.execute(sa.select(t))) for t in SUMMARIES]
 
 
-async def _assert_kept_equals_a_rebuild(db: Database, path: Path) -> None:
-    kept = _summary(path)
+async def assert_kept_equals_a_rebuild(db: Database) -> None:
+    """The three trigger-kept spend summaries equal a rebuild from the rows, with no key left without rows."""
+    kept = await _summary(db)
     async with db.writer.begin() as conn:
         await conn.run_sync(spend_days.rebuild)
-    assert _summary(path) == kept
+    assert await _summary(db) == kept
     # No key left without rows (records is the first sum, after the key).
     for table, rows in zip(SUMMARIES, kept, strict=True):
         width = len(table.primary_key.columns)
@@ -199,10 +201,15 @@ def _override(toml_tables: list[dict[str, Any]]) -> tuple[PriceOverride, ...]:
 
 
 async def test_the_summary_follows_every_change(
-    db: Database, db_path: Path, writer: RecordWriter, alice: Initiator, bob: Initiator
+    db: Database, writer: RecordWriter, alice: Initiator, bob: Initiator
 ) -> None:
+    writer.group_of = lambda user_id: "group-a" if user_id == alice.user_id else None  # alice's calls charged to it
     await write_traffic(writer, [alice, bob], seed=9)
-    await _assert_kept_equals_a_rebuild(db, db_path)
+    await assert_kept_equals_a_rebuild(db)
+    for table in SUMMARIES:  # the effective group is part of every summary's key
+        async with db.reader.connect() as conn:
+            charged = set((await conn.execute(sa.select(table.c.effective_group_id).distinct())).scalars())
+        assert charged == {"group-a", ""}, table.name
     before = await spend_report(db, by="model")
 
     # Reprice everything with a negotiated discount and a price for a model that had none.
@@ -210,7 +217,7 @@ async def test_the_summary_follows_every_change(
                                {"model": "claude-*", "discount": 0.5}]))
     result = await reprice(db, pricer, batch_size=13)
     assert result.rows == before["total"]["records"] and result.changed > 0
-    await _assert_kept_equals_a_rebuild(db, db_path)
+    await assert_kept_equals_a_rebuild(db)
     after = {g["key"]: g for g in (await spend_report(db, by="model"))["groups"]}
     old = {g["key"]: g for g in before["groups"]}
     assert old["our-finetune"]["cost"]["priced"] is False and after["our-finetune"]["cost"]["priced"] is True
@@ -232,7 +239,7 @@ async def test_the_summary_follows_every_change(
                                    "FROM aibridge_token_usages ORDER BY id LIMIT 5)")
         await conn.exec_driver_sql("DELETE FROM aibridge_interceptions WHERE id IN (SELECT interception_id "
                                    "FROM aibridge_token_usages ORDER BY id DESC LIMIT 3)")
-    await _assert_kept_equals_a_rebuild(db, db_path)
+    await assert_kept_equals_a_rebuild(db)
     for by in ("user", "day", "provider"):
         await assert_report_is_the_rows(db, InterceptionFilter(), by)
 

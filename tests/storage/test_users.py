@@ -109,10 +109,11 @@ async def test_deleted_user_is_refused(db: Database) -> None:
         await store.create_token("alice")
 
 
-async def test_revocation_is_seen_at_once_by_another_database(db: Database, db_path: Path) -> None:
-    """The CLI (one Database) revokes while the daemon (another Database on the same file) authenticates."""
+async def test_revocation_is_seen_at_once_by_another_database(db: Database, db_target: str | Path) -> None:
+    """The CLI (one Database) revokes while the daemon (another Database on the same file or server)
+    authenticates."""
     cli = UserStore(db)
-    daemon_db = await open_database(db_path)
+    daemon_db = await open_database(db_target)
     try:
         daemon = UserStore(daemon_db)
         _, token = await cli.create_user("alice")

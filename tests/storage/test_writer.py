@@ -500,7 +500,7 @@ async def test_a_refused_record_does_not_lose_its_batch(
 ) -> None:
     writer = RecordWriter(db)
     writer.submit(started("a", alice))
-    writer.submit(started("a", alice, t=1))  # duplicate id: the database refuses it
+    writer.submit(started("a", alice))  # duplicate id (and start time: the key on PostgreSQL): refused
     writer.submit(ended("a", t=2))
     writer.submit(started("b", alice, t=3))
     writer.submit(ended("b", t=4))

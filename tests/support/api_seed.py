@@ -109,7 +109,7 @@ def build(users: list[str], rng: random.Random, n: int = 150) -> list[Seeded]:
     return rows
 
 
-async def _write(db_path: Path, users: dict[str, str], rows: list[Seeded]) -> None:
+async def _write(db_path: Path | str, users: dict[str, str], rows: list[Seeded]) -> None:
     db = await open_database(db_path)
     writer = RecordWriter(db, flush_interval=0.005)
     writer.start()
@@ -137,13 +137,13 @@ async def _write(db_path: Path, users: dict[str, str], rows: list[Seeded]) -> No
     await db.close()
 
 
-def seed(db_path: Path, users: dict[str, str], seed_value: int = 5) -> Dataset:
+def seed(db_path: Path | str, users: dict[str, str], seed_value: int = 5) -> Dataset:
     rows = build(sorted(u for u in users if u != "root"), random.Random(seed_value))
     asyncio.run(_write(db_path, users, rows))
     return Dataset(rows, dict(users))
 
 
-async def _user_id(db_path: Path, name: str) -> str:
+async def _user_id(db_path: Path | str, name: str) -> str:
     db = await open_database(db_path)
     try:
         user = await UserStore(db).get_user(name)
@@ -153,5 +153,5 @@ async def _user_id(db_path: Path, name: str) -> str:
         await db.close()
 
 
-def user_id(db_path: Path, name: str) -> str:
+def user_id(db_path: Path | str, name: str) -> str:
     return asyncio.run(_user_id(db_path, name))

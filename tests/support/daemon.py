@@ -37,8 +37,12 @@ class UpstreamPKI:
 
 
 def run_cli(data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "AIGW_DATA_DIR": str(data_dir), **(env or {})}
+            timeout: float = 60, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`aigw-proxy *args` on `data_dir`'s database, or on PostgreSQL's `database_url` (AIGW_DATABASE_URL)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "AIGW_DATABASE_URL"}
+    full_env.update({"AIGW_DATA_DIR": str(data_dir), **(env or {})})
+    if database_url is not None:
+        full_env["AIGW_DATABASE_URL"] = database_url
     proc = subprocess.run([*AIGW, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"aigw-proxy {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -54,6 +58,16 @@ class Daemon:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    database_url: str | None = field(default=None, repr=False)  # PostgreSQL; None: the SQLite file in data_dir
+
+    @property
+    def database(self) -> str | Path:
+        """What `open_database` takes for this daemon's records."""
+        return self.database_url or self.data_dir / "aigw-proxy.db"
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.database_url is None else "postgresql"
 
     @property
     def address(self) -> str:
@@ -64,11 +78,11 @@ class Daemon:
 
     def token(self, user: str) -> str:
         if user not in self.tokens:
-            self.tokens[user] = run_cli(self.data_dir, "users", "add", user).stdout.strip()
+            self.tokens[user] = self.cli("users", "add", user).stdout.strip()
         return self.tokens[user]
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_cli(self.data_dir, *args, check=check)
+        return run_cli(self.data_dir, *args, check=check, database_url=self.database_url)
 
     def healthz(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/healthz", timeout=5) as r:
@@ -82,7 +96,7 @@ class Daemon:
         from aigw_proxy.storage import InterceptionFilter, list_interceptions, open_database
 
         async def read() -> list[dict]:
-            db = await open_database(self.data_dir / "aigw-proxy.db")
+            db = await open_database(self.database)
             try:
                 return await list_interceptions(db, InterceptionFilter(**filters), limit=1000)
             finally:
@@ -131,16 +145,23 @@ class Daemon:
 
 
 def start_daemon(tmp: Path, config: str, *, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 wait: bool = True) -> Daemon:
+                 wait: bool = True, database_url: str | None = None) -> Daemon:
+    """`aigw-proxy run` on free loopback ports; its records in `tmp/data` (SQLite) or, with `database_url`, in
+    that PostgreSQL database (passed as AIGW_DATABASE_URL, as a deployment would: not on the command line)."""
     data_dir = tmp / "data"
     cfg = tmp / "aigw.toml"
     cfg.write_text(config)
-    d = Daemon(data_dir, free_port(), free_port(), tmp / "ca-bundle.pem", tmp / "daemon.log")
+    d = Daemon(data_dir, free_port(), free_port(), tmp / "ca-bundle.pem", tmp / "daemon.log",
+               database_url=database_url)
     log = d.log_path.open("wb")
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("AIGW_DATABASE_URL", None)
+    if database_url is not None:
+        full_env["AIGW_DATABASE_URL"] = database_url
     d.proc = subprocess.Popen(
         [*AIGW, "run", "--listen", d.address, "--admin-listen", f"127.0.0.1:{d.admin_port}",
          "--data-dir", str(data_dir), "--config", str(cfg), *extra_args],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        stdout=log, stderr=subprocess.STDOUT, env=full_env,
     )
     if wait:
         d.wait_healthy()

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.storage.read.stored_values import driver_rows
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.schema.tables import interceptions, token_usages
 
 MICROS_PER_USD = 1_000_000
@@ -112,24 +112,22 @@ def token_price_json(values: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-async def session_costs(conn: AsyncConnection, session_ids: list[str],
+async def session_costs(conn: AsyncConnection, sessions: list[tuple[str, Any, Any]],
                         initiator_id: str | None = None) -> dict[tuple[str, str], CostSums]:
     """The cost of whole sessions (every ended interception's token rows), by (session_id, initiator_id): read
-    through the session index and each interception's token rows, for a page of sessions (a session summary
-    of cost would have to be kept on every write and purge; a page's rows are few)."""
+    through the session index and each interception's token rows, for a page of `sessions` (session id, first
+    start, last end as the session summary has them; a session summary of cost would have to be kept on every
+    write and purge; a page's rows are few). With `initiator_id`, only that user's."""
     out: dict[tuple[str, str], CostSums] = {}
-    if not session_ids:
+    if not sessions:
         return out
-    marks = ", ".join("?" * len(session_ids))
-    params: list[Any] = list(session_ids)
-    who = ""
-    if initiator_id is not None:
-        who, params = " AND i.initiator_id = ?", [*params, initiator_id]
+    backend = backend_of(conn)
     sql = ("SELECT i.session_id, i.initiator_id, t.api_equivalent, count(*), count(*) - count(t.cost_micros), "
            "COALESCE(sum(t.cost_micros), 0) "
-           f"FROM {interceptions.name} i JOIN {token_usages.name} t ON t.interception_id = i.id "
-           f"WHERE i.ended_at IS NOT NULL AND i.session_id IN ({marks}){who} "
+           f"FROM {interceptions.name} i JOIN {token_usages.name} t ON {backend.child_join('t', 'i')} "
+           "WHERE i.ended_at IS NOT NULL AND SESSIONS(i) "
            "GROUP BY i.session_id, i.initiator_id, t.api_equivalent")
-    for sid, uid, equivalent, records, unpriced, micros in await driver_rows(conn, sql, params):
-        out.setdefault((sid, uid), CostSums()).add(bool(equivalent), int(records), int(unpriced), int(micros))
+    for sid, uid, equivalent, records, unpriced, micros in await backend.rows_of_sessions(conn, sql, sessions):
+        if initiator_id is None or uid == initiator_id:
+            out.setdefault((sid, uid), CostSums()).add(bool(equivalent), int(records), int(unpriced), int(micros))
     return out

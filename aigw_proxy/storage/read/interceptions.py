@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,24 +66,27 @@ async def list_interceptions(
         rows = (await conn.execute(query)).all()
         if not rows:
             return []
-        children = await children_of([r[0] for r in rows], conn)
+        starts = [r[_STARTED_AT] for r in rows]
+        # Where starts come back as datetimes (PostgreSQL) they bound the partitions the children are in.
+        bounds = (min(starts), max(starts)) if isinstance(starts[0], datetime) else None
+        children = await children_of([r[0] for r in rows], conn, bounds)
     return [_interception_json(r, children) for r in rows]
 
 
-async def children_of(ids: list[str], conn: AsyncConnection) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """The children of interceptions `ids`, JSON-ready, oldest first, by interception id (a defaultdict: empty
-    lists for an id without children)."""
+async def children_of(ids: list[str], conn: AsyncConnection, bounds: tuple[datetime, datetime] | None = None
+                      ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The children of interceptions `ids` (all started within `bounds`, if given), JSON-ready, oldest first, by
+    interception id (a defaultdict: empty lists for an id without children)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"token_usages": [], "user_prompts": [], "tool_usages": [], "model_thoughts": []}
     )
     if not ids:
         return out
-    marks = ", ".join("?" * len(ids))
     for key, table, columns, shape in _CHILDREN:
         # Driver-level SQL and rows: SQLAlchemy spends milliseconds per statement expanding a 1000-value IN list.
-        sql = (f"SELECT {columns} FROM {table.name} WHERE interception_id IN ({marks}) "
-               "ORDER BY created_at ASC, id ASC")
-        for row in await driver_rows(conn, sql, ids):
+        sql = (f"SELECT {columns} FROM {table.name} WHERE interception_id IN_VALUES "
+               "BOUNDS[interception_started_at] ORDER BY created_at ASC, id ASC")
+        for row in await driver_rows(conn, sql, ids, bounds):
             item = shape(row)
             out[item["interception_id"]][key].append(item)
     return out
@@ -95,6 +99,9 @@ _PAGE_COLUMNS = untyped(
     _i.client_session_id, _i.session_id, _i.thread_parent_id, _i.thread_root_id, _i.status, _i.upstream_status,
     _i.error_type, _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at, _i.metadata,
 )
+
+
+_STARTED_AT = [c.name for c in _PAGE_COLUMNS].index("started_at")
 
 
 def _interception_json(r: Any, children: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.read.costs import CostSums, cost_of_rows, session_costs
 from aigw_proxy.storage.read.interceptions import children_of
@@ -47,7 +48,9 @@ async def get_session(
         head = await _session_key(conn, session_id, visible_to)
         if head is None:
             return None
-        mine = [_i.session_id == session_id, _i.initiator_id == head.initiator_id, _i.ended_at.is_not(None)]
+        mine = [_i.session_id == session_id, _i.initiator_id == head.initiator_id, _i.ended_at.is_not(None),
+                # its calls all started between its first start and its last end: the partitions to look in
+                *backend_of(conn).partition_range(_i.started_at, head.started_at, head.ended_at)]
         roots = sa.select(_i.id, _i.started_at).where(*mine, _i.thread_root_id.is_(None))
         cursor_id = after_id or before_id
         if cursor_id is not None:
@@ -70,14 +73,18 @@ async def get_session(
             .where(*mine, sa.func.coalesce(_i.thread_root_id, _i.id).in_(root_ids))
             .order_by(_i.started_at, _i.id)
         )).all() if root_ids else []
-        kids = await children_of([r.id for r in rows], conn)
+        kids = await children_of([r.id for r in rows], conn,
+                                 (min(r.started_at for r in rows), max(r.started_at for r in rows)) if rows else None)
         everything = (await conn.execute(
-            sa.select(_i.id, _i.provider, _i.model, _i.client).where(*mine).order_by(_i.started_at, _i.id)
+            sa.select(_i.id, _i.provider, _i.model, _i.client, _i.started_at).where(*mine)
+            .order_by(_i.started_at, _i.id)
         )).all()
         first_metadata = (await conn.execute(
-            sa.select(_i.metadata).where(_i.id == everything[0].id))).scalar() if everything else None
-        extra = await _token_metadata_sums(conn, session_id, head.initiator_id)
-        cost = (await session_costs(conn, [session_id], head.initiator_id)).get((session_id, head.initiator_id))
+            sa.select(_i.metadata).where(_i.id == everything[0].id, *backend_of(conn).partition_range(
+                _i.started_at, everything[0].started_at, everything[0].started_at)))).scalar() if everything else None
+        extra = await _token_metadata_sums(conn, session_id, head)
+        cost = (await session_costs(conn, [(session_id, head.started_at, head.ended_at)], head.initiator_id)).get(
+            (session_id, head.initiator_id))
         username = (await conn.execute(sa.select(users.c.username).where(users.c.id == head.initiator_id))).scalar()
 
     threads = _by_key(rows, lambda r: r.thread_root_id or r.id)
@@ -160,16 +167,18 @@ async def _session_key(conn: AsyncConnection, session_id: str, visible_to: str |
     return (await conn.execute(query)).first()
 
 
-async def _token_metadata_sums(conn: AsyncConnection, session_id: str, initiator_id: str) -> dict[str, int]:
-    """Extra token kinds (token usage `metadata`) summed over a whole session."""
-    each = sa.func.json_each(token_usages.c.metadata).table_valued("key", "value", "type")
-    ids = sa.select(_i.id).where(_i.session_id == session_id, _i.initiator_id == initiator_id,
-                                 _i.ended_at.is_not(None))
+async def _token_metadata_sums(conn: AsyncConnection, session_id: str, head: Any) -> dict[str, int]:
+    """Extra token kinds (token usage `metadata`) summed over a whole session (`head`: its summary row)."""
+    backend = backend_of(conn)
+    each, key, number, is_number = backend.json_number_items(token_usages.c.metadata)
+    t = token_usages.c
     rows = await conn.execute(
-        sa.select(each.c.key, sa.func.sum(each.c.value))
-        .select_from(token_usages.join(each, sa.true()))
-        .where(token_usages.c.interception_id.in_(ids), each.c.type.in_(("integer", "real")))
-        .group_by(each.c.key)
+        sa.select(key, sa.func.sum(number))
+        .select_from(interceptions.join(token_usages, t.interception_id == _i.id).join(each, sa.true()))
+        .where(_i.session_id == session_id, _i.initiator_id == head.initiator_id, _i.ended_at.is_not(None), is_number,
+               *backend.partition_range(_i.started_at, head.started_at, head.ended_at),
+               *backend.partition_range(t.interception_started_at, head.started_at, head.ended_at))
+        .group_by(key)
     )
     return {k: int(v) for k, v in rows}
 

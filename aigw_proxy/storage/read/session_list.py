@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.read.costs import CostSums, session_costs
 from aigw_proxy.storage.read.filters import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
@@ -217,13 +218,23 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         for k in keys
     }
     session_ids = sorted({k[0] for k in keys})
-    marks = ", ".join("?" * len(session_ids))
-    # A page of 1000 sessions reads ~2500 interceptions here: plain driver tuples, start times compared as stored
-    # text (fixed-width, so in time order), metadata kept as text until each session's first call is known.
-    for iid, sid, uid, provider, model, client, started_at, metadata in await driver_rows(
-        conn, "SELECT id, session_id, initiator_id, provider, model, client, started_at, metadata "
-        f"FROM {interceptions.name} WHERE ended_at IS NOT NULL AND session_id IN ({marks})", session_ids
+    backend = backend_of(conn)
+    spans: dict[str, tuple[Any, Any]] = {}  # session id -> (first start, last end) over its users on the page
+    for sid, uid, first_start, last_end, *sums in await driver_rows(
+        conn, f"SELECT session_id, initiator_id, started_at, ended_at, {', '.join(_TOKENS)} FROM {summary.name} "
+        "WHERE session_id IN_VALUES", session_ids
     ):
+        if (sid, uid) in wanted:
+            out[(sid, uid)]["tokens"] = dict(zip(_TOKENS, map(int, sums), strict=True))
+            lo, hi = spans.get(sid, (first_start, last_end))
+            spans[sid] = (min(lo, first_start), max(hi, last_end))
+    page = [(sid, *spans[sid]) for sid in session_ids if sid in spans]
+
+    # A page of 1000 sessions reads ~2500 interceptions here: plain driver tuples, start times compared as stored
+    # (SQLite's fixed-width text is in time order, PostgreSQL's are datetimes), metadata kept as the driver
+    # returned it until each session's first call is known.
+    for iid, sid, uid, provider, model, client, started_at, metadata in await backend.rows_of_sessions(
+            conn, _SESSION_CALLS, page):
         d = out.get((sid, uid))
         if d is None:
             continue
@@ -235,27 +246,12 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
     for d in out.values():
         d["metadata"] = metadata_json(d["first"][3]) if d["first"] is not None else {}
 
-    for sid, uid, *sums in await driver_rows(
-        conn, f"SELECT session_id, initiator_id, {', '.join(_TOKENS)} FROM {summary.name} "
-        f"WHERE session_id IN ({marks})", session_ids
-    ):
-        if (sid, uid) in wanted:
-            out[(sid, uid)]["tokens"] = dict(zip(_TOKENS, map(int, sums), strict=True))
-
-    # The newest prompt of each session: the page's prompts ranked in SQL, rank 1 kept.
-    newest = f"""
-        SELECT session_id, initiator_id, prompt FROM (
-            SELECT i.session_id, i.initiator_id, p.prompt,
-                   row_number() OVER (PARTITION BY i.session_id, i.initiator_id
-                                      ORDER BY p.created_at DESC, p.id DESC) AS rank
-            FROM {user_prompts.name} p JOIN {interceptions.name} i ON i.id = p.interception_id
-            WHERE i.ended_at IS NOT NULL AND i.session_id IN ({marks}))
-        WHERE rank = 1"""
-    for sid, uid, prompt in await driver_rows(conn, newest, session_ids):
+    newest = _NEWEST_PROMPTS.replace("JOIN_CHILD", backend.child_join("p", "i"))
+    for sid, uid, prompt in await backend.rows_of_sessions(conn, newest, page):
         if (sid, uid) in wanted:
             out[(sid, uid)]["last_prompt"] = prompt
 
-    for k, cost in (await session_costs(conn, session_ids)).items():
+    for k, cost in (await session_costs(conn, page)).items():
         if k in wanted:
             out[k]["cost"] = cost
 
@@ -265,6 +261,19 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
     for (_sid, uid), d in out.items():
         d["username"] = names.get(uid)
     return out
+
+
+# The page's sessions' ended calls, and each session's newest prompt (Backend.rows_of_sessions).
+_SESSION_CALLS = ("SELECT i.id, i.session_id, i.initiator_id, i.provider, i.model, i.client, i.started_at, "
+                  f"i.metadata FROM {interceptions.name} i WHERE i.ended_at IS NOT NULL AND SESSIONS(i)")
+_NEWEST_PROMPTS = f"""
+    SELECT session_id, initiator_id, prompt FROM (
+        SELECT i.session_id, i.initiator_id, p.prompt,
+               row_number() OVER (PARTITION BY i.session_id, i.initiator_id
+                                  ORDER BY p.created_at DESC, p.id DESC) AS rank
+        FROM {user_prompts.name} p JOIN {interceptions.name} i ON JOIN_CHILD
+        WHERE i.ended_at IS NOT NULL AND SESSIONS(i) SPAN(p.interception_started_at)) AS ranked
+    WHERE rank = 1"""
 
 
 def _time(value: Any) -> str | None:

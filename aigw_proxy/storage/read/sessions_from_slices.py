@@ -13,8 +13,8 @@ grouped from its interceptions. Inside rows are paged straight from the (last_ac
 index and merged with the grouped ones; the count is the inside rows counted plus the grouped ones that match.
 So a filter over all time, or over a month of a provider with half the traffic, costs a page and an index count.
 
-The queries name their index (INDEXED BY): SQLite without statistics for the table could otherwise page through
-the window index and sort a month of sessions.
+On SQLite the queries name their index (INDEXED BY, `Backend.index_hint`): without statistics for the table it
+could otherwise page through the window index and sort a month of sessions. PostgreSQL plans from statistics.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigw_proxy.storage.database import json_loads
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions
 from aigw_proxy.storage.schema.session_slices import ATTRIBUTES, PAGE_INDEX, WINDOW_INDEX
 from aigw_proxy.storage.schema.summaries import interception_days
@@ -116,7 +116,7 @@ class _Window:
         window_bound = ["last_started_at >= :after"] if after is not None else []
         self.inside = " AND ".join(["kind = :kind", "value = :value", *core, *page_bound])
         self.inside_by_window = " AND ".join(["kind = :kind", "value = :value", *core, *window_bound])
-        self.inside_in_slice = " AND ".join(core) or "1"
+        self.inside_in_slice = " AND ".join(core) or "1 = 1"
         self.mixed = " OR ".join(f"only_{attribute} IS NULL" for attribute, _ in plan.others)
 
     @property
@@ -133,11 +133,12 @@ class _Window:
 async def _scan_with_others(conn: AsyncConnection, w: _Window) -> tuple[int, set[tuple[str, str]]]:
     """(the rows inside the window that match the other attributes whole, counted; the keys of the rows that
     mix their values) in one pass over the slice: `only_*` is in no index."""
+    backend = backend_of(conn)
     row = (await conn.execute(w.text(
         f"SELECT count(*) FILTER (WHERE {w.inside_in_slice}), "
-        f"json_group_array(json_array(session_id, initiator_id)) FILTER (WHERE {w.mixed}) "
+        f"{backend.pairs_agg('session_id', 'initiator_id', w.mixed)} "
         f"FROM aigw_session_slices WHERE kind = :kind AND value = :value"))).one()
-    return int(row[0] or 0), {(sid, uid) for sid, uid in json_loads(row[1] or "[]")}
+    return int(row[0] or 0), {(sid, uid) for sid, uid in backend.decode_json(row[1]) or ()}
 
 
 async def _irregular(
@@ -145,6 +146,7 @@ async def _irregular(
 ) -> list[Any]:
     """The slices that do not match whole — straddling a window edge, or `mixed` (mixing values of the other
     attributes) — grouped over their matching interceptions (those with none are dropped)."""
+    hint = backend_of(conn).index_hint
     edges = []
     if w.after is not None:
         edges.append("last_started_at >= :after AND started_at < :after")
@@ -153,7 +155,7 @@ async def _irregular(
     keys = set(mixed)
     for edge in edges:
         rows = await conn.execute(w.text(
-            f"SELECT session_id, initiator_id FROM aigw_session_slices INDEXED BY {WINDOW_INDEX} "
+            f"SELECT session_id, initiator_id FROM aigw_session_slices{hint(WINDOW_INDEX)} "
             f"WHERE kind = :kind AND value = :value AND {edge}"))
         keys.update((r.session_id, r.initiator_id) for r in rows)
     if not keys:
@@ -188,6 +190,7 @@ async def slice_page(
         if after_session_id is not None:
             raise LookupError(after_session_id)
         return (0 if count else None), []
+    hint = backend_of(conn).index_hint
     w = _Window(plan, after, before)
     n_inside, mixed = await _scan_with_others(conn, w) if w.checks_others else (0, set())
     irregular = await _irregular(conn, flt, w, mixed)
@@ -198,7 +201,7 @@ async def slice_page(
     if after_session_id is not None:
         found = [r for r in irregular if r.session_id == after_session_id]
         found += list(await conn.execute(w.text(
-            f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices INDEXED BY {PAGE_INDEX} "
+            f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices{hint(PAGE_INDEX)} "
             f"WHERE {w.inside} AND session_id = :sid", sid=after_session_id).columns(**_ROW_TYPES)))
         if not found:
             raise LookupError(after_session_id)
@@ -208,7 +211,7 @@ async def slice_page(
         listed_irregular = [r for r in irregular if _order_key(r) < (at, after_session_id)]
 
     inside = list(await conn.execute(w.text(
-        f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices INDEXED BY {PAGE_INDEX} "
+        f"SELECT {_ROW_COLUMNS} FROM aigw_session_slices{hint(PAGE_INDEX)} "
         f"WHERE {w.inside}{cursor_cond} ORDER BY last_active_at DESC, session_id DESC LIMIT :n",
         n=offset + limit, **extra).columns(**_ROW_TYPES)))
     merged = heapq.merge(inside, sorted(listed_irregular, key=_order_key, reverse=True), key=_order_key,
@@ -222,7 +225,7 @@ async def slice_page(
                 "SELECT sessions FROM aigw_session_slice_counts WHERE kind = :kind AND value = :value"))).scalar() or 0)
         elif not w.checks_others:
             n_inside = int((await conn.execute(w.text(
-                f"SELECT count(*) FROM aigw_session_slices INDEXED BY {WINDOW_INDEX} WHERE {w.inside_by_window}"
+                f"SELECT count(*) FROM aigw_session_slices{hint(WINDOW_INDEX)} WHERE {w.inside_by_window}"
             ))).scalar_one())
         total = n_inside + len(irregular)
     return total, page

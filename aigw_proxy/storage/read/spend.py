@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.read.costs import usd
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days, user_months
@@ -108,7 +109,7 @@ def _summary_group(d: Any, by: str | None) -> list[sa.ColumnElement[Any]]:
     return []
 
 
-def _rows_group(by: str | None) -> list[sa.ColumnElement[Any]]:
+def _rows_group(by: str | None, conn: AsyncConnection) -> list[sa.ColumnElement[Any]]:
     match by:
         case "user":
             return [_i.initiator_id]
@@ -118,8 +119,8 @@ def _rows_group(by: str | None) -> list[sa.ColumnElement[Any]]:
             return [sa.func.coalesce(_i.client, "Unknown")]
         case "provider":
             return [_i.provider, _i.provider_name]
-        case "day":  # the UTC day as stored (fixed-width UTC text), as the summary's triggers take it
-            return [sa.func.substr(sa.type_coerce(_i.started_at, sa.String), 1, 10)]
+        case "day":  # the UTC day, as the summary's triggers take it
+            return [backend_of(conn).day_expr(_i.started_at)]
     return []
 
 
@@ -158,7 +159,7 @@ async def _from_summary(conn: AsyncConnection, by: str | None, d: Any, cond: lis
 
 async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFilter,
                      out: dict[tuple[Any, ...], Sums]) -> None:
-    group = _rows_group(by)
+    group = _rows_group(by, conn)
     unpriced = sa.case((_t.cost_micros.is_(None), 1), else_=0)
     sums = [*_by_kind(_t.api_equivalent == sa.true(), 1, unpriced, sa.func.coalesce(_t.cost_micros, 0)),
             *(sa.func.coalesce(sa.func.sum(_t[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]

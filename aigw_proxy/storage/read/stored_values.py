@@ -2,8 +2,9 @@
 
 An API page is 1000 interceptions and several thousand child rows. SQLAlchemy's per-row work (Row objects, the
 UTCDateTime and JSON result processors, then rfc3339 on each datetime) was most of its time, so such rows are
-read as stored and the few typed columns converted here: to exactly what the column types and rfc3339 give
-(tests/storage/test_interception_page_rows.py). SQLite-specific, like the stored formats it reads.
+read as the driver returns them and the few typed columns converted here: to exactly what the column types and
+rfc3339 give (tests/storage/test_interception_page_rows.py). SQLite returns the stored text (timestamps, JSON);
+asyncpg returns datetimes and, through SQLAlchemy's codec, decoded JSON: both forms are read here.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import json_loads
-from aigw_proxy.storage.dialect import driver_connection
+from aigw_proxy.storage.dialects import IN_VALUES, backend_of
 from aigw_proxy.storage.schema.tables import UTCDateTime
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -40,16 +42,21 @@ _utc_datetime = _sqlite_reader(UTCDateTime())
 
 @functools.lru_cache(maxsize=8192)  # a call's children all carry its end time: most lookups on a page are repeats
 def time_json(value: Any) -> str | None:
-    """`rfc3339()` of a stored UTCDateTime: `2025-01-02 03:04:05.123456` → `2025-01-02T03:04:05.123456Z`."""
+    """`rfc3339()` of a stored UTCDateTime: `2025-01-02 03:04:05.123456` → `2025-01-02T03:04:05.123456Z`
+    (SQLite's text), or of the timezone-aware datetime asyncpg returns."""
     if value.__class__ is str and _STORED_TIME(value):
         return f"{value[:10]}T{value[11:]}Z"  # the same digits: no need for a datetime in between
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return rfc3339(value)
     return rfc3339(_utc_datetime(value))
 
 
 def metadata_json(value: Any) -> Any:
-    """A JSON column as SQLAlchemy's SQLite JSON type reads it, then `or {}`."""
+    """A JSON column as SQLAlchemy's JSON type reads it, then `or {}`."""
     if value is None or value == "{}":  # most child rows: no parse needed
         return {}
+    if isinstance(value, dict | list):  # decoded by the driver (PostgreSQL)
+        return value or {}
     # JSON columns have NUMERIC affinity: SQLite returns a stored JSON number as a number, which the type keeps.
     return (value if isinstance(value, int | float) else json_loads(value)) or {}
 
@@ -59,10 +66,11 @@ def untyped(*columns: sa.Column[Any]) -> tuple[sa.ColumnElement[Any], ...]:
     return tuple(sa.type_coerce(c, sa.types.NullType()).label(c.name) for c in columns)
 
 
-async def driver_rows(conn: AsyncConnection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """Plain tuples straight from the driver, in `conn`'s transaction (the snapshot of the statements around it)."""
-    if not conn.in_transaction():
-        await conn.begin()  # as SQLAlchemy's autobegin would: the reader engine's BEGIN hook runs
-    rows = await (await driver_connection(conn)).execute_fetchall(sql, params)
-    # No row factory is set on these connections, so the rows are plain tuples (aiosqlite annotates sqlite3.Row).
-    return cast(list[tuple[Any, ...]], list(rows))
+async def driver_rows(conn: AsyncConnection, sql: str, values: list[Any],
+                      bounds: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]]:
+    """Plain tuples straight from the driver, in `conn`'s transaction (the snapshot of the statements around it).
+    `sql` says `column IN_VALUES` once: the column is one of `values`; `BOUNDS[column]` after a condition adds
+    `AND column BETWEEN bounds` where that skips partitions (Backend.driver_rows)."""
+    if IN_VALUES not in sql:
+        raise ValueError("driver_rows needs `column IN_VALUES` in its SQL")
+    return await backend_of(conn).driver_rows(conn, sql, values, bounds)

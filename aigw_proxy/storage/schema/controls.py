@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.schema.tables import UTCDateTime, users
 
 controls_metadata = sa.MetaData()
@@ -59,6 +60,6 @@ controls_version = sa.Table(
 def upgrade_v8(conn: sa.Connection) -> None:
     """Schema v8: groups, group members, budgets and the change counter (the error types `budget_exceeded` and
     `model_denied` are allowed since v5)."""
-    controls_metadata.create_all(conn, checkfirst=True)
+    backend_of(conn).create_tables(conn, controls_metadata.sorted_tables, checkfirst=True)
     if conn.execute(sa.select(controls_version.c.id)).first() is None:
         conn.execute(sa.insert(controls_version).values(id=1, version=0))

@@ -10,9 +10,13 @@ database still goes v1 → v2 → … exactly like an old one. Exception, for a 
 a table: v1's create_all already makes it on a new database, so the step that adds it (v3) adds it only where it
 is missing; either way the table ends up the same.
 
-Concurrency: the daemon and a CLI process may start at once. Migrating takes the write lock first (the writer
-engine starts transactions with BEGIN IMMEDIATE), re-reads the version under the lock and only then applies
-pending steps, so the second process waits and then finds nothing to do.
+The steps are the same on both dialects; where the SQL cannot be (the physical layout of a table, trigger
+bodies), a step asks its connection's backend (storage/dialects/). PostgreSQL DDL is transactional too.
+
+Concurrency: the daemon and a CLI process, or several replicas, may start at once. Migrating takes the
+backend's migration lock first (SQLite: the write lock, the writer engine starts transactions with BEGIN
+IMMEDIATE; PostgreSQL: an advisory lock), re-reads the version under the lock and only then applies pending
+steps, so the second process waits and then finds nothing to do.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aigw_proxy.storage.audit import upgrade_audit_log
-from aigw_proxy.storage.dialect import READ_ONLY, is_busy_error
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.errors import SchemaTooNewError, StorageError
 from aigw_proxy.storage.schema import controls, session_slices, spend_days, summaries
 from aigw_proxy.storage.schema import tables as schema
@@ -52,7 +56,7 @@ class Migration:
 
 
 def _v1_initial(conn: sa.Connection) -> None:
-    schema.metadata.create_all(conn, checkfirst=False)
+    backend_of(conn).create_tables(conn, schema.metadata.sorted_tables)
 
 
 _SESSION_COLUMNS = "session_id, initiator_id, started_at, ended_at, thread_root_id, last_prompt_at"
@@ -126,6 +130,18 @@ def _v5_error_types(conn: sa.Connection) -> None:
         conn.exec_driver_sql("PRAGMA writable_schema = OFF")
 
 
+def _v10_child_interception_start(conn: sa.Connection) -> None:
+    """Child rows carry their interception's start. A new database has the column from v1 (on PostgreSQL it is
+    the partition key); an older SQLite one gets it NULL for the rows already there (SQLite reads it nowhere).
+    On PostgreSQL, the child rows of an interception whose start is changed follow it (a trigger)."""
+    inspector = sa.inspect(conn)
+    for table in schema.CHILD_TABLES:
+        if "interception_started_at" not in {c["name"] for c in inspector.get_columns(table.name)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN interception_started_at DATETIME")
+    backend_of(conn).drop_triggers(conn, "children")  # safe to apply again
+    backend_of(conn).install_triggers(conn, "children")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
     Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
@@ -144,6 +160,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "the fleet-wide daily spend summary and each user's monthly one beside the per-user days, kept "
               "by the same triggers",
               spend_days.upgrade_v9),
+    Migration(10, "child rows carry their interception's start time (the partition key on PostgreSQL)",
+              _v10_child_interception_start),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -169,14 +187,14 @@ def _check_not_newer(version: int) -> None:
 async def current_version(engine: AsyncEngine) -> int:
     """The highest applied migration version (0 for an empty database)."""
     async with engine.connect() as conn:
-        await conn.execution_options(**READ_ONLY)  # no write lock just to read the version
+        await conn.execution_options(**backend_of(engine).read_only)  # no write lock just to read the version
         return await _read_version(conn)
 
 
 async def migrate(engine: AsyncEngine, *, lock_timeout: float = 60.0) -> int:
     """Apply pending migrations; return the schema version. Idempotent and safe to run concurrently.
 
-    `engine` must start transactions with BEGIN IMMEDIATE (the Database writer engine does). Raises
+    `engine` is a Database's writer engine (on SQLite its transactions start with BEGIN IMMEDIATE). Raises
     `SchemaTooNewError` if the database comes from a newer release.
     """
     version = await current_version(engine)  # fast path: no write lock when up to date
@@ -189,8 +207,8 @@ async def migrate(engine: AsyncEngine, *, lock_timeout: float = 60.0) -> int:
     while True:
         try:
             return await _migrate_locked(engine)
-        except sa.exc.OperationalError as exc:
-            if not is_busy_error(exc) or time.monotonic() >= deadline:
+        except sa.exc.DBAPIError as exc:
+            if not backend_of(engine).is_busy_error(exc) or time.monotonic() >= deadline:
                 raise StorageError(f"could not migrate the database: {exc.orig}") from exc
             log.info("database locked while migrating; retrying")
             await asyncio.sleep(delay)
@@ -198,7 +216,8 @@ async def migrate(engine: AsyncEngine, *, lock_timeout: float = 60.0) -> int:
 
 
 async def _migrate_locked(engine: AsyncEngine) -> int:
-    async with engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here on
+    async with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, we hold the write lock from here on
+        await backend_of(conn).migration_lock(conn)
         await conn.run_sync(lambda c: _migrations_metadata.create_all(c, checkfirst=True))
         version = await _read_version(conn)
         _check_not_newer(version)

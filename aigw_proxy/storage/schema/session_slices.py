@@ -1,5 +1,5 @@
 """Session slices (schema v4): per session, the aggregates over one slice of its ended interceptions, kept by
-SQLite triggers like the v2 summaries.
+triggers like the v2 summaries (SQLite's below, PostgreSQL's in dialects/postgresql_triggers.py).
 
 A slice is `(kind, value)`: all of the session's interceptions (`all`, value ''), or those with one provider,
 provider_name, model or client (`COALESCE(client, 'Unknown')`). A row holds what the sessions list shows for the
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from aigw_proxy.storage.dialect import create_triggers, drop_triggers
-from aigw_proxy.storage.schema import summaries
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.schema.tables import UTCDateTime
 
 slices_metadata = sa.MetaData()
@@ -101,12 +100,13 @@ ON CONFLICT (kind, value, session_id, initiator_id) DO UPDATE SET
     {", ".join(f"only_{a} = CASE WHEN only_{a} = excluded.only_{a} THEN only_{a} END" for a in ATTRIBUTES)};"""
 
 
-def _insert_grouped(kind: str, value: str, where: str, group_by: str) -> str:
+def _insert_grouped(kind: str, value: str, where: str, group_by: str,
+                    threads: str = "sum(i.thread_root_id IS NULL)") -> str:
     """INSERT the slice rows of `kind` grouped from the ended interceptions `i` matching `where`."""
     return f"""
 INSERT INTO aigw_session_slices ({_COLUMNS})
 SELECT '{kind}', {value}, i.session_id, i.initiator_id, min(i.started_at), max(i.started_at), max(i.ended_at),
-       max(i.last_prompt_at), count(*), sum(i.thread_root_id IS NULL), {_only_aggregates("i")}
+       max(i.last_prompt_at), count(*), {threads}, {_only_aggregates("i")}
 FROM aibridge_interceptions i
 WHERE i.ended_at IS NOT NULL AND {where}
 GROUP BY {group_by};"""
@@ -163,20 +163,24 @@ TRIGGERS |= {
 
 def rebuild(conn: sa.Connection) -> None:
     """Recompute every slice from the interceptions (migration back-fill; bulk loads)."""
-    conn.exec_driver_sql("DELETE FROM aigw_session_slices")
-    for kind, expr in KINDS.items():
-        value = expr.format(r="i")
-        conn.exec_driver_sql(_insert_grouped(kind, value, "1", f"{value}, i.session_id, i.initiator_id"))
-    conn.exec_driver_sql("DELETE FROM aigw_session_slice_counts")  # whatever triggers counted above: recount
-    conn.exec_driver_sql("INSERT INTO aigw_session_slice_counts (kind, value, sessions) "
-                         "SELECT kind, value, count(*) FROM aigw_session_slices GROUP BY kind, value")
+    with backend_of(conn).bulk_load(conn):  # the counts are recounted below
+        conn.exec_driver_sql("DELETE FROM aigw_session_slices")
+        for kind, expr in KINDS.items():
+            value = expr.format(r="i")
+            keys = "i.session_id, i.initiator_id" if kind == "all" else f"{value}, i.session_id, i.initiator_id"
+            conn.exec_driver_sql(_insert_grouped(kind, value, "1 = 1", keys,
+                                                 "sum(CASE WHEN i.thread_root_id IS NULL THEN 1 ELSE 0 END)"))
+        conn.exec_driver_sql("DELETE FROM aigw_session_slice_counts")  # whatever triggers counted above: recount
+        conn.exec_driver_sql("INSERT INTO aigw_session_slice_counts (kind, value, sessions) "
+                             "SELECT kind, value, count(*) FROM aigw_session_slices GROUP BY kind, value")
 
 
 def upgrade_v4(conn: sa.Connection) -> None:
     """Schema v4: the session slices table, its triggers and back-fill; the v2 summary triggers re-created (a
     deleted interception no longer aggregates the whole token table to rebuild its session)."""
-    drop_triggers(conn, summaries.TRIGGERS)
-    create_triggers(conn, summaries.TRIGGERS)
-    slices_metadata.create_all(conn, checkfirst=False)
+    backend = backend_of(conn)
+    backend.drop_triggers(conn, "summaries")
+    backend.install_triggers(conn, "summaries")
+    backend.create_tables(conn, slices_metadata.sorted_tables)
     rebuild(conn)
-    create_triggers(conn, TRIGGERS)
+    backend.install_triggers(conn, "slices")

@@ -1,6 +1,6 @@
 """The daily spend summaries (schema v7; the fleet's since v9), kept by triggers like the other summaries
-(summaries.py), so the spend report answers from small tables instead of summing a million token-usage rows per
-request.
+(summaries.py; PostgreSQL's are in dialects/postgresql_triggers.py), so the spend report answers from small tables
+instead of summing a million token-usage rows per request.
 
 The token-usage rows of *ended* interceptions are summed per UTC day of the interception's start and (provider,
 provider_name, model, client, effective group, api_equivalent): how many rows, how many of them unpriced, the four
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from aigw_proxy.storage.dialect import create_triggers, drop_triggers
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.schema.tables import PRICE_COLUMNS
 
 spend_metadata = sa.MetaData()
@@ -76,16 +76,17 @@ DAY_OF = "substr({i}.started_at, 1, 10)"
 MONTH_OF = "substr({i}.started_at, 1, 7)"
 
 
-def _key(table: sa.Table, i: str, t: str) -> str:
-    """`table`'s key of token row `t` (a table alias, NEW or OLD) of interception `i`."""
-    values = {"day": DAY_OF.format(i=i), "month": MONTH_OF.format(i=i), "initiator_id": f"{i}.initiator_id",
+def key_sql(table: sa.Table, i: str, t: str, *, day_of: str = DAY_OF, month_of: str = MONTH_OF) -> str:
+    """`table`'s key of token row `t` (a table alias, NEW or OLD) of interception `i` (`day_of`, `month_of`: the
+    dialect's UTC day and month of `{i}.started_at`)."""
+    values = {"day": day_of.format(i=i), "month": month_of.format(i=i), "initiator_id": f"{i}.initiator_id",
               "provider": f"{i}.provider", "provider_name": f"{i}.provider_name", "model": f"{i}.model",
               "client": f"COALESCE({i}.client, 'Unknown')",
               "effective_group_id": f"COALESCE({t}.effective_group_id, '')", "api_equivalent": f"{t}.api_equivalent"}
-    return ", ".join(values[c] for c in _key_columns(table))
+    return ", ".join(values[c] for c in key_columns(table))
 
 
-def _key_columns(table: sa.Table) -> list[str]:
+def key_columns(table: sa.Table) -> list[str]:
     return [c.name for c in table.primary_key.columns]
 
 
@@ -104,30 +105,31 @@ def _sums(sign: str) -> str:
 
 
 def _insert(table: sa.Table) -> str:
-    return f"INSERT INTO {table.name} ({', '.join(_key_columns(table))}, {', '.join(SUM_COLUMNS)})"
+    return f"INSERT INTO {table.name} ({', '.join(key_columns(table))}, {', '.join(SUM_COLUMNS)})"
 
 
 def _upsert(table: sa.Table) -> str:
-    return (f"ON CONFLICT ({', '.join(_key_columns(table))}) DO UPDATE SET "
+    return (f"ON CONFLICT ({', '.join(key_columns(table))}) DO UPDATE SET "
             + ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in SUM_COLUMNS))
 
 
-_TABLES = (spend_days, fleet_days, user_months)
+TABLES = (spend_days, fleet_days, user_months)
+V7_TABLES = (spend_days,)
 
 
-def _row_change(token: str, sign: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+def _row_change(token: str, sign: str, tables: tuple[sa.Table, ...] = TABLES) -> str:
     """Add (`sign` '') or take out ('-') one token row (`token` = NEW or OLD) under its interception's keys.
     Only a row whose interception is ended counts (the report lists ended interceptions)."""
     return " ".join(
-        f"{_insert(t)} SELECT {_key(t, 'i', token)}, {_one_row(token, sign)} FROM aibridge_interceptions i "
+        f"{_insert(t)} SELECT {key_sql(t, 'i', token)}, {_one_row(token, sign)} FROM aibridge_interceptions i "
         f"WHERE i.id = {token}.interception_id AND i.ended_at IS NOT NULL {_upsert(t)};"
         for t in tables)
 
 
-def _interception_change(row: str, sign: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+def _interception_change(row: str, sign: str, tables: tuple[sa.Table, ...] = TABLES) -> str:
     """Add or take out every token row of one interception (`row` = NEW or OLD), under `row`'s keys."""
     return " ".join(
-        f"{_insert(t)} SELECT {_key(t, row, 't')}, {_sums(sign)} FROM aibridge_token_usages t "
+        f"{_insert(t)} SELECT {key_sql(t, row, 't')}, {_sums(sign)} FROM aibridge_token_usages t "
         f"WHERE t.interception_id = {row}.id GROUP BY t.effective_group_id, t.api_equivalent {_upsert(t)};"
         for t in tables)
 
@@ -146,11 +148,11 @@ def _tidy(i: str, where: str, tables: tuple[sa.Table, ...]) -> str:
     return out
 
 
-def _tidy_interception(row: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+def _tidy_interception(row: str, tables: tuple[sa.Table, ...] = TABLES) -> str:
     return _tidy(row, "", tables)
 
 
-def _tidy_after_row(token: str, tables: tuple[sa.Table, ...] = _TABLES) -> str:
+def _tidy_after_row(token: str, tables: tuple[sa.Table, ...] = TABLES) -> str:
     return _tidy("i", f" FROM aibridge_interceptions i WHERE i.id = {token}.interception_id", tables)
 
 
@@ -192,18 +194,20 @@ def _triggers(tables: tuple[sa.Table, ...]) -> dict[str, str]:
     }
 
 
-TRIGGERS = _triggers(_TABLES)  # since v9
-V7_TRIGGERS = _triggers((spend_days,))  # frozen: what v7 installed
+TRIGGERS = _triggers(TABLES)  # since v9
+V7_TRIGGERS = _triggers(V7_TABLES)  # frozen: what v7 installed
 
 
-def rebuild(conn: sa.Connection, tables: tuple[sa.Table, ...] = _TABLES) -> None:
+def rebuild(conn: sa.Connection, tables: tuple[sa.Table, ...] = TABLES) -> None:
     """Recompute the spend summaries from the token-usage rows (migration back-fill; bulk loads)."""
+    backend = backend_of(conn)
+    day_of = backend.day_of("{i}.started_at")
     for table in tables:
         conn.exec_driver_sql(f"DELETE FROM {table.name}")
-        key = _key(table, "i", "t")
+        key = key_sql(table, "i", "t", day_of=day_of, month_of=f"substr({day_of}, 1, 7)")
         conn.exec_driver_sql(
             f"{_insert(table)} SELECT {key}, {_sums('')} "
-            "FROM aibridge_token_usages t JOIN aibridge_interceptions i ON i.id = t.interception_id "
+            f"FROM aibridge_token_usages t JOIN aibridge_interceptions i ON {backend.child_join('t', 'i')} "
             f"WHERE i.ended_at IS NOT NULL GROUP BY {key}"
         )
 
@@ -222,18 +226,19 @@ def upgrade_v7(conn: sa.Connection) -> None:
                              "DEFAULT false")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS idx_aibridge_token_usages_null_cost ON aibridge_token_usages "
                          "(interception_id) WHERE cost_micros IS NULL")
-    spend_days.create(conn)
-    create_triggers(conn, V7_TRIGGERS)
-    rebuild(conn, (spend_days,))
+    backend = backend_of(conn)
+    backend.create_tables(conn, [spend_days])
+    backend.install_triggers(conn, "spend_v7")
+    rebuild(conn, V7_TABLES)
 
 
 def upgrade_v9(conn: sa.Connection) -> None:
     """Schema v9: the fleet's daily spend summary and each user's months beside the per-user days; the triggers
     keep all three. Safe to apply again (a database whose later steps are re-applied)."""
-    drop_triggers(conn, V7_TRIGGERS)  # the same names as TRIGGERS
-    fleet_days.create(conn, checkfirst=True)
-    user_months.create(conn, checkfirst=True)
-    create_triggers(conn, TRIGGERS)
+    backend = backend_of(conn)
+    backend.drop_triggers(conn, "spend_v7")  # the same names as "spend"
+    backend.create_tables(conn, [fleet_days, user_months], checkfirst=True)
+    backend.install_triggers(conn, "spend")
     rebuild(conn, (fleet_days, user_months))
 
 

@@ -7,16 +7,17 @@ instead of grouping a million interceptions per request.
 * `aigw_interception_days`: ended interceptions counted per UTC day and (provider, provider_name, model, client).
   Exact `count`s and the model/client lists come from it.
 
-SQLite triggers maintain both, inside the writer's own transactions: nothing in the writer or the retention code
-has to remember them, and a row is never counted twice or missed whoever writes it. Rules the triggers rely on
-(the writer keeps them): an interception's session, initiator, start and thread root do not change once it ended.
+Triggers maintain both, inside the writer's own transactions: nothing in the writer or the retention code has
+to remember them, and a row is never counted twice or missed whoever writes it. Rules the triggers rely on (the
+writer keeps them): an interception's session, initiator, start and thread root do not change once it ended.
+The SQLite triggers are below; PostgreSQL's, the same rules in PL/pgSQL, are in dialects/postgresql_triggers.py.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from aigw_proxy.storage.dialect import create_triggers
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.schema.tables import UTCDateTime
 
 summary_metadata = sa.MetaData()
@@ -159,13 +160,15 @@ TRIGGERS: dict[str, str] = {
 
 def rebuild(conn: sa.Connection) -> None:
     """Recompute both summary tables from the interception tables (migration back-fill; bulk loads)."""
+    day = backend_of(conn).day_of("i.started_at")
     conn.exec_driver_sql("DELETE FROM aigw_sessions")
     conn.exec_driver_sql("DELETE FROM aigw_interception_days")
     conn.exec_driver_sql(f"""
         INSERT INTO aigw_sessions (session_id, initiator_id, started_at, ended_at, last_prompt_at, interceptions,
                                    threads, {", ".join(_TOKENS)})
         SELECT i.session_id, i.initiator_id, min(i.started_at), max(i.ended_at), max(pr.last_at), count(*),
-               sum(i.thread_root_id IS NULL), {", ".join(f"COALESCE(sum(tk.{c}), 0)" for c in _TOKENS)}
+               sum(CASE WHEN i.thread_root_id IS NULL THEN 1 ELSE 0 END),
+               {", ".join(f"COALESCE(sum(tk.{c}), 0)" for c in _TOKENS)}
         FROM aibridge_interceptions i
         LEFT JOIN (SELECT interception_id, {", ".join(f"sum({c}) AS {c}" for c in _TOKENS)}
                    FROM aibridge_token_usages GROUP BY interception_id) tk ON tk.interception_id = i.id
@@ -175,14 +178,16 @@ def rebuild(conn: sa.Connection) -> None:
         GROUP BY i.session_id, i.initiator_id""")
     conn.exec_driver_sql(f"""
         INSERT INTO aigw_interception_days (day, provider, provider_name, model, client, interceptions)
-        SELECT {_DAY_KEY.format(r="i")}, count(*) FROM aibridge_interceptions i WHERE i.ended_at IS NOT NULL
+        SELECT {day}, i.provider, i.provider_name, i.model, COALESCE(i.client, 'Unknown'), count(*)
+        FROM aibridge_interceptions i WHERE i.ended_at IS NOT NULL
         GROUP BY 1, 2, 3, 4, 5""")
 
 
 def upgrade_v2(conn: sa.Connection) -> None:
     """Schema v2: the summary tables, their triggers and back-fill, and two interception indexes."""
-    summary_metadata.create_all(conn, checkfirst=False)
+    backend = backend_of(conn)
+    backend.create_tables(conn, summary_metadata.sorted_tables)
     for ddl in V2_INDEXES:
         conn.exec_driver_sql(ddl)
-    create_triggers(conn, TRIGGERS)
+    backend.install_triggers(conn, "summaries")
     rebuild(conn)

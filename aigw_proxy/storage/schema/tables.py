@@ -1,8 +1,10 @@
 """Tables: users and proxy tokens, plus the interception tables modelled on Coder's `aibridge_*` tables.
 
 Portable SQLAlchemy Core: JSON maps to jsonb and `UTCDateTime` to timestamptz on PostgreSQL. Ids are text.
-Children reference their interception with ON DELETE CASCADE (retention deletes children explicitly anyway);
-`initiator_id` has no foreign key, as in Coder ("FK is elided for performance").
+Children reference their interception with ON DELETE CASCADE on SQLite (retention deletes children explicitly
+anyway); `initiator_id` has no foreign key, as in Coder ("FK is elided for performance"). Each child row also
+carries its interception's start (`interception_started_at`, schema v10): PostgreSQL partitions the five tables
+by it (storage/dialects/postgresql.py), which also drops the children's foreign key there.
 """
 
 from __future__ import annotations
@@ -218,6 +220,12 @@ def _interception_fk() -> sa.Column[str]:
     )
 
 
+def _interception_started_at() -> sa.Column[datetime]:
+    """Schema v10: the interception's `started_at` (the partition key on PostgreSQL). Kept last: v10 adds it to
+    older SQLite databases, where rows written before are NULL (nothing on SQLite reads it)."""
+    return sa.Column("interception_started_at", UTCDateTime, nullable=True)
+
+
 token_usages = sa.Table(
     "aibridge_token_usages",
     metadata,
@@ -241,6 +249,7 @@ token_usages = sa.Table(
     sa.Column("price_ref", sa.Text, nullable=True),  # the price entry: "anthropic/claude-sonnet-4-5"
     # A subscription call (credential_kind oauth): priced at the API list price, reported as API-equivalent value.
     sa.Column("api_equivalent", sa.Boolean, nullable=False, server_default=sa.false()),
+    _interception_started_at(),
     sa.Index("idx_aibridge_token_usages_interception_id", "interception_id"),
     sa.Index("idx_aibridge_token_usages_provider_response_id", "provider_response_id"),
 )
@@ -261,6 +270,7 @@ user_prompts = sa.Table(
     sa.Column("prompt", sa.Text, nullable=False),
     sa.Column("metadata", JSONType, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    _interception_started_at(),
     sa.Index("idx_aibridge_user_prompts_interception_id", "interception_id"),
     sa.Index("idx_aibridge_user_prompts_provider_response_id", "provider_response_id"),
 )
@@ -285,6 +295,7 @@ tool_usages = sa.Table(
     sa.Column("invocation_error", sa.Text, nullable=True),
     sa.Column("metadata", JSONType, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    _interception_started_at(),
     sa.Index("idx_aibridge_tool_usages_interception_id", "interception_id"),
     sa.Index("idx_aibridge_tool_usages_provider_response_id", "provider_response_id"),
     sa.Index("idx_aibridge_tool_usages_provider_tool_call_id", "provider_tool_call_id"),
@@ -298,6 +309,7 @@ model_thoughts = sa.Table(
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("metadata", JSONType, nullable=True),  # {"source": "thinking" | "reasoning_summary" | ...}
     sa.Column("created_at", UTCDateTime, nullable=False),
+    _interception_started_at(),
     sa.Index("idx_aibridge_model_thoughts_interception_id", "interception_id"),
 )
 

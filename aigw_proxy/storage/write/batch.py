@@ -27,6 +27,7 @@ from aigw_proxy.recording.commits import CommitInfo, Spend, SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, InterceptionUsage, RecordEvent
 from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database
+from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.lineage import Lineage, Links, links_of, remember
 from aigw_proxy.storage.write.rows import (
@@ -62,6 +63,8 @@ class InFlight:
     spend: SpendKey  # what its token usage is priced and reported by
     prompt_written: bool = False  # the start stored the prompt
     usage_written: bool = False  # token rows written while in progress (replaced when it ends)
+    # As stored: the end's UPDATE and the child rows name the interception by it too (PostgreSQL's partition key).
+    started_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -143,9 +146,9 @@ class _Pending:
             await conn.execute(SET_PROMPT_RESPONSE_ID, rows)
         if self.ends:
             rows, self.ends = self.ends, []
-            result = await conn.execute(END_INTERCEPTION, rows)
-            if result.rowcount >= 0 and result.rowcount < len(rows):  # another process ended some first
-                log.warning("%d of %d interceptions were already ended", len(rows) - result.rowcount, len(rows))
+            ended = await backend_of(conn).end_interceptions(conn, END_INTERCEPTION, rows)
+            if 0 <= ended < len(rows):  # another process ended some first
+                log.warning("%d of %d interceptions were already ended", len(rows) - ended, len(rows))
         for name, rows in self.children.items():
             if rows:
                 self.children[name] = []
@@ -175,6 +178,7 @@ class BatchWriter:
         the database are skipped (`already_written`); ends and usage updates are idempotent anyway."""
         result = BatchResult()
         pending = _Pending()
+        await self.db.backend.prepare_batch(self.db, batch)  # PostgreSQL: the day partitions the rows go to
         # A usage update is superseded by a later one, or by the end, of the same interception in this batch.
         ending = {e.id for e in batch if isinstance(e, InterceptionEnded)}
         last_usage = {e.id: n for n, e in enumerate(batch) if isinstance(e, InterceptionUsage)}
@@ -249,12 +253,12 @@ class BatchWriter:
         started_at = self._utc(ev.started_at)
         row = start_row(ev, started_at=started_at, parent_id=parent_id, root_id=root_id)
         pending.starts.append(row)
-        pending.start_children.extend(start_children(ev, started_at))
+        pending.start_children.extend(of_interception(start_children(ev, started_at), started_at))
         info = CommitInfo(
             thread_parent_id=parent_id, thread_root_id=root_id, session_id=row["client_session_id"] or root_id or ev.id
         )
         return _Outcome(info, inflight=InFlight(dict(ev.metadata), info, ev.initiator.user_id, spend_key(row),
-                                                prompt_written=bool(ev.prompt)))
+                                                prompt_written=bool(ev.prompt), started_at=started_at))
 
     async def _in_flight(self, conn: AsyncConnection, event_id: str, batch: BatchResult) -> InFlight | _Skip:
         """What is known of a started interception that has not ended: from this batch, memory, or its row."""
@@ -276,6 +280,7 @@ class BatchWriter:
             spend_key(row._asdict()),
             prompt_written=bool(row.has_prompt),
             usage_written=bool(row.has_usage),
+            started_at=row.started_at,
         )
 
     async def _write_usage(
@@ -285,11 +290,12 @@ class BatchWriter:
         if isinstance(inflight, _Skip):
             return inflight
         if inflight.usage_written or ev.id in batch.usage_written:
-            pending.usage_deletes.append({"b_id": ev.id})
+            pending.usage_deletes.append({"b_id": ev.id, "b_started_at": inflight.started_at})
         # Unpriced while in progress: the end replaces these rows with its final, priced ones.
-        pending.usage.extend(token_rows(ev.id, ev.token_usages, self._utc(ev.at),
-                                        api_equivalent=inflight.spend.api_equivalent,
-                                        effective_group_id=self._group(inflight.initiator_id)))
+        pending.usage.extend(of_interception(token_rows(ev.id, ev.token_usages, self._utc(ev.at),
+                                                        api_equivalent=inflight.spend.api_equivalent,
+                                                        effective_group_id=self._group(inflight.initiator_id)),
+                                             inflight.started_at))
         batch.usage_written.add(ev.id)
         return _Outcome(inflight.info, usage=True)
 
@@ -301,18 +307,19 @@ class BatchWriter:
             return inflight
 
         ended_at = self._utc(ev.ended_at)
+        started_at = inflight.started_at
         if inflight.usage_written or ev.id in batch.usage_written:
-            pending.usage_deletes.append({"b_id": ev.id})
+            pending.usage_deletes.append({"b_id": ev.id, "b_started_at": started_at})
         if inflight.prompt_written and ev.prompt_response_id:
-            pending.prompt_ids.append({"b_id": ev.id, "b_rid": ev.prompt_response_id})
-        pending.ends.append(end_params(ev, ended_at=ended_at, start_metadata=inflight.metadata,
+            pending.prompt_ids.append({"b_id": ev.id, "b_rid": ev.prompt_response_id, "b_started_at": started_at})
+        pending.ends.append(end_params(ev, started_at=started_at, ended_at=ended_at, start_metadata=inflight.metadata,
                                        prompt_written=inflight.prompt_written))
         key = ended_model(inflight.spend, ev)
         prices = usage_prices(self.pricer, key, ev, ended_at) if ev.token_usages else ()
         for name, rows in child_rows(ev, ended_at, prompt_written=inflight.prompt_written, prices=prices,
                                      api_equivalent=key.api_equivalent,
                                      effective_group_id=self._group(inflight.initiator_id)).items():
-            pending.children[name].extend(rows)
+            pending.children[name].extend(of_interception(rows, started_at))
         started = inflight.info
         return _Outcome(
             CommitInfo(
@@ -346,13 +353,16 @@ _IN_FLIGHT_ROW = sa.select(
     _i.metadata, _i.ended_at, _i.thread_parent_id, _i.thread_root_id, _i.session_id, _i.initiator_id,
     sa.exists().where(user_prompts.c.interception_id == _i.id).label("has_prompt"),
     sa.exists().where(token_usages.c.interception_id == _i.id).label("has_usage"),
-    _i.provider, _i.provider_name, _i.model, _i.client, _i.credential_kind,
-).where(_i.id == sa.bindparam("id"))
+    _i.provider, _i.provider_name, _i.model, _i.client, _i.credential_kind, _i.started_at,
+).where(_i.id == sa.bindparam("id")).order_by(_i.started_at.desc()).limit(1)
 
 
 def is_database_error(exc: BaseException) -> bool:
     """True when the database failed (retry the batch later), False when one record was refused."""
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError | sqlite3.IntegrityError | sqlite3.DataError):
+        return False
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23"):  # PostgreSQL: data exception, constraint
         return False
     if isinstance(exc, sqlite3.Error):  # the driver's own, not wrapped (raised while connecting)
         return True
@@ -361,6 +371,13 @@ def is_database_error(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.StatementError):  # a value could not be bound
         return False
     return isinstance(exc, sa.exc.SQLAlchemyError | OSError)
+
+
+def of_interception(rows: list[Row], started_at: datetime | None) -> list[Row]:
+    """Child rows carry their interception's start (schema v10: PostgreSQL's partition key)."""
+    for row in rows:
+        row["interception_started_at"] = started_at
+    return rows
 
 
 def describe(exc: BaseException) -> str:

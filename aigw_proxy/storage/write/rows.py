@@ -180,12 +180,15 @@ def end_error_type(ev: InterceptionEnded) -> str | None:
 
 
 def end_params(
-    ev: InterceptionEnded, *, ended_at: datetime, start_metadata: dict[str, Any], prompt_written: bool = False
+    ev: InterceptionEnded, *, started_at: datetime | None, ended_at: datetime, start_metadata: dict[str, Any],
+    prompt_written: bool = False
 ) -> Row:
-    """The parameters of `END_INTERCEPTION` for an ended call; its metadata is merged over the start's.
-    `prompt_written`: the start stored the prompt (and `last_prompt_at`), which the end leaves as it is."""
+    """The parameters of `END_INTERCEPTION` for an ended call started at `started_at`; its metadata is merged
+    over the start's. `prompt_written`: the start stored the prompt (and `last_prompt_at`), which the end leaves
+    as it is."""
     return {
         "b_id": ev.id,
+        "b_started_at": started_at,
         "b_ended_at": ended_at,
         "b_status": ev.status,
         "b_upstream_status": ev.upstream_status,
@@ -253,7 +256,9 @@ INSERT_INTERCEPTION = sa.insert(interceptions)  # start_row()s
 INSERT_CHILD = {t.name: sa.insert(t) for t in CHILD_TABLES}  # child_rows(), by table name
 END_INTERCEPTION = (  # end_params()s; an interception already ended is left as it is
     sa.update(interceptions)
-    .where(_i.id == sa.bindparam("b_id", type_=_i.id.type), _i.ended_at.is_(None))
+    # The start time too: the partition key on PostgreSQL (one partition looked at, not all of them).
+    .where(_i.id == sa.bindparam("b_id", type_=_i.id.type),
+           _i.started_at == sa.bindparam("b_started_at", type_=_i.started_at.type), _i.ended_at.is_(None))
     .values(
         ended_at=sa.bindparam("b_ended_at", type_=_i.ended_at.type),
         status=sa.bindparam("b_status", type_=_i.status.type),
@@ -266,14 +271,24 @@ END_INTERCEPTION = (  # end_params()s; an interception already ended is left as 
                                         _i.last_prompt_at),
     )
 )
-# {"b_id", "b_rid"}: the response id of a prompt written with the start, once the call ended.
+
+
+def _of_start(column: sa.Column[Any]) -> sa.ColumnElement[bool]:
+    """Child rows of the interception started at `:b_started_at` (PostgreSQL looks in its partition only); NULL on
+    SQLite rows written before schema v10."""
+    return sa.or_(column == sa.bindparam("b_started_at", type_=column.type), column.is_(None))
+
+
+# {"b_id", "b_rid", "b_started_at"}: the response id of a prompt written with the start, once the call ended.
 _p = user_prompts.c
 SET_PROMPT_RESPONSE_ID = (
     sa.update(user_prompts)
-    .where(_p.interception_id == sa.bindparam("b_id", type_=_p.interception_id.type), _p.provider_response_id == "")
+    .where(_p.interception_id == sa.bindparam("b_id", type_=_p.interception_id.type), _p.provider_response_id == "",
+           _of_start(_p.interception_started_at))
     .values(provider_response_id=sa.bindparam("b_rid", type_=_p.provider_response_id.type))
 )
-# {"b_id"}: the token rows written while the call was in progress.
+# {"b_id", "b_started_at"}: the token rows written while the call was in progress.
 DELETE_TOKEN_USAGES = sa.delete(token_usages).where(
-    token_usages.c.interception_id == sa.bindparam("b_id", type_=token_usages.c.interception_id.type)
+    token_usages.c.interception_id == sa.bindparam("b_id", type_=token_usages.c.interception_id.type),
+    _of_start(token_usages.c.interception_started_at),
 )

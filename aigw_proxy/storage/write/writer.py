@@ -48,7 +48,6 @@ from aigw_proxy.recording.commits import CommitInfo, CommitListener
 from aigw_proxy.recording.records import InterceptionUsage, RecordEvent
 from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database, open_like
-from aigw_proxy.storage.dialect import READ_ONLY
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.batch import BatchResult, BatchWriter, InFlight, describe, is_database_error
 from aigw_proxy.storage.write.db_thread import DatabaseThread
@@ -145,7 +144,9 @@ class RecordWriter:
         self._max_backoff = max_backoff
         self._check_interval = check_interval
         self._queue: asyncio.Queue[RecordEvent | _Stop] = asyncio.Queue()  # bounded by submit()
-        self._spool = Spool(spool_path or default_spool_path(db.path), spool_max_bytes) if spool_max_bytes else None
+        # Beside the SQLite file; on PostgreSQL where the daemon says (the data directory), else none.
+        spool_at = spool_path or (default_spool_path(db.path) if db.path is not None else None)
+        self._spool = Spool(spool_at, spool_max_bytes) if spool_max_bytes and spool_at is not None else None
         self._spool_refusal: str | None = None  # why the last append to the spool failed ("full" or the error)
         self._inherited = 0  # events left in the spool by an earlier run, not written yet
         self._held: list[RecordEvent] = []  # backlog the spool did not take (newer than the spool's)
@@ -682,7 +683,7 @@ class RecordWriter:
             return None  # a new connection would open the new file
         try:
             async with self._wdb.writer.connect() as conn:
-                await conn.execution_options(**READ_ONLY)
+                await conn.execution_options(**self._wdb.backend.read_only)
                 columns = [c for c in interceptions.c if c.name != "session_id"]  # computed
                 rows = (await conn.execute(sa.select(*columns).where(interceptions.c.ended_at.is_(None)))).mappings()
                 out: dict[str, list[dict[str, Any]]] = {interceptions.name: [dict(r) for r in rows]}

@@ -1,0 +1,177 @@
+"""The two database backends, behind one small interface: everything that differs between SQLite and PostgreSQL
+lives in `sqlite.py` and `postgresql.py` (with `postgresql_triggers.py`, the summaries' PL/pgSQL), nowhere else.
+
+Queries elsewhere are SQLAlchemy Core or SQL both dialects accept; where they cannot be (a trigger body, a raw
+driver fast path, a JSON aggregate, a lock), they ask the backend of their connection: `backend_of(conn)`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+if TYPE_CHECKING:
+    from aigw_proxy.recording.records import RecordEvent
+    from aigw_proxy.storage.database import Database, DatabaseConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    writer: AsyncEngine
+    reader: AsyncEngine
+
+
+class Backend(Protocol):
+    """What differs between the dialects. One instance per dialect (`SQLITE`, `POSTGRESQL`)."""
+
+    name: str  # SQLAlchemy's dialect name: "sqlite" | "postgresql"
+    # Execution options for a writer-engine connection that only reads (SQLite: a deferred BEGIN).
+    read_only: ClassVar[dict[str, Any]]
+
+    # -- connecting ------------------------------------------------------------------------------------------
+    def engines(self, config: DatabaseConfig, guard: Any = None) -> Engines:
+        """The writer and reader engines (pool sizes, timeouts, per-connection settings). `guard` (SQLite): the
+        database's FileGuard, asked before every new connection."""
+        ...
+
+    def is_busy_error(self, exc: BaseException) -> bool:
+        """Someone else holds a lock, or the server cannot take us right now: worth retrying later."""
+        ...
+
+    # -- schema ----------------------------------------------------------------------------------------------
+    async def migration_lock(self, conn: AsyncConnection) -> None:
+        """Make the migration transaction `conn` exclusive across processes and hosts."""
+        ...
+
+    def create_tables(self, conn: sa.Connection, tables: Sequence[sa.Table], *, checkfirst: bool = False) -> None:
+        """CREATE TABLE (and their indexes) for `tables`, in this dialect's physical layout (`checkfirst`: those
+        that do not exist yet)."""
+        ...
+
+    def install_triggers(self, conn: sa.Connection, group: str) -> None:
+        """(Re)create the triggers of `group` ("summaries" or "slices") that keep the summary tables."""
+        ...
+
+    def drop_triggers(self, conn: sa.Connection, group: str) -> None: ...
+
+    def bulk_load(self, conn: sa.Connection) -> AbstractContextManager[None]:
+        """While the block runs, the summary triggers stand aside in this transaction (a bulk load or a rebuild
+        recomputes the summaries itself afterwards). SQLite: no-op (its triggers are cheap to let run)."""
+        ...
+
+    # -- SQL fragments ---------------------------------------------------------------------------------------
+    def day_of(self, column_sql: str) -> str:
+        """SQL for the UTC day (`YYYY-MM-DD` text) of a UTCDateTime column."""
+        ...
+
+    def day_expr(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """`day_of` as a SQLAlchemy expression."""
+        ...
+
+    def pairs_agg(self, first: str, second: str, where: str) -> str:
+        """SQL aggregating (first, second) pairs of the rows matching `where` into one JSON array value."""
+        ...
+
+    def decode_json(self, value: Any) -> Any:
+        """A JSON value as the driver returned it (text on SQLite, decoded on PostgreSQL) → Python."""
+        ...
+
+    def json_number_items(self, column: sa.ColumnElement[Any]) -> tuple[sa.FromClause, sa.ColumnElement[str],
+                                                                         sa.ColumnElement[Any], sa.ColumnElement[bool]]:
+        """(a table-valued function over a JSON object column, its key column, its value as a number, the
+        condition keeping only numeric values)."""
+        ...
+
+    def index_hint(self, index: str) -> str:
+        """` INDEXED BY <index>` where the dialect needs to be told (SQLite), else ''."""
+        ...
+
+    def partition_range(self, column: sa.ColumnElement[Any], lo: datetime | None,
+                        hi: datetime | None) -> list[sa.ColumnElement[bool]]:
+        """Conditions `lo <= column <= hi` on a partition key column where they let the database skip partitions
+        (PostgreSQL), else none: redundant conditions the caller knows to be true of the rows it wants."""
+        ...
+
+    async def rows_of_sessions(self, conn: AsyncConnection, sql: str, sessions: Sequence[tuple[str, Any, Any]]
+                               ) -> list[tuple[Any, ...]]:
+        """Driver rows of `sql` about a page of `sessions` (session id, first start, last end as the session
+        summary stores them). `sql` reads interceptions as `i` where `SESSIONS(i)` stands for "one of the
+        sessions", and may say `SPAN(column)` after a condition: `AND column` within the session's span where
+        that skips partitions (PostgreSQL: each session is looked up in the partitions of its own days)."""
+        ...
+
+    def child_join(self, child: str, interception: str) -> str:
+        """SQL joining child rows (alias `child`) to their interception (alias `interception`); on PostgreSQL with
+        the partition key, so each lookup goes to one partition."""
+        ...
+
+    # -- reading stored values fast --------------------------------------------------------------------------
+    async def driver_rows(self, conn: AsyncConnection, sql: str, values: Sequence[Any],
+                          bounds: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples straight from the driver, in `conn`'s transaction. `sql` contains `IN_VALUES`
+        once (`column IN_VALUES`): it matches the column against `values`; and may contain `BOUNDS[column]`
+        after a condition: where `bounds` are given and the dialect prunes partitions by them (PostgreSQL),
+        `AND column BETWEEN lo AND hi` (the caller knows every wanted row is in them), else nothing."""
+        ...
+
+    # -- writing and maintenance ---------------------------------------------------------------------------
+    async def end_interceptions(self, conn: AsyncConnection, statement: sa.Update,
+                                rows: Sequence[dict[str, Any]]) -> int:
+        """Run the writer's end-of-call UPDATE (`statement`, rows from write/rows.end_params) for a batch; how
+        many interceptions it ended (-1: unknown). SQLite: executemany; PostgreSQL: one statement for the batch."""
+        ...
+
+    async def prepare_batch(self, db: Database, batch: Sequence[RecordEvent]) -> None:
+        """Before a batch is written (PostgreSQL: the partitions its new rows go to exist)."""
+        ...
+
+    async def drop_before(self, db: Database, before: datetime) -> tuple[int, int]:
+        """Drop whole stored units older than `before` in constant time (PostgreSQL: day partitions), keeping the
+        summaries exact; (interceptions, child rows) dropped. SQLite has none: (0, 0)."""
+        ...
+
+    async def reclaim_space(self, db: Database, *, pause: float = 0.01) -> None:
+        """After a purge: give freed space back (SQLite: incremental vacuum, a bounded step at a time)."""
+        ...
+
+    def cluster_job(self, db: Database, job: str) -> AbstractAsyncContextManager[bool]:
+        """`async with backend.cluster_job(db, "retention") as mine:` — `mine` is True in exactly one process of
+        all those sharing the database while the block runs (PostgreSQL: an advisory lock)."""
+        ...
+
+    async def maintain(self, db: Database) -> None:
+        """Periodic upkeep (PostgreSQL: partitions created ahead, statistics of partitioned tables)."""
+        ...
+
+
+def backend_for(name: str) -> Backend:
+    if name == "sqlite":
+        from aigw_proxy.storage.dialects.sqlite import SQLITE
+
+        return SQLITE
+    if name == "postgresql":
+        from aigw_proxy.storage.dialects.postgresql import POSTGRESQL
+
+        return POSTGRESQL
+    raise ValueError(f"unsupported database dialect {name!r}")
+
+
+def backend_of(conn: AsyncConnection | sa.Connection | AsyncEngine | sa.Engine) -> Backend:
+    """The backend of a connection or engine."""
+    return backend_for(conn.dialect.name)
+
+
+IN_VALUES = "IN_VALUES"
+
+# rows_of_sessions: `SESSIONS(i)` is the condition naming the sessions on interceptions alias `i`, `SPAN(column)`
+# an optional extra condition keeping a partition key column within each session's span.
+SESSIONS = re.compile(r"SESSIONS\(([a-z_]+)\)")
+SPAN = re.compile(r"SPAN\(([a-z_.]+)\)")
+BOUNDS = re.compile(r"BOUNDS\[([a-z_.]+)\]")
