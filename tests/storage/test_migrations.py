@@ -10,15 +10,21 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import (
     LATEST_VERSION,
+    Database,
+    RecordWriter,
     SchemaTooNewError,
     StorageError,
     current_version,
+    list_interceptions,
     migrate,
     open_database,
 )
 from aigw_proxy.storage.dialects.sqlite import pragma
+from aigw_proxy.storage.schema.tables import CHILD_TABLES
+from tests.support.records import ended, started
 
 
 def _versions(path: Path) -> list[int]:
@@ -131,3 +137,33 @@ async def test_session_id_is_a_stored_generated_column(db_path: Path) -> None:
         "idx_aibridge_interceptions_session_id",
         "idx_aibridge_interceptions_session_latest",
     } <= indexes
+
+
+async def test_v9_gives_child_rows_their_interception_start(
+    db_path: Path, db: Database, writer: RecordWriter, alice: Initiator
+) -> None:
+    writer.submit(started("a", alice, t=0))
+    writer.submit(ended("a", t=1, response_id="r-a", prompt="hi", tool_call_ids=("c1",)))
+    await writer.flush(timeout=10)
+    before = await list_interceptions(db)
+    await writer.close(timeout=10)
+    await db.close()
+    children = [t.name for t in CHILD_TABLES]
+    with closing(sqlite3.connect(db_path)) as conn, conn:  # what a v8 database looked like
+        for table in children:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN interception_started_at")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 9")
+    again = await open_database(db_path)  # migrates v8 -> v9
+    try:
+        assert await list_interceptions(again) == before
+        w = RecordWriter(again, flush_interval=0.005)
+        w.start()
+        w.submit(started("b", alice, t=5))
+        w.submit(ended("b", t=6, response_id="r-b"))
+        await w.close(timeout=10)
+    finally:
+        await again.close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        starts = conn.execute("SELECT interception_id, interception_started_at FROM aibridge_token_usages "
+                              "ORDER BY interception_id").fetchall()
+    assert starts == [("a", None), ("b", "2025-03-01 12:00:05.000000")]  # old rows stay NULL: SQLite never reads it
