@@ -437,9 +437,11 @@ def open_error(path: Path, exc: sa.exc.DBAPIError) -> str:
     return f"cannot open the database {path}: {text}"
 
 
-async def _first_connection(engine: AsyncEngine, *, give_up_after: float = 30.0) -> None:
-    """Connect once, retrying while another process is creating the file or switching it to WAL (SQLite), or
-    while the server is starting or full (PostgreSQL)."""
+async def _first_connection(engine: AsyncEngine, *, give_up_after: float | None = None) -> None:
+    """Connect once, retrying while another process is creating the file or switching it to WAL (SQLite, up to
+    30 s), or while the server is starting, restarting or full (PostgreSQL, up to 10 s)."""
+    if give_up_after is None:
+        give_up_after = 30.0 if engine.dialect.name == "sqlite" else 10.0
     deadline = time.monotonic() + give_up_after
     delay = 0.01
     while True:
