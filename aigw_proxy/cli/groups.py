@@ -37,7 +37,7 @@ def groups_list(data_dir: Path) -> None:
 @groups.command("rename")
 @click.argument("name")
 @click.argument("new_name")
-@data_dir_option
+@storage_options
 def groups_rename(name: str, new_name: str, data_dir: Path) -> None:
     """Rename group NAME (name or id) to NEW_NAME; its members, budget and charged calls stay."""
     from aigw_proxy.storage import ControlsStore
