@@ -1,0 +1,242 @@
+"""`aigw-proxy run --workers 2`: two proxy processes behind one port under a supervisor, driven with the OpenAI
+SDK through the stand-in upstream: both workers serve, /metrics sums them exactly, /healthz lists each, a worker
+killed -9 mid-burst is restarted with every completed call recorded once, SIGHUP reloads every worker, SIGTERM
+drains them all and the supervisor exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.daemon import Daemon, UpstreamPKI, provider_config, run_cli, start_daemon, stop_daemon
+from tests.support.metrics import scrape, wait_for
+from tests.support.payloads import chat_completion, chat_usage
+from tests.support.standin import Reply, StandIn
+from tests.support.traffic import OPENAI_MODEL, openai_client
+
+G = "coder_ai_gateway_"
+P = "coder_ai_gateway_proxy_"
+ACME = """
+[[providers]]
+name = "acme"
+type = "openai"
+hosts = ["origin.test"]
+upstream = "{upstream}"
+"""
+
+
+def reply(cid: str, *, delay: float = 0.0) -> Reply:
+    body = chat_completion(cid, OPENAI_MODEL, {"role": "assistant", "content": "done"}, chat_usage(10, 2))
+    if not delay:
+        return Reply.json(body)
+    # The same JSON body in several chunks `delay` apart: the call is in flight for a while.
+    raw = Reply.json(body).chunks[0]
+    step = max(1, len(raw) // 6)
+    return Reply(chunks=[raw[i:i + step] for i in range(0, len(raw), step)], delay=delay)
+
+
+def call(client: openai.OpenAI, prompt: str) -> str:
+    return client.chat.completions.create(model=OPENAI_MODEL,
+                                          messages=[{"role": "user", "content": prompt}]).id
+
+
+def burst(d: Daemon, standin: StandIn, prompts: list[str], *, clients: int = 8, delay: float = 0.0,
+          user: str = "wendy", **client_args: str) -> dict[str, str | BaseException]:
+    """Every prompt as one call, `clients` at a time (each thread its own client: its own connection)."""
+    standin.default = reply("chatcmpl-burst", delay=delay)
+    d.token(user)  # made once, before the threads ask for it
+    local = threading.local()
+
+    def one(prompt: str) -> tuple[str, str | BaseException]:
+        if not hasattr(local, "client"):
+            local.client = openai_client(d, user, **client_args)
+        try:
+            return prompt, call(local.client, prompt)
+        except Exception as exc:
+            local.client = openai_client(d, user, **client_args)  # its connection may be the one that broke
+            return prompt, exc
+
+    with ThreadPoolExecutor(clients) as pool:
+        return dict(pool.map(one, prompts))
+
+
+def recorded_prompts(d: Daemon, expect: int) -> list[str]:
+    rows = d.interceptions(expect=expect, timeout=20)
+    return [p["prompt"] for r in rows for p in r["user_prompts"]]
+
+
+def workers(d: Daemon) -> list[dict]:
+    return d.healthz()["workers"]
+
+
+@pytest.fixture(scope="module")
+def wdaemon(tmp_path_factory: pytest.TempPathFactory, standin_server: StandIn,
+            upstream_pki: UpstreamPKI) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("workers"), provider_config(standin_server, upstream_pki.ca_file),
+                     extra_args=("--workers", "2"))
+    yield d
+    stop_daemon(d)
+    standin_server.default = Reply.json({"ok": True})
+    standin_server.reset()
+
+
+def test_two_workers_serve_one_port_and_metrics_sum_exactly(wdaemon: Daemon, standin_server: StandIn) -> None:
+    d = wdaemon
+    listed = workers(d)
+    assert [w["index"] for w in listed] == [0, 1]
+    assert all(w["up"] and w["ready"] and w["restarts"] == 0 for w in listed)
+    pids = {w["pid"] for w in listed}
+    assert len(pids) == 2 and os.getpid() not in pids and d.proc is not None and d.proc.pid not in pids
+    sent: list[str] = []
+    for round_ in range(5):  # until both workers have served (the kernel hands connections to whichever accepts)
+        prompts = [f"serve {round_}-{i}" for i in range(24)]
+        results = burst(d, standin_server, prompts)
+        assert all(isinstance(v, str) for v in results.values()), results
+        sent += prompts
+        served = {w["pid"] for w in workers(d) if (w["written"] or 0) > 0}
+        if served == pids:
+            break
+    assert served == pids, f"only {served} of {pids} served"
+    assert sorted(recorded_prompts(d, len(sent))) == sorted(sent)
+    s = wait_for(d.admin_port, lambda s: s.value(G + "interceptions_total") == len(sent)
+                 and s.value(P + "inflight_mitm_requests") == 0)
+    assert s.value(G + "interceptions_total") == len(sent)
+    assert s.value("coder_aibridged_interceptions_total") == len(sent)  # the legacy name sums the same samples
+    assert s.value(G + "interceptions_total", status="completed") == len(sent)
+    assert s.value(P + "mitm_requests_total") == len(sent)
+    assert s.value(G + "tokens_total", type="input") == 10 * len(sent)
+    assert s.value(G + "interceptions_duration_seconds_count") == len(sent)
+    assert s.value(G + "interceptions_inflight") == 0
+    # Info series are not counted twice: one sample per provider, value 1.
+    info = s.samples(P + "provider_info", provider_name="openai")
+    assert [v for _, v in info] == [1.0]
+    assert s.value("aigw_proxy_workers", state="ready") == 2
+    assert s.value("aigw_proxy_worker_restarts_total") == 0
+    health = d.healthz()
+    assert health["status"] == "ok" and health["inflight_requests"] == 0
+
+
+def test_sighup_reloads_every_worker(wdaemon: Daemon, standin_server: StandIn, upstream_pki: UpstreamPKI) -> None:
+    d = wdaemon
+    before = {w["pid"]: w["config_reloaded_at"] for w in workers(d)}
+    acme = openai_client(d, "rita", base_url="https://origin.test/v1")
+    standin_server.default = reply("chatcmpl-acme")
+    with pytest.raises(openai.APIConnectionError):
+        call(acme, "before")  # no provider claims origin.test yet: the tunnel is refused
+    lines_before = d.log().count("providers reloaded (SIGHUP)")
+    (d.data_dir.parent / "aigw.toml").write_text(provider_config(standin_server, upstream_pki.ca_file)
+                                                 + ACME.format(upstream=standin_server.url))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while d.log().count("providers reloaded (SIGHUP)") < lines_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d.log().count("providers reloaded (SIGHUP)") == lines_before + 2  # one per worker
+    after = {w["pid"]: w["config_reloaded_at"] for w in workers(d)}
+    assert after.keys() == before.keys() and all(after[pid] > before[pid] for pid in before)
+    # Whichever worker takes the connection routes origin.test now.
+    results = burst(d, standin_server, [f"acme {i}" for i in range(16)], user="rita",
+                    base_url="https://origin.test/v1")
+    assert all(v == "chatcmpl-burst" for v in results.values()), results
+    s = wait_for(d.admin_port, lambda s: s.value(G + "interceptions_total", provider="acme") == 16)
+    assert s.value(G + "interceptions_total", provider="acme") == 16
+    assert [v for _, v in s.samples(P + "provider_info", provider_name="acme")] == [1.0]
+
+
+def test_kill9_worker_mid_burst_is_restarted_and_completed_calls_recorded_once(wdaemon: Daemon,
+                                                                               standin_server: StandIn) -> None:
+    d = wdaemon
+    rows_before = len(d.interceptions())
+    before = workers(d)
+    victim = before[0]
+    prompts = [f"kill {i}" for i in range(60)]
+    results: dict[str, str | BaseException] = {}
+    runner = threading.Thread(target=lambda: results.update(burst(d, standin_server, prompts, delay=0.02)))
+    runner.start()
+    # Mid-burst: the victim is relaying calls and has written the ones it finished.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        w = workers(d)[0]
+        if (w["inflight_requests"] or 0) > 0 and w["queue_depth"] == 0 and (w["written"] or 0) > victim["written"]:
+            break
+        time.sleep(0.02)
+    os.kill(victim["pid"], signal.SIGKILL)
+    runner.join(60)
+    assert not runner.is_alive()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = workers(d)
+        if now[0]["pid"] != victim["pid"] and now[0]["ready"]:
+            break
+        time.sleep(0.1)
+    assert now[0]["pid"] != victim["pid"] and now[0]["ready"] and now[0]["restarts"] == 1
+    assert now[1]["pid"] == before[1]["pid"] and now[1]["restarts"] == 0
+    completed = [p for p, v in results.items() if isinstance(v, str)]
+    failed = [p for p, v in results.items() if not isinstance(v, str)]
+    assert completed and len(completed) + len(failed) == len(prompts)
+    recorded = recorded_prompts(d, rows_before + len(completed))
+    kill_prompts = [p for p in recorded if p.startswith("kill ")]
+    assert set(completed) <= set(kill_prompts)  # every call that got its answer is recorded
+    assert len(kill_prompts) == len(set(kill_prompts))  # and nothing twice
+    assert f"worker 0 (pid {victim['pid']}) exited with signal SIGKILL" in d.log()
+    s = scrape(d.admin_port)
+    assert s.value("aigw_proxy_worker_restarts_total", worker="0") == 1
+    # The restarted worker serves again: a further burst completes entirely.
+    again = burst(d, standin_server, [f"after {i}" for i in range(8)])
+    assert all(isinstance(v, str) for v in again.values()), again
+    assert d.healthz()["status"] == "ok"
+
+
+def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(wdaemon: Daemon, standin_server: StandIn) -> None:
+    d = wdaemon
+    assert d.proc is not None
+    pids = [w["pid"] for w in workers(d)]
+    rows_before = len(d.interceptions())
+    prompts = [f"drain {i}" for i in range(6)]
+    results: dict[str, str | BaseException] = {}
+    # Calls that take ~1.2 s each, all in flight when SIGTERM arrives.
+    runner = threading.Thread(target=lambda: results.update(burst(d, standin_server, prompts, clients=6,
+                                                                  delay=0.2)))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while sum(w["inflight_requests"] or 0 for w in workers(d)) < len(prompts) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum(w["inflight_requests"] or 0 for w in workers(d)) == len(prompts)
+    d.proc.send_signal(signal.SIGTERM)
+    runner.join(30)
+    assert all(isinstance(v, str) for v in results.values()), results
+    assert stop_daemon(d) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    recorded = recorded_prompts(d, rows_before + len(prompts))
+    assert sorted(p for p in recorded if p.startswith("drain ")) == sorted(prompts)
+    assert "shutting down 2 workers" in d.log()
+
+
+def test_workers_from_the_config_file_and_the_environment(tmp_path: Path, standin_server: StandIn,
+                                               upstream_pki: UpstreamPKI) -> None:
+    """`workers = 2` in the config file starts two; AIGW_WORKERS wins over it; a bad value fails start-up."""
+    d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file, extra="workers = 2"))
+    try:
+        assert len(workers(d)) == 2
+    finally:
+        assert stop_daemon(d) == 0
+    d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file, extra="workers = 2"),
+                     env={"AIGW_WORKERS": "1"})
+    try:
+        assert "workers" not in d.healthz()  # one process, as before workers existed
+    finally:
+        assert stop_daemon(d) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('workers = "many"\n')
+    out = run_cli(tmp_path / "data", "run", "--config", str(bad), check=False)
+    assert out.returncode == 1 and "workers must be a number >= 1 or auto" in out.stderr
