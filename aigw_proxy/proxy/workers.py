@@ -382,8 +382,15 @@ class SupervisorHealth:
         serving = 0
         inflight = 0
         reasons: dict[str, str] = {}
+        # The recorders of the serving workers, added up (what one daemon's /healthz shows as `recorder`).
+        recorder: dict[str, Any] = {"queue_depth": 0, "written": 0, "dropped": {}, "spooled": 0, "spool_bytes": 0}
         for slot, state in states:
             health = (state or {}).get("health") or {}
+            rec = health.get("recorder") or {}
+            for key in ("queue_depth", "written", "spooled", "spool_bytes"):
+                recorder[key] += int(rec.get(key) or 0)
+            for reason, n in (rec.get("dropped") or {}).items():
+                recorder["dropped"][reason] = recorder["dropped"].get(reason, 0) + n
             status = health.get("status") if state is not None else None
             ready = status in ("ok", "degraded")
             serving += ready
@@ -410,7 +417,7 @@ class SupervisorHealth:
             reasons.setdefault("proxy_loop_unresponsive", "no worker is serving: requests are not being relayed")
         else:
             status = "degraded" if reasons else "ok"
-        return WorkersReport(status, reasons, inflight, None, workers)
+        return WorkersReport(status, reasons, inflight, recorder, workers)
 
     def _current(self) -> list[tuple[WorkerSlot, dict[str, Any] | None]]:
         with self._lock:
