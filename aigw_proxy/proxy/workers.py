@@ -316,7 +316,7 @@ class WorkerSlot:
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = BACKOFF_FIRST
-    ready: bool = False  # answered its supervisor at least once since it was (re)started
+    ready: bool = False  # answered the supervisor's latest read (its health report is then the latest one)
     last_state: dict[str, Any] | None = None
     last_families: dict[str, _Family] = field(default_factory=dict)
     last_exit: int | None = None
@@ -369,13 +369,18 @@ class SupervisorHealth:
         slots = list(self.sup.slots)
         states = await asyncio.gather(*(read_state(s.control_path) if s.up else _none() for s in slots))
         for slot, state in zip(slots, states, strict=True):
-            if state is None or state.get("pid") != slot.pid:
+            pid = slot.pid
+            if state is None or state.get("pid") != pid:
+                with self._lock:
+                    if slot.pid == pid:
+                        slot.ready = False  # a worker that does not answer is not serving (its metrics stay)
                 continue
             families = parse_scrape(state.pop("metrics", ""))
             with self._lock:
-                slot.last_state = state
-                slot.last_families = families
-                slot.ready = True
+                if slot.pid == pid and slot.up:  # not retired meanwhile (its counters would count twice)
+                    slot.last_state = state
+                    slot.last_families = families
+                    slot.ready = True
 
     def _report(self, states: list[tuple[WorkerSlot, dict[str, Any] | None]], db_problem: str | None) -> WorkersReport:
         workers: list[dict[str, Any]] = []
@@ -451,7 +456,8 @@ class SupervisorHealth:
 
     def _families(self) -> Iterator[Metric]:
         with self._lock:
-            live = [s.last_families for s in self.sup.slots if s.up and s.ready]
+            # Each worker's as last read, even one slow to answer, or dead and not yet retired (never both).
+            live = [s.last_families for s in self.sup.slots]
             scrapes = [*live, self.sup.retired]
             restarts = [(s.index, s.restarts) for s in self.sup.slots]
             up = sum(s.up for s in self.sup.slots)
@@ -552,7 +558,9 @@ class Supervisor:
                              args=(self.settings, slot.index, self._sock, slot.control_path, self.log_level,
                                    self.log_format, os.getpid()))
         p.start()
-        slot.process, slot.pid, slot.started_at, slot.ready = p, p.pid, time.monotonic(), False
+        with self.health._lock:
+            slot.process, slot.pid, slot.started_at, slot.ready = p, p.pid, time.monotonic(), False
+            slot.last_families, slot.last_state = {}, None
         asyncio.get_running_loop().add_reader(p.sentinel, self._on_exit, slot, p)
 
     def _on_exit(self, slot: WorkerSlot, p: BaseProcess) -> None:

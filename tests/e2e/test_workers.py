@@ -5,10 +5,13 @@ drains them all and the supervisor exits 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -193,6 +196,35 @@ def test_kill9_worker_mid_burst_is_restarted_and_completed_calls_recorded_once(w
     again = burst(d, standin_server, [f"after {i}" for i in range(8)])
     assert all(isinstance(v, str) for v in again.values()), again
     assert d.healthz()["status"] == "ok"
+
+
+def healthz_status(d: Daemon) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.admin_port}/healthz", timeout=15) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_healthz_is_unhealthy_when_no_worker_serves(wdaemon: Daemon) -> None:
+    d = wdaemon
+    pids = [w["pid"] for w in workers(d)]
+    os.kill(pids[0], signal.SIGSTOP)  # one frozen: still serving on the other
+    try:
+        code, body = healthz_status(d)
+        assert code == 200 and body["status"] == "degraded" and "workers_not_serving" in body["reasons"]
+        assert [w["ready"] for w in body["workers"]] == [False, True]
+        os.kill(pids[1], signal.SIGSTOP)  # both frozen: nothing relays
+        code, body = healthz_status(d)
+        assert code == 503 and body["status"] == "unresponsive"
+        assert [w["ready"] for w in body["workers"]] == [False, False]
+        assert all(w["up"] for w in body["workers"])
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    code, body = healthz_status(d)
+    assert code == 200 and body["status"] == "ok"
+    assert [w["pid"] for w in body["workers"]] == pids  # stopped is not dead: nothing was restarted
 
 
 def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(wdaemon: Daemon, standin_server: StandIn) -> None:
