@@ -38,7 +38,7 @@ from aigw_proxy.proxy.ca import CAError, ensure_ca
 from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
 from aigw_proxy.proxy.record_exports import setup as setup_observability
-from aigw_proxy.proxy.workers import WorkerControl, WorkerRole, serve_on_socket, worker_spool_path
+from aigw_proxy.proxy.worker_control import WorkerControl, WorkerRole, serve_on_socket, worker_spool_path
 from aigw_proxy.recording.recorder import Recorder
 from aigw_proxy.redaction.engine import Redactor
 from aigw_proxy.redaction.records import RecordPolicy
