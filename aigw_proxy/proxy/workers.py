@@ -15,7 +15,7 @@ supervisor exits 0 when every worker did).
 
 Each worker is today's daemon (`daemon.start(settings, worker=...)`) with its own mitmproxy master and record
 writer (its own spool file), but no admin listener: it answers the supervisor's reads on a private Unix socket
-(`WorkerControl`: its health report and its metrics). The supervisor's one admin listener serves:
+(`WorkerControl` in worker_control.py: its health report and its metrics). The supervisor's one admin listener serves:
 * `/metrics`: every worker's scrape merged (`merge_scrapes`): counters and histograms summed, the in-flight and
   queue gauges summed, every other gauge (info series, reload times, budget states, breaker states, health
   reasons) the largest of the workers' values, so de-duplicated. A worker's counters at its last scrape are
