@@ -96,3 +96,13 @@ def test_workers_setting() -> None:
     assert Settings(file=cfg).worker_count == 4
     assert Settings(file=cfg, workers=1).worker_count == 1  # --workers / AIGW_WORKERS win over the file
     assert Settings().worker_count == 1
+
+
+def test_each_worker_has_a_spool_of_its_own() -> None:
+    from aigw_proxy.proxy.worker_control import worker_spool_path
+
+    db, data = Path("/d/aigw-proxy.db"), Path("/d")
+    assert worker_spool_path(db, data, 0) is None  # the writer's default, as one process has it
+    assert worker_spool_path(db, data, 1) == Path("/d/aigw-proxy.db-spool-1.jsonl")
+    assert worker_spool_path(None, data, 0) == Path("/d/aigw-proxy-spool.jsonl")  # a database without a file
+    assert worker_spool_path(None, data, 2) == Path("/d/aigw-proxy-spool-2.jsonl")
