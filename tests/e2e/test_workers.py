@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -256,12 +257,22 @@ def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(wdaemon: Daemon,
 
 def test_workers_from_the_config_file_and_the_environment(tmp_path: Path, standin_server: StandIn,
                                                upstream_pki: UpstreamPKI) -> None:
-    """`workers = 2` in the config file starts two; AIGW_WORKERS wins over it; a bad value fails start-up."""
+    """`workers = 2` in the config file starts two; AIGW_WORKERS wins over it; a bad value fails start-up. A
+    supervisor killed -9 takes its workers with it: the port is free again."""
     d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file, extra="workers = 2"))
     try:
-        assert len(workers(d)) == 2
+        pids = [w["pid"] for w in workers(d)]
+        assert len(pids) == 2
     finally:
-        assert stop_daemon(d) == 0
+        assert d.proc is not None
+        d.proc.kill()
+        d.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", d.port))  # nothing listens on it any more
     d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file, extra="workers = 2"),
                      env={"AIGW_WORKERS": "1"})
     try:
@@ -272,3 +283,11 @@ def test_workers_from_the_config_file_and_the_environment(tmp_path: Path, standi
     bad.write_text('workers = "many"\n')
     out = run_cli(tmp_path / "data", "run", "--config", str(bad), check=False)
     assert out.returncode == 1 and "workers must be a number >= 1 or auto" in out.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
