@@ -91,7 +91,21 @@ def worker_main(settings: Settings, index: int, sock: socket.socket, control_pat
         return
     os.umask(0o077)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches the whole group: the supervisor decides
+    # Until the daemon's own handlers are in place: a SIGTERM is kept for then, a SIGHUP is moot (the config file
+    # is read below, at start).
+    signal.signal(signal.SIGTERM, _stop_early)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(log_level, log_format)
+    if settings.config_file is not None:
+        # The file as it is now, not as the supervisor read it at its start: a worker restarted after a reload
+        # must not go back to the first configuration (its file watch would see no change to reload).
+        from aigw_proxy.config.settings import ConfigError, load_file_config
+
+        try:
+            settings.file = load_file_config(settings.config_file)
+        except ConfigError as exc:
+            log.error("worker %d: the config file cannot be used now (%s); starting with the one read at the "
+                      "supervisor's start", index, exc)
     role = WorkerRole(index, sock, control_path)
     try:
         asyncio.run(_worker_serve(settings, role))
@@ -100,6 +114,14 @@ def worker_main(settings: Settings, index: int, sock: socket.socket, control_pat
         logging.shutdown()
         sys.exit(3)
     logging.shutdown()
+
+
+_stop_requested_early = False
+
+
+def _stop_early(signum: int, frame: object) -> None:
+    global _stop_requested_early
+    _stop_requested_early = True
 
 
 async def _worker_serve(settings: Settings, role: WorkerRole) -> None:
@@ -111,6 +133,8 @@ async def _worker_serve(settings: Settings, role: WorkerRole) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop_requested.set)
     if running.monitoring is not None:
         loop.add_signal_handler(signal.SIGHUP, running.monitoring.reloader.trigger, "SIGHUP")
+    if _stop_requested_early:
+        stop_requested.set()
     await stop_requested.wait()
     log.info("worker %d shutting down (grace %.0fs)", role.index, settings.shutdown_grace)
     await stop(running, settings.shutdown_grace)
