@@ -1,10 +1,11 @@
-"""`aigw-proxy run --workers 2`: two proxy processes behind one port under a supervisor, driven with the OpenAI
-SDK through the stand-in upstream: both workers serve, /metrics sums them exactly, /healthz lists each, a worker
-killed -9 mid-burst is restarted with every completed call recorded once, SIGHUP reloads every worker, SIGTERM
-drains them all and the supervisor exits 0."""
+"""`aigw-proxy run --workers 2`: two proxy processes behind one port under a supervisor, on SQLite and on
+PostgreSQL, driven with the OpenAI SDK through the stand-in upstream: both workers serve, /metrics sums them
+exactly, /healthz lists each, a worker killed -9 mid-burst is restarted with every completed call recorded once,
+SIGHUP reloads every worker, SIGTERM drains them all and the supervisor exits 0."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,9 +21,11 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.support.backends import BACKENDS, fresh_database
 from tests.support.daemon import Daemon, UpstreamPKI, provider_config, run_cli, start_daemon, stop_daemon
 from tests.support.metrics import scrape, wait_for
 from tests.support.payloads import chat_completion, chat_usage
+from tests.support.postgres import PostgresCluster
 from tests.support.standin import Reply, StandIn
 from tests.support.traffic import OPENAI_MODEL, openai_client
 
@@ -90,14 +93,21 @@ def workers(d: Daemon) -> list[dict]:
     return d.healthz()["workers"]
 
 
-@pytest.fixture(scope="module")
-def wdaemon(tmp_path_factory: pytest.TempPathFactory, standin_server: StandIn,
+@pytest.fixture(scope="module", params=BACKENDS)
+def wdaemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, standin_server: StandIn,
             upstream_pki: UpstreamPKI) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("workers"), provider_config(standin_server, upstream_pki.ca_file),
-                     extra_args=("--workers", "2"), wait=False)
-    d.wait_healthy(START_WITHIN)
-    yield d
-    stop_daemon(d)
+    """Two workers recording into SQLite (one writer at a time across them), then into PostgreSQL."""
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+            url = stack.enter_context(fresh_database(cluster, migrated=False))  # the supervisor migrates it
+        d = start_daemon(tmp_path_factory.mktemp(f"workers-{request.param}"),
+                         provider_config(standin_server, upstream_pki.ca_file), extra_args=("--workers", "2"),
+                         wait=False, database_url=url)
+        d.wait_healthy(START_WITHIN)
+        yield d
+        stop_daemon(d)
     standin_server.default = Reply.json({"ok": True})
     standin_server.reset()
 
