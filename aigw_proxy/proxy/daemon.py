@@ -26,7 +26,7 @@ from aigw_proxy.addons.intercept import Interceptor
 from aigw_proxy.addons.readiness import Readiness
 from aigw_proxy.addons.routing import ProviderRouter
 from aigw_proxy.addons.secrets_gate import SecretsGate
-from aigw_proxy.addons.stack import AigwAddons
+from aigw_proxy.addons.stack import AigwAddons, use_hook_cache
 from aigw_proxy.addons.websocket import ResponsesSocket
 from aigw_proxy.admin.app import AdminContext, MetricsAccess
 from aigw_proxy.admin.console.app import ConsoleSettings
@@ -157,6 +157,7 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     # upstream idle timeout, so that a silent upstream is cut by ours, which records the true cause.
     opts.update(tcp_timeout=max(600, int(settings.upstream_idle_timeout) + 60))
     master = Master(opts)
+    use_hook_cache(master)  # each hook's handlers looked up once, not walked on every event (addons/stack.py)
     inflight = InFlight()
     router = ProviderRouter(settings.file)
     # metrics, provider reload, circuit breaking, spend controls (rate limits, model policy, budgets)
