@@ -35,6 +35,7 @@ from aigw_proxy.storage import (
     UserStore,
     count_interceptions,
     distinct_values,
+    get_capture,
     get_session,
     list_interceptions,
     sessions_page,
@@ -178,6 +179,8 @@ class ApiApp:
             return await self._ca_cert()
         if segments == ["groups"]:
             return await self._groups(await self._authenticate(headers))
+        if len(segments) == 3 and segments[0] == "interceptions" and segments[2] == "capture":
+            return await self._capture(await self._authenticate(headers), segments[1])
         if segments[0] not in self._routes or len(segments) > 2 or (len(segments) == 2 and segments[0] != "sessions"):
             raise ApiError(404, "Not found.")
         caller = await self._authenticate(headers)
@@ -258,6 +261,13 @@ class ApiApp:
             raise ApiError(400, "Invalid pagination cursor.") from None
         if found is None:
             raise ApiError(404, "Session not found.")
+        return _json(200, found)
+
+    async def _capture(self, caller: Caller, interception_id: str) -> AdminResponse:
+        """One interception's raw capture (--capture-bodies); a member's request for another's answers 404."""
+        found = await get_capture(self._db, interception_id, visible_to=caller.visible_to) if interception_id else None
+        if found is None:
+            raise ApiError(404, "Capture not found.")
         return _json(200, found)
 
     async def _spend(self, req: Request, caller: Caller) -> AdminResponse:
