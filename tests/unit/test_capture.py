@@ -98,3 +98,42 @@ def test_a_capture_record_seals_once_and_drops_the_raw_bodies() -> None:
     first = record.seal()
     assert record.raw is None and record.seal() is first
     assert ANTHROPIC_KEY not in first.request.text()
+
+
+def test_each_websocket_turn_captures_its_request_message_and_its_server_messages() -> None:
+    """Two lanes interleaved on one socket: each turn's capture holds its own `response.create` and only the
+    server messages of its lane, one a line, as relayed."""
+    from aigw_proxy.capture.raw import Capturing
+    from aigw_proxy.intercept.interception import Interception
+    from aigw_proxy.intercept.socket_turns import SocketTurns
+    from aigw_proxy.policy.providers import Api, builtin_providers
+    from aigw_proxy.recording.records import Initiator
+    from tests.unit.test_socket_turns import create, events
+
+    openai = next(p for p in builtin_providers() if p.name == "openai")
+    captured: list[CaptureRecord] = []
+    capturing = Capturing(CaptureBuilder(Redactor()), captured.append)
+
+    def new() -> Interception:
+        return Interception(api=Api.OPENAI_RESPONSES, provider=openai, initiator=Initiator("u1", "alice", "t1"),
+                            headers={"authorization": "Bearer sk-" + "k9" * 20, "user-agent": "codex"},
+                            route="/v1/responses", submit=lambda e: None, transport="websocket",
+                            capturing=capturing)
+
+    turns = SocketTurns(new)
+    requests = {"a": create(f"lane a {AWS_KEY}", stream_id="a"), "b": create("lane b", stream_id="b")}
+    turns.client_message(requests["a"])
+    turns.client_message(requests["b"])
+    sent = {"a": events("resp_a", stream_id="a"), "b": events("resp_b", stream_id="b")}
+    for ea, eb in zip(sent["a"], sent["b"], strict=True):
+        turns.server_message(eb)
+        turns.server_message(ea)
+    by_lane = {json.loads(c.seal().request.text())["stream_id"]: c.seal() for c in captured}
+    assert set(by_lane) == {"a", "b"}
+    assert by_lane["b"].request.text() == requests["b"]
+    assert by_lane["a"].request.text() == requests["a"].replace(AWS_KEY, "[REDACTED:aws-access-key]")
+    for lane in ("a", "b"):
+        s = by_lane[lane]
+        assert s.response.text() == "".join(m + "\n" for m in sent[lane])
+        assert (s.transport, s.response_status, s.streamed) == ("websocket", 101, True)
+        assert s.request_headers["authorization"] == "[REDACTED:credential-header]"
