@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -137,3 +138,16 @@ def test_each_websocket_turn_captures_its_request_message_and_its_server_message
         assert s.response.text() == "".join(m + "\n" for m in sent[lane])
         assert (s.transport, s.response_status, s.streamed) == ("websocket", 101, True)
         assert s.request_headers["authorization"] == "[REDACTED:credential-header]"
+
+
+def test_the_switch_and_the_bound_from_the_config_file_and_the_command_line(tmp_path: Path) -> None:
+    from aigw_proxy.config.settings import ConfigError, Settings, parse_file_config
+
+    assert not Settings().capture_enabled and Settings().capture_limit == 1024 * 1024  # off by default
+    cfg = parse_file_config({"capture_bodies": True, "capture_max_bytes": 4096}, base_dir=tmp_path)
+    assert Settings(file=cfg).capture_enabled and Settings(file=cfg).capture_limit == 4096
+    assert not Settings(file=cfg, capture_bodies=False).capture_enabled  # --no-capture-bodies wins
+    assert Settings(file=cfg, capture_max_bytes=8192).capture_limit == 8192
+    for bad in ({"capture_bodies": "yes"}, {"capture_max_bytes": 10}, {"capture_max_bytes": True}):
+        with pytest.raises(ConfigError, match="capture_"):
+            parse_file_config(bad, base_dir=tmp_path)
