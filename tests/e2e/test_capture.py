@@ -173,3 +173,48 @@ def test_retention_removes_captures_with_their_interceptions(capturing: Daemon) 
     d.cli("purge", "--retention", "1s")
     assert captures_stored(d) == 0 and d.interceptions() == []
     assert all(api(d, f"/interceptions/{iid}/capture", "root")[0] == 404 for iid in ids)
+
+
+@pytest.fixture(scope="module")
+def ws_capturing(tmp_path_factory: pytest.TempPathFactory, ws_standin_server: Any,
+                 upstream_pki: UpstreamPKI) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("ws-capture"),
+                     provider_config(ws_standin_server, upstream_pki.ca_file), extra_args=("--capture-bodies",))
+    yield d
+    stop_daemon(d)
+
+
+def test_each_websocket_turn_is_captured_with_its_own_messages(ws_capturing: Daemon, ws_upstream: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codex over a Responses WebSocket: each turn's capture holds the `response.create` the upstream received and
+    the server events it sent for that turn, one message a line, with the upgrade's headers scrubbed."""
+    import openai
+
+    from tests.e2e.test_websocket import CODEX_HEADERS, CODEX_SOCKET_HEADERS, MODEL, codex_input, message, read_turn
+    from tests.support.payloads import responses_object, responses_usage
+    from tests.support.ws_standin import Script, responses_events
+
+    d = ws_capturing
+    monkeypatch.setenv("HTTPS_PROXY", d.proxy_url("alice"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(d.ca_bundle))
+    key = "sk-proj-" + "Zz9" * 20
+    scripts = [Script(responses_events(responses_object(rid, MODEL, [message(text, f"m_{rid}")],
+                                                        responses_usage(900, 9))))
+               for rid, text in (("resp_cap_w1", "first"), ("resp_cap_w2", "second"))]
+    ws_upstream.queue(*scripts)
+    client = openai.OpenAI(api_key=key, max_retries=0, default_headers=CODEX_HEADERS)
+    with client.responses.connect(extra_headers=CODEX_SOCKET_HEADERS) as conn:
+        for prompt in (f"deploy with {PASTED}", "and then?"):
+            conn.response.create(model=MODEL, input=codex_input(prompt), store=False)
+            read_turn(conn)
+    [sock] = ws_upstream.sockets
+    for n, (rid, script) in enumerate(zip(("resp_cap_w1", "resp_cap_w2"), scripts, strict=True)):
+        cap = capture_of(d, d.one(response_id=rid)["id"])
+        req, resp = cap["request"], cap["response"]
+        assert cap["transport"] == "websocket" and (resp["status"], resp["streamed"]) == (101, True)
+        expected = json.loads(json.dumps(sock.messages[n]).replace(PASTED, "[REDACTED:aws-access-key]"))
+        assert json.loads(req["body"]) == expected
+        assert resp["body"] == "".join(json.dumps(e) + "\n" for e in script.events)
+        assert req["headers"]["authorization"] == "[REDACTED:credential-header]"
+        assert req["headers"]["openai-beta"] == CODEX_SOCKET_HEADERS["openai-beta"]
+        assert key not in json.dumps(cap) and PASTED not in json.dumps(cap)
