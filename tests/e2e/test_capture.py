@@ -15,8 +15,10 @@ from contextlib import closing
 from typing import Any
 
 import anthropic
+import jsonschema
 import pytest
 
+from aigw_proxy.admin.api.openapi import openapi_document
 from tests.support.daemon import Daemon, UpstreamPKI, provider_config, run_cli, start_daemon, stop_daemon
 from tests.support.payloads import anthropic_message, anthropic_stream, anthropic_usage
 from tests.support.standin import Reply, StandIn
@@ -110,6 +112,7 @@ def test_a_streamed_call_is_captured_as_relayed_minus_secrets(capturing: Daemon,
     assert cap["redactions"] == {"aws-access-key": 1, "credential-header": 1}
     everything = json.dumps(cap)
     assert API_KEY not in everything and PASTED not in everything
+    jsonschema.validate(cap, openapi_document()["components"]["schemas"]["Capture"])  # as the API documents it
 
     # The interception's access rules: its owner and admins read it, another member gets 404 like a missing one.
     assert api(d, f"/interceptions/{iid}/capture", "root") == (200, cap)
