@@ -14,7 +14,7 @@ import anthropic
 import pytest
 
 from tests.console.conftest import _need_browser
-from tests.console.test_console import base, signed_in
+from tests.console.helpers import base, signed_in
 from tests.support.daemon import Daemon, UpstreamPKI, provider_config, run_cli, start_daemon, stop_daemon
 from tests.support.payloads import anthropic_stream, anthropic_usage
 from tests.support.standin import StandIn
