@@ -92,7 +92,7 @@ def interceptions_list(after_id: str | None, url: str | None, token: str | None,
 @click.option("--body", type=click.Choice(["request", "response"]), default=None,
               help="Print only this body, as stored (for a pipe: `| jq .`).")
 @remote_options
-@data_dir_option
+@storage_options
 def interceptions_capture(interception_id: str, as_json: bool, body: str | None, url: str | None,
                           token: str | None, data_dir: Path) -> None:
     """Print an interception's raw capture (recorded with --capture-bodies): headers without credentials, bodies

@@ -2,7 +2,7 @@
 advisory locks (migrations, periodic jobs), PL/pgSQL triggers for the summaries (postgresql_triggers.py), and
 the interception tables partitioned by day.
 
-Layout: `aibridge_interceptions` is partitioned by `started_at`, its four child tables by their interception's
+Layout: `aibridge_interceptions` is partitioned by `started_at`, its five child tables by their interception's
 start (`interception_started_at`), one partition per UTC day, named `<table>_pYYYYMMDD`, the six tables' days
 created together. Primary keys carry the partition key (`(id, started_at)`; `(id, interception_started_at)`),
 and the children have no foreign key to their interception (the writer inserts them with it; retention drops a
@@ -36,7 +36,6 @@ from aigw_proxy.storage.jsoncodec import json_loads, jsonb_dumps
 from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS as SPEND_SUMS
 
 if TYPE_CHECKING:
-    from aigw_proxy.recording.records import RecordEvent
     from aigw_proxy.storage.database import Database, DatabaseConfig
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -446,7 +445,7 @@ class PostgresBackend:
         result = await conn.exec_driver_sql(_END_SQL, tuple(arrays))
         return int(result.rowcount)
 
-    async def prepare_batch(self, db: Database, batch: Sequence[RecordEvent]) -> None:
+    async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:
         from aigw_proxy.recording.records import InterceptionStarted
 
         days = {day_floor(ev.started_at if ev.started_at.tzinfo else ev.started_at.replace(tzinfo=UTC))

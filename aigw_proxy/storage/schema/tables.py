@@ -3,7 +3,7 @@
 Portable SQLAlchemy Core: JSON maps to jsonb and `UTCDateTime` to timestamptz on PostgreSQL. Ids are text.
 Children reference their interception with ON DELETE CASCADE on SQLite (retention deletes children explicitly
 anyway); `initiator_id` has no foreign key, as in Coder ("FK is elided for performance"). Each child row also
-carries its interception's start (`interception_started_at`, schema v10): PostgreSQL partitions the five tables
+carries its interception's start (`interception_started_at`, schema v10): PostgreSQL partitions the six tables
 by it (storage/dialects/postgresql.py), which also drops the children's foreign key there.
 """
 
@@ -313,7 +313,7 @@ model_thoughts = sa.Table(
     sa.Index("idx_aibridge_model_thoughts_interception_id", "interception_id"),
 )
 
-# Schema v10: raw captures (`--capture-bodies`, capture/): one row per captured interception, its bodies redacted,
+# Schema v11: raw captures (`--capture-bodies`, capture/): one row per captured interception, its bodies redacted,
 # cut to --capture-max-bytes and compressed (`encoding`: zstd); sizes are the bodies' as relayed (decoded), in
 # bytes. Deleted by retention with its interception.
 captures = sa.Table(
