@@ -8,11 +8,13 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from aigw_proxy.capture.build import CaptureBuilder
 from aigw_proxy.capture.raw import CaptureRecord, RawCapture
 from aigw_proxy.recording.records import Initiator
 from aigw_proxy.redaction.engine import Redactor
-from aigw_proxy.storage import Database, RecordWriter, get_capture, open_database
+from aigw_proxy.storage import LATEST_VERSION, Database, RecordWriter, get_capture, migrate, open_database
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.write.spool import decode, encode
 from aigw_proxy.storage.write.writer import default_spool_path
@@ -66,18 +68,42 @@ async def test_a_capture_of_an_unknown_interception_is_skipped(db: Database, wri
     assert await get_capture(db, "never-started") is None
 
 
-async def test_retention_removes_captures_with_their_interceptions(db_path: Path, db: Database, alice: Initiator,
+async def _stored(db: Database) -> int:
+    async with db.reader.connect() as conn:
+        return int((await conn.execute(sa.text("SELECT count(*) FROM aibridge_captures"))).scalar_one())
+
+
+async def test_retention_removes_captures_with_their_interceptions(db: Database, alice: Initiator,
                                                                    writer: RecordWriter) -> None:
     for n in range(10):
         writer.submit(started(f"i-{n}", alice, t=n * 60))
         writer.submit(ended(f"i-{n}", t=n * 60 + 1))
         writer.submit(capture(f"i-{n}", t=n * 60))
     await writer.flush(10)
-    assert _count(db_path) == 10
-    result = await purge_old_records(db, at(5 * 60), pause=0)
+    assert await _stored(db) == 10
+    result = await purge_old_records(db, at(5 * 60), pause=0)  # within a day: row by row
     assert result.deleted_interceptions == 5
-    assert _count(db_path) == 5
+    assert await _stored(db) == 5
     assert await get_capture(db, "i-4") is None and await get_capture(db, "i-5") is not None
+    await purge_old_records(db, at(3 * 86400), pause=0)  # whole days (PostgreSQL: their partitions dropped)
+    assert await _stored(db) == 0 and await get_capture(db, "i-9") is None
+
+
+async def test_a_database_from_before_captures_gets_the_table(db: Database, alice: Initiator,
+                                                              writer: RecordWriter) -> None:
+    """The capture step applied to a database that already holds calls (on PostgreSQL: the capture table gets
+    the partitions of the days the interceptions have, so a capture of an earlier call is stored too)."""
+    writer.submit(started("old", alice))
+    writer.submit(ended("old"))
+    await writer.flush(10)
+    async with db.writer.begin() as conn:  # what the database looked like before the step
+        await conn.execute(sa.text("DROP TABLE aibridge_captures"))
+        await conn.execute(sa.text(f"DELETE FROM schema_migrations WHERE version = {LATEST_VERSION}"))
+    assert await migrate(db.writer) == LATEST_VERSION
+    writer.submit(capture("old"))
+    await writer.flush(10)
+    found = await get_capture(db, "old")
+    assert found is not None and found["response"]["body"] == SSE.decode()
 
 
 def test_a_spooled_capture_is_sealed_first() -> None:
