@@ -8,6 +8,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from aigw_proxy.capture.build import CaptureBuilder
@@ -144,3 +145,12 @@ async def test_captures_wait_in_the_spool_while_the_database_is_locked(db_path: 
     default_spool_path(db_path).unlink()
     assert found is not None and "[REDACTED:anthropic-api-key]" in found["request"]["body"]
     assert _count(db_path) == 1
+
+
+async def test_an_id_no_interception_can_have_is_simply_not_found(db: Database) -> None:
+    """A NUL character (which PostgreSQL refuses in a query) in an id or a cursor: not found, never an error."""
+    from aigw_proxy.storage import InvalidCursor, list_interceptions
+
+    assert await get_capture(db, "a\x00b") is None
+    with pytest.raises(InvalidCursor):
+        await list_interceptions(db, after_id="v\x00")

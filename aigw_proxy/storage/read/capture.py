@@ -24,6 +24,8 @@ _QUERY = sa.select(captures, interceptions.c.initiator_id).join(
 
 async def get_capture(db: Database, interception_id: str, *, visible_to: str | None = None) -> dict[str, Any] | None:
     """The capture of `interception_id`, or None (none stored, no such interception, or not `visible_to`'s)."""
+    if "\x00" in interception_id:  # no id holds one (PostgreSQL refuses it in a query)
+        return None
     async with db.reader.connect() as conn:
         await conn.execution_options(**db.backend.read_only)
         row = (await conn.execute(_QUERY, {"id": interception_id})).mappings().first()
