@@ -160,10 +160,13 @@ class AdminServer:
                     raise RuntimeError("the admin listener stopped while starting")
                 await asyncio.sleep(0.005)
             self._ready.set_result(None)
+            # The console's Overview kept warm on this loop: no page view waits for its 30-day sums.
+            refresher = asyncio.create_task(console.overview_cache.keep_warm(), name="overview refresher")
             await self._stop.wait()
+            refresher.cancel()
             for server in servers:
                 server.should_exit = True
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(refresher, *tasks, return_exceptions=True)
         finally:
             await db.close()
 

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigw_proxy.admin.console.auth import PATH, Sessions, Viewer, load_secret
+from aigw_proxy.admin.console.overview_cache import OverviewCache
 from aigw_proxy.admin.console.render import environment
 from aigw_proxy.spend.budgets import Budget
 from aigw_proxy.storage import ControlsStore, Database, UserStore
@@ -34,6 +35,7 @@ class Console:
         self.db = db
         self.users = UserStore(db)
         self.controls = ControlsStore(db)
+        self.overview_cache = OverviewCache(db)  # its refresher runs on the admin loop (admin/server.py)
         self.confdir = confdir
         self.registry = metrics_registry
         self.config_budgets = config_budgets  # the config file's [[budgets]] as the daemon has them now

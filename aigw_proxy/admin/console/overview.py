@@ -15,7 +15,6 @@ A member's per-day counts would likewise want `aigw_interception_days` per initi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,28 +52,6 @@ class Overview:
 
 def _day(d: datetime) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%d")
-
-
-CACHE_SECONDS = 60.0  # a window's figures are recomputed at most once a minute per (window, grouping, viewer)
-_cache: dict[tuple[Any, ...], tuple[float, Overview]] = {}
-
-
-async def cached_overview(db: Database, window: str, start: datetime, end: datetime, visible_to: str | None,
-                          series_by: str = "model") -> Overview:
-    """`overview()`, reused for up to CACHE_SECONDS for the same window, grouping and viewer: a 30-day window on
-    a million interceptions sums ~130k session rows (~0.2 s), and the figures need not be newer than a minute.
-    A custom window (fixed dates) is cached the same way."""
-    key = (id(db), window, series_by, visible_to, start.date() if window == "custom" else None,
-           end.date() if window == "custom" else None)
-    now = time.monotonic()
-    hit = _cache.get(key)
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    value = await overview(db, start, end, visible_to, series_by)
-    if len(_cache) > 512:
-        _cache.clear()
-    _cache[key] = (now, value)
-    return value
 
 
 async def overview(db: Database, start: datetime, end: datetime, visible_to: str | None,

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from aigw_proxy.admin.console import columns as cols
 from aigw_proxy.admin.console.auth import Viewer
 from aigw_proxy.admin.console.core import Console
-from aigw_proxy.admin.console.overview import WINDOWS, cached_overview, metric_samples
+from aigw_proxy.admin.console.overview import WINDOWS, metric_samples
 
 
 def _window(request: Request, now: datetime) -> tuple[str, datetime, datetime, str | None]:
@@ -36,7 +36,7 @@ async def overview_page(console: Console, request: Request, viewer: Viewer) -> R
     now = datetime.now(UTC)
     window, start, end, error = _window(request, now)
     by = request.query_params.get("by") or "model"
-    data = await cached_overview(console.db, window, start, end, viewer.visible_to, by)
+    data = await console.overview_cache.get(window, start, end, viewer.visible_to, by)
     peak = max((p["total"] for p in data.series), default=0) or 1
     providers, reload_at, shadow = None, None, None
     registry = console.registry
