@@ -184,6 +184,10 @@ class Metrics:
         self.ttfb = Histogram(OWN + "time_to_first_byte_seconds",
                               "From a decrypted request's headers to the upstream's response headers.",
                               ["provider"], buckets=TTFB_BUCKETS, registry=r)
+        self.connect_timeouts = Counter(OWN + "upstream_connect_timeouts_total",
+                                        "Upstream connections not made within --upstream-connect-timeout, by type "
+                                        "(mitm: a decrypted provider host, tunneled, plain: a proxied request).",
+                                        ["type"], registry=r)
         self.shadow_ai = Counter(OWN + "shadow_ai_connects_total",
                                  "Tunnelled CONNECTs to hosts that look like AI endpoints but are not configured.",
                                  ["host"], registry=r)
