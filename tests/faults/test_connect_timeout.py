@@ -8,14 +8,19 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx2
 import pytest
 
 from tests.support.daemon import Daemon, UpstreamPKI, start_daemon, stop_daemon
 from tests.support.metrics import wait_for
-from tests.support.ports import Blackhole
+from tests.support.payloads import anthropic_message, anthropic_usage
+from tests.support.ports import Blackhole, TurnsDropping
+from tests.support.standin import Reply, StandIn
 
 METRIC = "aigw_proxy_upstream_connect_timeouts_total"
 CLIENT_WAIT = 30.0  # seconds the test's client waits: far below the kernel's ~127 s, far above the 1 s timeout
@@ -90,3 +95,44 @@ def test_a_proxied_request_gets_a_502_saying_the_connect_timed_out(dropping: Dae
     assert f"upstream connect timed out: 127.0.0.1:{blackhole.port} did not answer within 1 s" in body
     s = wait_for(dropping.admin_port, lambda s: s.value(METRIC, type="plain") >= 1)
     assert s.value(METRIC, type="plain") == 1
+
+
+def test_a_model_call_whose_reconnect_times_out_gets_a_502_and_a_timeout_record(
+        tmp_path: Path, standin_server: StandIn, upstream: StandIn, upstream_pki: UpstreamPKI) -> None:
+    """Inside a decrypted tunnel: the first call goes through, then the upstream connection ends and the host
+    starts dropping packets; the next call's reconnect times out: the client gets a 502 whose body says so, and
+    the call is recorded failed with `error_type` `timeout`."""
+    relay = TurnsDropping(("127.0.0.1", standin_server.port))
+    config = "\n".join([
+        f'upstream_ca_file = "{upstream_pki.ca_file}"',
+        'allowed_private_cidrs = ["127.0.0.1/32"]',
+        "[[providers]]", 'name = "anthropic"', f'upstream = "https://127.0.0.1:{relay.port}"',
+    ])
+    d = start_daemon(tmp_path, config, extra_args=("--upstream-connect-timeout", "1s"))
+    try:
+        upstream.queue(Reply.json(anthropic_message("msg_FIRST", "claude-x", [{"type": "text", "text": "ok"}],
+                                                    anthropic_usage(3, 1))))
+        headers = {"x-api-key": "sk-ant-api03-" + "k" * 80, "anthropic-version": "2023-06-01"}
+        with httpx2.Client(proxy=d.proxy_url("alice"), verify=ssl.create_default_context(cafile=d.ca_bundle),
+                           timeout=CLIENT_WAIT) as c:
+            first = c.post("https://api.anthropic.com/v1/messages", headers=headers,
+                           json={"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "a"}]})
+            assert first.status_code == 200
+            relay.drop()
+            time.sleep(0.5)  # the proxy sees its upstream connection end
+            second = c.post("https://api.anthropic.com/v1/messages", headers=headers,
+                            json={"model": "claude-x", "max_tokens": 5,
+                                  "messages": [{"role": "user", "content": "second try"}]})
+        assert second.status_code == 502
+        assert f"upstream connect timed out: 127.0.0.1:{relay.port} did not answer within 1 s" in second.text
+        rows = d.interceptions(expect=2, timeout=15)
+        assert sorted(r["status"] for r in rows) == ["completed", "failed"]
+        [failed] = [r for r in rows if r["status"] == "failed"]
+        assert [p["prompt"] for p in failed["user_prompts"]] == ["second try"]
+        assert failed["error_type"] == "timeout"
+        assert "upstream connect timed out" in failed["error_message"]
+        s = wait_for(d.admin_port, lambda s: s.value(METRIC, type="mitm") >= 1)
+        assert s.value(METRIC, type="mitm") == 1
+    finally:
+        stop_daemon(d)
+        relay.close()
