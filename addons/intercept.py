@@ -31,6 +31,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.http import Headers
 
 from aigw_proxy.addons.auth import INITIATOR
+from aigw_proxy.addons.connect_timeout import CONNECT_TIMED_OUT
 from aigw_proxy.addons.routing import PROVIDER
 from aigw_proxy.capture.raw import Capturing
 from aigw_proxy.intercept.interception import Interception, Submit
@@ -72,6 +73,8 @@ def failure_cause(flow: http.HTTPFlow, *, cut_after: float | None = None, stoppi
         return f"upstream sent nothing for {cut_after:.0f} s (--upstream-idle-timeout)", "timeout"
     if stopping:
         return SHUTDOWN_MESSAGE, None
+    if CONNECT_TIMED_OUT in message:  # --upstream-connect-timeout: the connection was never made
+        return message, "timeout"
     if not flow.client_conn.state & ConnectionState.CAN_READ or message.startswith(_CLIENT_GONE):
         return message, "client_disconnected"
     server = flow.server_conn

@@ -71,6 +71,10 @@ class ProviderRouter:
         self._targets[flow.client_conn.id] = target
         flow.metadata[CONNECT_TARGET] = target
 
+    def target_for(self, client_id: str) -> ConnectTarget | None:
+        """The CONNECT target of this client connection's tunnel (None: no tunnel, or not yet routed)."""
+        return self._targets.get(client_id)
+
     def next_layer(self, nl: layer.NextLayer) -> None:
         if nl.layer is not None:
             return

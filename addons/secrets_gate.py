@@ -9,7 +9,8 @@ secret found, never the secret; the upstream is not contacted, and the Intercept
 
 Speed: a body of up to `INLINE_SCAN_BYTES` is scanned on the event loop (well under a millisecond for typical
 bodies); a larger one on a worker thread while the flow waits, so other traffic keeps moving. A body larger than
-the parse limit (`MAX_PARSED_BODY`) is not scanned and is relayed (logged).
+the parse limit (`MAX_PARSED_BODY`), or one that decompresses to more than it, is not scanned and is relayed
+(logged).
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ class SecretsGate:
             log.warning("interception %s: request body of %d bytes is too large to scan for secrets; relayed",
                         ix.id, len(raw))
             return Counter()
-        body, err = decode_body(raw, encoding)
-        if err is not None or len(body) > MAX_PARSED_BODY:
+        body, err = decode_body(raw, encoding, MAX_PARSED_BODY)  # a decompression bomb stops at the limit
+        if err is not None:
             log.warning("interception %s: request body cannot be scanned for secrets (%s); relayed",
-                        ix.id, err or f"{len(body)} bytes decoded")
+                        ix.id, err)
             return Counter()
         text = body.decode("utf-8", "replace")
         if len(body) <= INLINE_SCAN_BYTES:

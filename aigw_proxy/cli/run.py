@@ -66,6 +66,10 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--upstream-idle-timeout", envvar="AIGW_UPSTREAM_IDLE_TIMEOUT", type=Duration(), default="300s",
               show_default=True,
               help="Cut a model call whose upstream sends nothing for this long (recorded as `timeout`); 0: off.")
+@click.option("--upstream-connect-timeout", envvar="AIGW_UPSTREAM_CONNECT_TIMEOUT", type=Duration(),
+              default="10s", show_default=True,
+              help="Give up connecting to an upstream (a tunnel's host, a provider) after this long: the client "
+                   "gets a 502 saying so. 0: the operating system's limit (about 2 minutes).")
 @click.option("--spool-max-mb", envvar="AIGW_SPOOL_MAX_MB", type=click.IntRange(0), default=256, show_default=True,
               help="Bound of the record spool beside the database, which keeps records while the database "
                    "cannot take them; 0: no spool (memory only).")
@@ -90,8 +94,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
-        upstream_idle_timeout: float, spool_max_mb: int, max_concurrency: int, rate_limit: float,
-        capture_bodies: bool | None, capture_max_bytes: int | None, metrics_initiator_label: bool,
+        upstream_idle_timeout: float, upstream_connect_timeout: float, spool_max_mb: int, max_concurrency: int,
+        rate_limit: float, capture_bodies: bool | None, capture_max_bytes: int | None, metrics_initiator_label: bool,
         circuit_breaker: BreakerConfig, workers: str | None) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
@@ -120,6 +124,7 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             redaction_mode=redaction_mode.lower() if redaction_mode else None,
             max_field_bytes=max_field_bytes,
             upstream_idle_timeout=upstream_idle_timeout,
+            upstream_connect_timeout=upstream_connect_timeout,
             spool_max_bytes=spool_max_mb * 1024 * 1024,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,

@@ -312,6 +312,7 @@ class Settings:
             allow=cfg.allow,
         )
     upstream_idle_timeout: float = 300.0  # seconds an upstream may send nothing before its call is cut; 0: off
+    upstream_connect_timeout: float = 10.0  # seconds an upstream TCP connect (DNS included) may take; 0: the OS's
     spool_max_bytes: int = 256 * 1024 * 1024  # the record spool's bound (a failing database's backlog); 0: off
     database_url: str | None = field(default=None, repr=False)  # postgresql://…; None: the SQLite file below
     database_pool_size: int = 5  # reader connections per engine (PostgreSQL)

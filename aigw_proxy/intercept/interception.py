@@ -19,7 +19,7 @@ from aigw_proxy.capture.raw import CaptureRecord, Capturing, RawCapture
 from aigw_proxy.intercept.clients import classify_client, client_session_id
 from aigw_proxy.intercept.credentials import credential_info
 from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat, openai_responses
-from aigw_proxy.intercept.parsing.decoding import StreamDecoder, decode_body
+from aigw_proxy.intercept.parsing.decoding import StreamDecoder, decoding_limit_message
 from aigw_proxy.intercept.parsing.interface import ApiParser, EventStreaming, JSONArrayStreaming, StreamParser
 from aigw_proxy.intercept.parsing.sse import EventAccumulator
 from aigw_proxy.policy.providers import Api, Provider
@@ -51,7 +51,9 @@ PARSERS: dict[Api, ApiParser] = {
 SOCKET_PARSERS: dict[Api, EventStreaming] = {Api.OPENAI_RESPONSES: openai_responses}
 
 # A request body, or a non-streamed response body, larger than this is relayed but not parsed (memory and parse
-# time stay bounded whatever a peer sends); `metadata.truncated` then names it with its size.
+# time stay bounded whatever a peer sends); `metadata.truncated` then names it with its size. A compressed body
+# (request or response, streamed or not) is decoded up to this many bytes: one that decompresses to more (a
+# decompression bomb) is parsed no further, `metadata.decompression_limit` names it with the limit.
 MAX_PARSED_BODY = 64 * 1024 * 1024
 SWITCHING_PROTOCOLS = 101  # a WebSocket turn's upstream status: the socket's upgrade succeeded
 
@@ -145,6 +147,7 @@ class Interception:
         self._body_overflow = False
         self._body_size = 0
         self._unparsed: dict[str, int] = {}  # body → size, for bodies too large to parse (`metadata.truncated`)
+        self._decode_limited: dict[str, int] = {}  # body → limit, for bodies that decode past it (a bomb)
         self.metadata: dict[str, object] = {}  # merged into the end record's metadata (what a gate adds)
         self._raw_request: tuple[bytes, str | None] = (b"", None)
         self._usage_reported: list[tuple[object, ...]] = []  # the usage `progress()` last recorded
@@ -176,14 +179,23 @@ class Interception:
             return
         raw, content_encoding = self._raw_request
         self._raw_request = (b"", None)
-        body, err = decode_body(raw, content_encoding) if len(raw) <= MAX_PARSED_BODY else (raw, None)
+        if len(raw) > MAX_PARSED_BODY:
+            if self.capture is not None:
+                self.capture.request.set(raw)
+            self._unparsed["request_body"] = len(raw)
+            facts = RequestFacts(error=f"request body of {len(raw)} bytes not parsed (limit {MAX_PARSED_BODY})")
+            self._record_start(facts)
+            return
+        decoder = StreamDecoder(content_encoding, MAX_PARSED_BODY)
+        body = decoder.decode(raw)
         if self.capture is not None:
-            self.capture.request.set(body if err is None else raw)
-        if len(body) > MAX_PARSED_BODY:
-            self._unparsed["request_body"] = len(body)
-            facts = RequestFacts(error=f"request body of {len(body)} bytes not parsed (limit {MAX_PARSED_BODY})")
+            self.capture.request.set(body if decoder.error is None and not decoder.exceeded else raw)
+        if decoder.exceeded:
+            self._unparsed["request_body"] = decoder.decoded
+            self._decode_limited["request_body"] = MAX_PARSED_BODY
+            facts = RequestFacts(error=decoding_limit_message("request body", MAX_PARSED_BODY))
         else:
-            facts = self.parser.parse_request(body) if err is None else RequestFacts(error=err)
+            facts = self.parser.parse_request(body) if decoder.error is None else RequestFacts(error=decoder.error)
         self._record_start(facts)
 
     def request_object(self, req: dict) -> None:
@@ -239,7 +251,7 @@ class Interception:
         self.status_code = status_code
         if self.capture is not None:
             self.capture.response_status = status_code
-        self._decoder = StreamDecoder(content_encoding)
+        self._decoder = StreamDecoder(content_encoding, MAX_PARSED_BODY)
         if content_type.lower().startswith("text/event-stream"):
             self.streaming = True
             self._stream = self.parser.stream_parser()
@@ -269,8 +281,18 @@ class Interception:
         data = self._decoder.decode(chunk)
         if self.capture is not None:
             self.capture.response.add(data)
+        if self._decoder.exceeded and "response_body" not in self._decode_limited:
+            self._decode_limited["response_body"] = self._decoder.max_decoded
+            log.warning("interception %s: the %s response decompresses to more than %d bytes: parsed no further "
+                        "(relayed untouched)", self.id, self.api, self._decoder.max_decoded)
+            if self._body is not None:  # not parsed at all, like a body too large to parse
+                self._body_overflow = True
+                self._body = bytearray()
+                self._body_size = self._decoder.decoded
+                return
         if self._stream is not None:
-            self._stream.feed(data)
+            if data:
+                self._stream.feed(data)
         elif self._body is not None:
             self._body_size += len(data)
             if self._body_overflow:
@@ -325,6 +347,13 @@ class Interception:
         if self._decoder is not None and self._decoder.error:
             facts.parse_errors += 1
             facts.error = self._decoder.error  # the root cause, not what parsing garbage said
+        elif self._decoder is not None and self._decoder.exceeded:
+            # The whole response was relayed; only its parse stopped at the limit (what it showed until then,
+            # a stream's usage in its first events, is kept). Not a failed call: a parse error, named in the
+            # metadata (`decompression_limit`, `truncated`).
+            if self._stream is not None:
+                facts.parse_errors += 1
+                self._unparsed["response_body"] = self._decoder.decoded
         return facts
 
     def progress(self) -> InterceptionUsage | None:
@@ -361,6 +390,8 @@ class Interception:
             self.trace.upstream_ended(self.status_code, error)
         self.parse_request()  # no-op when already parsed; the start is always recorded before the end
         facts = self._response_facts() if self.status_code is not None else ResponseFacts()
+        if error is None and self._stream is not None and self._decoder is not None and self._decoder.exceeded:
+            facts.completed = True  # relayed to its end; its final event lay past the decompression limit
         self.response = facts
         if facts.tool_calls and self.client_session_id and self._tasks is not None:
             self._tasks.note(self.initiator.user_id, self.client_session_id, facts.tool_calls)
@@ -394,6 +425,7 @@ class Interception:
             tool_calls=facts.tool_calls,
             thoughts=facts.thoughts,
             metadata={**self.metadata, **({"truncated": dict(self._unparsed)} if self._unparsed else {}),
+                      **({"decompression_limit": dict(self._decode_limited)} if self._decode_limited else {}),
                       **({"streaming": self.streaming or req.stream} if self.streaming != req.stream else {})},
             parse_errors=facts.parse_errors + (1 if req.error else 0),
             # The proxy's own refusal (a gate: budgets, model policy) first, else the cause the transport knows.

@@ -56,6 +56,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from aigw_proxy.fsutil import fsync_dir
+
 log = logging.getLogger(__name__)
 
 CA_FILE = "mitmproxy-ca.pem"  # the only file mitmproxy reads; the "mitmproxy" basename is fixed
@@ -461,7 +463,7 @@ def _write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> bool:
                 if os.path.lexists(path):  # no hard links on this filesystem: check, then rename
                     return False
                 os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     except OSError as e:
         raise CAError(f"cannot write {path}: {e.strerror or e}") from None
@@ -470,19 +472,6 @@ def _write_file(path: Path, data: bytes, mode: int, *, replace: bool) -> bool:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_public_cert(confdir: Path, certs: list[x509.Certificate]) -> None:

@@ -21,6 +21,7 @@ from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconf
 from mitmproxy.master import Master
 
 from aigw_proxy.addons.auth import TokenAuth
+from aigw_proxy.addons.connect_timeout import UpstreamConnectTimeout
 from aigw_proxy.addons.inflight import InFlight
 from aigw_proxy.addons.intercept import Interceptor
 from aigw_proxy.addons.readiness import Readiness
@@ -193,7 +194,8 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     sockets = ResponsesSocket(submit, obs.tracer, capturing)
     interceptor = Interceptor(submit, obs.tracer, upstream_idle_timeout=settings.upstream_idle_timeout,
                               capturing=capturing)
-    master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *gates, *mon.gates,
+    connect_timeout = UpstreamConnectTimeout(settings.upstream_connect_timeout, router, mon.metrics)
+    master.addons.add(AigwAddons(TokenAuth(authenticator), router, connect_timeout, inflight, *gates, *mon.gates,
                                  interceptor, sockets, mon.proxy_metrics))
     master.addons.add(*mitmproxy_builtins())
     trust = _upstream_trust(settings)

@@ -20,6 +20,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aigw_proxy.fsutil import fsync_dir
 from aigw_proxy.storage.errors import StorageError
 
 MAX_REPORTED = 100  # problems listed at most
@@ -104,7 +105,7 @@ def backup_database(source: Path, target: Path) -> BackupResult:
         if not check.ok:
             raise StorageError(f"the backup failed its integrity check: {'; '.join(check.problems[:5])}")
         os.link(partial, target)  # fails rather than overwrite a file made meanwhile
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"cannot back up {source}: {exc}") from exc
     except FileExistsError:
@@ -118,16 +119,3 @@ def backup_database(source: Path, target: Path) -> BackupResult:
             pass
     check.path = target
     return BackupResult(source, target, target.stat().st_size, time.monotonic() - began, check)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

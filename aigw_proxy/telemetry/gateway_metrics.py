@@ -86,6 +86,10 @@ class GatewayMetrics:
             m.tool_selections.labels(o.provider, model, call.name).inc()
         if ev.parse_errors:
             m.parse_errors.labels(o.provider, o.api).inc(ev.parse_errors)
+        limited = ev.metadata.get("decompression_limit")
+        if isinstance(limited, dict):
+            for body in limited:
+                m.decompression_limited.labels(o.provider, o.api, str(body)).inc()
 
     def _name_initiator(self, user_id: str, username: str) -> None:
         """One `initiator_info` series per initiator, so a join on initiator_id stays one-to-one on a rename."""

@@ -177,9 +177,17 @@ class Metrics:
         # -- ours
         self.parse_errors = Counter(OWN + "parse_errors_total", "Request or response parts that could not be parsed.",
                                     ["provider", "api"], registry=r)
+        self.decompression_limited = Counter(OWN + "decompression_limit_exceeded_total",
+                                             "Compressed request or response bodies that decompress to more than "
+                                             "the parse limit (decompression bombs): relayed untouched, parsed no "
+                                             "further.", ["provider", "api", "body"], registry=r)
         self.ttfb = Histogram(OWN + "time_to_first_byte_seconds",
                               "From a decrypted request's headers to the upstream's response headers.",
                               ["provider"], buckets=TTFB_BUCKETS, registry=r)
+        self.connect_timeouts = Counter(OWN + "upstream_connect_timeouts_total",
+                                        "Upstream connections not made within --upstream-connect-timeout, by type "
+                                        "(mitm: a decrypted provider host, tunneled, plain: a proxied request).",
+                                        ["type"], registry=r)
         self.shadow_ai = Counter(OWN + "shadow_ai_connects_total",
                                  "Tunnelled CONNECTs to hosts that look like AI endpoints but are not configured.",
                                  ["host"], registry=r)
@@ -224,8 +232,9 @@ class Metrics:
         for hot in (self.connect_sessions, self.mitm_requests, self.inflight_mitm, self.mitm_responses,
                     self.interceptions, self.interceptions_inflight, self.interceptions_duration, self.passthrough,
                     self.prompts, self.tokens, self.tool_selections, self.parse_errors, self.ttfb, self.shadow_ai,
-                    self.redactions, self.unpriced_records, self.cost, self.cost_blocked_requests,
-                    self.cost_enforcement_duration, self.limited_requests, self.model_denied):
+                    self.decompression_limited, self.redactions, self.unpriced_records, self.cost,
+                    self.cost_blocked_requests, self.cost_enforcement_duration, self.limited_requests,
+                    self.model_denied):
             _cache_children(hot)
         self._recorder = _RecorderCollector()
         r.register(self._recorder)

@@ -10,6 +10,7 @@ from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.test import taddons, tflow, tutils
 
+from aigw_proxy.addons.connect_timeout import connect_timeout_message
 from aigw_proxy.addons.intercept import SHUTDOWN_MESSAGE, TICK, Interceptor, failure_cause
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, InterceptionUsage, RecordEvent
 from tests.support.flows import STREAM, model_call
@@ -101,3 +102,15 @@ def test_failure_causes() -> None:
     assert failure_cause(flow, stopping=True) == (SHUTDOWN_MESSAGE, None)
     assert failure_cause(flow, cut_after=300.2) == ("upstream sent nothing for 300 s (--upstream-idle-timeout)",
                                                     "timeout")
+
+
+def test_a_connect_that_timed_out_is_a_timeout() -> None:
+    """A model call whose (re)connect inside its tunnel hit --upstream-connect-timeout: `timeout`, with the text
+    the client's 502 carries."""
+    flow = model_call()
+    flow.server_conn.timestamp_tcp_setup = None
+    message = connect_timeout_message(("127.0.0.1", 443), 10)
+    flow.error = tflow.terr(message)
+    assert failure_cause(flow) == (message, "timeout")
+    assert message == ("upstream connect timed out: 127.0.0.1:443 did not answer within 10 s "
+                       "(--upstream-connect-timeout)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 from aigw_proxy.intercept.interception import MAX_PARSED_BODY, Interception
 from aigw_proxy.policy.providers import Api, builtin_providers
@@ -118,3 +119,68 @@ def test_oversized_non_streamed_body_is_not_buffered() -> None:
     assert ix._body is not None and len(ix._body) == 0  # memory stays bounded
     end = ix.finish()
     assert end is not None and end.status == "completed"
+
+
+def gzip_bomb(prefix: bytes, padding_line: bytes, decoded: int) -> bytes:
+    """`prefix` then `padding_line` repeated up to `decoded` bytes, gzipped (a few hundred KB)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [z.compress(prefix)]
+    block = padding_line * (1024 * 1024 // len(padding_line))
+    for _ in range(decoded // len(block)):
+        out.append(z.compress(block))
+    return b"".join([*out, z.flush()])
+
+
+def test_a_request_that_decompresses_past_the_limit_is_not_parsed() -> None:
+    ix, events = call()
+    bomb = gzip_bomb(REQUEST[:-1] + b', "pad": "', b" " * 1024, MAX_PARSED_BODY + 16 * 1024 * 1024)
+    assert len(bomb) < MAX_PARSED_BODY // 100
+    ix.request_received(bomb, "gzip")
+    ix.parse_request()
+    ix.response_started(200, "application/json", None)
+    ix.response_chunk(json.dumps(anthropic_message("msg_rb", "claude-x", [], anthropic_usage(2, 1))).encode())
+    end = ix.finish()
+    start = events[0]
+    assert isinstance(start, InterceptionStarted) and start.model == "unknown"
+    assert end is not None and end.status == "completed" and end.parse_errors == 1
+    assert end.metadata["decompression_limit"] == {"request_body": MAX_PARSED_BODY}
+    assert end.metadata["truncated"] == {"request_body": MAX_PARSED_BODY}
+    assert end.token_usages[0].output_tokens == 1  # the response is recorded as usual
+
+
+def test_a_response_that_decompresses_past_the_limit_is_relayed_not_parsed() -> None:
+    ix, _ = call()
+    ix.request_received(REQUEST, None)
+    bomb = gzip_bomb(b'{"id": "msg_b", "pad": "', b" " * 1024, MAX_PARSED_BODY + 16 * 1024 * 1024)
+    ix.response_started(200, "application/json", "gzip")
+    for i in range(0, len(bomb), 16 * 1024):
+        ix.response_chunk(bomb[i:i + 16 * 1024])
+    assert ix._body is not None and len(ix._body) == 0  # nothing decoded is held
+    end = ix.finish()
+    assert end is not None and end.status == "completed" and end.parse_errors == 1
+    assert end.metadata["decompression_limit"] == {"response_body": MAX_PARSED_BODY}
+    assert end.metadata["truncated"] == {"response_body": MAX_PARSED_BODY}
+
+
+def test_a_stream_that_decompresses_past_the_limit_keeps_what_it_showed_first() -> None:
+    ix, _ = call()
+    ix.request_received(REQUEST, None)
+    first = b"".join(anthropic_stream("msg_sb", "claude-x", [], anthropic_usage(7, 1)).chunks[:1])  # message_start
+    bomb = gzip_bomb(first, b": " + b"p" * 4093 + b"\n", MAX_PARSED_BODY + 16 * 1024 * 1024)
+    ix.response_started(200, "text/event-stream", "gzip")
+    for i in range(0, len(bomb), 16 * 1024):
+        ix.response_chunk(bomb[i:i + 16 * 1024])
+    end = ix.finish()
+    assert end is not None and end.status == "completed" and end.error is None
+    assert end.token_usages[0].input_tokens == 7  # the usage its first event showed
+    assert end.parse_errors == 1
+    assert end.metadata["decompression_limit"] == {"response_body": MAX_PARSED_BODY}
+
+
+def test_a_stream_past_the_limit_whose_connection_broke_is_still_failed() -> None:
+    ix, _ = call()
+    ix.request_received(REQUEST, None)
+    ix.response_started(200, "text/event-stream", "gzip")
+    ix.response_chunk(gzip_bomb(b"", b": " + b"p" * 4093 + b"\n", MAX_PARSED_BODY + 1024 * 1024))
+    end = ix.finish("server closed connection", "upstream_reset")
+    assert end is not None and end.status == "failed" and end.error_type == "upstream_reset"

@@ -122,3 +122,21 @@ def test_the_parsers_are_pure() -> None:
     for name in parsers:
         outside = {m for m in g[name] if not m.startswith(("aigw_proxy.intercept.parsing", "aigw_proxy.recording"))}
         assert outside == set(), f"{name} imports {outside}"
+
+
+def test_shared_file_helpers_live_in_one_leaf_module() -> None:
+    """`aigw_proxy.fsutil` is the one home of the file-system helpers the CA store and the database tools share:
+    it imports nothing of ours (any package may use it), and no other module keeps its own copy."""
+    g = graph()
+    assert g["aigw_proxy.fsutil"] == set()
+    helpers = {node.name for node in ast.walk(ast.parse(modules()["aigw_proxy.fsutil"].read_text()))
+               if isinstance(node, ast.FunctionDef)}
+    copies = [
+        f"{name}.{node.name}"
+        for name, path in modules().items() if name != "aigw_proxy.fsutil"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name.lstrip("_") in helpers
+    ]
+    assert copies == []
+    assert {"aigw_proxy.proxy.ca", "aigw_proxy.storage.maintenance"} <= {n for n, deps in g.items()
+                                                                        if "aigw_proxy.fsutil" in deps}
