@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import click
 from aigw_proxy.cli.common import database_settings, fail, run_async, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.ops_options import Duration, ops_options
-from aigw_proxy.config.settings import REDACTION_MODES, ConfigError, Settings, load_file_config, parse_hostport
+from aigw_proxy.config.settings import (
+    REDACTION_MODES,
+    ConfigError,
+    Settings,
+    load_file_config,
+    parse_hostport,
+    parse_workers,
+)
 from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_BYTES
 
@@ -66,15 +74,19 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--rate-limit", envvar="AIGW_RATE_LIMIT", type=click.FloatRange(0), default=0, show_default=True,
               help="Requests per second per proxy token on provider hosts; beyond it 429 with Retry-After. 0: no "
               "limit. [[limits]] in the config sets it per user.")
+@click.option("--workers", envvar="AIGW_WORKERS", default=None, metavar="N|auto",
+              help="Proxy processes serving the listen address, under a supervisor that restarts them; auto: one "
+                   "per CPU. Default: the config file's `workers`, else 1 (a single process).")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
         upstream_idle_timeout: float, spool_max_mb: int, max_concurrency: int, rate_limit: float,
-        metrics_initiator_label: bool, circuit_breaker: BreakerConfig) -> None:
+        metrics_initiator_label: bool, circuit_breaker: BreakerConfig, workers: str | None) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
+    from aigw_proxy.proxy.workers import supervise
     from aigw_proxy.telemetry.log_setup import configure_logging
 
     os.umask(0o077)  # whatever the daemon writes (database, CA, spool) is private to its user
@@ -102,10 +114,15 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             spool_max_bytes=spool_max_mb * 1024 * 1024,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
+            workers=parse_workers(workers) if workers is not None else None,
             **database_settings(),
         )
         settings.database  # noqa: B018 - an invalid --database-url fails here, before anything starts
-        run_async(serve(settings))
+        if settings.worker_count == 1:
+            run_async(serve(settings))
+        else:
+            sys.exit(run_async(supervise(settings, settings.worker_count, log_level=log_level,
+                                         log_format=log_format.lower())))
     except (ConfigError, DaemonError) as exc:
         fail(str(exc))
 

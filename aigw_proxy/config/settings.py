@@ -52,6 +52,20 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
     return host or "0.0.0.0", p
 
 
+def parse_workers(value: str | int, what: str = "--workers") -> int:
+    """A worker count: a number >= 1, or `auto` for the CPUs this process may run on."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        return max(1, len(cpus))
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number >= 1 or auto, not {value!r}") from None
+    if n < 1:
+        raise ConfigError(f"{what} must be a number >= 1 or auto, not {value!r}")
+    return n
+
+
 @dataclass(slots=True)
 class FileConfig:
     """What the TOML file may set."""
@@ -66,13 +80,14 @@ class FileConfig:
     budgets: tuple[Budget, ...] = ()  # `[[budgets]]` (spend/budgets.py); the database's replace them per scope
     limits: tuple[UserLimits, ...] = ()  # `[[limits]]`: per-user rate limits and concurrency caps (spend/limits.py)
     model_policy: tuple[PolicyRule, ...] = ()  # `[[model_policy]]` (spend/policy.py)
+    workers: int | None = None  # `workers`: proxy processes (proxy/workers.py); --workers / AIGW_WORKERS win
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
 _TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction",
-             "prices", "budgets", "limits", "model_policy"}
+             "prices", "budgets", "limits", "model_policy", "workers"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 _REDACTION_KEYS = {"mode", "max_field_bytes", "allow", "patterns"}
 _PATTERN_KEYS = {"name", "regex", "keywords"}
@@ -143,6 +158,10 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
             cfg.model_policy = parse_model_policy(raw["model_policy"])
     except (BudgetError, LimitsError, PolicyError) as exc:
         raise ConfigError(str(exc)) from None
+    if "workers" in raw:
+        if isinstance(raw["workers"], bool) or not isinstance(raw["workers"], int | str):
+            raise ConfigError("workers must be a number >= 1 or \"auto\"")
+        cfg.workers = parse_workers(raw["workers"], "workers")
     cfg.providers = merge_providers(raw.get("providers", []))
     try:
         cfg.provider_table()
@@ -260,6 +279,12 @@ class Settings:
     max_field_bytes: int | None = None  # --max-field-bytes; None: the config file's, else 256 KiB
     max_concurrency: int = 0  # requests in flight on provider hosts; 0 = no cap (spend/limits.py)
     rate_limit: float = 0.0  # requests per second per proxy token on provider hosts; 0 = no limit
+    workers: int | None = None  # --workers / AIGW_WORKERS; None: the config file's, else 1 (one process)
+
+    @property
+    def worker_count(self) -> int:
+        """Proxy processes: 1 runs the daemon as one process (no supervisor), as before workers existed."""
+        return self.workers or self.file.workers or 1
 
     @property
     def redaction(self) -> RedactionConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from aigw_proxy.proxy.ca import CAError, ensure_ca
 from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
 from aigw_proxy.proxy.record_exports import setup as setup_observability
+from aigw_proxy.proxy.worker_control import WorkerControl, WorkerRole, serve_on_socket, worker_spool_path
 from aigw_proxy.recording.recorder import Recorder
 from aigw_proxy.redaction.engine import Redactor
 from aigw_proxy.redaction.records import RecordPolicy
@@ -65,7 +67,10 @@ def _upstream_trust(settings: Settings) -> str | None:
     if extra is None:
         return None
     bundle = settings.data_dir / "upstream-trust.pem"
-    bundle.write_text(Path(certifi.where()).read_text() + "\n" + extra.read_text())
+    # Written whole then renamed: with worker processes, another worker may be reading the file meanwhile.
+    part = bundle.with_name(f"{bundle.name}.{os.getpid()}.part")
+    part.write_text(Path(certifi.where()).read_text() + "\n" + extra.read_text())
+    part.replace(bundle)
     return str(bundle)
 
 
@@ -85,7 +90,7 @@ class Running:
     db: Database
     writer: RecordWriter
     recorder: Recorder
-    admin: AdminServer
+    admin: AdminServer | WorkerControl  # a worker process serves its supervisor instead (workers.py)
     inflight: InFlight
     router: ProviderRouter
     proxy_addr: tuple[str, int]
@@ -98,7 +103,10 @@ class Running:
     sockets: ResponsesSocket | None = None
 
 
-async def start(settings: Settings) -> Running:
+async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Running:
+    """Start the daemon; with `worker`, as one of the supervisor's worker processes (proxy/workers.py): on the
+    listening socket it inherited, with no admin listener (the supervisor's serves the whole daemon), answering the
+    supervisor's health and metrics reads on `worker.control_path`."""
     try:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         settings.data_dir.chmod(0o700)  # private whatever the umask, or however it was made
@@ -116,14 +124,21 @@ async def start(settings: Settings) -> Running:
     # The price data loads in ~0.5 s: off the loop, before the writer prices its first row.
     log.info("pricing token usage with genai-prices %s and %d [[prices]] table(s)",
              await asyncio.to_thread(library_version), len(settings.file.prices))
-    # The spool of a failing database's backlog lives beside the SQLite file, or in the data directory.
-    spool = None if db.path is not None else settings.data_dir / "aigw-proxy-spool.jsonl"
+    # The spool of a failing database's backlog lives beside the SQLite file, or in the data directory; each
+    # worker process has its own.
     writer = RecordWriter(db, spool_max_bytes=settings.spool_max_bytes, pricer=Pricer(settings.file.prices),
-                          spool_path=spool)
+                          spool_path=worker_spool_path(db.path, settings.data_dir, worker.index if worker else 0))
     writer.start()
     recorder = Recorder(writer)
     obs = setup_observability(settings, writer)  # structured record logs, traces: only what settings ask for
-    admin = AdminServer(settings.admin_listen, settings.metrics_listen)
+    admin: AdminServer | WorkerControl
+    if worker is None:
+        admin = AdminServer(settings.admin_listen, settings.metrics_listen)
+        listen = settings.listen
+    else:
+        admin = WorkerControl(worker)
+        serve_on_socket(worker.sock)  # mitmproxy's regular mode accepts on the supervisor's socket
+        listen = worker.sock.getsockname()[:2]
     try:
         admin.bind()  # served once the proxy runs (admin/server.py); bound now so a taken port fails at once
     except AdminBindError as exc:
@@ -132,8 +147,8 @@ async def start(settings: Settings) -> Running:
         raise DaemonError(str(exc)) from None
 
     opts = options.Options(
-        listen_host=settings.listen[0],
-        listen_port=settings.listen[1],
+        listen_host=listen[0],
+        listen_port=listen[1],
         confdir=str(settings.confdir),
         mode=["regular"],
         ssl_insecure=False,
@@ -200,22 +215,32 @@ async def start(settings: Settings) -> Running:
     if access.token is None and not access.public and not admin.metrics_loopback():
         log.warning("/metrics is not served on a non-loopback listener without --metrics-token (scrapes get 403); "
                     "set a token, or --metrics-public to serve it to anyone who can reach it")
-    ctx = AdminContext(running.health, mon.metrics, access, admin.limits,
-                       console=ConsoleSettings(proxy_address=f"{addrs[0][0]}:{addrs[0][1]}"))
-    if mon.controls is not None:
-        ctx.config_budgets = mon.controls.config_budgets  # the REST API lists them beside the database's
     try:
-        await admin.start(ctx, settings.database, settings.confdir)  # its own thread, off the proxy loop
+        if isinstance(admin, WorkerControl):
+            await admin.start(running.health, mon.metrics, running.monitoring)
+        else:
+            ctx = AdminContext(running.health, mon.metrics, access, admin.limits,
+                               console=ConsoleSettings(proxy_address=f"{addrs[0][0]}:{addrs[0][1]}"))
+            if mon.controls is not None:
+                ctx.config_budgets = mon.controls.config_budgets  # the REST API lists them beside the database's
+            await admin.start(ctx, settings.database, settings.confdir)  # its own thread, off the proxy loop
     except BaseException:
         await stop(running, 0)
         raise
-    # Retention (with a window) and the database's upkeep (PostgreSQL: partitions ahead), once per cluster.
-    running.retention = RetentionLoop(db, settings.retention)
-    running.retention.start()
+    # Retention (with a window) and the database's upkeep (PostgreSQL: partitions ahead), once per cluster; with
+    # worker processes, the first one does it for all.
+    if worker is None or worker.index == 0:
+        running.retention = RetentionLoop(db, settings.retention)
+        running.retention.start()
     # Start-up leaves ~150k long-lived objects (mitmproxy, SQLAlchemy, OpenTelemetry…); without this every full
     # collection walks them all, pausing relaying for ~150 ms under load. Freeze them out of future collections.
     gc.collect()
     gc.freeze()
+    if worker is not None:
+        log.info("worker %d (pid %d) serving %s:%d", worker.index, os.getpid(), *addrs[0],
+                 extra={"event": "worker_started", "worker": worker.index, "pid": os.getpid()})
+        return running
+    assert isinstance(admin, AdminServer)
     metrics_addr = admin.metrics_address
     log.info("proxy listening on %s:%d, admin on %s:%d%s", *addrs[0], *admin.address,
              f", metrics on {metrics_addr[0]}:{metrics_addr[1]}" if metrics_addr else "")

@@ -56,6 +56,25 @@ def proc_cpu_s(pid: int, stat: str | None = None) -> float:
     return _ticks_cpu_s(stat or f"/proc/{pid}/stat")
 
 
+def child_pids(pid: int) -> list[int]:
+    """A process's children (Linux /proc/PID/task/TID/children), e.g. a `--workers` supervisor's workers."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                out += [int(x) for x in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU-seconds of a process and all its descendants alive now (a supervisor and its worker processes)."""
+    return proc_cpu_s(pid) + sum(tree_cpu_s(child) for child in child_pids(pid))
+
+
 def proc_main_thread_cpu_s(pid: int) -> float:
     """CPU of the main thread (the event loop) alone; the rest of proc_cpu_s is other threads (aiosqlite, …)."""
     try:

@@ -100,15 +100,15 @@ class Profile:
     fleet_reps: int = 2
     newconn_warm: int = 5
     newconn_n: int = 100  # new connections per rep
+    workers_n: int = 2  # the workers case: aigw with `--workers 1` against `--workers workers_n`
 
 
 QUICK = Profile(reps=1, tput_warm=40, tput_n=300, lat_warm=20, lat_n=100, sse_conns=1, sse_calls=3,
                 mem_warm=200, mem_calls=1000, mem_every=250, mem_baseline=False, stream_calls=2,
                 fleet_sizes=(20,), fleet_events=60, fleet_reps=1, newconn_n=30)
 
-# Every case, in the order they run; `--only` picks some. A workers-scaling case (1 vs N `--workers`) is to be
-# added here and in bench/proxy/phases.py.
-PHASES = ("tput", "latency", "sse", "stream", "fleet", "newconn", "memory")
+# Every case, in the order they run; `--only` picks some.
+PHASES = ("tput", "latency", "sse", "stream", "fleet", "newconn", "workers", "memory")
 
 
 def file_exists(path: Path) -> bool:
@@ -151,6 +151,7 @@ class Results:
     fleet: dict[int, dict[str, list[dict]]] = field(default_factory=dict)  # connections -> target -> reps
     newconn: dict[str, list[dict]] = field(default_factory=dict)  # target -> reps
     extra_db: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # other aigw: (calls, counts)
+    workers: dict[str, list[dict]] = field(default_factory=dict)  # aigw-w1, aigw-wN -> reps
 
 
 class Bench:
@@ -495,6 +496,10 @@ class Bench:
             starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-rsa", rsa_ca=True))
         if self.baseline is not None:
             starts.append(self.start_aigw(standin_port, upstream_ca, name="aigw-base", checkout=self.baseline))
+        if "workers" in self.phases:
+            for n in (1, self.p.workers_n):
+                starts.append(self.start_aigw(standin_port, upstream_ca, name=f"aigw-w{n}",
+                                              extra_args=("--workers", str(n))))
         direct = Target("direct", {"mode": "direct", "port": standin_port, "ca": str(upstream_ca)})
         targets = [direct, *await asyncio.gather(*starts)]
         self.targets = {t.name: t for t in targets}
@@ -504,7 +509,7 @@ class Bench:
         return [self.targets[n] for n in names if n in self.targets]
 
     async def main(self) -> Results:
-        from bench.proxy.phases import phase_fleet, phase_newconn, phase_stream
+        from bench.proxy.phases import phase_fleet, phase_newconn, phase_stream, phase_workers
 
         try:
             targets = await self.start_targets()
@@ -534,6 +539,8 @@ class Bench:
             if "newconn" in self.phases:
                 await phase_newconn(self, self.pick("direct", "mitmdump", "mitm-min", "aigw-rsa", "aigw",
                                                     "aigw-base"))
+            if "workers" in self.phases:
+                await phase_workers(self, self.pick("aigw-w1", f"aigw-w{self.p.workers_n}"))
             if "memory" in self.phases:
                 await self.phase_memory(aigw)
                 if self.p.mem_baseline:

@@ -10,13 +10,19 @@
           TLS with the upstream, one non-streamed call, close. CPU per new connection and latency p50/p95.
 
 Each case runs its targets interleaved, rep after rep, so drift and other load hit every target alike; the
-report shows medians and ranges. (A workers-scaling case, 1 vs N `--workers`, belongs here too: it would start
-aigw with `Bench.start_aigw(..., extra_args=("--workers", N))` and compare calls per CPU-second.)
+report shows medians and ranges.
+
+* workers aigw with `--workers 1` and with `--workers N` (`Profile.workers_n`), each with a database of its own,
+          the throughput case's load (`conns` keep-alive connections, `tput_n` non-streamed calls per rep, the
+          recorder drained before the rep ends): calls per second relayed and recorded, and calls per CPU-second
+          of the supervisor and all its workers (goal: N workers >= 0.85 x one worker's).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from bench.proxy.measure import tree_cpu_s
 
 if TYPE_CHECKING:
     from bench.proxy.orchestrator import Bench, Target
@@ -97,3 +103,27 @@ async def phase_newconn(b: Bench, targets: list[Target]) -> None:
             print(f"  new conn rep {rep + 1}/{p.reps} {t.name:9}: p50 {1000 * tot[len(tot) // 2]:.1f} ms, "
                   f"p95 {1000 * tot[int(0.95 * (len(tot) - 1))]:.1f} ms{cpu}", flush=True)
 
+
+
+async def phase_workers(b: Bench, targets: list[Target]) -> None:
+    p = b.p
+    for t in targets:
+        b.res.workers[t.name] = []
+    for rep in range(p.reps):
+        for t in targets:  # interleaved, so drift hits both alike
+            assert t.pid is not None
+            sid = f"workers-{rep}-{t.name}"
+            await b.session(t, sid, p.conns)
+            await b.run(t, sid, p.tput_warm, False)
+            cpu0 = tree_cpu_s(t.pid)
+            r = await b.measured(t, max(60.0, p.tput_n / 20) + 30, op="run", sid=sid, n=p.tput_n, stream=False,
+                                 limit_s=max(60.0, p.tput_n / 20))
+            r["tree_cpu_s"] = tree_cpu_s(t.pid) - cpu0  # the supervisor and every worker
+            await b.cmd(op="close", sid=sid)
+            r.pop("lat", None)
+            r["srps"] = r["ok"] / (r["elapsed"] + r["drain_s"])
+            r["per_cpu_s"] = r["ok"] / max(1e-9, r["tree_cpu_s"])
+            b.res.workers[t.name].append(r)
+            print(f"  workers rep {rep + 1}/{p.reps} {t.name:9}: {r['srps']:6.0f} calls/s relayed+recorded, "
+                  f"{r['per_cpu_s']:6.0f} calls per CPU-second ({r['tree_cpu_s']:.1f} CPU-s over "
+                  f"{r['elapsed'] + r['drain_s']:.1f} s)", flush=True)

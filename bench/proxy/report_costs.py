@@ -36,6 +36,8 @@ def report_costs(b: Bench, goals: list[Goal]) -> None:
         _fleet(b)
     if b.res.newconn:
         _newconn(b, goals)
+    if b.res.workers:
+        _workers(b, goals)
 
 
 def _stream(b: Bench, goals: list[Goal]) -> None:
@@ -132,3 +134,24 @@ def _newconn(b: Bench, goals: list[Goal]) -> None:
     if "aigw" in cpu_med and ref in cpu_med:
         r = cpu_med["aigw"] / cpu_med[ref]
         goals.append((f"CPU per new connection <= 0.5x {ref}'s", f"{r:.2f}x", "", r <= 0.5, None))
+
+
+def _workers(b: Bench, goals: list[Goal]) -> None:
+    p, res = b.p, b.res.workers
+    one, many = "aigw-w1", f"aigw-w{p.workers_n}"
+    print(f"\nWorker processes: --workers 1 vs --workers {p.workers_n}, {p.conns} keep-alive connections, "
+          f"{p.tput_n} non-streamed calls per rep, {p.reps} rep(s), recorder drained; median [min-max]")
+    print("  (the load generator, the stand-in and the proxies share this machine's cores: how far throughput scales "
+          "depends on the cores left free, and the figures are noisy on a shared machine)")
+    print(f"  {'':10}{'calls/s relayed+recorded':>28}{'calls per CPU-second':>26}{'CPU-s per rep':>18}")
+    for name in (one, many):
+        reps = res.get(name, [])
+        print(f"  {name:10}{spread([x['srps'] for x in reps], '.0f'):>28}"
+              f"{spread([x['per_cpu_s'] for x in reps], '.0f'):>26}"
+              f"{spread([x['tree_cpu_s'] for x in reps], '.2f'):>18}")
+    if res.get(one) and res.get(many):
+        eff = _median(res[many], lambda x: x["per_cpu_s"]) / _median(res[one], lambda x: x["per_cpu_s"])
+        tput = _median(res[many], lambda x: x["srps"]) / _median(res[one], lambda x: x["srps"])
+        print(f"  {many} / {one}: calls per CPU-second {eff:.2f} x, throughput {tput:.2f} x")
+        goals.append((f"calls per CPU-second, {p.workers_n} workers >= 0.85 x one", f"{eff:.2f}", "", eff >= 0.85,
+                      None))
