@@ -32,6 +32,7 @@ from mitmproxy.http import Headers
 
 from aigw_proxy.addons.auth import INITIATOR
 from aigw_proxy.addons.routing import PROVIDER
+from aigw_proxy.capture.raw import Capturing
 from aigw_proxy.intercept.interception import Interception, Submit
 from aigw_proxy.policy.providers import Provider
 
@@ -130,8 +131,10 @@ class _Tee:
 
 class Interceptor:
     def __init__(self, submit: Submit, tracer: Tracer | None = None, *,
-                 upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT) -> None:
+                 upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+                 capturing: Capturing | None = None) -> None:
         self.submit = submit
+        self.capturing = capturing  # `--capture-bodies`: None when off
         self.tracer = tracer  # None: tracing off, nothing is created per call
         self.upstream_idle_timeout = upstream_idle_timeout  # 0: off
         self.stopping = False  # set by the daemon before it cuts the calls left after the shutdown grace
@@ -152,10 +155,12 @@ class Interceptor:
             # Gemini also takes its key as `?key=`: classify and mask it like the header. The query string itself
             # is never recorded (`route` is the bare path).
             headers["x-goog-api-key"] = flow.request.query["key"]
-        flow.metadata[INTERCEPTION] = Interception(
+        ix = flow.metadata[INTERCEPTION] = Interception(
             api=api, provider=provider, initiator=initiator, headers=headers, route=path, submit=self.submit,
-            tracer=self.tracer,
+            tracer=self.tracer, capturing=self.capturing,
         )
+        if ix.capture is not None:
+            ix.capture.method = flow.request.method
 
     def request(self, flow: http.HTTPFlow) -> None:
         ix: Interception | None = flow.metadata.get(INTERCEPTION)
@@ -184,6 +189,8 @@ class Interceptor:
             flow.response.stream = True  # passthrough: relay as it arrives
             return
         h = flow.response.headers
+        if ix.capture is not None:
+            ix.capture.response_headers = header_map(h)
         ix.response_started(flow.response.status_code, h.get("content-type", ""), h.get("content-encoding"))
         watch = self._watched.get(flow.id)
         if watch is not None:

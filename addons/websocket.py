@@ -18,6 +18,7 @@ from mitmproxy.websocket import WebSocketData
 from aigw_proxy.addons.auth import INITIATOR
 from aigw_proxy.addons.intercept import header_map
 from aigw_proxy.addons.routing import PROVIDER
+from aigw_proxy.capture.raw import Capturing
 from aigw_proxy.intercept.interception import Interception, Submit
 from aigw_proxy.policy.providers import Api, Provider
 from aigw_proxy.recording.records import Initiator
@@ -89,9 +90,10 @@ def is_websocket_upgrade(flow: http.HTTPFlow) -> bool:
 class ResponsesSocket:
     """Named so as not to clash with mitmproxy's own addons (addon names are the lower-cased class name)."""
 
-    def __init__(self, submit: Submit, tracer: Tracer | None = None) -> None:
+    def __init__(self, submit: Submit, tracer: Tracer | None = None, capturing: Capturing | None = None) -> None:
         self.submit = submit
         self.tracer = tracer
+        self.capturing = capturing  # `--capture-bodies`: None when off
         self._live: dict[str, _SocketFeed] = {}  # by flow id: sockets still open, closed on shutdown
 
     @property
@@ -108,11 +110,11 @@ class ResponsesSocket:
         if not records_socket(provider, path):
             return  # another socket on a provider host: relayed untouched, not recorded
         headers = header_map(flow.request.headers)
-        submit, tracer = self.submit, self.tracer
+        submit, tracer, capturing = self.submit, self.tracer, self.capturing
 
         def new_interception() -> Interception:
             return Interception(api=Api.OPENAI_RESPONSES, provider=provider, initiator=initiator, headers=headers,
-                                route=path, submit=submit, transport="websocket", tracer=tracer)
+                                route=path, submit=submit, transport="websocket", tracer=tracer, capturing=capturing)
 
         feed = _SocketFeed(SocketTurns(new_interception))
         flow.metadata[SOCKET] = feed

@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--fleet-gap-ms", type=int, help="fleet case: upstream cadence in ms (default 20)")
     ap.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--stream-calls", type=int, help="stream case: calls per connection and rep (default 6)")
+    ap.add_argument("--newconn-n", type=int, help="newconn case: new connections per rep (default 100)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database) for inspection")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -93,6 +94,8 @@ def main() -> int:
         prof.stream_calls = args.stream_calls
     if args.fleet_sizes:
         prof.fleet_sizes = tuple(int(x) for x in args.fleet_sizes.split(","))
+    if args.newconn_n:
+        prof.newconn_n = args.newconn_n
     if args.fleet_gap_ms:
         prof.fleet_gap_ms = args.fleet_gap_ms
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-"))

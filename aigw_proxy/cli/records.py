@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from aigw_proxy.cli.common import print_json, storage_call, storage_options
+from aigw_proxy.cli.common import fail, print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.remote import api_get, remote_options, search_query
 
@@ -84,3 +84,62 @@ def interceptions_list(after_id: str | None, url: str | None, token: str | None,
 
     flt = local_filter(terms)
     print_json(storage_call(data_dir, lambda db: list_interceptions(db, flt, limit=kw["limit"], after_id=after_id)))
+
+
+@interceptions.command("capture")
+@click.argument("interception_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the capture as the REST API returns it.")
+@click.option("--body", type=click.Choice(["request", "response"]), default=None,
+              help="Print only this body, as stored (for a pipe: `| jq .`).")
+@remote_options
+@storage_options
+def interceptions_capture(interception_id: str, as_json: bool, body: str | None, url: str | None,
+                          token: str | None, data_dir: Path) -> None:
+    """Print an interception's raw capture (recorded with --capture-bodies): headers without credentials, bodies
+    with secrets redacted, sizes and truncation."""
+    if url:
+        import urllib.parse
+
+        found = api_get(url, token, f"/interceptions/{urllib.parse.quote(interception_id, safe='')}/capture", {})
+    else:
+        from aigw_proxy.storage import get_capture
+
+        found = storage_call(data_dir, lambda db: get_capture(db, interception_id))
+        if found is None:
+            fail(f"no capture of interception {interception_id!r} (recorded only with --capture-bodies)")
+    if as_json:
+        print_json(found)
+    elif body is not None:
+        click.echo(found[body]["body"], nl=False)
+    else:
+        click.echo(format_capture(found), nl=False)
+
+
+def _pretty_body(text: str) -> str:
+    import json
+
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def _size_note(part: dict[str, Any], what: str) -> str:
+    if part["truncated"]:
+        return f"[{what}: truncated, {part['stored_bytes']} of {part['size']} bytes kept]"
+    return f"[{what}: {part['size']} bytes]"
+
+
+def format_capture(c: dict[str, Any]) -> str:
+    """A capture as text: the request (`>` lines), then the response (`<` lines), curl -v style."""
+    req, resp = c["request"], c["response"]
+    lines = [f"interception {c['interception_id']} ({c['transport']}, captured {c['created_at']})"]
+    if c["redactions"]:
+        lines.append("redacted: " + ", ".join(f"{k} {n}" for k, n in c["redactions"].items()))
+    lines += ["", f"> {req['method']} {req['route']}", *(f"> {k}: {v}" for k, v in req["headers"].items()), ">"]
+    lines += [_pretty_body(req["body"]), _size_note(req, "request body"), ""]
+    status = resp["status"] if resp["status"] is not None else "(no response)"
+    lines += [f"< {status}" + (" (streamed)" if resp["streamed"] else ""),
+              *(f"< {k}: {v}" for k, v in resp["headers"].items()), "<"]
+    lines += [resp["body"] if resp["streamed"] else _pretty_body(resp["body"]), _size_note(resp, "response body")]
+    return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from aigw_proxy.capture.raw import DEFAULT_CAPTURE_MAX_BYTES, MIN_CAPTURE_MAX_BYTES
 from aigw_proxy.cli.common import database_settings, fail, run_async, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.ops_options import Duration, ops_options
@@ -77,13 +78,21 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--workers", envvar="AIGW_WORKERS", default=None, metavar="N|auto",
               help="Proxy processes serving the listen address, under a supervisor that restarts them; auto: one "
                    "per CPU. Default: the config file's `workers`, else 1 (a single process).")
+@click.option("--capture-bodies/--no-capture-bodies", "capture_bodies", envvar="AIGW_CAPTURE_BODIES", default=None,
+              help="Also store each model call's request and response bodies (credential headers removed, secrets "
+                   "redacted, compressed), for `aigw-proxy interceptions capture ID` and the console. Off by default "
+                   "(the config file's `capture_bodies`).")
+@click.option("--capture-max-bytes", envvar="AIGW_CAPTURE_MAX_BYTES", default=None,
+              type=click.IntRange(MIN_CAPTURE_MAX_BYTES), help="Bytes kept of each captured body; a longer one is "
+              f"cut and marked truncated (default {DEFAULT_CAPTURE_MAX_BYTES}).")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
         shutdown_grace: float, log_level: str, log_format: str, structured_logging: bool, trace: bool,
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
         upstream_idle_timeout: float, spool_max_mb: int, max_concurrency: int, rate_limit: float,
-        metrics_initiator_label: bool, circuit_breaker: BreakerConfig, workers: str | None) -> None:
+        capture_bodies: bool | None, capture_max_bytes: int | None, metrics_initiator_label: bool,
+        circuit_breaker: BreakerConfig, workers: str | None) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.proxy.workers import supervise
@@ -116,6 +125,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             rate_limit=rate_limit,
             workers=parse_workers(workers) if workers is not None else None,
             **database_settings(),
+            capture_bodies=capture_bodies,
+            capture_max_bytes=capture_max_bytes,
         )
         settings.database  # noqa: B018 - an invalid --database-url fails here, before anything starts
         if settings.worker_count == 1:

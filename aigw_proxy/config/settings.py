@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aigw_proxy.capture.raw import DEFAULT_CAPTURE_MAX_BYTES, MIN_CAPTURE_MAX_BYTES
 from aigw_proxy.policy.circuit import BreakerConfig
 from aigw_proxy.policy.providers import Provider, ProviderTable, builtin_providers
 from aigw_proxy.policy.shadow_ai import parse_host_patterns
@@ -81,13 +82,15 @@ class FileConfig:
     limits: tuple[UserLimits, ...] = ()  # `[[limits]]`: per-user rate limits and concurrency caps (spend/limits.py)
     model_policy: tuple[PolicyRule, ...] = ()  # `[[model_policy]]` (spend/policy.py)
     workers: int | None = None  # `workers`: proxy processes (proxy/workers.py); --workers / AIGW_WORKERS win
+    capture_bodies: bool = False  # raw capture of each model call's bodies (capture/), off by default
+    capture_max_bytes: int | None = None  # bytes kept of each captured body; None: DEFAULT_CAPTURE_MAX_BYTES
 
     def provider_table(self) -> ProviderTable:
         return ProviderTable(self.providers)
 
 
 _TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction",
-             "prices", "budgets", "limits", "model_policy", "workers"}
+             "prices", "budgets", "limits", "model_policy", "workers", "capture_bodies", "capture_max_bytes"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 _REDACTION_KEYS = {"mode", "max_field_bytes", "allow", "patterns"}
 _PATTERN_KEYS = {"name", "regex", "keywords"}
@@ -144,6 +147,12 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
             raise ConfigError(str(exc)) from None
     if "redaction" in raw:
         cfg.redaction = parse_redaction(raw["redaction"])
+    if "capture_bodies" in raw:
+        if not isinstance(raw["capture_bodies"], bool):
+            raise ConfigError("capture_bodies must be true or false")
+        cfg.capture_bodies = raw["capture_bodies"]
+    if "capture_max_bytes" in raw:
+        cfg.capture_max_bytes = check_capture_max_bytes(raw["capture_max_bytes"], "capture_max_bytes")
     if "prices" in raw:
         try:
             cfg.prices = parse_price_overrides(raw["prices"])
@@ -215,6 +224,12 @@ def parse_redaction(raw: Any) -> RedactionConfig:
 def check_max_field_bytes(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < MIN_MAX_FIELD_BYTES:
         raise ConfigError(f"{what} must be a whole number of bytes, at least {MIN_MAX_FIELD_BYTES}")
+    return value
+
+
+def check_capture_max_bytes(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_CAPTURE_MAX_BYTES:
+        raise ConfigError(f"{what} must be a whole number of bytes, at least {MIN_CAPTURE_MAX_BYTES}")
     return value
 
 
@@ -301,6 +316,17 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)  # postgresql://…; None: the SQLite file below
     database_pool_size: int = 5  # reader connections per engine (PostgreSQL)
     database_statement_timeout: float = 60.0  # seconds a statement may run (PostgreSQL); 0: no limit
+    capture_bodies: bool | None = None  # --capture-bodies / --no-capture-bodies; None: the config file's (off)
+    capture_max_bytes: int | None = None  # --capture-max-bytes; None: the config file's, else 1 MiB
+
+    @property
+    def capture_enabled(self) -> bool:
+        return self.file.capture_bodies if self.capture_bodies is None else self.capture_bodies
+
+    @property
+    def capture_limit(self) -> int:
+        """Bytes kept of each captured body."""
+        return self.capture_max_bytes or self.file.capture_max_bytes or DEFAULT_CAPTURE_MAX_BYTES
 
     @property
     def database_path(self) -> Path:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from aigw_proxy.capture.raw import CaptureRecord, Capturing, RawCapture
 from aigw_proxy.intercept.clients import classify_client, client_session_id
 from aigw_proxy.intercept.credentials import credential_info
 from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat, openai_responses
@@ -117,6 +118,7 @@ class Interception:
         transport: str = "http",
         tracer: Tracer | None = None,
         subagent_tasks: SubagentTasks | None = SUBAGENT_TASKS,
+        capturing: Capturing | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.api = api
@@ -147,6 +149,12 @@ class Interception:
         self._raw_request: tuple[bytes, str | None] = (b"", None)
         self._usage_reported: list[tuple[object, ...]] = []  # the usage `progress()` last recorded
         self.error_type: str | None = None  # set by a gate that refuses the call itself (budgets, model policy)
+        self._capturing = capturing
+        # `--capture-bodies`: the bodies as relayed, bounded (capture/raw.py); None when off.
+        self.capture: RawCapture | None = (
+            RawCapture(capturing.builder.max_bytes, route=route, transport=transport, request_headers=dict(headers))
+            if capturing is not None else None
+        )
         self.trace: InterceptionTrace | None = (
             tracer.begin(self.id, initiator, provider.type, route) if tracer is not None else None
         )
@@ -169,6 +177,8 @@ class Interception:
         raw, content_encoding = self._raw_request
         self._raw_request = (b"", None)
         body, err = decode_body(raw, content_encoding) if len(raw) <= MAX_PARSED_BODY else (raw, None)
+        if self.capture is not None:
+            self.capture.request.set(body if err is None else raw)
         if len(body) > MAX_PARSED_BODY:
             self._unparsed["request_body"] = len(body)
             facts = RequestFacts(error=f"request body of {len(body)} bytes not parsed (limit {MAX_PARSED_BODY})")
@@ -227,6 +237,8 @@ class Interception:
     # -- response --------------------------------------------------------------------------------------------
     def response_started(self, status_code: int, content_type: str, content_encoding: str | None) -> None:
         self.status_code = status_code
+        if self.capture is not None:
+            self.capture.response_status = status_code
         self._decoder = StreamDecoder(content_encoding)
         if content_type.lower().startswith("text/event-stream"):
             self.streaming = True
@@ -255,6 +267,8 @@ class Interception:
         if self._decoder is None or not chunk:
             return
         data = self._decoder.decode(chunk)
+        if self.capture is not None:
+            self.capture.response.add(data)
         if self._stream is not None:
             self._stream.feed(data)
         elif self._body is not None:
@@ -280,6 +294,17 @@ class Interception:
         if event.get("type") == "error" and isinstance(status, int) and not isinstance(status, bool):
             self.status_code = status  # the HTTP status the provider would have answered with (Codex reads it too)
         self._events.on_event(event)
+
+    def note_request_message(self, data: bytes | str) -> None:
+        """A WebSocket turn's request message as relayed (for the capture)."""
+        if self.capture is not None:
+            self.capture.request.set(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+
+    def note_response_message(self, data: bytes | str) -> None:
+        """A WebSocket turn's server message as relayed (for the capture: one message a line)."""
+        if self.capture is not None:
+            self.capture.response.add(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+            self.capture.response.add(b"\n")
 
     def _response_facts(self) -> ResponseFacts:
         if self._stream is not None:
@@ -378,6 +403,12 @@ class Interception:
         if self.trace is not None:
             self.trace.finished(ended)
         self._submit(ended)
+        if self.capture is not None and self._capturing is not None:  # after the end: its row exists first
+            capture, self.capture = self.capture, None
+            capture.response_status = self.status_code
+            capture.streamed = self.streaming
+            self._capturing.submit(CaptureRecord(self.id, self.started_at, raw=capture,
+                                                 builder=self._capturing.builder))
         return ended
 
 

@@ -106,6 +106,7 @@ class SocketTurns:
         if kind == "response.append" and "previous_response_id" not in msg and lane.last_response_id:
             msg = {**msg, "previous_response_id": lane.last_response_id}
         ix = self._new()
+        ix.note_request_message(data)
         ix.request_object(msg)
         self._enqueue(lane, ix)
 
@@ -118,6 +119,7 @@ class SocketTurns:
             # Unreadable: counted against the turn it interrupts (an event without a type is unparseable).
             lane = self._busy_lane()
             if lane is not None and isinstance(lane.turns[0], Interception):
+                lane.turns[0].note_response_message(data)
                 self._feed(lane.turns[0], {})
             return
         key = _lane_key(event)
@@ -132,6 +134,7 @@ class SocketTurns:
             self._enqueue(lane, self._successor(lane, event))
         turn = lane.turns[0]
         if isinstance(turn, Interception):
+            turn.note_response_message(data)
             self._feed(turn, event)
         if kind in END_EVENTS:
             lane.turns.popleft()

@@ -26,12 +26,14 @@ from aigw_proxy.addons.intercept import Interceptor
 from aigw_proxy.addons.readiness import Readiness
 from aigw_proxy.addons.routing import ProviderRouter
 from aigw_proxy.addons.secrets_gate import SecretsGate
-from aigw_proxy.addons.stack import AigwAddons
+from aigw_proxy.addons.stack import AigwAddons, use_hook_cache
 from aigw_proxy.addons.websocket import ResponsesSocket
 from aigw_proxy.admin.app import AdminContext, MetricsAccess
 from aigw_proxy.admin.console.app import ConsoleSettings
 from aigw_proxy.admin.health import HealthMonitor
 from aigw_proxy.admin.server import AdminBindError, AdminServer
+from aigw_proxy.capture.build import CaptureBuilder
+from aigw_proxy.capture.raw import Capturing
 from aigw_proxy.config.settings import Settings
 from aigw_proxy.policy.identity import SQLiteTokenLookup, TokenAuthenticator
 from aigw_proxy.proxy.ca import CAError, ensure_ca
@@ -157,6 +159,7 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     # upstream idle timeout, so that a silent upstream is cut by ours, which records the true cause.
     opts.update(tcp_timeout=max(600, int(settings.upstream_idle_timeout) + 60))
     master = Master(opts)
+    use_hook_cache(master)  # each hook's handlers looked up once, not walked on every event (addons/stack.py)
     inflight = InFlight()
     router = ProviderRouter(settings.file)
     # metrics, provider reload, circuit breaking, spend controls (rate limits, model policy, budgets)
@@ -180,9 +183,16 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     set_redactor(policy.redactor or Redactor(redaction.patterns, redaction.allow))  # log lines: always masked
     submit = policy.wrap(recorder.submit)
     gates = [SecretsGate(policy.redactor)] if redaction.mode == "block" and policy.redactor else []
+    # --capture-bodies: each call's bodies go straight to the writer (not to logs, spans or metrics), sealed there.
+    capturing = Capturing(CaptureBuilder(policy.redactor, settings.capture_limit), writer.submit) \
+        if settings.capture_enabled else None
+    if capturing is not None:
+        log.info("capturing model calls' bodies (up to %d bytes each, %s)", settings.capture_limit,
+                 "secrets redacted" if policy.redactor is not None else "--redaction off: secrets kept")
     # Ours first: routing must decide tunnel-vs-decrypt before mitmproxy's NextLayer does.
-    sockets = ResponsesSocket(submit, obs.tracer)
-    interceptor = Interceptor(submit, obs.tracer, upstream_idle_timeout=settings.upstream_idle_timeout)
+    sockets = ResponsesSocket(submit, obs.tracer, capturing)
+    interceptor = Interceptor(submit, obs.tracer, upstream_idle_timeout=settings.upstream_idle_timeout,
+                              capturing=capturing)
     master.addons.add(AigwAddons(TokenAuth(authenticator), router, inflight, *gates, *mon.gates,
                                  interceptor, sockets, mon.proxy_metrics))
     master.addons.add(*mitmproxy_builtins())

@@ -30,6 +30,7 @@ from aigw_proxy.storage.errors import (
     UserExistsError,
     UserNotFoundError,
 )
+from aigw_proxy.storage.read.capture import get_capture
 from aigw_proxy.storage.read.catalog import distinct_values
 from aigw_proxy.storage.read.counts import count_interceptions
 from aigw_proxy.storage.read.filters import InterceptionFilter
@@ -80,6 +81,7 @@ __all__ = [
     "current_version",
     "distinct_values",
     "error_type_for_status",
+    "get_capture",
     "get_session",
     "list_interceptions",
     "list_sessions",

@@ -71,8 +71,10 @@ async def phase_fleet(b: Bench, targets: list[Target]) -> None:
                 sid = f"fleet-{size}-{rep}-{t.name}"
                 await b.session(t, sid, size)
                 others0 = b.harness_cpu()
+                spy = await b.start_pyspy(t, f"{t.name}-fleet{size}-rep{rep + 1}")
                 r = await b.measured(t, 600, op="fleet", sid=sid, calls=p.fleet_calls, events=p.fleet_events,
                                      gap_ms=p.fleet_gap_ms, stagger_s=call_s, limit_s=540)
+                await b.stop_pyspy(spy)
                 r["harness_cpu_s"] = b.harness_cpu() - others0
                 await b.cmd(op="close", sid=sid)
                 out[t.name].append(r)

@@ -337,3 +337,13 @@ def test_spend_report_errors(api: Api) -> None:
     status, body, _ = api.get("/spend", q="started_after:yesterday")
     assert status == 400 and "started_after" in body["message"]
     assert api.ok("/spend")["by"] == "user"  # the default grouping
+
+
+@pytest.mark.parametrize("path", ["/interceptions", "/sessions", "/spend", "/models"])
+def test_a_nul_character_in_a_parameter_is_a_400_on_every_backend(api: Api, path: str) -> None:
+    """Nothing stored holds a NUL and PostgreSQL refuses one in a query: a 400 that says so, never a 500."""
+    for name in ("q", "after_id", "after_session_id"):
+        status, body, _ = api.get(path, **{name: "x\x00y"})
+        assert (status, body["message"]) == (400, "Invalid query parameter."), name
+    for route in ("/sessions/x%00y", "/interceptions/x%00y/capture"):
+        assert api.get(route)[0] == 404

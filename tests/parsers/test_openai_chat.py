@@ -365,3 +365,57 @@ def test_random_chunks_never_raise(events: list[dict], done: bool) -> None:
     parser = oc.stream_parser()
     parser.feed(b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n")
     parser.finish()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Answer-text chunks are skipped undecoded: the facts are the same as when every chunk is decoded
+
+
+def compact(**fields: object) -> bytes:
+    data = {"id": RESP_ID, "object": "chat.completion.chunk", "created": 1763150640, "model": MODEL, **fields}
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def text_delta(text: str, **extra: object) -> bytes:
+    return compact(choices=[{"index": 0, "delta": {"content": text, **extra}, "logprobs": None,
+                             "finish_reason": None}], usage=None)
+
+
+TEXT_STREAM = b"".join([
+    compact(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+    text_delta("Hello"),
+    text_delta(' text that names "tool_calls", "usage":{} and "finish_reason":"stop", "error": true'),
+    text_delta("a call: ", tool_calls=[{"index": 0, "id": CALL_A, "type": "function",
+                                        "function": {"name": "get_weather", "arguments": "{}"}}]),
+    compact(choices=[{"index": 0, "delta": {"content": "."}, "finish_reason": "stop"}], usage=None),
+    compact(choices=[], usage=USAGE),
+    b"data: [DONE]\n\n",
+])
+
+
+def test_skipping_answer_text_gives_the_facts_of_decoding_every_chunk() -> None:
+    decode_all = oc.stream_parser()
+    decode_all._ignores = None  # the same parser with no chunk skipped
+    decode_all.feed(TEXT_STREAM)
+    expected = decode_all.finish()
+    assert expected.tool_calls and expected.token_usages and expected.completed
+    for size in (None, 1, 7):
+        assert run_stream(TEXT_STREAM, size) == expected
+    assert run_stream(TEXT_STREAM.replace(b"\n", b"\r\n"), 5) == expected
+
+
+def test_only_plain_answer_text_is_skipped() -> None:
+    acc = oc.StreamAccumulator()
+
+    def data(raw: bytes) -> str:
+        return raw.decode().removeprefix("data: ").strip()
+
+    plain = data(text_delta("Hi"))
+    assert not acc.ignores(None, plain)  # the id and model are not known yet
+    acc.on_event(json.loads(data(compact(choices=[{"index": 0, "delta": {"role": "assistant"}}]))))
+    assert acc.ignores(None, plain)
+    assert not acc.ignores("error", plain)
+    assert not acc.ignores(None, data(text_delta("x", tool_calls=[])))
+    assert not acc.ignores(None, plain.replace('"finish_reason":null', '"finish_reason":"stop"'))
+    assert not acc.ignores(None, plain.replace('"usage":null', '"usage":{"prompt_tokens":1}'))
+    assert not acc.ignores(None, plain.replace('"delta":{', '"delta": {'))  # other spacing: decoded

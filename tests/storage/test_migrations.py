@@ -36,7 +36,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
     db = await open_database(db_path)
     try:
         assert await asyncio.to_thread(db_path.exists)
-        assert await current_version(db.writer) == LATEST_VERSION == 10
+        assert await current_version(db.writer) == LATEST_VERSION == 11
         async with db.reader.connect() as conn:
             tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
         assert {
@@ -48,6 +48,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
             "aibridge_user_prompts",
             "aibridge_tool_usages",
             "aibridge_model_thoughts",
+            "aibridge_captures",
             "aigw_sessions",
             "aigw_interception_days",
             "aigw_session_slices",
@@ -148,8 +149,9 @@ async def test_v9_gives_child_rows_their_interception_start(
     before = await list_interceptions(db)
     await writer.close(timeout=10)
     await db.close()
-    children = [t.name for t in CHILD_TABLES]
+    children = [t.name for t in CHILD_TABLES if t.name != "aibridge_captures"]
     with closing(sqlite3.connect(db_path)) as conn, conn:  # what a v8 database looked like
+        conn.execute("DROP TABLE aibridge_captures")  # v11's
         for table in children:
             conn.execute(f"ALTER TABLE {table} DROP COLUMN interception_started_at")
         conn.execute("DELETE FROM schema_migrations WHERE version >= 9")
@@ -167,3 +169,21 @@ async def test_v9_gives_child_rows_their_interception_start(
         starts = conn.execute("SELECT interception_id, interception_started_at FROM aibridge_token_usages "
                               "ORDER BY interception_id").fetchall()
     assert starts == [("a", None), ("b", "2025-03-01 12:00:05.000000")]  # old rows stay NULL: SQLite never reads it
+
+
+async def test_a_v10_database_gets_the_capture_table(db_path: Path) -> None:
+    """v10 adds the raw-capture table to a database from before it (v1 makes it on a new one)."""
+    db = await open_database(db_path)
+    await db.close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("DROP TABLE aibridge_captures")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 11")
+        conn.commit()
+    db = await open_database(db_path)
+    try:
+        async with db.reader.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+        assert "aibridge_captures" in tables
+    finally:
+        await db.close()
+    assert _versions(db_path) == list(range(1, LATEST_VERSION + 1))

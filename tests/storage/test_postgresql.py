@@ -29,7 +29,7 @@ from aigw_proxy.storage import (
 )
 from aigw_proxy.storage.dialects.postgresql import PARTITION_KEYS, lock_key
 from aigw_proxy.storage.retention import purge_old_records
-from aigw_proxy.storage.schema import session_slices, spend_days, summaries
+from aigw_proxy.storage.schema import session_slices, spend_days, summaries, tables
 from aigw_proxy.storage.schema.migrations import LATEST_VERSION
 from tests.support.backends import fresh_database
 from tests.support.daemon import run_cli
@@ -76,7 +76,8 @@ async def test_interceptions_and_children_are_partitioned_by_day(
         pk = await _rows(db, "SELECT a.attname FROM pg_index x JOIN pg_attribute a ON a.attrelid = x.indrelid "
                              "AND a.attnum = ANY(x.indkey) WHERE x.indrelid = CAST(:t AS regclass) AND x.indisprimary "
                              "ORDER BY 1", t=table)
-        assert [r[0] for r in pk] == sorted(["id", key])
+        own = [c.name for c in tables.metadata.tables[table].primary_key]  # id; a capture's interception_id
+        assert [r[0] for r in pk] == sorted([*own, key])
     # Each child row sits in its interception's day, whatever its own time.
     rows = await _rows(db, "SELECT tableoid::regclass::text, count(*) FROM aibridge_user_prompts GROUP BY 1 ORDER BY 1")
     assert rows == [("aibridge_user_prompts_p20250301", 2), ("aibridge_user_prompts_p20250302", 4),

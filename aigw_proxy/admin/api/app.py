@@ -35,6 +35,7 @@ from aigw_proxy.storage import (
     UserStore,
     count_interceptions,
     distinct_values,
+    get_capture,
     get_session,
     list_interceptions,
     sessions_page,
@@ -178,8 +179,13 @@ class ApiApp:
             return await self._ca_cert()
         if segments == ["groups"]:
             return await self._groups(await self._authenticate(headers))
+        if len(segments) == 3 and segments[0] == "interceptions" and segments[2] == "capture":
+            return await self._capture(await self._authenticate(headers), segments[1])
         if segments[0] not in self._routes or len(segments) > 2 or (len(segments) == 2 and segments[0] != "sessions"):
             raise ApiError(404, "Not found.")
+        if any("\x00" in v for values in req.query.values() for v in values):
+            # Nothing stored holds one, and PostgreSQL refuses it in a query: a clear 400, never a 500.
+            raise ApiError(400, "Invalid query parameter.", "a parameter contains a NUL character")
         caller = await self._authenticate(headers)
         if len(segments) == 2:
             return await self._session(req, caller, segments[1])
@@ -249,7 +255,7 @@ class ApiApp:
         after_id, before_id = req.one("after_id") or None, req.one("before_id") or None
         if after_id is not None and before_id is not None:
             raise ApiError(400, "Cannot use both after_id and before_id pagination in the same request.")
-        if not session_id:
+        if not session_id or "\x00" in session_id:  # no session id holds a NUL (PostgreSQL refuses one)
             raise ApiError(404, "Session not found.")
         try:
             found = await get_session(self._db, session_id, visible_to=caller.visible_to, after_id=after_id,
@@ -258,6 +264,13 @@ class ApiApp:
             raise ApiError(400, "Invalid pagination cursor.") from None
         if found is None:
             raise ApiError(404, "Session not found.")
+        return _json(200, found)
+
+    async def _capture(self, caller: Caller, interception_id: str) -> AdminResponse:
+        """One interception's raw capture (--capture-bodies); a member's request for another's answers 404."""
+        found = await get_capture(self._db, interception_id, visible_to=caller.visible_to) if interception_id else None
+        if found is None:
+            raise ApiError(404, "Capture not found.")
         return _json(200, found)
 
     async def _spend(self, req: Request, caller: Caller) -> AdminResponse:

@@ -129,6 +129,22 @@ SCHEMAS: dict[str, Any] = {
     "Group": _obj({"id": _STR, "name": _STR, "created_at": _TIME,
                    "members": _array(_obj({"id": _STR, "username": _STR}))}),
     "GroupList": _array(_ref("Group")),
+    "Capture": {
+        "description": "One interception's raw capture (--capture-bodies): bodies as relayed (decoded), credential "
+                       "headers removed, secrets redacted, each cut at --capture-max-bytes (size: as relayed; "
+                       "stored_bytes: kept; truncated: it was cut).",
+        **_obj({
+            "interception_id": _STR, "created_at": _TIME, "transport": _STR, "encoding": _STR,
+            "redactions": {"type": "object", "additionalProperties": _INT},
+            "request": _obj({"method": _STR, "route": _STR, "headers": {"type": "object",
+                                                                      "additionalProperties": _STR},
+                             "body": _STR, "size": _INT, "stored_bytes": _INT, "compressed_bytes": _INT,
+                             "truncated": _BOOL}),
+            "response": _obj({"status": _NINT, "headers": {"type": "object", "additionalProperties": _STR},
+                              "streamed": _BOOL, "body": _STR, "size": _INT, "stored_bytes": _INT,
+                              "compressed_bytes": _INT, "truncated": _BOOL}),
+        }),
+    },
 }
 
 
@@ -158,6 +174,11 @@ def _operations(prefix: str, tag: str) -> dict[str, Any]:
             "summary": "Ended interceptions, newest first", "operationId": f"{tag}ListInterceptions",
             "parameters": [_Q, _LIMIT, _OFFSET, _param("after_id", _STR, "Cursor: the last id of the previous page.")],
             "responses": _responses(_ref("InterceptionList"), 400, 401),
+        }},
+        f"{prefix}/interceptions/{{interception_id}}/capture": {"get": {
+            "summary": "An interception's raw capture (members: their own)", "operationId": f"{tag}GetCapture",
+            "parameters": [_param("interception_id", _STR, "Interception id.", "path")],
+            "responses": _responses(_ref("Capture"), 401, 404),
         }},
         f"{prefix}/sessions": {"get": {
             "summary": "Sessions, most recently active first", "operationId": f"{tag}ListSessions",

@@ -126,6 +126,23 @@ class StreamAccumulator:
         self._done = False
         self._error: str | None = None
 
+    def ignores(self, event: str | None, data: str) -> bool:
+        """A chunk that only streams answer text (most of a stream, never recorded) is skipped undecoded once the
+        response id and model are known: it can change nothing here. Each marker below is a JSON key with its
+        quotes, which cannot occur inside a string value (quotes there are escaped), so the text decides: answer
+        text in `delta.content`, and no tool call, no finish reason, no usage, no error. The API sends compact
+        JSON; any other spacing is just decoded."""
+        return (
+            not event
+            and self._model is not None
+            and self._id != ""
+            and '"delta":{"content":' in data
+            and '"tool_calls"' not in data
+            and '"error"' not in data
+            and data.count('"finish_reason"') == data.count('"finish_reason":null')
+            and data.count('"usage"') == data.count('"usage":null')
+        )
+
     def on_event(self, event: dict) -> None:
         chunk = obj(event)
         if _is_error(chunk):

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 if TYPE_CHECKING:
-    from aigw_proxy.recording.records import RecordEvent
     from aigw_proxy.storage.database import Database, DatabaseConfig
 
 
@@ -128,7 +127,7 @@ class Backend(Protocol):
         many interceptions it ended (-1: unknown). SQLite: executemany; PostgreSQL: one statement for the batch."""
         ...
 
-    async def prepare_batch(self, db: Database, batch: Sequence[RecordEvent]) -> None:
+    async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:
         """Before a batch is written (PostgreSQL: the partitions its new rows go to exist)."""
         ...
 

@@ -2,11 +2,11 @@
 advisory locks (migrations, periodic jobs), PL/pgSQL triggers for the summaries (postgresql_triggers.py), and
 the interception tables partitioned by day.
 
-Layout: `aibridge_interceptions` is partitioned by `started_at`, its four child tables by their interception's
-start (`interception_started_at`), one partition per UTC day, named `<table>_pYYYYMMDD`, the five tables' days
+Layout: `aibridge_interceptions` is partitioned by `started_at`, its five child tables by their interception's
+start (`interception_started_at`), one partition per UTC day, named `<table>_pYYYYMMDD`, the six tables' days
 created together. Primary keys carry the partition key (`(id, started_at)`; `(id, interception_started_at)`),
 and the children have no foreign key to their interception (the writer inserts them with it; retention drops a
-day of all five at once). Every text column is TEXT (SQLite enforces no VARCHAR length either) with the "C"
+day of all six at once). Every text column is TEXT (SQLite enforces no VARCHAR length either) with the "C"
 collation: the same byte order as SQLite, so lists, cursors and sorted values come out in the same order on both.
 
 Partitions are created ahead of time by the periodic job (today and the next days) and, for a record whose day
@@ -37,7 +37,6 @@ from aigw_proxy.storage.jsoncodec import json_loads, jsonb_dumps
 from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS as SPEND_SUMS
 
 if TYPE_CHECKING:
-    from aigw_proxy.recording.records import RecordEvent
     from aigw_proxy.storage.database import Database, DatabaseConfig
 
 log = logging.getLogger("aigw_proxy.storage")
@@ -50,6 +49,7 @@ PARTITION_KEYS: dict[str, str] = {
     "aibridge_user_prompts": "interception_started_at",
     "aibridge_tool_usages": "interception_started_at",
     "aibridge_model_thoughts": "interception_started_at",
+    "aibridge_captures": "interception_started_at",  # schema v11 (--capture-bodies)
 }
 # Indexes only PostgreSQL needs: retention finds the slices of the sessions that had calls on a dropped day.
 EXTRA_INDEXES: dict[str, tuple[str, ...]] = {
@@ -157,6 +157,19 @@ async def _partition_days(conn: AsyncConnection) -> set[date]:
     return days
 
 
+def _partitions_like_interceptions(conn: sa.Connection, table: str) -> None:
+    """A child table made after the interceptions had days (a later schema step): its partitions for those days."""
+    rows = conn.exec_driver_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        f"WHERE i.inhparent = '{INTERCEPTIONS}'::regclass")
+    for (name,) in rows.all():
+        if m := _PARTITION_NAME.match(name):
+            day = datetime.strptime(m.group(1), "%Y%m%d").date()
+            lo, hi = _midnight(day).isoformat(sep=" "), _midnight(day + timedelta(days=1)).isoformat(sep=" ")
+            conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {partition_name(table, day)} PARTITION OF {table} "
+                                 f"FOR VALUES FROM ('{lo}') TO ('{hi}')")
+
+
 def _create_partition_sql(day: date) -> list[str]:
     lo, hi = _midnight(day).isoformat(sep=" "), _midnight(day + timedelta(days=1)).isoformat(sep=" ")
     return [f"CREATE TABLE IF NOT EXISTS {partition_name(table, day)} PARTITION OF {table} "
@@ -164,7 +177,7 @@ def _create_partition_sql(day: date) -> list[str]:
 
 
 async def ensure_partitions(db: Database, days: Iterable[date]) -> None:
-    """Make sure the five tables have partitions for `days` (cached per Database; created under a lock)."""
+    """Make sure the six tables have partitions for `days` (cached per Database; created under a lock)."""
     known: set[date] | None = db.state.get("partitions")
     wanted = set(days)
     if known is not None and wanted <= known:
@@ -334,6 +347,8 @@ class PostgresBackend:
                 conn.execute(sa.schema.CreateIndex(index))
             for ddl in EXTRA_INDEXES.get(table.name, ()):
                 conn.exec_driver_sql(ddl)
+            if table.name in PARTITION_KEYS and table.name != INTERCEPTIONS:
+                _partitions_like_interceptions(conn, table.name)
 
     def install_triggers(self, conn: sa.Connection, group: str) -> None:
         for statement in triggers.create_statements(group):
@@ -431,7 +446,7 @@ class PostgresBackend:
         result = await conn.exec_driver_sql(_END_SQL, tuple(arrays))
         return int(result.rowcount)
 
-    async def prepare_batch(self, db: Database, batch: Sequence[RecordEvent]) -> None:
+    async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:
         from aigw_proxy.recording.records import InterceptionStarted
 
         days = {day_floor(ev.started_at if ev.started_at.tzinfo else ev.started_at.replace(tzinfo=UTC))

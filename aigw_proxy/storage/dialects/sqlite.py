@@ -26,7 +26,6 @@ from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, SESSIONS, SPAN, Engin
 from aigw_proxy.storage.jsoncodec import json_dumps, json_loads
 
 if TYPE_CHECKING:
-    from aigw_proxy.recording.records import RecordEvent
     from aigw_proxy.storage.database import Database, DatabaseConfig
 
 # Lock contention, I/O and "cannot open" errors: worth retrying the whole batch later.
@@ -224,7 +223,7 @@ class SQLiteBackend:
                                 rows: Sequence[dict[str, Any]]) -> int:
         return int((await conn.execute(statement, list(rows))).rowcount)
 
-    async def prepare_batch(self, db: Database, batch: Sequence[RecordEvent]) -> None:
+    async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:
         pass
 
     async def drop_before(self, db: Database, before: datetime) -> tuple[int, int]:

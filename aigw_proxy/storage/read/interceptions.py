@@ -44,6 +44,8 @@ async def list_interceptions(
     limit = limit or DEFAULT_LIMIT
     i = interceptions.c
     cond = filter_conditions(flt or InterceptionFilter())
+    if after_id is not None and "\x00" in after_id:  # no id holds one (PostgreSQL refuses it in a query)
+        raise InvalidCursor(f"invalid pagination cursor: no ended interception with id {after_id!r}")
     async with db.reader.connect() as conn:
         if after_id is not None:
             cursor = (

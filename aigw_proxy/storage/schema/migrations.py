@@ -100,6 +100,15 @@ def _v4_session_slices(conn: sa.Connection) -> None:
     session_slices.upgrade_v4(conn)
 
 
+def _v11_captures(conn: sa.Connection) -> None:
+    """The raw-capture table (`--capture-bodies`), laid out like the other child tables (on PostgreSQL:
+    partitioned by its interception's start, with the days' partitions the interceptions already have). A
+    database made by this release has it already (v1 builds the current tables)."""
+    backend_of(conn).create_tables(conn, [schema.captures], checkfirst=True)
+    backend_of(conn).drop_triggers(conn, "children")  # its rows follow a moved start too (PostgreSQL)
+    backend_of(conn).install_triggers(conn, "children")
+
+
 def _v5_error_types(conn: sa.Connection) -> None:
     """Allow the v5 error types in `aibridge_interceptions.error_type` (a looser CHECK constraint; no row changes).
 
@@ -136,6 +145,8 @@ def _v10_child_interception_start(conn: sa.Connection) -> None:
     On PostgreSQL, the child rows of an interception whose start is changed follow it (a trigger)."""
     inspector = sa.inspect(conn)
     for table in schema.CHILD_TABLES:
+        if not inspector.has_table(table.name):
+            continue  # a child table added by a later step (v11: captures) is made with the column
         if "interception_started_at" not in {c["name"] for c in inspector.get_columns(table.name)}:
             conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN interception_started_at DATETIME")
     backend_of(conn).drop_triggers(conn, "children")  # safe to apply again
@@ -162,6 +173,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               spend_days.upgrade_v9),
     Migration(10, "child rows carry their interception's start time (the partition key on PostgreSQL)",
               _v10_child_interception_start),
+    Migration(11, "raw captures of model calls' bodies (--capture-bodies)", _v11_captures),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -3,7 +3,7 @@
 Portable SQLAlchemy Core: JSON maps to jsonb and `UTCDateTime` to timestamptz on PostgreSQL. Ids are text.
 Children reference their interception with ON DELETE CASCADE on SQLite (retention deletes children explicitly
 anyway); `initiator_id` has no foreign key, as in Coder ("FK is elided for performance"). Each child row also
-carries its interception's start (`interception_started_at`, schema v10): PostgreSQL partitions the five tables
+carries its interception's start (`interception_started_at`, schema v10): PostgreSQL partitions the six tables
 by it (storage/dialects/postgresql.py), which also drops the children's foreign key there.
 """
 
@@ -313,4 +313,33 @@ model_thoughts = sa.Table(
     sa.Index("idx_aibridge_model_thoughts_interception_id", "interception_id"),
 )
 
-CHILD_TABLES = (token_usages, user_prompts, tool_usages, model_thoughts)
+# Schema v11: raw captures (`--capture-bodies`, capture/): one row per captured interception, its bodies redacted,
+# cut to --capture-max-bytes and compressed (`encoding`: zstd); sizes are the bodies' as relayed (decoded), in
+# bytes. Deleted by retention with its interception.
+captures = sa.Table(
+    "aibridge_captures",
+    metadata,
+    sa.Column("interception_id", sa.String(64), sa.ForeignKey("aibridge_interceptions.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("interception_started_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("method", sa.String(16), nullable=False, server_default="POST"),
+    sa.Column("route", sa.Text, nullable=False, server_default=""),
+    sa.Column("transport", sa.String(16), nullable=False, server_default="http"),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("streamed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("request_headers", JSONType, nullable=True),
+    sa.Column("response_headers", JSONType, nullable=True),
+    sa.Column("request_body", sa.LargeBinary, nullable=False),
+    sa.Column("request_size", sa.BigInteger, nullable=False),
+    sa.Column("request_stored", sa.BigInteger, nullable=False),
+    sa.Column("request_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("response_body", sa.LargeBinary, nullable=False),
+    sa.Column("response_size", sa.BigInteger, nullable=False),
+    sa.Column("response_stored", sa.BigInteger, nullable=False),
+    sa.Column("response_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("encoding", sa.String(16), nullable=False, server_default="zstd"),
+    sa.Column("redactions", JSONType, nullable=True),
+)
+
+CHILD_TABLES = (token_usages, user_prompts, tool_usages, model_thoughts, captures)

@@ -23,20 +23,23 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aigw_proxy.capture.raw import CaptureRecord
 from aigw_proxy.recording.commits import CommitInfo, Spend, SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, InterceptionUsage, RecordEvent
 from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.dialects import backend_of
-from aigw_proxy.storage.schema.tables import CHILD_TABLES, interceptions, token_usages, user_prompts
+from aigw_proxy.storage.schema.tables import CHILD_TABLES, captures, interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.lineage import Lineage, Links, links_of, remember
 from aigw_proxy.storage.write.rows import (
     DELETE_TOKEN_USAGES,
     END_INTERCEPTION,
+    INSERT_CAPTURE,
     INSERT_CHILD,
     INSERT_INTERCEPTION,
     SET_PROMPT_RESPONSE_ID,
     Row,
+    capture_row,
     child_rows,
     end_error_type,
     end_params,
@@ -49,6 +52,8 @@ from aigw_proxy.storage.write.rows import (
 )
 
 log = logging.getLogger("aigw_proxy.storage")
+
+StoredEvent = RecordEvent | CaptureRecord  # what the writer queues: record events and raw captures
 
 INFLIGHT_CAP: Final = 100_000  # in-flight start metadata kept in memory; beyond it the writer reads the row back
 
@@ -80,24 +85,25 @@ class _Outcome:
     inflight: InFlight | None = None  # starts
     links: Links = field(default_factory=Links)  # ends: its tool call / response ids → this interception
     usage: bool = False  # an in-progress usage update (whether or not it wrote rows)
+    capture: bool = False  # a raw capture (changes nothing in memory)
 
 
 @dataclass(slots=True)
 class BatchResult:
-    committed: list[tuple[RecordEvent, CommitInfo]] = field(default_factory=list)
+    committed: list[tuple[StoredEvent, CommitInfo]] = field(default_factory=list)
     drops: Counter[str] = field(default_factory=Counter)
     started: dict[str, InFlight] = field(default_factory=dict)  # started in this batch, still in flight
     ended: set[str] = field(default_factory=set)
     usage_written: set[str] = field(default_factory=set)  # in flight, with token rows written in this batch
     links: Links = field(default_factory=Links)
 
-    def add(self, event: RecordEvent, outcome: _Outcome | _Skip) -> None:
+    def add(self, event: StoredEvent, outcome: _Outcome | _Skip) -> None:
         if isinstance(outcome, _Skip):
             self.drops[outcome.reason] += 1
             return
         if outcome.inflight is not None:
             self.started[event.id] = outcome.inflight
-        elif not outcome.usage:
+        elif not outcome.usage and not outcome.capture:
             self.started.pop(event.id, None)
             self.ended.add(event.id)
             self.usage_written.discard(event.id)
@@ -108,10 +114,11 @@ class BatchResult:
 class _Pending:
     """Writes queued in the current transaction; `flush()` sends them in dependency order: interceptions, the
     prompts of starts, deletes of in-progress token rows, their replacements, prompt response ids, ends, and the
-    ends' child rows (after the end, as the summary triggers expect). No interception has both in-progress token
-    rows and its end in one batch (`BatchWriter.write` drops usage updates an end supersedes)."""
+    ends' child rows (after the end, as the summary triggers expect), then raw captures (after their end). No
+    interception has both in-progress token rows and its end in one batch (`BatchWriter.write` drops usage updates
+    an end supersedes)."""
 
-    __slots__ = ("children", "ends", "prompt_ids", "start_children", "starts", "usage", "usage_deletes")
+    __slots__ = ("captures", "children", "ends", "prompt_ids", "start_children", "starts", "usage", "usage_deletes")
 
     def __init__(self) -> None:
         self.starts: list[Row] = []
@@ -121,9 +128,11 @@ class _Pending:
         self.prompt_ids: list[Row] = []
         self.ends: list[Row] = []
         self.children: dict[str, list[Row]] = {t.name: [] for t in CHILD_TABLES}
+        self.captures: list[Row] = []
 
     def clear(self) -> None:
-        for rows in (self.starts, self.start_children, self.usage_deletes, self.usage, self.prompt_ids, self.ends):
+        for rows in (self.starts, self.start_children, self.usage_deletes, self.usage, self.prompt_ids, self.ends,
+                     self.captures):
             rows.clear()
         for rows in self.children.values():
             rows.clear()
@@ -153,6 +162,9 @@ class _Pending:
             if rows:
                 self.children[name] = []
                 await conn.execute(INSERT_CHILD[name], rows)
+        if self.captures:
+            rows, self.captures = self.captures, []
+            await conn.execute(INSERT_CAPTURE, rows)
 
 
 def _no_group(_initiator_id: str) -> str | None:
@@ -171,7 +183,7 @@ class BatchWriter:
         self.lineage = Lineage()
         self._naive_warned = False
 
-    async def write(self, batch: list[RecordEvent], *, isolate: bool, replay: bool = False) -> BatchResult:
+    async def write(self, batch: list[StoredEvent], *, isolate: bool, replay: bool = False) -> BatchResult:
         """Write `batch` in one transaction; raise if the transaction failed (nothing was written then).
 
         `replay`: the events may have been written before (a spool replayed after a crash): starts already in
@@ -179,6 +191,12 @@ class BatchWriter:
         result = BatchResult()
         pending = _Pending()
         await self.db.backend.prepare_batch(self.db, batch)  # PostgreSQL: the day partitions the rows go to
+        for event in batch:  # redact and compress raw captures before the transaction takes the write lock
+            if isinstance(event, CaptureRecord) and event.sealed is None:
+                try:
+                    event.seal()
+                except Exception:
+                    pass  # logged and skipped by _write_capture
         # A usage update is superseded by a later one, or by the end, of the same interception in this batch.
         ending = {e.id for e in batch if isinstance(e, InterceptionEnded)}
         last_usage = {e.id: n for n, e in enumerate(batch) if isinstance(e, InterceptionUsage)}
@@ -191,11 +209,11 @@ class BatchWriter:
                 elif isinstance(event, InterceptionUsage) and (event.id in ending or last_usage[event.id] != n):
                     outcome = _Outcome(CommitInfo(), usage=True)  # nothing to write
                 elif not isolate:
-                    outcome = await self._write_event(conn, event, result, pending)
+                    outcome = await self._write_event(conn, event, result, pending, replay)
                 else:
                     try:
                         async with conn.begin_nested():
-                            outcome = await self._write_event(conn, event, result, pending)
+                            outcome = await self._write_event(conn, event, result, pending, replay)
                             await pending.flush(conn)
                     except Exception as exc:
                         if is_database_error(exc):
@@ -222,7 +240,7 @@ class BatchWriter:
         self.inflight.clear()
 
     @staticmethod
-    async def _existing_starts(conn: AsyncConnection, batch: list[RecordEvent]) -> set[str]:
+    async def _existing_starts(conn: AsyncConnection, batch: list[StoredEvent]) -> set[str]:
         ids = [e.id for e in batch if isinstance(e, InterceptionStarted)]
         if not ids:
             return set()
@@ -230,9 +248,11 @@ class BatchWriter:
         return {r[0] for r in rows}
 
     async def _write_event(
-        self, conn: AsyncConnection, event: RecordEvent, batch: BatchResult, pending: _Pending
+        self, conn: AsyncConnection, event: StoredEvent, batch: BatchResult, pending: _Pending, replay: bool = False
     ) -> _Outcome | _Skip:
         """Queue one event's writes; change nothing in memory (the caller applies the outcome)."""
+        if isinstance(event, CaptureRecord):
+            return await self._write_capture(conn, event, batch, pending, replay)
         if isinstance(event, InterceptionStarted):
             return await self._write_start(conn, event, batch, pending)
         if isinstance(event, InterceptionEnded):
@@ -332,6 +352,25 @@ class BatchWriter:
             links=links_of(ev, started.thread_root_id, inflight.initiator_id),
         )
 
+    async def _write_capture(
+        self, conn: AsyncConnection, ev: CaptureRecord, batch: BatchResult, pending: _Pending, replay: bool
+    ) -> _Outcome | _Skip:
+        """A raw capture, queued after its interception's end: stored once its interception is (the end in this
+        batch, or its row), sealed here, on the writer's thread (redaction and compression: capture/build.py)."""
+        if ev.id not in batch.ended or replay:
+            row = (await conn.execute(_CAPTURE_TARGET, {"id": ev.id})).first()
+            if row is None and ev.id not in batch.ended:
+                return _Skip("unknown_interception")
+            if row is not None and row.captured:
+                return _Skip("already_written")
+        try:
+            sealed = ev.seal()
+        except Exception:  # a bug sealing it must never cost the batch
+            log.exception("the capture of interception %s could not be sealed; not stored", ev.id)
+            return _Skip("invalid")
+        pending.captures.append(capture_row(ev.id, self._utc(ev.started_at), sealed, datetime.now(UTC)))
+        return _Outcome(CommitInfo(), capture=True)
+
     def _group(self, initiator_id: str) -> str | None:
         try:
             return self.group_of(initiator_id)
@@ -355,6 +394,11 @@ _IN_FLIGHT_ROW = sa.select(
     sa.exists().where(token_usages.c.interception_id == _i.id).label("has_usage"),
     _i.provider, _i.provider_name, _i.model, _i.client, _i.credential_kind, _i.started_at,
 ).where(_i.id == sa.bindparam("id")).order_by(_i.started_at.desc()).limit(1)
+
+
+_CAPTURE_TARGET = sa.select(
+    _i.id, sa.exists().where(captures.c.interception_id == _i.id).label("captured"),
+).where(_i.id == sa.bindparam("id"))
 
 
 def is_database_error(exc: BaseException) -> bool:

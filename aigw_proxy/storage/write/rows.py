@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aigw_proxy.capture.stored import SealedCapture
 from aigw_proxy.recording.commits import SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
 from aigw_proxy.spend import Price, Pricer, is_api_equivalent
@@ -33,6 +34,7 @@ from aigw_proxy.storage.schema.tables import (
     CREDENTIAL_HINT_MAX,
     ERROR_MESSAGE_MAX,
     PRICE_COLUMNS,
+    captures,
     error_type_for_status,
     interceptions,
     model_thoughts,
@@ -292,3 +294,32 @@ DELETE_TOKEN_USAGES = sa.delete(token_usages).where(
     token_usages.c.interception_id == sa.bindparam("b_id", type_=token_usages.c.interception_id.type),
     _of_start(token_usages.c.interception_started_at),
 )
+
+
+def capture_row(interception_id: str, started_at: datetime, sealed: SealedCapture, created_at: datetime) -> Row:
+    """The capture table's row of a sealed raw capture."""
+    return {
+        "interception_id": interception_id,
+        "interception_started_at": started_at,
+        "created_at": created_at,
+        "method": sealed.method[:16],
+        "route": sealed.route,
+        "transport": sealed.transport[:16],
+        "response_status": sealed.response_status,
+        "streamed": sealed.streamed,
+        "request_headers": sealed.request_headers,
+        "response_headers": sealed.response_headers,
+        "request_body": sealed.request.data,
+        "request_size": sealed.request.size,
+        "request_stored": sealed.request.stored,
+        "request_truncated": sealed.request.truncated,
+        "response_body": sealed.response.data,
+        "response_size": sealed.response.size,
+        "response_stored": sealed.response.stored,
+        "response_truncated": sealed.response.truncated,
+        "encoding": sealed.encoding,
+        "redactions": sealed.redactions or None,
+    }
+
+
+INSERT_CAPTURE = sa.insert(captures)

@@ -15,6 +15,7 @@ at a time.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -24,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from aigw_proxy.capture.raw import CaptureRecord
+from aigw_proxy.capture.stored import SealedBody, SealedCapture
 from aigw_proxy.recording.records import (
     Initiator,
     InterceptionEnded,
@@ -38,16 +41,24 @@ from aigw_proxy.recording.records import (
 log = logging.getLogger("aigw_proxy.storage")
 
 FORMAT: Final = 1
-_KINDS: Final = {InterceptionStarted: "started", InterceptionEnded: "ended", InterceptionUsage: "usage"}
+_KINDS: Final = {InterceptionStarted: "started", InterceptionEnded: "ended", InterceptionUsage: "usage",
+                 CaptureRecord: "capture"}
+SpooledEvent = RecordEvent | CaptureRecord
 
 
 class SpoolFull(Exception):
     """The append would take the spool past its size bound."""
 
 
-def encode(event: RecordEvent) -> bytes:
-    """One spool line (with its newline)."""
-    body = {"v": FORMAT, "kind": _KINDS[type(event)], **_plain(event)}
+def encode(event: SpooledEvent) -> bytes:
+    """One spool line (with its newline). A raw capture is sealed first (redacted, compressed): no unredacted
+    body reaches the disk."""
+    if isinstance(event, CaptureRecord):
+        fields: dict[str, Any] = {"id": event.id, "started_at": _plain(event.started_at),
+                                  "sealed": _plain(event.seal())}
+    else:
+        fields = _plain(event)
+    body = {"v": FORMAT, "kind": _KINDS[type(event)], **fields}
     # Metadata values json cannot encode are stored as their str(), as the database does.
     return json.dumps(body, default=str, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
@@ -56,6 +67,8 @@ def _plain(value: Any) -> Any:
     """Dataclasses to dicts and datetimes to tagged strings, recursively."""
     if isinstance(value, datetime):
         return {"$dt": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -69,13 +82,15 @@ def _revive(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and "$dt" in value:
             return datetime.fromisoformat(value["$dt"])
+        if len(value) == 1 and "$b64" in value:
+            return base64.b64decode(value["$b64"])
         return {k: _revive(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_revive(v) for v in value]
     return value
 
 
-def decode(line: bytes) -> RecordEvent:
+def decode(line: bytes) -> SpooledEvent:
     """The event of one spool line; ValueError if it is not one."""
     try:
         raw = json.loads(line)
@@ -97,6 +112,11 @@ def decode(line: bytes) -> RecordEvent:
         if kind == "usage":
             body["token_usages"] = [TokenUsage(**u) for u in body.get("token_usages", [])]
             return InterceptionUsage(**body)
+        if kind == "capture":
+            sealed = body["sealed"]
+            sealed["request"] = SealedBody(**sealed["request"])
+            sealed["response"] = SealedBody(**sealed["response"])
+            return CaptureRecord(body["id"], body["started_at"], sealed=SealedCapture(**sealed))
     except (TypeError, KeyError) as exc:
         raise ValueError(f"bad {kind} record: {exc}") from None
     raise ValueError(f"unknown record kind {kind!r}")
@@ -104,7 +124,7 @@ def decode(line: bytes) -> RecordEvent:
 
 @dataclass(slots=True)
 class Chunk:
-    events: list[RecordEvent]
+    events: list[SpooledEvent]
     end: int  # file offset after them: `advance(end)` once they are written
     lines: int  # lines read (events plus unreadable lines skipped)
 
@@ -139,7 +159,7 @@ class Spool:
         self.pending = data[:cut].count(b"\n")
         return self.pending
 
-    def append(self, events: list[RecordEvent]) -> None:
+    def append(self, events: list[SpooledEvent]) -> None:
         """Append (and fsync) all of `events` or none: OSError (disk full, …) or SpoolFull leaves the file as it
         was."""
         data = b"".join(encode(e) for e in events)
@@ -162,7 +182,7 @@ class Spool:
 
     def read(self, limit: int) -> Chunk:
         """Up to `limit` events from the read offset (unreadable lines are skipped and counted)."""
-        events: list[RecordEvent] = []
+        events: list[SpooledEvent] = []
         lines = 0
         end = self._offset
         with self.path.open("rb") as f:

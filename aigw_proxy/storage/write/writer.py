@@ -44,12 +44,20 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from aigw_proxy.capture.raw import CaptureRecord
 from aigw_proxy.recording.commits import CommitInfo, CommitListener
 from aigw_proxy.recording.records import InterceptionUsage, RecordEvent
 from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database, open_like
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts
-from aigw_proxy.storage.write.batch import BatchResult, BatchWriter, InFlight, describe, is_database_error
+from aigw_proxy.storage.write.batch import (
+    BatchResult,
+    BatchWriter,
+    InFlight,
+    StoredEvent,
+    describe,
+    is_database_error,
+)
 from aigw_proxy.storage.write.db_thread import DatabaseThread
 from aigw_proxy.storage.write.spool import Spool, SpoolFull
 
@@ -143,13 +151,13 @@ class RecordWriter:
         self._flush_interval = flush_interval
         self._max_backoff = max_backoff
         self._check_interval = check_interval
-        self._queue: asyncio.Queue[RecordEvent | _Stop] = asyncio.Queue()  # bounded by submit()
+        self._queue: asyncio.Queue[StoredEvent | _Stop] = asyncio.Queue()  # bounded by submit()
         # Beside the SQLite file; on PostgreSQL where the daemon says (the data directory), else none.
         spool_at = spool_path or (default_spool_path(db.path) if db.path is not None else None)
         self._spool = Spool(spool_at, spool_max_bytes) if spool_max_bytes and spool_at is not None else None
         self._spool_refusal: str | None = None  # why the last append to the spool failed ("full" or the error)
         self._inherited = 0  # events left in the spool by an earlier run, not written yet
-        self._held: list[RecordEvent] = []  # backlog the spool did not take (newer than the spool's)
+        self._held: list[StoredEvent] = []  # backlog the spool did not take (newer than the spool's)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()  # set once interceptions left open by a previous run are closed
         self._closing = False
@@ -175,8 +183,9 @@ class RecordWriter:
 
     # -- the proxy side --------------------------------------------------------------------------------------
 
-    def submit(self, event: RecordEvent) -> bool:
-        """Queue an event without blocking; False (counted in `dropped`) if the queue is full or closed."""
+    def submit(self, event: StoredEvent) -> bool:
+        """Queue an event (a record event, or a raw capture: `--capture-bodies`) without blocking; False (counted
+        in `dropped`) if the queue is full or closed."""
         if self._closing:
             self._drop("closed", 1, "record writer closed; dropping records")
             return False
@@ -410,7 +419,7 @@ class RecordWriter:
                     fut.set_exception(RuntimeError("record writer stopped before the flushed events were written"))
             self._waiters.clear()
 
-    async def _next_batch(self) -> tuple[list[RecordEvent], bool]:
+    async def _next_batch(self) -> tuple[list[StoredEvent], bool]:
         """The next batch; ([], False) after `check_interval` seconds without events.
 
         An event that arrives to an idle writer waits up to `flush_interval` for company (one transaction for
@@ -424,7 +433,7 @@ class RecordWriter:
             return [], False
         if isinstance(item, _Stop):
             return [], True
-        batch: list[RecordEvent] = [item]
+        batch: list[StoredEvent] = [item]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._flush_interval if fresh else 0.0)
         while len(batch) < self._batch_size:
@@ -446,12 +455,12 @@ class RecordWriter:
     def _backlog(self) -> bool:
         return bool(self._held) or (self._spool is not None and self._spool.pending > 0)
 
-    async def _write_new(self, batch: list[RecordEvent]) -> None:
+    async def _write_new(self, batch: list[StoredEvent]) -> None:
         if not await self._write(batch, finished=len(batch)):
             self._held = batch  # the backlog starts here (there was none)
             await self._spill()
 
-    async def _write(self, events: list[RecordEvent], *, finished: int, replay: bool = False) -> bool:
+    async def _write(self, events: list[StoredEvent], *, finished: int, replay: bool = False) -> bool:
         """Write `events` in one transaction. True when they are done with (committed, or refused and counted);
         False when the database failed and they must be written later. `finished`: how many of them this run
         accepted (the rest came from an earlier run's spool)."""
@@ -479,11 +488,12 @@ class RecordWriter:
         self.written += len(result.committed)
         self._finish(finished)
         for event, info in result.committed:
-            if not isinstance(event, InterceptionUsage):  # storage-internal progress: listeners get starts/ends
+            # Storage-internal progress and raw captures: listeners get starts and ends only.
+            if not isinstance(event, InterceptionUsage | CaptureRecord):
                 self._notify(event, info)
         return True
 
-    async def _attempt(self, events: list[RecordEvent], replay: bool) -> BatchResult:
+    async def _attempt(self, events: list[StoredEvent], replay: bool) -> BatchResult:
         try:
             return await self._on_db(self._batches.write(events, isolate=False, replay=replay))
         except Exception as exc:
@@ -596,9 +606,9 @@ class RecordWriter:
             log.error("%s", message)
         self._spool_refusal = why
 
-    def _take_queued(self) -> list[RecordEvent]:
+    def _take_queued(self) -> list[StoredEvent]:
         """Up to a batch of queued events, without waiting (a stop marker is left in place)."""
-        taken: list[RecordEvent] = []
+        taken: list[StoredEvent] = []
         while len(taken) < self._batch_size:
             try:
                 item = self._queue.get_nowait()
@@ -635,8 +645,8 @@ class RecordWriter:
             log.warning("%d record events left in the spool %s: written when the proxy next starts",
                         self._spool.pending, self._spool.path)
 
-    def _drain_queue(self) -> list[RecordEvent]:
-        out: list[RecordEvent] = []
+    def _drain_queue(self) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not isinstance(item, _Stop):

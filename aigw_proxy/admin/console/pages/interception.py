@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from aigw_proxy.admin.console import columns as cols
 from aigw_proxy.admin.console.auth import Viewer
+from aigw_proxy.admin.console.capture import capture_json, capture_section
 from aigw_proxy.admin.console.core import Console
 from aigw_proxy.storage import InterceptionFilter, list_interceptions
 from aigw_proxy.storage.schema.tables import interceptions
@@ -44,7 +45,8 @@ def _record_json(record: dict[str, Any]) -> str:
 
 async def detail(console: Console, request: Request, viewer: Viewer, record: dict[str, Any]) -> Response:
     return console.render(request, viewer, "interception.html", {
-        "r": record, "raw": _record_json(record), "call_columns": cols.CALL_TOKEN_COLUMNS})
+        "r": record, "raw": _record_json(record), "call_columns": cols.CALL_TOKEN_COLUMNS,
+        "capture": await capture_section(console.db, record["id"], viewer.visible_to)})
 
 
 async def raw_json(console: Console, request: Request, viewer: Viewer, record: dict[str, Any]) -> Response:
@@ -55,6 +57,7 @@ async def raw_json(console: Console, request: Request, viewer: Viewer, record: d
 VIEWS: tuple[tuple[str, View], ...] = (
     ("", detail),
     ("raw", raw_json),
+    ("capture", capture_json),  # --capture-bodies (console/capture.py)
 )
 
 
