@@ -20,6 +20,7 @@ process has on the path lets go of the old file and the new one is opened and mi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -176,6 +177,9 @@ class Database:
 
     async def close(self) -> None:
         _OPEN.discard(self)
+        for conn in self.state.pop("jobs", {}).values():  # a periodic job this process leads (PostgreSQL)
+            with contextlib.suppress(Exception):
+                await conn.close()
         await self.writer.dispose()
         await self.reader.dispose()
 

@@ -11,8 +11,9 @@ to the file system the same way, a few at a time (SQLite).
 On PostgreSQL the days wholly older than the cut-off are dropped first, partition by partition (constant time
 whatever their size), so the batches only delete the rows of the day the cut-off falls in.
 
-Several processes or hosts may share a PostgreSQL database: the daemon's loop purges in one of them at a time
-(`Backend.cluster_job`), the others skip that round. The loop also runs the backend's periodic upkeep (on
+Several processes or hosts may share a PostgreSQL database: the daemon's loop purges in one of them
+(`Backend.cluster_job`: the first to take the job keeps it until it stops, then another takes over), the others
+skip their rounds (logged once). The loop also runs the backend's periodic upkeep (on
 PostgreSQL: partitions created ahead of time), with or without a retention window.
 """
 
@@ -121,6 +122,7 @@ class RetentionLoop:
         self.runs = 0  # rounds this loop ran (purged or not)
         self.purges = 0  # rounds in which this process held the cluster's retention job and purged
         self.deleted = 0
+        self.skipped = 0  # rounds skipped: another process held the job
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aigw-retention")
@@ -132,7 +134,9 @@ class RetentionLoop:
             return None
         async with self._db.backend.cluster_job(self._db, "retention") as mine:
             if not mine:
-                loop_log.debug("retention: another process is purging; skipping this round")
+                (loop_log.debug if self.skipped else loop_log.info)(
+                    "retention: another process sharing the database runs the purge; skipping this round")
+                self.skipped += 1
                 return None
             result, _ = await purge_now(self._db, self._window)
         self.purges += 1

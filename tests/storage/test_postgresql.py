@@ -216,12 +216,15 @@ async def test_retention_runs_in_one_process_at_a_time(
         async with db.backend.cluster_job(db, "retention") as mine:  # this replica is purging
             assert mine
             assert await there.run_once() is None  # so the other one skips its round
-        assert there.purges == 0
-        # Both loops at once, round after round: every row is purged exactly once.
+        assert there.purges == 0 and there.skipped == 1
+        # Both loops at once, round after round: the one that has the job keeps it, every row purged once.
         results = await asyncio.gather(*(loop.run_once() for _ in range(3) for loop in (here, there)))
         assert sum(r.deleted_interceptions for r in results if r is not None) == 12
-        assert here.deleted + there.deleted == 12
+        assert here.deleted == 12 and here.purges == 3 and there.purges == 0 and there.skipped == 4
         assert await list_interceptions(db) == []
+        # When it stops, the next replica to try takes the job over.
+        await db.close()
+        assert await there.run_once() is not None and there.purges == 1
     finally:
         await other.close()
 

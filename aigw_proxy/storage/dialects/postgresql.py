@@ -17,6 +17,7 @@ of the sessions that had calls in them; rows of the day the cut-off falls in are
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -462,17 +463,42 @@ class PostgresBackend:
 
     @asynccontextmanager
     async def cluster_job(self, db: Database, job: str) -> AsyncIterator[bool]:
-        key = lock_key(f"job:{job}")
-        async with db.writer.connect() as conn:
-            mine = bool((await conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar())
-            await conn.commit()
-            try:
+        # Leadership: the process that gets the job's session-level advisory lock keeps it, on a connection of its
+        # own, until it stops (Database.close, or its connection lost): it runs every round of the job, the others
+        # skip theirs; when it goes away the lock is released and the next process to try takes over.
+        locks: dict[str, asyncio.Lock] = db.state.setdefault("job_locks", {})
+        async with locks.setdefault(job, asyncio.Lock()):  # one round at a time in this process
+            async with self._job(db, job) as mine:
                 yield mine
-            finally:
-                if mine:
-                    with contextlib.suppress(sa.exc.SQLAlchemyError, OSError):
-                        await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                        await conn.commit()
+
+    @asynccontextmanager
+    async def _job(self, db: Database, job: str) -> AsyncIterator[bool]:
+        held: dict[str, AsyncConnection] = db.state.setdefault("jobs", {})
+        conn = held.get(job)
+        if conn is not None:
+            try:
+                await conn.execute(sa.text("SELECT 1"))
+                await conn.commit()
+            except (sa.exc.SQLAlchemyError, OSError):  # the connection, and the lock with it, is gone
+                held.pop(job, None)
+                with contextlib.suppress(sa.exc.SQLAlchemyError, OSError):
+                    await conn.invalidate()
+                conn = None
+        if conn is None:
+            conn = await db.writer.connect()
+            try:
+                mine = bool((await conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                                {"k": lock_key(f"job:{job}")})).scalar())
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+            if not mine:
+                await conn.close()
+                yield False
+                return
+            held[job] = conn
+        yield True
 
     async def maintain(self, db: Database) -> None:
         today = datetime.now(UTC).date()
