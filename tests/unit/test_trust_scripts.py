@@ -69,6 +69,11 @@ def serving(server: ssl.SSLContext) -> tuple[socket.socket, threading.Thread]:
             try:
                 with server.wrap_socket(conn, server_side=True) as tls:
                     tls.sendall(b"hi")
+                    # Wait for the client to close first: a server closing with the client's last bytes unread
+                    # sends a reset, which can reach a slow client before it has read "hi" (ECONNRESET).
+                    tls.settimeout(10)
+                    while tls.recv(1024):
+                        pass
             except (ssl.SSLError, OSError):
                 pass
 
