@@ -17,8 +17,8 @@ from aigw_proxy.recording.records import Initiator
 from aigw_proxy.redaction.engine import Redactor
 from aigw_proxy.storage import LATEST_VERSION, Database, RecordWriter, get_capture, migrate, open_database
 from aigw_proxy.storage.retention import purge_old_records
+from aigw_proxy.storage.write.core import default_spool_path
 from aigw_proxy.storage.write.spool import decode, encode
-from aigw_proxy.storage.write.writer import default_spool_path
 from tests.support.records import at, ended, started
 
 KEY = "sk-ant-api03-" + "Zq8wXe3rTy6uIo9pAs2dFg5hJk1lZx4c" * 3
