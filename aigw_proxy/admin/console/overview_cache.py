@@ -4,10 +4,9 @@ the background while someone looks at them, so that no page view waits for the o
 
 A view within `fresh_for` of the figures' computation is served from memory: up to `FRESH_SECONDS`, less for
 figures that are cheap to compute (a small database's are about as fresh as its records). The refresher
-recomputes, ahead of time, every entry viewed within the last `WARM_FOR_SECONDS` that is about to turn stale, and
-warms the admins' three fixed windows once at start. Only a viewer's first look at a window (a member's, or a
-custom one) or one after a quiet spell of `WARM_FOR_SECONDS` computes on the request: figures are never older
-than `FRESH_SECONDS` plus one computation."""
+recomputes, ahead of time, every entry viewed within the last `WARM_FOR_SECONDS` that is about to turn stale.
+Only the first look at a window (per grouping and viewer) since the start or since a quiet spell of
+`WARM_FOR_SECONDS` computes on the request: figures are never older than `FRESH_SECONDS` plus one computation."""
 
 from __future__ import annotations
 
@@ -123,20 +122,13 @@ class OverviewCache:
         return len(due)
 
     async def keep_warm(self, interval: float = 5.0) -> None:
-        """Warm the admins' fixed windows, then refresh what is viewed, until cancelled. A failed computation (a
-        locked or missing database) is logged and retried at the next round; page views then compute and show
-        their own error."""
-        now = datetime.now(UTC)
-        for window, span in WINDOWS.items():
-            try:
-                key = self.key(window, "model", None, now - span, now)
-                await self._compute(key, now - span, now, None, "model")
-                self._viewed(key)
-            except Exception as exc:  # the console keeps serving whatever the database does
-                log.warning("overview warm-up of %s failed: %s", window, exc)
+        """Refresh what is viewed, until cancelled. Nothing is computed ahead of a first view: figures computed
+        at start would be shown as they were then to whoever looks first. A failed computation (a locked or
+        missing database) is logged and retried at the next round; page views then compute and show their own
+        error."""
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.refresh_due()
-            except Exception as exc:
+            except Exception as exc:  # the console keeps serving whatever the database does
                 log.warning("overview refresh failed: %s", exc)
