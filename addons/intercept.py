@@ -61,7 +61,7 @@ class _Watch:
     flow: http.HTTPFlow
     ix: Interception
     last: float  # loop time
-    cut_after: float | None = None  # set when the watchdog cut its upstream for silence: the idle seconds
+    cut_after: float | None = None  # set when the watchdog cut its upstream for silence: the timeout it passed
 
 
 def failure_cause(flow: http.HTTPFlow, *, cut_after: float | None = None, stopping: bool = False
@@ -70,7 +70,7 @@ def failure_cause(flow: http.HTTPFlow, *, cut_after: float | None = None, stoppi
     `error` hook). `error_type` None: derived from the upstream status when stored."""
     message = flow.error.msg if flow.error else "connection failed"
     if cut_after is not None:
-        return f"upstream sent nothing for {cut_after:.0f} s (--upstream-idle-timeout)", "timeout"
+        return f"upstream sent nothing for {cut_after:g} s (--upstream-idle-timeout)", "timeout"
     if stopping:
         return SHUTDOWN_MESSAGE, None
     if CONNECT_TIMED_OUT in message:  # --upstream-connect-timeout: the connection was never made
@@ -264,7 +264,9 @@ class Interceptor:
         flow = watches[0].flow
         idle = min(now - w.last for w in watches)
         for w in watches:
-            w.cut_after = idle
+            # The record states the limit passed, not the silence measured: a late watchdog tick on a busy loop
+            # would otherwise make the same timeout read "2 s" one time and "1 s" another.
+            w.cut_after = self.upstream_idle_timeout
         try:
             handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
             io = handler.transports.get(flow.server_conn) if handler is not None else None

@@ -100,7 +100,7 @@ def test_failure_causes() -> None:
     flow = model_call()
     flow.error = tflow.terr("Client disconnected.")
     assert failure_cause(flow, stopping=True) == (SHUTDOWN_MESSAGE, None)
-    assert failure_cause(flow, cut_after=300.2) == ("upstream sent nothing for 300 s (--upstream-idle-timeout)",
+    assert failure_cause(flow, cut_after=300.0) == ("upstream sent nothing for 300 s (--upstream-idle-timeout)",
                                                     "timeout")
 
 
