@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -40,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -48,12 +47,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
 
 from aigw_proxy.admin.health import HealthReport
 from aigw_proxy.proxy.worker_control import WorkerRole, read_state
-from aigw_proxy.telemetry.metrics import GATEWAY, OWN, PROXY, legacy_name
+from aigw_proxy.proxy.worker_metrics import Family, MergedCollector, counters_only, merge_scrapes, parse_scrape
+from aigw_proxy.telemetry.metrics import OWN
 
 if TYPE_CHECKING:
     from aigw_proxy.admin.health import HealthMonitor
@@ -140,77 +138,6 @@ async def _worker_serve(settings: Settings, role: WorkerRole) -> None:
     await stop(running, settings.shutdown_grace)
 
 
-# -- merging the workers' metrics --------------------------------------------------------------------------------
-
-_SUMMED_GAUGES = {PROXY + "inflight_mitm_requests", GATEWAY + "interceptions_inflight",
-                  OWN + "recorder_queue_depth", OWN + "recorder_spooled", OWN + "limited_requests_inflight"}
-SUMMED_GAUGES = frozenset(_SUMMED_GAUGES | {n for n in map(legacy_name, _SUMMED_GAUGES) if n})
-_SUMMED_TYPES = ("counter", "histogram", "summary", "gaugehistogram")
-
-SampleKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-@dataclass(slots=True)
-class _Family:
-    name: str
-    documentation: str
-    type: str
-    unit: str
-    samples: dict[SampleKey, float] = field(default_factory=dict)
-
-    @property
-    def summed(self) -> bool:
-        return self.type in _SUMMED_TYPES or self.name in SUMMED_GAUGES
-
-    def metric(self) -> Metric:
-        out = Metric(self.name, self.documentation, self.type, self.unit)
-        for (name, labels), value in self.samples.items():
-            out.add_sample(name, dict(labels), value)
-        return out
-
-
-def parse_scrape(text: str) -> dict[str, _Family]:
-    families: dict[str, _Family] = {}
-    for fam in text_string_to_metric_families(text):
-        f = families.setdefault(fam.name, _Family(fam.name, fam.documentation, fam.type, fam.unit))
-        for s in fam.samples:
-            f.samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return families
-
-
-def merge_scrapes(scrapes: Sequence[dict[str, _Family]]) -> dict[str, _Family]:
-    """The daemon's figures from each worker's: summed families add up, the other gauges take the largest."""
-    out: dict[str, _Family] = {}
-    for families in scrapes:
-        for name, fam in families.items():
-            mine = out.get(name)
-            if mine is None:
-                out[name] = _Family(fam.name, fam.documentation, fam.type, fam.unit, dict(fam.samples))
-                continue
-            for key, value in fam.samples.items():
-                old = mine.samples.get(key)
-                if old is None:
-                    mine.samples[key] = value
-                elif mine.summed:
-                    mine.samples[key] = old + value
-                elif not math.isnan(value):
-                    mine.samples[key] = value if math.isnan(old) else max(old, value)
-    return out
-
-
-def counters_only(families: dict[str, _Family]) -> dict[str, _Family]:
-    """What of a dead worker's last scrape is kept (its counters and histograms), so the sums never decrease."""
-    return {n: f for n, f in families.items() if f.type in _SUMMED_TYPES}
-
-
-class _Merged(Collector):
-    def __init__(self, families: Callable[[], Iterator[Metric]]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._families()
-
-
 # -- the supervisor ----------------------------------------------------------------------------------------------
 
 
@@ -225,7 +152,7 @@ class WorkerSlot:
     backoff: float = BACKOFF_FIRST
     ready: bool = False  # answered the supervisor's latest read (its health report is then the latest one)
     last_state: dict[str, Any] | None = None
-    last_families: dict[str, _Family] = field(default_factory=dict)
+    last_families: dict[str, Family] = field(default_factory=dict)
     last_exit: int | None = None
     restart_handle: asyncio.TimerHandle | None = None
 
@@ -254,7 +181,7 @@ class SupervisorHealth:
         self.db_timeout = db_timeout
         self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Merged(self._families))
+        self.registry.register(MergedCollector(self._families))
 
     async def _refresh(self) -> None:
         slots = list(self.sup.slots)
@@ -390,7 +317,7 @@ class Supervisor:
         self.log_level = log_level
         self.log_format = log_format
         self.slots: list[WorkerSlot] = []
-        self.retired: dict[str, _Family] = {}
+        self.retired: dict[str, Family] = {}
         self.health = SupervisorHealth(self)
         self.stopping = False
         self._mp = multiprocessing.get_context("spawn")

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigw_proxy.config.settings import ConfigError, Settings, parse_file_config, parse_workers
-from aigw_proxy.proxy.workers import _Merged, counters_only, merge_scrapes, parse_scrape
+from aigw_proxy.proxy.worker_metrics import MergedCollector, counters_only, merge_scrapes, parse_scrape
 from aigw_proxy.telemetry.metrics import Metrics
 
 
@@ -31,7 +31,7 @@ def busy_metrics(calls: int, inflight: int) -> Metrics:
 
 def render(families: dict) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Merged(lambda: (f.metric() for f in families.values())))
+    registry.register(MergedCollector(lambda: (f.metric() for f in families.values())))
     return generate_latest(registry).decode()
 
 
