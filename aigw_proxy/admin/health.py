@@ -195,16 +195,21 @@ class HealthMonitor:
                     "is reopening it")
         if db is None:
             return None
-        try:
-            async with asyncio.timeout(self.policy.db_timeout):
-                async with db.reader.connect() as conn:
-                    await conn.execute(sa.text("SELECT 1"))
-        except TimeoutError:
-            return f"the database did not answer within {self.policy.db_timeout:g} s"
-        except Exception as exc:
-            orig = getattr(exc, "orig", None) or exc
-            return f"cannot read the database: {type(orig).__name__}: {orig}"
-        return None
+        return await probe_database(db, self.policy.db_timeout)
+
+
+async def probe_database(db: Database, within: float) -> str | None:
+    """Why the database cannot be read (it did not answer within ``within`` s, or failed), None if it can."""
+    try:
+        async with asyncio.timeout(within):
+            async with db.reader.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+    except TimeoutError:
+        return f"the database did not answer within {within:g} s"
+    except Exception as exc:
+        orig = getattr(exc, "orig", None) or exc
+        return f"cannot read the database: {type(orig).__name__}: {orig}"
+    return None
 
 
 class HealthCollector(Collector):

@@ -24,6 +24,7 @@ from aigw_proxy.admin.api.app import ApiApp
 from aigw_proxy.admin.app import AdminContext, admin_app, is_loopback, metrics_app
 from aigw_proxy.admin.console.app import ConsoleApp
 from aigw_proxy.admin.http import AdminLimits, protocol_class
+from aigw_proxy.sockets import listening_socket
 from aigw_proxy.storage import Database, DatabaseConfig, open_database
 
 log = logging.getLogger("aigw_proxy.admin")
@@ -46,17 +47,7 @@ class _Listener:
 
 def _bind(what: str, host: str, port: int) -> _Listener:
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                          flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = listening_socket(host, port, backlog=128)
     except OSError as exc:
         raise AdminBindError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror or exc}") from None
     return _Listener(what, sock)

@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any, cast
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from aigw_proxy.admin.health import HealthReport
+from aigw_proxy.admin.health import HealthReport, probe_database
 from aigw_proxy.proxy.worker_control import WorkerRole, read_state
 from aigw_proxy.proxy.worker_metrics import Family, MergedCollector, counters_only, merge_scrapes, parse_scrape
+from aigw_proxy.sockets import listening_socket
 from aigw_proxy.telemetry.metrics import OWN
 
 if TYPE_CHECKING:
@@ -257,20 +258,7 @@ class SupervisorHealth:
         return self._report(self._current(), await self._probe(db))
 
     async def _probe(self, db: Database | None) -> str | None:
-        import sqlalchemy as sa
-
-        if db is None:
-            return None
-        try:
-            async with asyncio.timeout(self.db_timeout):
-                async with db.reader.connect() as conn:
-                    await conn.execute(sa.text("SELECT 1"))
-        except TimeoutError:
-            return f"the database did not answer within {self.db_timeout:g} s"
-        except Exception as exc:
-            orig = getattr(exc, "orig", None) or exc
-            return f"cannot read the database: {type(orig).__name__}: {orig}"
-        return None
+        return None if db is None else await probe_database(db, self.db_timeout)
 
     def _families(self) -> Iterator[Metric]:
         with self._lock:
@@ -332,20 +320,10 @@ class Supervisor:
 
         host, port = self.settings.listen
         try:
-            family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                              flags=socket.AI_PASSIVE)[0]
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(addr)
-                sock.listen(1024)
-                sock.setblocking(False)
-            except BaseException:
-                sock.close()
-                raise
+            # A deep backlog: connections queued while a worker restarts wait for the others instead of failing.
+            return listening_socket(host, port, backlog=1024)
         except OSError as exc:
             raise DaemonError(f"cannot listen on {host}:{port} for the proxy: {exc.strerror or exc}") from None
-        return sock
 
     async def _prepare(self) -> None:
         """What one daemon does first, done once for all workers: data directory, CA, schema migration."""
