@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,16 +74,23 @@ def interceptions() -> None:
 def interceptions_list(after_id: str | None, url: str | None, token: str | None, data_dir: Path,
                        **kw: Any) -> None:
     """Print ended interceptions as a JSON array, newest first."""
-    terms = filter_terms(kw)
-    if url:
-        body = api_get(url, token, "/interceptions", {"q": search_query(**terms), "limit": kw["limit"],
-                                                       "after_id": after_id})
-        print_json(body["results"])
-        return
     from aigw_proxy.storage import list_interceptions
 
+    print_page(kw, url, token, data_dir, path="/interceptions", key="results", cursor=("after_id", after_id),
+               read=lambda db, flt: list_interceptions(db, flt, limit=kw["limit"], after_id=after_id))
+
+
+def print_page(kw: dict[str, Any], url: str | None, token: str | None, data_dir: Path, *, path: str, key: str,
+               cursor: tuple[str, str | None], read: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> None:
+    """Print one page of a filtered list as a JSON array: from the API at ``url`` (``path``, the page under
+    ``key``) with ``--url``, else ``read(db, filter)`` on the local database."""
+    terms = filter_terms(kw)
+    if url:
+        body = api_get(url, token, path, {"q": search_query(**terms), "limit": kw["limit"], cursor[0]: cursor[1]})
+        print_json(body[key])
+        return
     flt = local_filter(terms)
-    print_json(storage_call(data_dir, lambda db: list_interceptions(db, flt, limit=kw["limit"], after_id=after_id)))
+    print_json(storage_call(data_dir, lambda db: read(db, flt)))
 
 
 @interceptions.command("capture")

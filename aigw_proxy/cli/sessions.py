@@ -9,8 +9,8 @@ import click
 
 from aigw_proxy.cli.common import fail, print_json, storage_call, storage_options
 from aigw_proxy.cli.main import main
-from aigw_proxy.cli.records import filter_options, filter_terms, local_filter
-from aigw_proxy.cli.remote import api_get, remote_options, search_query
+from aigw_proxy.cli.records import filter_options, print_page
+from aigw_proxy.cli.remote import api_get, remote_options
 
 
 @main.group()
@@ -26,17 +26,11 @@ def sessions() -> None:
 def sessions_list(after_session_id: str | None, url: str | None, token: str | None, data_dir: Path,
                   **kw: Any) -> None:
     """Print sessions as a JSON array, most recently active first."""
-    terms = filter_terms(kw)
-    if url:
-        body = api_get(url, token, "/sessions", {"q": search_query(**terms), "limit": kw["limit"],
-                                                  "after_session_id": after_session_id})
-        print_json(body["sessions"])
-        return
     from aigw_proxy.storage import list_sessions
 
-    flt = local_filter(terms)
-    print_json(storage_call(data_dir, lambda db: list_sessions(db, flt, limit=kw["limit"],
-                                                               after_session_id=after_session_id)))
+    print_page(kw, url, token, data_dir, path="/sessions", key="sessions",
+               cursor=("after_session_id", after_session_id),
+               read=lambda db, flt: list_sessions(db, flt, limit=kw["limit"], after_session_id=after_session_id))
 
 
 @sessions.command("show")
