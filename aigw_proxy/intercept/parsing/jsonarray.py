@@ -12,11 +12,11 @@ import re
 from collections.abc import Iterator
 
 from aigw_proxy.intercept.parsing.jsonwalk import loads_object
-from aigw_proxy.intercept.parsing.sse import EventAccumulator
+from aigw_proxy.intercept.parsing.sse import MAX_EVENT, EventAccumulator, EventStreamParser
 from aigw_proxy.recording.records import ResponseFacts
 
 # One element larger than this is skipped (counted as malformed), so memory stays bounded whatever upstream sends.
-MAX_ELEMENT = 16 * 1024 * 1024
+MAX_ELEMENT = MAX_EVENT
 
 # Inside an object or array: everything up to the next bracket, complete strings included, in one match (a bracket
 # costs a Python step, a string does not). Possessive quantifiers: no backtracking, whatever the input.
@@ -177,43 +177,25 @@ class JSONArraySplitter:
             self._start = max(self._start - keep_from, 0)
 
 
-class JSONArrayStreamParser:
+class JSONArrayStreamParser(EventStreamParser):
     """Glue: a streamed JSON array → JSON objects → an API's accumulator. Never raises into the proxy."""
 
-    __slots__ = ("_acc", "_malformed", "_splitter")
+    __slots__ = ("_splitter",)
 
     def __init__(self, accumulator: EventAccumulator) -> None:
-        self._acc = accumulator
+        super().__init__(accumulator)
         self._splitter = JSONArraySplitter()
-        self._malformed = 0
 
     def feed(self, chunk: bytes) -> None:
         for element in self._splitter.feed(chunk):
             self._dispatch(element)
 
     def finish(self) -> ResponseFacts:
-        try:
-            facts = self._acc.result()
-        except Exception as exc:  # a bug in an accumulator must not reach the proxy
-            facts = ResponseFacts(error=f"stream parser failed: {exc!r}")
-            facts.parse_errors += 1
-        facts.parse_errors += self._malformed + self._splitter.malformed
-        return facts
-
-    def snapshot(self) -> ResponseFacts | None:
-        """What the events so far say, the stream going on (partial usage is stored as it is seen); None if the
-        accumulator fails."""
-        try:
-            return self._acc.result()
-        except Exception:
-            return None
+        return self._facts(self._splitter.malformed)
 
     def _dispatch(self, element: bytes) -> None:
         obj, _why = loads_object(element)
         if obj is None:
             self._malformed += 1
             return
-        try:
-            self._acc.on_event(obj)
-        except Exception:
-            self._malformed += 1
+        self._deliver(obj)
