@@ -8,6 +8,8 @@
                                                                     #   fleet newconn memory)
     .venv/bin/python bench/proxy_bench.py --baseline ../base        # + "aigw-base": that checkout's aigw-proxy,
                                                                     #   side by side in the cost cases: before/after
+    .venv/bin/python bench/proxy_bench.py --optimize aigw,aigw-base # those proxies under python -O, as deployed
+                                                                    #   (deploy/); `--optimize all`: every proxy
 
 Everything stays on 127.0.0.1. A throwaway CA signs a certificate for api.anthropic.com; a raw-asyncio HTTPS
 stand-in (in this process) answers `POST /v1/messages` with a small Anthropic message (JSON) or an SSE stream
@@ -74,6 +76,9 @@ def main() -> int:
     ap.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--stream-calls", type=int, help="stream case: calls per connection and rep (default 6)")
     ap.add_argument("--newconn-n", type=int, help="newconn case: new connections per rep (default 100)")
+    ap.add_argument("--optimize", metavar="NAMES",
+                    help="run these targets' Python with PYTHONOPTIMIZE=1 (-O), as the deploy kit runs aigw-proxy: "
+                         "e.g. aigw,aigw-base (or all: every proxy, mitmdump and mitm-min too)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database) for inspection")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -110,6 +115,10 @@ def main() -> int:
         if not (args.baseline / "aigw_proxy" / "__main__.py").exists():
             ap.error(f"--baseline {args.baseline}: not an aigw-proxy checkout")
         bench.baseline = args.baseline.resolve()
+    if args.optimize:
+        names = {x.strip() for x in args.optimize.split(",") if x.strip()}
+        every = {"mitmdump", "mitm-min", "aigw", "aigw-rsa", "aigw-base", "aigw-w1", f"aigw-w{prof.workers_n}"}
+        bench.optimize = every if "all" in names else names
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
         bench.pyspy_dir = args.py_spy.resolve()

@@ -175,6 +175,7 @@ class Bench:
         self.baseline: Path | None = None  # another checkout whose aigw-proxy runs beside ours as "aigw-base"
         self.targets: dict[str, Target] = {}
         self.lockstep_port = 0  # the stand-in's UDP port for lock-step streams
+        self.optimize: set[str] = set()  # targets whose Python runs with PYTHONOPTIMIZE=1 (--optimize)
 
     # -- processes --
     async def cli(self, *args: str, data_dir: Path | None = None, checkout: Path | None = None) -> str:
@@ -193,9 +194,12 @@ class Bench:
 
     async def spawn(self, name: str, *argv: str, cwd: Path = REPO) -> asyncio.subprocess.Process:
         log = (self.tmp / f"{name}.log").open("wb")
+        # --optimize: this proxy's Python runs with -O (no `assert`s, no mitmproxy `__debug__` self-checks), as
+        # the deploy kit runs aigw-proxy.
+        env = {**os.environ, "PYTHONOPTIMIZE": "1"} if name in self.optimize else None
         try:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=log,
-                                                        stderr=subprocess.STDOUT, cwd=cwd)
+                                                        stderr=subprocess.STDOUT, cwd=cwd, env=env)
         finally:
             log.close()
         self.procs.append(proc)

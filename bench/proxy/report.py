@@ -31,6 +31,9 @@ def report(b: Bench) -> bool:
     print("  mitmdump = `mitmdump -q` (all default addons) + redirect/stream addon: the goal baseline;")
     print("  mitm-min = mitmproxy embedded like aigw_proxy/proxy/daemon.py (its mitmproxy_builtins()) + the same addon,"
           " i.e. aigw minus its own addons")
+    if b.optimize:
+        running = sorted(n for n in b.optimize if n in b.targets)
+        print(f"  under python -O (PYTHONOPTIMIZE=1, --optimize): {', '.join(running) or 'none'}; the rest without")
     print("=" * 112)
 
     def hdr(title: str, extra: str) -> None:
