@@ -94,6 +94,16 @@ def test_systemd_unit_is_hardened() -> None:
     assert settings.get("User") not in (None, "root") or settings.get("DynamicUser") == "yes"
 
 
+def test_the_image_and_the_unit_run_the_proxy_under_python_optimize() -> None:
+    # Without mitmproxy's `__debug__` self-checks (README, How it works); the image also compiles the -O bytecode,
+    # as it writes none at run time (PYTHONDONTWRITEBYTECODE).
+    docker = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ENV PYTHONOPTIMIZE=1\b", docker, re.M)
+    assert "python -O -m compileall" in docker and "PYTHONDONTWRITEBYTECODE=1" in docker
+    unit = (DEPLOY / "aigw-proxy.service").read_text()
+    assert "Environment=PYTHONOPTIMIZE=1" in unit.splitlines()
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     # Only the ExecStart binary differs from an installed system: point it at one that exists here.
