@@ -2,6 +2,8 @@
 ~5M child rows).
 
     .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N] [--console-only [--repeat N]]
+    .venv/bin/python bench/api_bench.py --api-only [PREFIX] [--repeat N]   # REST API queries only (those named
+                                                                            # PREFIX…), median and range of repeats
                                                                             # or: make bench-api
     .venv/bin/python bench/api_bench.py --database-url postgresql://…      # the same on PostgreSQL
     .venv/bin/python bench/api_bench.py --postgresql                       # … on a throwaway local cluster
@@ -425,8 +427,12 @@ def main() -> int:
     ap.add_argument("--load-seconds", type=float, default=15.0)
     ap.add_argument("--console-only", action="store_true",
                     help="time the web console's pages and the spend report only")
+    ap.add_argument("--api-only", nargs="?", const="", default=None, metavar="PREFIX",
+                    help="time the REST API queries only (those whose name starts with PREFIX), no console pages "
+                         "and no proxied traffic")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="--console-only: repeat on a fresh daemon N times, then print each figure's median and range")
+                    help="--console-only, --api-only: repeat on a fresh daemon N times, then print each figure's "
+                         "median and range")
     ap.add_argument("--hammer", nargs=3, metavar=("URL", "TOKEN", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.hammer:
@@ -442,6 +448,25 @@ def main() -> int:
     backend = "PostgreSQL" if database_url else "SQLite"
     origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
+    if args.api_only is not None:  # the REST API's queries, on a fresh daemon per repeat
+        api_runs: list[dict[str, dict[str, float]]] = []
+        failed = False
+        try:
+            for _ in range(args.repeat):
+                proc, url, _proxy = start_daemon(out, origin.server_address[1], database_url)
+                try:
+                    bad, stats = bench_api(url, out, info, args.runs, only=args.api_only, backend=backend)
+                    failed = failed or bad
+                    api_runs.append(stats)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(60)
+            if args.repeat > 1 and api_runs[0]:
+                summarise(api_runs, f"API latency on {backend}")
+        finally:
+            origin.shutdown()
+            stack.close()
+        return 1 if failed else 0
     if args.console_only:  # the console's pages and the spend report, on a fresh daemon per repeat
         console_runs: list[dict[str, dict[str, float]]] = []
         spend_runs: list[dict[str, dict[str, float]]] = []

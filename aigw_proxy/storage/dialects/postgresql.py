@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, SESSIONS, SPAN, Engines
@@ -386,6 +387,9 @@ class PostgresBackend:
 
     def index_hint(self, index: str) -> str:
         return ""
+
+    def in_list(self, column: sa.ColumnElement[Any], values: Sequence[str]) -> sa.ColumnElement[bool]:
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.Text)))
 
     def partition_range(self, column: sa.ColumnElement[Any], lo: datetime | None,
                         hi: datetime | None) -> list[sa.ColumnElement[bool]]:

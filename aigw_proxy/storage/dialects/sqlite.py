@@ -197,6 +197,9 @@ class SQLiteBackend:
         # Without statistics for the table SQLite may pick another index and sort: name the one to use.
         return f" INDEXED BY {index}"
 
+    def in_list(self, column: sa.ColumnElement[Any], values: Sequence[str]) -> sa.ColumnElement[bool]:
+        return column.in_(list(values))
+
     def partition_range(self, column: sa.ColumnElement[Any], lo: datetime | None,
                         hi: datetime | None) -> list[sa.ColumnElement[bool]]:
         return []  # one table; and rows written before schema v10 have no interception_started_at

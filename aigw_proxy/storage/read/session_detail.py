@@ -70,7 +70,7 @@ async def get_session(
         root_ids = [r.id for r in page]
         rows = (await conn.execute(
             sa.select(interceptions)
-            .where(*mine, sa.func.coalesce(_i.thread_root_id, _i.id).in_(root_ids))
+            .where(*mine, backend_of(conn).in_list(sa.func.coalesce(_i.thread_root_id, _i.id), root_ids))
             .order_by(_i.started_at, _i.id)
         )).all() if root_ids else []
         kids = await children_of([r.id for r in rows], conn,

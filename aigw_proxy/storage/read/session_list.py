@@ -53,17 +53,17 @@ def _summary_conditions(flt: InterceptionFilter) -> list[sa.ColumnElement[bool]]
 
 
 def _matching(
-    flt: InterceptionFilter, *columns: sa.ColumnElement[Any], of_sessions: list[str] | None = None
+    flt: InterceptionFilter, *columns: sa.ColumnElement[Any], of_sessions: sa.ColumnElement[bool] | None = None
 ) -> sa.CTE:
-    """The matching interceptions' `columns` (only those of `of_sessions` if given: found through the session
-    index, never materialized).
+    """The matching interceptions' `columns` (only those `of_sessions` selects if given, a condition on the
+    session id: found through the session index, never materialized).
 
     This path serves a user's or a session's rows (everything else reads the session slices), so they come
     through the initiator or session index and are materialized first: otherwise SQLite would walk the whole
     (session, initiator) index to avoid a sort, instead of the few rows the filter selects."""
     cond = filter_conditions(flt)
     if of_sessions is not None:
-        return sa.select(*columns).where(*cond, _i.session_id.in_(of_sessions)).cte("matching")
+        return sa.select(*columns).where(*cond, of_sessions).cte("matching")
     return sa.select(*columns).where(*cond).cte("matching").prefix_with("MATERIALIZED")
 
 
@@ -83,7 +83,7 @@ async def _grouped_totals(
 ) -> dict[tuple[str, str], Any]:
     """started_at, ended_at, interceptions and threads over the matching interceptions of a page of sessions."""
     m = _matching(flt, _i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id,
-                  of_sessions=sorted({k[0] for k in keys})).c
+                  of_sessions=backend_of(conn).in_list(_i.session_id, sorted({k[0] for k in keys}))).c
     rows = await conn.execute(
         sa.select(m.session_id, m.initiator_id, *per_session(m, "started_at", "ended_at", "interceptions", "threads"))
         .group_by(m.session_id, m.initiator_id)

@@ -161,7 +161,7 @@ async def _irregular(
     if not keys:
         return []
     m = (sa.select(_i.session_id, _i.initiator_id, _i.started_at, _i.ended_at, _i.thread_root_id, _i.last_prompt_at)
-         .where(*filter_conditions(flt), _i.session_id.in_(sorted({k[0] for k in keys})))
+         .where(*filter_conditions(flt), backend_of(conn).in_list(_i.session_id, sorted({k[0] for k in keys})))
          .subquery("matching").c)
     grouped = await conn.execute(sa.select(m.session_id, m.initiator_id, *per_session(m, *_PER_SESSION))
                                  .group_by(m.session_id, m.initiator_id))

@@ -23,6 +23,7 @@ from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.read.costs import usd
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days, user_months
+from aigw_proxy.storage.schema.summaries import sessions as summary
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, users
 from aigw_proxy.storage.timefmt import rfc3339
 
@@ -158,14 +159,24 @@ async def _from_summary(conn: AsyncConnection, by: str | None, d: Any, cond: lis
 
 
 async def _from_rows(conn: AsyncConnection, by: str | None, flt: InterceptionFilter,
-                     out: dict[tuple[Any, ...], Sums]) -> None:
+                     out: dict[tuple[Any, ...], Sums], span: tuple[datetime, datetime] | None = None) -> None:
+    """Sums over the token-usage rows of the interceptions `flt` selects (`span`: the first start and last end
+    of the session `flt` names, which bound where its rows are)."""
+    backend = backend_of(conn)
     group = _rows_group(by, conn)
     unpriced = sa.case((_t.cost_micros.is_(None), 1), else_=0)
     sums = [*_by_kind(_t.api_equivalent == sa.true(), 1, unpriced, sa.func.coalesce(_t.cost_micros, 0)),
             *(sa.func.coalesce(sa.func.sum(_t[c]), 0).label(c) for c in (*TOKEN_COLUMNS, *_COMPONENTS))]
+    # The window (and the session's span) bound both tables' partition keys: a token row's is its interception's
+    # start. Without them PostgreSQL hashes every token row of every day to join the few it wants.
+    lo, hi = span or (None, None)
+    bounds = [*backend.partition_range(_t.interception_started_at, flt.started_after, flt.started_before),
+              *backend.partition_range(_i.started_at, lo, hi),
+              *backend.partition_range(_t.interception_started_at, lo, hi)]
     query = (sa.select(*group, *sums)
-             .select_from(token_usages.join(interceptions, _i.id == _t.interception_id))
-             .where(*filter_conditions(flt)))
+             .select_from(token_usages.join(interceptions, sa.text(
+                 backend.child_join(token_usages.name, interceptions.name))))
+             .where(*filter_conditions(flt), *bounds))
     for row in await conn.execute(query.group_by(*group) if group else query):
         _add(out, row, len(group))
 
@@ -244,7 +255,14 @@ async def _collect(conn: AsyncConnection, flt: InterceptionFilter, by: str | Non
     """[start, end) as partial days from the rows and whole days (or months) from the summaries."""
     out: dict[tuple[Any, ...], Sums] = {}
     if flt.session_id is not None:  # one session: its rows, through the session index
-        await _from_rows(conn, by, flt, out)
+        s = summary.c
+        cond = [s.session_id == flt.session_id]
+        if flt.visible_to is not None:
+            cond.append(s.initiator_id == flt.visible_to)
+        lo, hi = (await conn.execute(sa.select(sa.func.min(s.started_at), sa.func.max(s.ended_at))
+                                     .where(*cond))).one()
+        if lo is not None:  # no summary row: the session has no ended interception
+            await _from_rows(conn, by, flt, out, (lo, hi))
         return out
     start = flt.started_after
     end = flt.started_before + _ONE_MICROSECOND if flt.started_before is not None else None  # [start, end)
