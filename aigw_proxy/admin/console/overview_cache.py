@@ -87,7 +87,10 @@ class OverviewCache:
         if len(self._entries) >= MAX_ENTRIES and key not in self._entries:
             self._evict()
         old = self._entries.get(key)
-        self._entries[key] = _Entry(start, end, value, self._clock(), old.viewed_at if old else 0.0, fresh_for)
+        now = self._clock()
+        # A new entry is a view's (the refresher only recomputes existing ones): viewed now, or the refresher
+        # could drop it as long unviewed before the view that asked for it marks it.
+        self._entries[key] = _Entry(start, end, value, now, old.viewed_at if old else now, fresh_for)
         return value
 
     def _viewed(self, key: Key) -> None:
