@@ -16,7 +16,7 @@ import genai_prices
 import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.data import providers as library_providers
-from genai_prices.types import ModelPrice, TieredPrices
+from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 
 from aigw_proxy.intercept.parsing import anthropic_messages, gemini, openai_chat, openai_responses
 from aigw_proxy.recording.records import TokenUsage
@@ -39,13 +39,20 @@ def library_prices(provider_id: str, model: str, at: dt.datetime = NOW) -> Model
     return info.get_prices(at)
 
 
-def base(rate: Decimal | TieredPrices) -> Decimal:
+def base(rate: Decimal | TieredPrices | None) -> Decimal:
+    assert rate is not None
     return rate.base if isinstance(rate, TieredPrices) else rate
 
 
-def tier(rate: Decimal | TieredPrices, start: int) -> Decimal:
+def tier(rate: Decimal | TieredPrices | None, start: int) -> Decimal:
     assert isinstance(rate, TieredPrices), rate
     return next(t.price for t in rate.tiers if t.start == start)
+
+
+def flat(rate: Decimal | TieredPrices | None) -> Decimal:
+    """A rate the library gives as one figure (no tiers)."""
+    assert isinstance(rate, Decimal), rate
+    return rate
 
 
 def micros(exact: Decimal) -> int:
@@ -113,6 +120,7 @@ def test_anthropic_cache_read_and_writes_billed_by_ttl() -> None:
         },
     )
     price = Pricer().price(row, provider_type="anthropic", provider_name="anthropic", model=model, at=NOW)
+    assert price is not None
 
     r = library_prices("anthropic", model)
     assert base(r.cache_write_1h_mtok) > base(r.cache_write_mtok)  # the 1 h TTL costs more: the split matters
@@ -154,7 +162,7 @@ def test_anthropic_writes_without_a_ttl_split_are_5m_writes_and_web_searches_are
     r = library_prices("anthropic", model)
     assert price.cache_write_price_micros == micros(4_000 * base(r.cache_write_mtok))
     # USD per 1000 searches × 1000 = micro-dollars per search
-    assert price.other_price_micros == micros(3 * r.web_searches_kcount * 1000)
+    assert price.other_price_micros == micros(3 * flat(r.web_searches_kcount) * 1000)
     assert_adds_up(price)
     assert abs(price.cost_micros - library_total_micros(row, "anthropic", model)) < 3
 
@@ -335,8 +343,8 @@ def test_prices_by_date_the_price_on_the_day_of_the_call() -> None:
     r_old, r_new = library_prices("openai", "o3", before), library_prices("openai", "o3", after)
     assert r_old.input_mtok != r_new.input_mtok
     assert old is not None and new is not None
-    assert old.cost_micros == micros(100_000 * r_old.input_mtok + 10_000 * r_old.output_mtok)
-    assert new.cost_micros == micros(100_000 * r_new.input_mtok + 10_000 * r_new.output_mtok)
+    assert old.cost_micros == micros(100_000 * flat(r_old.input_mtok) + 10_000 * flat(r_old.output_mtok))
+    assert new.cost_micros == micros(100_000 * flat(r_new.input_mtok) + 10_000 * flat(r_new.output_mtok))
     assert new.cost_micros < old.cost_micros
 
 
@@ -345,7 +353,9 @@ def test_prices_by_date_a_long_context_surcharge_that_was_dropped() -> None:
     model = "claude-sonnet-4-6"
     _, info = SNAPSHOT.find_provider_model(model, None, "anthropic", None)
     assert isinstance(info.prices, list)
-    change = next(c.constraint.start_date for c in info.prices if c.constraint is not None)
+    constraint = next(c.constraint for c in info.prices if c.constraint is not None)
+    assert isinstance(constraint, StartDateConstraint), constraint
+    change = constraint.start_date
     day_before = dt.datetime.combine(change - dt.timedelta(days=1), dt.time(12), dt.UTC)
     day_of = dt.datetime.combine(change, dt.time(12), dt.UTC)
     row = anthropic_row(model, {"input_tokens": 300_000, "output_tokens": 1_000})
@@ -354,7 +364,7 @@ def test_prices_by_date_a_long_context_surcharge_that_was_dropped() -> None:
     assert early is not None and late is not None
     early_rates, late_rates = library_prices("anthropic", model, day_before), library_prices("anthropic", model, day_of)
     assert early.input_price_micros == micros(300_000 * tier(early_rates.input_mtok, 200_000))
-    assert late.input_price_micros == micros(300_000 * late_rates.input_mtok)
+    assert late.input_price_micros == micros(300_000 * flat(late_rates.input_mtok))
     assert late.cost_micros < early.cost_micros
     # A naive time is UTC.
     naive = pricer.price(row, provider_type="anthropic", model=model, at=day_of.replace(tzinfo=None))
@@ -372,7 +382,9 @@ def test_copilot_calls_are_valued_at_the_vendors_api_list_price() -> None:
     r = library_prices("openai", "gpt-4o")
     assert gpt is not None and gpt.model_ref == "openai/gpt-4o"
     assert gpt.cost_micros == (
-        micros(10_000 * r.input_mtok) + micros(1_000 * r.output_mtok) + micros(5_000 * r.cache_read_mtok)
+        micros(10_000 * flat(r.input_mtok))
+        + micros(1_000 * flat(r.output_mtok))
+        + micros(5_000 * flat(r.cache_read_mtok))
     )
     # Copilot's dotted Claude names are Anthropic's models.
     claude = pricer.price(row, provider_type="copilot", model="claude-sonnet-4.5", at=NOW)
@@ -504,7 +516,9 @@ def test_override_discount_on_the_list_price() -> None:
     assert discounted.model_ref == listed.model_ref == "anthropic/claude-haiku-4-5"
     # A discount applies to rates given in the same table too.
     both = Pricer(parse_price_overrides([{"model": "m", "input": 10, "output": 10, "discount": 0.1}]))
-    assert both.price(Figures(1_000, 1_000), provider_type="openai", model="m", at=NOW).cost_micros == 18_000
+    both_price = both.price(Figures(1_000, 1_000), provider_type="openai", model="m", at=NOW)
+    assert both_price is not None
+    assert both_price.cost_micros == 18_000
 
 
 def test_override_self_hosted_at_zero_is_priced_not_unpriced() -> None:
