@@ -69,7 +69,7 @@ class StandIn:
 
     async def _start(self) -> int:
         server = await serve(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
-        return server.sockets[0].getsockname()[1]
+        return next(iter(server.sockets)).getsockname()[1]
 
     async def _serve(self, ws: ServerConnection) -> None:
         turn = 0

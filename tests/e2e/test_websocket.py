@@ -6,10 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import openai
 import pytest
 import websockets.sync.client
+from openai.types.responses import ResponseInputParam
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
@@ -42,14 +44,15 @@ def read_turn(conn: openai.resources.responses.responses.ResponsesConnection) ->
     raise AssertionError(f"no terminal event in {MAX_EVENTS} events")
 
 
-def codex_input(prompt: str) -> list[dict]:
-    return [
+def codex_input(prompt: str) -> ResponseInputParam:
+    items: list[dict] = [
         {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
         {"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "<environment_context>\n  <cwd>/work</cwd>\n</environment_context>"}]},
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": prompt}]},
         {"type": "configuration_update", "reasoning_effort": "medium"},
     ]
+    return cast("ResponseInputParam", items)  # Codex's wire items: the SDK's input types lack configuration_update
 
 
 def message(text: str, item_id: str = "msg_1") -> dict:
@@ -80,8 +83,10 @@ def test_codex_tool_loop_on_one_socket(ws_proxy_env: Daemon, ws_upstream: WsStan
     received: list[list[dict]] = []
     with client().responses.connect(extra_headers=CODEX_SOCKET_HEADERS,
                                     websocket_connection_options={"compression": "deflate"}) as conn:
-        client_extensions = conn._connection.response.headers.get("Sec-WebSocket-Extensions", "")  # the SDK's socket
-        turns = [
+        handshake = conn._connection.response  # the SDK's socket
+        assert handshake is not None
+        client_extensions = handshake.headers.get("Sec-WebSocket-Extensions", "")
+        turns: list[dict[str, Any]] = [  # Codex's turns as JSON
             {"model": MODEL, "input": [], "generate": False, "store": False},  # Codex's warm-up
             {"model": MODEL, "input": codex_input("make the failing test pass"), "store": False},
             {"model": MODEL, "input": [{"type": "function_call_output", "call_id": "call_1", "output": "1 failed"}],

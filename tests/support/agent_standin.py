@@ -161,7 +161,7 @@ class AgentStandIn:
 
     async def _start(self) -> None:
         self._ws_server = await serve(self._serve_ws, "127.0.0.1", 0, max_size=None)
-        self._ws_port = self._ws_server.sockets[0].getsockname()[1]
+        self._ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -15,9 +15,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from tests.support.ports import free_port
-from tests.support.standin import StandIn
 
 PROVIDER_HOSTS = [
     "api.anthropic.com",
@@ -91,7 +91,7 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def interceptions(self, expect: int | None = None, timeout: float = 10.0, **filters: object) -> list[dict]:
+    def interceptions(self, expect: int | None = None, timeout: float = 10.0, **filters: Any) -> list[dict]:
         """Read ended interceptions straight from the database, waiting until `expect` of them exist."""
         from aigw_proxy.storage import InterceptionFilter, list_interceptions, open_database
 
@@ -180,7 +180,14 @@ def stop_daemon(d: Daemon, sig: int = signal.SIGTERM, timeout: float = 30) -> in
     return d.proc.returncode
 
 
-def provider_config(standin: StandIn, upstream_ca: Path, *, extra: str = "", ports: list[int] | None = None) -> str:
+class Upstream(Protocol):
+    """A local stand-in for the providers' servers (HTTP StandIn or WebSocket WsStandIn)."""
+
+    @property
+    def url(self) -> str: ...
+
+
+def provider_config(standin: Upstream, upstream_ca: Path, *, extra: str = "", ports: list[int] | None = None) -> str:
     ports = [80, 443, *(ports or [])]
     lines = [
         f'upstream_ca_file = "{upstream_ca}"',

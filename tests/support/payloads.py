@@ -68,7 +68,7 @@ def anthropic_stream(msg_id: str, model: str, blocks: list[dict], usage: dict, *
                                      "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                                      "usage": {"output_tokens": usage["output_tokens"]}}))
     events.append(("message_stop", {"type": "message_stop"}))
-    return Reply.sse(events, delay=delay, **kw)  # type: ignore[arg-type]
+    return Reply.sse(events, delay=delay, **kw)
 
 
 def chat_completion(cid: str, model: str, message: dict, usage: dict, finish: str = "stop") -> dict:
@@ -105,7 +105,7 @@ def chat_stream(cid: str, model: str, *, text: str = "", tool_calls: list[dict] 
     if usage is not None:
         events.append((None, {**base, "choices": [], "usage": usage}))
     events.append((None, "[DONE]"))
-    return Reply.sse(events, **kw)  # type: ignore[arg-type]
+    return Reply.sse(events, **kw)
 
 
 def responses_object(rid: str, model: str, output: list[dict], usage: dict, status: str = "completed") -> dict:

@@ -69,7 +69,7 @@ class WsStandIn:
 
     async def _start(self) -> int:
         self._server = await serve(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
-        return self._server.sockets[0].getsockname()[1]
+        return next(iter(self._server.sockets)).getsockname()[1]
 
     def stop(self) -> None:
         async def _close() -> None:
