@@ -38,6 +38,7 @@ async def test_ports_outside_the_allow_list_are_refused() -> None:
         flow = connect("example.org", 22)
         await router.http_connect(flow)
         assert flow.response is not None and flow.response.status_code == 403
+        assert flow.response.content is not None
         assert b"port 22" in flow.response.content
 
 

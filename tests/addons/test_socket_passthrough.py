@@ -29,7 +29,7 @@ def upgrade(path: str, provider: object = OPENAI, status: int = 101) -> http.HTT
 
 
 def passthrough(m: Metrics) -> dict[tuple[str, ...], float]:
-    out = {}
+    out: dict[tuple[str, ...], float] = {}
     for fam in m._inner.collect():  # the registry the counters live in
         for s in fam.samples:
             if s.name == "coder_ai_gateway_passthrough_total":

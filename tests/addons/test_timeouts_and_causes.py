@@ -31,12 +31,12 @@ async def test_the_usage_seen_is_recorded_while_the_stream_goes_on() -> None:
     with taddons.context(addon):
         flow = _streaming(addon)
         assert callable(flow.response.stream)  # type: ignore[union-attr]
-        flow.response.stream(STREAM[0])  # type: ignore[union-attr,operator]  # message_start: 9 input tokens
+        flow.response.stream(STREAM[0])  # type: ignore[union-attr]  # message_start: 9 input tokens
         await asyncio.sleep(TICK * 2.5)
         usages = [r for r in records if isinstance(r, InterceptionUsage)]
         assert [(u.input_tokens, u.output_tokens) for r in usages for u in r.token_usages] == [(9, 1)]  # once
         for chunk in STREAM[1:]:
-            flow.response.stream(chunk)  # type: ignore[union-attr,operator]
+            flow.response.stream(chunk)  # type: ignore[union-attr]
         addon.response(flow)
         await asyncio.sleep(TICK * 2)
         assert isinstance(records[0], InterceptionStarted) and records[0].prompt == "hi there"

@@ -5,6 +5,7 @@ and exempted users are not."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -120,11 +121,11 @@ def test_rate_limit_per_token_on_model_calls_and_passthrough(rdaemon: Daemon, up
 
     # Four calls at once on one token: one goes through, three are refused before the upstream.
     upstream.queue(message("msg_rita"))
-    results = concurrently([lambda i=i: ask(d, "rita", f"rita {i}") for i in range(4)])
+    results = concurrently([functools.partial(ask, d, "rita", f"rita {i}") for i in range(4)])
     passed = [r for r in results if isinstance(r, anthropic.types.Message)]
     refused = [r for r in results if isinstance(r, anthropic.RateLimitError)]
     assert (len(passed), len(refused)) == (1, 3), results
-    assert all(1 <= int(r.response.headers["retry-after"]) <= 5 for r in refused)  # type: ignore[attr-defined]
+    assert all(1 <= int(r.response.headers["retry-after"]) <= 5 for r in refused)
     assert len(model_prompts(upstream)) == 1
     assert len(d.interceptions(expect=1, initiator="rita")) == 1  # refusals are not recorded
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,7 @@ MODEL = "claude-sonnet-4-5-20250929"
 # ----------------------------------------------------------------------------------------------------
 # Requests
 
-CLAUDE_CODE_REQUEST = {
+CLAUDE_CODE_REQUEST: dict[str, Any] = {
     "model": MODEL,
     "max_tokens": 32000,
     "stream": True,

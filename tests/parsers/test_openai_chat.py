@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,7 +44,7 @@ ASSISTANT_TOOL_CALLS = {
         {"id": CALL_B, "type": "function", "function": {"name": "get_time", "arguments": '{"timezone":"Asia/Tokyo"}'}},
     ],
 }
-REQUEST = {
+REQUEST: dict[str, Any] = {
     "model": MODEL,
     "stream": True,
     "stream_options": {"include_usage": True},

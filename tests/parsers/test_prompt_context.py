@@ -6,6 +6,7 @@ API that agent uses, plus the rules of `prompt_context` itself."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -94,7 +95,7 @@ DATETIME = "<current_datetime>2026-12-01T10:15:42.118Z</current_datetime>\n\n"
 
 @pytest.mark.parametrize("prompt_of", [responses_prompt, messages_prompt, chat_prompt],
                          ids=["responses", "messages", "chat"])
-def test_copilot_cli_prompt_drops_its_datetime_prefix(prompt_of) -> None:  # type: ignore[no-untyped-def]
+def test_copilot_cli_prompt_drops_its_datetime_prefix(prompt_of: Callable[..., str | None]) -> None:
     assert prompt_of(DATETIME + TYPED) == TYPED
 
 

@@ -57,7 +57,9 @@ def _format_regex(selected: list[str] | None, all_value: str) -> str:
 
 
 def _interval_seconds(text: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)([smhdw])", text).groups()
+    m = re.fullmatch(r"(\d+)([smhdw])", text)
+    assert m is not None, text
+    number, unit = m.groups()
     return int(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
 
 

@@ -122,7 +122,9 @@ def test_deployment_runs_unprivileged_on_a_read_only_root_filesystem() -> None:
     pod = _pod()
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["automountServiceAccountToken"] is False
-    dockerfile_uid = re.search(r"useradd .*--uid (\d+)", (DEPLOY / "Dockerfile").read_text()).group(1)
+    useradd = re.search(r"useradd .*--uid (\d+)", (DEPLOY / "Dockerfile").read_text())
+    assert useradd is not None
+    dockerfile_uid = useradd.group(1)
     assert pod["securityContext"]["runAsUser"] == int(dockerfile_uid)  # the image's user owns its home (/data)
     volumes = {v["name"]: v for v in pod["volumes"]}
     for c in pod["initContainers"] + pod["containers"]:
@@ -303,7 +305,7 @@ def test_compose_replicas_references_files_that_exist_and_agree() -> None:
 
 def _haproxy_sections() -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {}
-    current = None
+    current: str | None = None
     for raw in HAPROXY_CFG.read_text().splitlines():
         line = raw.split("#", 1)[0].rstrip()
         if not line.strip():
@@ -312,6 +314,7 @@ def _haproxy_sections() -> dict[str, list[str]]:
             current = line.strip()
             sections[current] = []
         else:
+            assert current is not None, raw  # an indented line belongs to the section above it
             sections[current].append(line.strip())
     return sections
 

@@ -123,10 +123,10 @@ def test_every_relative_markdown_link_resolves() -> None:
                     continue
                 path, _, anchor = link.partition("#")
                 target = (Path(name).parent / path).as_posix() if path else name
-                target = (ROOT / target).resolve()
-                if not target.is_relative_to(ROOT):
+                resolved = (ROOT / target).resolve()
+                if not resolved.is_relative_to(ROOT):
                     problems.append(f"{name}:{lineno}: {link} points outside the repository")
-                elif problem := check_target(f"{name}:{lineno}", target.relative_to(ROOT).as_posix(),
+                elif problem := check_target(f"{name}:{lineno}", resolved.relative_to(ROOT).as_posix(),
                                              anchor or None):
                     problems.append(problem)
     assert problems == [], "\n".join(problems)

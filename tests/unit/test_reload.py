@@ -56,7 +56,11 @@ hosts = ["again.test"]
     st = {(s.name, s.status) for s in ev.providers}
     assert {("anthropic", "enabled"), ("openai", "disabled"), ("acme", "enabled"), ("bad-url", "error"),
             ("thief", "error"), ("gopher", "error"), ("acme", "error")} <= st
-    errors = {s.name: s.error for s in ev.providers if s.status == "error"}
+    errors: dict[str, str] = {}
+    for s in ev.providers:
+        if s.status == "error":
+            assert s.error is not None, s  # an error status says what is wrong
+            errors[s.name] = s.error
     assert "must be an https:// URL" in errors["bad-url"]
     assert "'api.anthropic.com' is already claimed by provider 'anthropic'" in errors["thief"]
     assert "unknown type 'gopher'" in errors["gopher"]
@@ -96,9 +100,12 @@ async def test_failed_reload_keeps_routing_and_stamps_only_the_attempt(tmp_path:
     reloader = Reloader(path, applied.append, metrics)
     assert await reloader.reload("test") is True
     ok_at = metrics.registry.get_sample_value(SUCCESS)
+    assert ok_at is not None
     path.write_text("[[providers")
     await asyncio.sleep(0.01)  # a later attempt time
     assert await reloader.reload("test") is False
     assert len(applied) == 1 and applied[0].provider_table().for_host("llm.acme.test") is not None
-    assert metrics.registry.get_sample_value(SUCCESS) == ok_at < metrics.registry.get_sample_value(ATTEMPT)
+    attempts = metrics.registry.get_sample_value(ATTEMPT)
+    assert attempts is not None
+    assert metrics.registry.get_sample_value(SUCCESS) == ok_at < attempts
     assert ("acme", "openai", "enabled") in {(s.name, s.type, s.status) for s in reloader.last_statuses}

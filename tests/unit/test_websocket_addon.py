@@ -31,6 +31,7 @@ def socket_flow(path: str = "/v1/responses") -> http.HTTPFlow:
 
 
 def say(addon: ResponsesSocket, flow: http.HTTPFlow, obj: dict, from_client: bool) -> None:
+    assert flow.websocket is not None
     flow.websocket.messages.append(WebSocketMessage(Opcode.TEXT, from_client, json.dumps(obj).encode()))
     addon.websocket_message(flow)
 
@@ -44,7 +45,9 @@ async def test_the_hook_queues_and_parsing_runs_on_the_next_loop_turn() -> None:
     assert records == []  # nothing parsed inside the hook: the message is relayed first
     await asyncio.sleep(0)
     assert [type(r) for r in records] == [InterceptionStarted]
-    assert records[0].metadata["transport"] == "websocket" and records[0].initiator == ALICE
+    started = records[0]
+    assert isinstance(started, InterceptionStarted)
+    assert started.metadata["transport"] == "websocket" and started.initiator == ALICE
 
 
 async def test_a_flow_keeps_only_its_newest_message() -> None:
@@ -53,6 +56,7 @@ async def test_a_flow_keeps_only_its_newest_message() -> None:
     addon.websocket_start(flow)
     for i in range(50):
         say(addon, flow, {"type": "noise", "i": i}, from_client=i % 2 == 0)
+    assert flow.websocket is not None
     assert [json.loads(m.content)["i"] for m in flow.websocket.messages] == [49]
 
 
