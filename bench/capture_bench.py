@@ -22,6 +22,7 @@ import uuid
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aigw_proxy.capture.build import CaptureBuilder
 from aigw_proxy.capture.raw import DEFAULT_CAPTURE_MAX_BYTES, CaptureRecord, RawCapture
@@ -62,6 +63,7 @@ def request_body(history_bytes: int) -> bytes:
 
 
 def response_stream(words: int = 600) -> bytes:
+    events: list[tuple[str, dict[str, Any]]]
     events = [("message_start", {"type": "message_start", "message": {"id": "msg_b", "type": "message",
                                                                       "role": "assistant", "content": []}})]
     events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
