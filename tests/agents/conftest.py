@@ -63,7 +63,7 @@ def agent_daemon(tmp_path_factory: pytest.TempPathFactory, agent_standin: AgentS
     # this config decrypts it towards the stand-in too (relayed unrecorded, as every non-model path is).
     github = ('[[providers]]\nname = "github"\ntype = "copilot"\nhosts = ["api.github.com"]\n'
               f'upstream = "{agent_standin.url}"\n')
-    cfg = provider_config(agent_standin, agent_standin.ca_file) + "\n" + github  # type: ignore[arg-type]
+    cfg = provider_config(agent_standin, agent_standin.ca_file) + "\n" + github
     d = start_daemon(tmp_path_factory.mktemp("agent-daemon"), cfg)
     yield d
     stop_daemon(d)

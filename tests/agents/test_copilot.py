@@ -105,13 +105,13 @@ def test_responses_tools_and_resume(agent_daemon: Daemon, standin: AgentStandIn,
     check_secret_absent(agent_daemon, [token])
     check_stayed_local(agent_daemon)
 
-    def session(route: Route, name: str) -> float:
+    def one_session(route: Route, name: str) -> float:
         standin.reset()
         h: AgentHome = new_home(route, name)  # type: ignore[operator]
         tools_script(standin, h, "responses", ["echo one", "echo two"], read=True)
         return copilot(h, token, "-p", PROMPT, "--model", "gpt-5-mini").seconds
 
-    compare_wall_time("copilot", session, proxied, direct)
+    compare_wall_time("copilot", one_session, proxied, direct)
 
 
 def test_anthropic_messages_and_chat_completions(agent_daemon: Daemon, standin: AgentStandIn, proxied: Route,

@@ -94,10 +94,10 @@ def test_tools_and_continued_session(agent_daemon: Daemon, standin: AgentStandIn
     check_secret_absent(agent_daemon, [key])
     check_stayed_local(agent_daemon)
 
-    def session(route: Route, name: str) -> float:
+    def one_session(route: Route, name: str) -> float:
         standin.reset()
         h: AgentHome = new_home(route, name)  # type: ignore[operator]
         three_tools(standin, h)
         return opencode(h, key, PROMPT).seconds
 
-    compare_wall_time("opencode", session, proxied, direct)
+    compare_wall_time("opencode", one_session, proxied, direct)

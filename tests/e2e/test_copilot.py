@@ -107,7 +107,7 @@ def test_vscode_responses_stream_with_reasoning_and_a_tool_call(proxy_env: Daemo
          "arguments": json.dumps({"path": "."})},
     ], responses_usage(9000, 120, cached=8192, reasoning=64))))
     c = openai.OpenAI(api_key=VSCODE_TOKEN, base_url=COPILOT, max_retries=0, default_headers=VSCODE_HEADERS)
-    with c.responses.stream(model="gpt-5-codex", input=[  # type: ignore[arg-type]
+    with c.responses.stream(model="gpt-5-codex", input=[
             {"role": "user", "content": [{"type": "input_text", "text": "what files are here?"}]}]) as s:
         assert s.get_final_response().id == "resp_CPR"
     ix = proxy_env.one(response_id="resp_CPR")

@@ -113,7 +113,7 @@ def test_sdk_generate_content_then_function_response_joins_the_thread(proxy_env:
     assert first.function_calls and first.function_calls[0].id == "fc-7Qm2"
     c.models.generate_content(model=MODEL, config=config, contents=[
         types.Content(role="user", parts=[types.Part(text="list the files")]),
-        first.candidates[0].content,  # type: ignore[index,list-item]
+        first.candidates[0].content,  # type: ignore[index]
         types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
             id="fc-7Qm2", name="list_directory", response={"output": "a.txt b.txt"}))]),
     ])

@@ -104,7 +104,8 @@ class OTLPReceiver:
 
 
 def value(v: AnyValue) -> object:
-    return getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+    field = v.WhichOneof("value")
+    return getattr(v, field) if field else None
 
 
 def attrs(span: Span) -> dict[str, object]:

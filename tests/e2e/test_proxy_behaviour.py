@@ -29,15 +29,15 @@ def connect(daemon: Daemon, target: str, auth: str | None) -> tuple[socket.socke
             break
         buf += chunk
     status = int(buf.split(b" ", 2)[1]) if buf else 0
-    head, _, body = buf.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+    reply_head, _, body = buf.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in reply_head.split(b"\r\n")
                    if line.lower().startswith(b"content-length:")), 0)
     while status != 200 and len(body) < length:
         chunk = s.recv(4096)
         if not chunk:
             break
         body += chunk
-    return s, status, buf if status == 200 else head + b"\r\n\r\n" + body
+    return s, status, buf if status == 200 else reply_head + b"\r\n\r\n" + body
 
 
 def tls_peer(sock: socket.socket, server_name: str) -> x509.Certificate:

@@ -34,7 +34,7 @@ def client(**kw: object) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key=API_KEY, max_retries=0, **kw)  # type: ignore[arg-type]
 
 
-def claude_code_messages(prompt: str) -> list[dict]:
+def claude_code_messages(prompt: str) -> list[anthropic.types.MessageParam]:
     return [
         {"role": "user", "content": [
             {"type": "text", "text": "<system-reminder>\nAs you answer, use the context below.\n</system-reminder>"},
@@ -57,7 +57,10 @@ def test_streaming_thinking_and_tool_use_recorded_exactly(proxy_env: Daemon, ups
         thinking={"type": "enabled", "budget_tokens": 2000},
     ) as stream:
         final = stream.get_final_message()
-    assert final.stop_reason == "tool_use" and final.content[2].input == {"command": "ls -la", "timeout": 5}
+    assert final.stop_reason == "tool_use"
+    tool_use = final.content[2]
+    assert isinstance(tool_use, anthropic.types.ToolUseBlock), tool_use
+    assert tool_use.input == {"command": "ls -la", "timeout": 5}
     ix = proxy_env.one(response_id="msg_01StreamA")
     assert ix["initiator"]["username"] == "alice"
     assert (ix["provider"], ix["provider_name"], ix["model"]) == ("anthropic", "anthropic", MODEL)

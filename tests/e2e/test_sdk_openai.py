@@ -102,7 +102,7 @@ def test_responses_streaming_reasoning_tools_and_thread(proxy_env: Daemon, upstr
     with c.responses.stream(model=MODEL, input=codex_input("what files are here?")) as s:  # type: ignore[arg-type]
         final = s.get_final_response()
     assert final.id == "resp_R1"
-    with c.responses.stream(model=MODEL, input=[  # type: ignore[arg-type]
+    with c.responses.stream(model=MODEL, input=[
         {"type": "function_call_output", "call_id": "call_R1", "output": "a.txt b.txt"}],
             previous_response_id="resp_R1") as s:
         s.get_final_response()

@@ -169,8 +169,8 @@ def test_anthropic_cache_read_and_writes_by_ttl(env: Daemon, upstream: StandIn) 
     assert {k: line[k] for k in want} == want
     assert (line["priced"], line["price_source"], line["cost_usd"]) == (True, "genai-prices",
                                                                         round(want["cost_micros"] / 1e6, 6))
-    s = wait_for(env.admin_port, lambda s: s.value(COST, model=model) > 0)
-    assert s.value(COST, provider="anthropic", model=model, kind="api") == pytest.approx(
+    scraped = wait_for(env.admin_port, lambda s: s.value(COST, model=model) > 0)
+    assert scraped.value(COST, provider="anthropic", model=model, kind="api") == pytest.approx(
         want["cost_micros"] / 1e6)
 
 
@@ -291,8 +291,8 @@ def test_subscription_value_is_kept_apart(env: Daemon, upstream: StandIn, monkey
     report = rest(env, "/spend", by="user", q="initiator:carol")
     [carol] = report["groups"]
     assert carol["cost"] == api_cost(0, equivalent=want["cost_micros"]) == report["total"]["cost"]
-    s = wait_for(env.admin_port, lambda s: s.value(COST, kind="api_equivalent") > 0)
-    assert s.value(COST, model=model, kind="api_equivalent") == pytest.approx(want["cost_micros"] / 1e6)
+    scraped = wait_for(env.admin_port, lambda s: s.value(COST, kind="api_equivalent") > 0)
+    assert scraped.value(COST, model=model, kind="api_equivalent") == pytest.approx(want["cost_micros"] / 1e6)
 
 
 # --- the spend report --------------------------------------------------------------------------------------------

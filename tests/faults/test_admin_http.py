@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -269,7 +269,7 @@ def health_of(d: Daemon, path: str) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def poll(fn, ok, what: str, timeout: float = 40.0):  # type: ignore[no-untyped-def]
+def poll[T](fn: Callable[[], T], ok: Callable[[T], object], what: str, timeout: float = 40.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = fn()

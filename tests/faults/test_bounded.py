@@ -56,7 +56,7 @@ def test_a_50_mb_prompt_is_relayed_whole_and_stored_capped(capped: Daemon, upstr
 
     assert reply.content[0].input == tool_input  # type: ignore[union-attr]  # the client got the response whole
     [seen] = upstream.requests
-    sent = seen.json()["messages"][0]["content"]  # type: ignore[index]
+    sent = seen.json()["messages"][0]["content"]
     assert hashlib.sha256(sent.encode()).digest() == hashlib.sha256(prompt.encode()).digest()  # relayed intact
 
     ix = capped.one(response_id="msg_BIG", timeout=30)

@@ -97,9 +97,11 @@ def drive_secret_traffic(d: Daemon, upstream: StandIn, monkeypatch: pytest.Monke
     with claude.messages.stream(model=MODEL, max_tokens=500, messages=[{"role": "user", "content": PROMPT}],
                                 thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
         final = stream.get_final_message()
-    assert final.content[2].input == TOOL_INPUT  # the client got the response untouched
+    tool_use = final.content[2]
+    assert isinstance(tool_use, anthropic.types.ToolUseBlock), tool_use
+    assert tool_use.input == TOOL_INPUT  # the client got the response untouched
     sent = upstream.requests[-1].json()
-    assert sent["messages"][0]["content"] == PROMPT  # ...and the provider the request, secrets and all  # type: ignore[index]
+    assert sent["messages"][0]["content"] == PROMPT  # ...and the provider the request, secrets and all
     with pytest.raises(anthropic.AuthenticationError) as err:
         claude.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "again"}])
     assert ANTHROPIC_KEY in str(err.value)  # the client sees the provider's own error text

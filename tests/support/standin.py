@@ -16,6 +16,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import brotli
 import zstandard
@@ -53,7 +54,7 @@ class SeenRequest:
     body: bytes
     at: float
 
-    def json(self) -> object:
+    def json(self) -> Any:
         return json.loads(self.body)
 
 
