@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.support.api import Api
 from tests.support.daemon import run_cli
 
 
-def _json(api: Api, *args: str, env: dict[str, str] | None = None) -> object:
+def _json(api: Api, *args: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(run_cli(api.daemon.data_dir, *args, env=env, database_url=api.daemon.database_url).stdout)
 
 

@@ -3,7 +3,8 @@ user would work out by hand from the seeded interceptions."""
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -114,10 +115,12 @@ def test_pagination_errors(api: Api, path: str) -> None:
     status, body, _ = api.get(path, offset="-3")
     assert status == 400
     known = api.data.ended[0].id if path == "/interceptions" else api.data.ended[0].session_id
-    status, body, _ = api.get(path, offset=5, **{cursor: known})
+    at_known: dict[str, Any] = {cursor: known}  # query parameters (get()'s own keywords are not among them)
+    status, body, _ = api.get(path, offset=5, **at_known)
     assert (status, body["message"]) == (
         400, f"Cannot use both {cursor} and offset pagination in the same request.")
-    status, body, _ = api.get(path, **{cursor: "no-such-thing"})
+    at_unknown: dict[str, Any] = {cursor: "no-such-thing"}
+    status, body, _ = api.get(path, **at_unknown)
     assert status == 400
     assert body["message"] == ("Invalid pagination cursor." if path == "/interceptions"
                                else 'after_session_id: session "no-such-thing" not found')
@@ -126,13 +129,18 @@ def test_pagination_errors(api: Api, path: str) -> None:
         assert api.get(path, after_id=in_flight.id)[0] == 400
 
 
+def _ended(r: Seeded) -> datetime:
+    assert r.ended_at is not None, r  # only ended interceptions are listed
+    return r.ended_at
+
+
 def _expected_sessions(api: Api, rows: list[Seeded]) -> list[dict]:
     whole = api.data.sessions()
     out = []
     for key, mine in api.data.sessions(rows).items():
         session = sorted(whole[key], key=lambda r: (r.started_at, r.id))
         prompted = [r for r in mine if r.prompt]
-        last_prompt = max((r for r in session if r.prompt), key=lambda r: r.ended_at, default=None)
+        last_prompt = max((r for r in session if r.prompt), key=_ended, default=None)
         out.append({
             "id": key[0],
             "initiator": key[1],
@@ -140,11 +148,11 @@ def _expected_sessions(api: Api, rows: list[Seeded]) -> list[dict]:
             "models": sorted({r.model for r in session}),
             "client": session[0].client,
             "started_at": _z(min(r.started_at for r in mine)),
-            "ended_at": _z(max(r.ended_at for r in mine)),
+            "ended_at": _z(max(_ended(r) for r in mine)),
             "threads": sum(1 for r in mine if r.root is None),
             "tokens": [sum(r.tokens[n] for r in session) for n in range(4)],
             "last_prompt": last_prompt.prompt if last_prompt else None,
-            "last_active_at": _z(max(r.ended_at for r in prompted) if prompted else min(r.started_at for r in mine)),
+            "last_active_at": _z(max(_ended(r) for r in prompted) if prompted else min(r.started_at for r in mine)),
         })
     out.sort(key=lambda s: (s["last_active_at"], s["id"]), reverse=True)
     return out
@@ -227,7 +235,8 @@ def test_session_detail_lists_threads_with_their_actions(api: Api) -> None:
         forward += [t["id"] for t in page]
         after = page[-1]["id"]
     assert forward == [r.id for r in roots]
-    backward, before = [], roots[-1].id
+    backward: list[str] = []
+    before = roots[-1].id
     for _ in range(len(roots) + 1):
         page = api.ok(f"/sessions/{key[0]}", limit=2, before_id=before)["threads"]
         if not page:
@@ -343,7 +352,8 @@ def test_spend_report_errors(api: Api) -> None:
 def test_a_nul_character_in_a_parameter_is_a_400_on_every_backend(api: Api, path: str) -> None:
     """Nothing stored holds a NUL and PostgreSQL refuses one in a query: a 400 that says so, never a 500."""
     for name in ("q", "after_id", "after_session_id"):
-        status, body, _ = api.get(path, **{name: "x\x00y"})
+        query: dict[str, Any] = {name: "x\x00y"}
+        status, body, _ = api.get(path, **query)
         assert (status, body["message"]) == (400, "Invalid query parameter."), name
     for route in ("/sessions/x%00y", "/interceptions/x%00y/capture"):
         assert api.get(route)[0] == 404

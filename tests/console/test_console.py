@@ -231,7 +231,12 @@ def test_script_prompt_rendered_inert(traffic: dict[str, str], browser: Any, con
     d = console_daemon
     page = signed_in(browser, d, "root")
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.goto(base(d) + f"/console/sessions/{traffic['xss']}")

@@ -59,7 +59,12 @@ def test_the_interception_page_shows_its_raw_capture(call: dict[str, Any], brows
     d = console_daemon
     page = signed_in(browser, d, "alice")
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     for _ in range(50):  # the capture is written right after the interception's end
         page.goto(base(d) + f"/console/requests/{call['id']}")
         if page.locator("section.capture").count():

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import inspect
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -142,8 +144,10 @@ async def test_spend_totals_count_api_spend_by_utc_day_and_month(db: Database, w
     call(writer, "bob", bob, NOW)
     await writer.flush(timeout=10)
     async with db.reader.connect() as conn:
-        charged = dict((await conn.exec_driver_sql(
-            "SELECT interception_id, effective_group_id FROM aibridge_token_usages")).all())
+        result = await conn.exec_driver_sql("SELECT interception_id, effective_group_id FROM aibridge_token_usages")
+        # SQLAlchemy 2.1 types exec_driver_sql's result as CursorResult[Any], i.e. rows of ONE column
+        rows = cast("Sequence[tuple[str, str | None]]", result.all())
+    charged = dict(rows)
     assert charged == {**dict.fromkeys(("today-1", "today-2", "earlier", "last-month", "plan", "unpriced"), gid),
                        "bob": None}
     one = micros(CALL)

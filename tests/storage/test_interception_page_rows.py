@@ -38,6 +38,7 @@ from tests.support.records import at, started
 def test_stored_times_read_as_the_column_type_reads_them(stored: str | None) -> None:
     dialect = sqlite.dialect()
     typed = interceptions.c.started_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert typed is not None
     assert _outcome(time_json, stored) == _outcome(lambda v: rfc3339(typed(v)), stored)
 
 

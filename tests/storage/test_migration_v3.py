@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from aigw_proxy.recording.records import Initiator
 from aigw_proxy.storage import RecordWriter, open_database
@@ -60,7 +61,7 @@ def _last_prompt_at(path: Path) -> dict[str, str | None]:
         return dict(conn.execute("SELECT id, last_prompt_at FROM aibridge_interceptions"))
 
 
-async def _pages(db_path: Path) -> list[tuple[int | None, list[dict[str, object]]]]:
+async def _pages(db_path: Path) -> list[tuple[int | None, list[dict[str, Any]]]]:
     db = await open_database(db_path)
     try:
         return [await sessions_page(db, flt) for flt in FILTERS]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aigw_proxy.admin.console.overview import TOKENS, overview
-from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, TokenUsage
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, Status, TokenUsage
 from aigw_proxy.storage import Database, InterceptionFilter, RecordWriter, list_interceptions
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -19,7 +19,7 @@ START = NOW - timedelta(hours=24)
 
 
 def _call(writer: RecordWriter, iid: str, who: Initiator, at: datetime, session: str, *, prompt: str | None,
-          model: str = "claude-sonnet-4-5", client: str = "Claude Code", status: str = "completed",
+          model: str = "claude-sonnet-4-5", client: str = "Claude Code", status: Status = "completed",
           tokens: int = 100) -> None:
     writer.submit(InterceptionStarted(id=iid, initiator=who, provider="anthropic", provider_name="anthropic",
                                       model=model, client=client, client_session_id=session, started_at=at,

@@ -66,8 +66,8 @@ async def test_a_copy_answers_as_the_original_and_resumes(
     await controls.add_member("eng", "alice")
     await controls.set_budget(Budget.build("group:eng", daily=Decimal("5"), monthly=Decimal("50")))
     await controls.set_budget(Budget.build("user:carol", monthly=Decimal("12.5")))
-    with closing(sqlite3.connect(db_path)) as conn, conn:  # rows from before schema v10: no interception start
-        conn.execute("UPDATE aibridge_tool_usages SET interception_started_at = NULL")
+    with closing(sqlite3.connect(db_path)) as raw, raw:  # rows from before schema v10: no interception start
+        raw.execute("UPDATE aibridge_tool_usages SET interception_started_at = NULL")
     expected = await _answers(db)
 
     with fresh_database(postgres_cluster, migrated=False) as url:

@@ -71,7 +71,8 @@ def answered_tool_ids(call: Call) -> list[str]:
             return []
         return [b.get("tool_use_id", "") for b in last["content"] if b.get("type") == "tool_result"]
     if call.api == "responses":
-        items = req.get("input") if isinstance(req.get("input"), list) else []
+        given = req.get("input")
+        items = given if isinstance(given, list) else []
         out = []
         for item in reversed(items):
             kind = item.get("type", "message")
