@@ -45,7 +45,7 @@ def request(**extra: object) -> bytes:
 
 
 def stream_body() -> bytes:
-    blocks = [
+    blocks: list[dict] = [
         {"type": "thinking", "thinking": "let me think"},
         {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}},
         {"type": "tool_use", "id": "toolu_2", "name": "Read", "input": {"path": "a"}},
