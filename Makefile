@@ -38,12 +38,13 @@ lint: install
 	$(VENV)/bin/ruff check aigw_proxy addons tests bench
 
 # mypy sees the package as it is installed: addons/ is aigw_proxy.addons (setup.py's package_dir), which mypy
-# cannot map, so it checks a tree of links laid out like the installed package.
+# cannot map, so it checks a tree of links laid out like the installed package. The tests and benchmarks are
+# checked in the same run, so their `aigw_proxy.addons.*` imports resolve to that tree (typed, not Any).
 typecheck: install
 	@rm -rf build/typecheck && mkdir -p build/typecheck/aigw_proxy
 	@for f in aigw_proxy/*; do ln -s "../../../$$f" "build/typecheck/$$f"; done
 	@ln -s ../../../addons build/typecheck/aigw_proxy/addons
-	$(VENV)/bin/mypy build/typecheck/aigw_proxy
+	$(VENV)/bin/mypy build/typecheck/aigw_proxy tests bench
 
 bench: install
 	$(PY) bench/proxy_bench.py
