@@ -38,8 +38,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +50,10 @@ from bench.gen_api_db import default_dir, ensure_db
 from tests.support.ports import free_port
 
 PREFIX = "/api/v2/ai-gateway"
+
+
+# A scenario's query parameters, or a callable giving fresh ones per request.
+Params = dict[str, Any] | Callable[[], dict[str, Any]]
 
 
 def get(url: str, token: str, path: str, params: dict[str, object] | None = None) -> tuple[int, bytes]:
@@ -131,8 +137,9 @@ def proxied_latency(proxy: tuple[str, int], origin_port: int, token: str, second
 
 def hammer(url: str, token: str, seconds: float) -> None:
     """(--hammer) The heaviest API queries back to back, in a separate process."""
-    heavy = [("/sessions", {"q": "model:gpt-5", "limit": 1000}), ("/interceptions", {"limit": 1000}),
-             ("/sessions", {"limit": 1000}), ("/interceptions", {"q": "model:o4-mini", "limit": 1000})]
+    heavy: list[tuple[str, dict[str, object]]] = [
+        ("/sessions", {"q": "model:gpt-5", "limit": 1000}), ("/interceptions", {"limit": 1000}),
+        ("/sessions", {"limit": 1000}), ("/interceptions", {"q": "model:o4-mini", "limit": 1000})]
     deadline = time.monotonic() + seconds
     n = 0
     while time.monotonic() < deadline:
@@ -142,7 +149,7 @@ def hammer(url: str, token: str, seconds: float) -> None:
     print(n)
 
 
-def scenarios(db: Path, info: dict) -> list[tuple[str, str, str, object]]:
+def scenarios(db: Path, info: dict[str, Any]) -> list[tuple[str, str, str, Params]]:
     """(name, role, path, params or a callable giving fresh params per request)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     half = int(info["interceptions"]) // 2  # 500k of the default million
@@ -444,7 +451,7 @@ def main() -> int:
     stack = contextlib.ExitStack()
     database_url = args.database_url or (throwaway_postgres(stack) if args.postgresql else None)
     if database_url:
-        ensure_postgres(database_url, out / "aigw-proxy.db", int(info["interceptions"]))  # type: ignore[arg-type]
+        ensure_postgres(database_url, out / "aigw-proxy.db", int(info["interceptions"]))
     backend = "PostgreSQL" if database_url else "SQLite"
     origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()

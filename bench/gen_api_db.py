@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,7 +73,7 @@ class Ids:
         return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{self.n & 0xFFF:03x}-{variant:04x}-{r & 0xFFFFFFFFFFFF:012x}"
 
 
-def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, object]:
+def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, Any]:
     rng = random.Random(SEED)
     ids = Ids(rng)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -93,14 +94,14 @@ def generate(path: Path, *, interceptions: int, n_users: int) -> dict[str, objec
     users = [(ids(start), f"user{n:04d}", "admin" if n < 5 else "member", _fmt(start)) for n in range(n_users)]
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO users (id, username, role, created_at) VALUES (?, ?, ?, ?)", users)
-    tokens = {"admin": "aigw_bench_admin_token_000000000000000000000000", "member": None}
+    tokens = {"admin": "aigw_bench_admin_token_000000000000000000000000",
+              "member": "aigw_bench_member_token_00000000000000000000000"}
     # Activity is skewed: a few heavy users, a long tail.
     weights = [1.0 / (1 + i) ** 0.7 for i in range(n_users)]
     busiest = users[0]
     conn.execute("INSERT INTO api_tokens (id, user_id, token_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)",
                  (ids(start), users[0][0], hash_token(tokens["admin"]), token_hint(tokens["admin"]), _fmt(start)))
     member = users[5]
-    tokens["member"] = "aigw_bench_member_token_00000000000000000000000"
     conn.execute("INSERT INTO api_tokens (id, user_id, token_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)",
                  (ids(start), member[0], hash_token(tokens["member"]), token_hint(tokens["member"]), _fmt(start)))
     conn.execute("COMMIT")
@@ -231,12 +232,12 @@ class _sqlalchemy:
         self.ctx = self.engine.begin()
         return self.ctx.__enter__()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.ctx.__exit__(*exc)
         self.engine.dispose()
 
 
-def ensure_db(out: Path, *, interceptions: int, n_users: int, force: bool = False) -> dict[str, object]:
+def ensure_db(out: Path, *, interceptions: int, n_users: int, force: bool = False) -> dict[str, Any]:
     """Create (or reuse) the benchmark database; returns what tokens.json holds."""
     db, meta = out / "aigw-proxy.db", out / "tokens.json"
     if db.exists() and meta.exists() and not force:
