@@ -36,7 +36,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
     db = await open_database(db_path)
     try:
         assert await asyncio.to_thread(db_path.exists)
-        assert await current_version(db.writer) == LATEST_VERSION == 11
+        assert await current_version(db.writer) == LATEST_VERSION == 12
         async with db.reader.connect() as conn:
             tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
         assert {
