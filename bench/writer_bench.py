@@ -169,10 +169,12 @@ async def run_one(label: str, target: str | Path, n: int, days: int, *, triggers
 
 
 @contextlib.contextmanager
-def throwaway_cluster() -> Iterator[object]:
-    from tests.support.postgres import start_cluster
+def throwaway_cluster(durable: bool = False) -> Iterator[object]:
+    from tests.support import postgres
 
-    cluster = start_cluster()
+    if durable:  # as a production server runs (the tests' cluster turns these off)
+        postgres.SERVER_SETTINGS.update(fsync="on", synchronous_commit="on", full_page_writes="on")
+    cluster = postgres.start_cluster()
     try:
         yield cluster
     finally:
@@ -186,6 +188,8 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--users-share-sessions", action="store_true",
                     help="the users take turns call by call, so nearly every call is its own (session, user)")
+    ap.add_argument("--durable", action="store_true",
+                    help="the throwaway cluster with fsync, synchronous commit and full-page writes on")
     ap.add_argument("--sqlite-only", action="store_true")
     ap.add_argument("--postgresql-only", action="store_true")
     args = ap.parse_args()
@@ -202,10 +206,10 @@ def main() -> int:
             urls = [args.database_url, args.database_url]
             note = "given server"
         else:
-            cluster = stack.enter_context(throwaway_cluster())
+            cluster = stack.enter_context(throwaway_cluster(args.durable))
             urls = [cluster.create_database(), cluster.create_database()]  # type: ignore[attr-defined]
             SERVER["data"] = cluster.data_dir  # type: ignore[attr-defined]
-            note = "throwaway cluster, fsync off"
+            note = "throwaway cluster, fsync " + ("on" if args.durable else "off")
         asyncio.run(run_one(f"PostgreSQL, triggers ({note})", urls[0], args.interceptions, args.days,
                             shared=args.users_share_sessions))
         asyncio.run(run_one("PostgreSQL, summary triggers disabled", urls[1], args.interceptions, args.days,
