@@ -488,7 +488,7 @@ class PostgresBackend:
         if not rows:
             return
         keys = tuple(rows[0])
-        sql, json_columns = _insert_sql(statement.table, keys)  # type: ignore[arg-type]
+        sql, json_columns = _insert_sql(statement.table, keys)
         arrays = [[row[key] for row in rows] for key in keys]
         for n in json_columns:  # SQLAlchemy's JSON type stores None as JSON null, and so do we
             arrays[n] = [jsonb_dumps(value) for value in arrays[n]]
