@@ -3,13 +3,14 @@
     .venv/bin/python bench/writer_bench.py [--database-url postgresql://…] [--interceptions N] [--days D]
 
 Writes N interceptions (each: a start, an end, a token usage, a prompt on new threads, 0-5 tool calls, 0-3
-thoughts, in agentic sessions of a few threads) through the real RecordWriter as fast as it takes them, spread
-over D days, and prints interceptions/s and child rows/s. On PostgreSQL it runs twice: with the summary triggers
-(what production does) and with them disabled, so the triggers' share of the cost is a measured figure. Then it
-purges the oldest day and prints how long that took (PostgreSQL: dropping the day's partitions; SQLite:
-deleting its rows in batches). Without --database-url a throwaway PostgreSQL cluster is started (Debian's
-server binaries, as the tests do) unless --sqlite-only; SQLite runs on a temporary file. Figures are printed,
-not asserted.
+thoughts, in agentic sessions of 1-30 calls, each session one of 20 users'; --users-share-sessions: the users take
+turns call by call, nearly every call then a (session, user) of its own) through the real RecordWriter as fast as
+it takes them, spread over D days, and prints interceptions/s and child rows/s. On PostgreSQL it runs twice: with
+the summary triggers (what production does) and with them disabled, so the triggers' share of the cost is a
+measured figure. Then it purges the oldest day and prints how long that took (PostgreSQL: dropping the day's
+partitions; SQLite: deleting its rows in batches). Without --database-url a throwaway PostgreSQL cluster is started
+(Debian's server binaries, as the tests do) unless --sqlite-only; SQLite runs on a temporary file.
+Figures are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -43,15 +44,21 @@ TABLES = ("aibridge_interceptions", "aibridge_token_usages", "aibridge_user_prom
           "aibridge_model_thoughts")
 
 
-def events(who: list[Initiator], n: int, days: int, rng: random.Random) -> Iterator[tuple[object, object, int]]:
-    """(start, end, child rows) of `n` interceptions over `days` days ending now."""
+def events(who: list[Initiator], n: int, days: int, rng: random.Random, *, shared: bool = False
+           ) -> Iterator[tuple[object, object, int]]:
+    """(start, end, child rows) of `n` interceptions over `days` days ending now. Each session is one user's (as
+    a client's session id is); `shared`: the users take turns call by call instead, so nearly every call is a
+    (session, user) of its own and adds new summary rows (the benchmark's shape before 2026-12)."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days)
     step = days * 86400 / n
-    session, root_calls = None, 0
+    session, root_calls, user = None, 0, who[0]
     for k in range(n):
         if root_calls <= 0:
             session, root_calls = f"s{rng.getrandbits(64):016x}", rng.randint(1, 30)
+            user = who[rng.randrange(len(who))]
         root_calls -= 1
+        if shared:
+            user = who[k % len(who)]
         t = start + timedelta(seconds=k * step)
         iid = new_id()
         resp = f"msg_{rng.getrandbits(64):016x}"
@@ -60,7 +67,7 @@ def events(who: list[Initiator], n: int, days: int, rng: random.Random) -> Itera
         thoughts = [ModelThought("Let me look at the failing test first.", "thinking")
                     for _ in range(rng.choices([0, 1, 2, 3], [0.3, 0.3, 0.25, 0.15])[0])]
         prompt = "fix the failing test" if rng.random() < 0.3 else None
-        s = InterceptionStarted(id=iid, initiator=who[k % len(who)], provider="anthropic", provider_name="anthropic",
+        s = InterceptionStarted(id=iid, initiator=user, provider="anthropic", provider_name="anthropic",
                                 model=rng.choice(("claude-sonnet-4-5", "claude-haiku-4-5")), client="Claude Code",
                                 client_session_id=session, started_at=t,
                                 metadata={"request_user_agent": "claude-cli/2.0.67"})
@@ -97,7 +104,8 @@ def server_cpu() -> float:
     return total
 
 
-async def write(db: Database, who: list[Initiator], n: int, days: int) -> tuple[float, int, float, float]:
+async def write(db: Database, who: list[Initiator], n: int, days: int, shared: bool
+                ) -> tuple[float, int, float, float]:
     """(seconds, child rows, this process's CPU seconds, the server's CPU seconds) to write `n` interceptions
     through the writer (queue kept full)."""
     writer = RecordWriter(db, max_queue=50_000)
@@ -106,7 +114,7 @@ async def write(db: Database, who: list[Initiator], n: int, days: int) -> tuple[
     children = 0
     began = time.perf_counter()
     cpu0, server0 = time.process_time(), server_cpu()
-    for s, e, kids in events(who, n, days, random.Random(7)):
+    for s, e, kids in events(who, n, days, random.Random(7), shared=shared):
         writer.submit(s)  # never refused: the queue holds 50k and is kept under 20k below
         writer.submit(e)
         children += kids
@@ -127,7 +135,8 @@ async def set_triggers(db: Database, enabled: bool) -> None:
             await conn.exec_driver_sql(f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER USER")
 
 
-async def run_one(label: str, target: str | Path, n: int, days: int, *, triggers: bool = True) -> None:
+async def run_one(label: str, target: str | Path, n: int, days: int, *, triggers: bool = True,
+                  shared: bool = False) -> None:
     db = await open_database(target)
     try:
         store = UserStore(db)
@@ -139,7 +148,7 @@ async def run_one(label: str, target: str | Path, n: int, days: int, *, triggers
             who.append(found)
         if not triggers:
             await set_triggers(db, False)
-        seconds, children, cpu, server = await write(db, who, n, days)
+        seconds, children, cpu, server = await write(db, who, n, days, shared)
         print(f"  {label:44s} {n / seconds:7,.0f} interceptions/s {children / seconds:7,.0f} child rows/s "
               f"({n:,} in {seconds:.1f} s wall)")
         per = (cpu + server) / n * 1e6
@@ -160,10 +169,12 @@ async def run_one(label: str, target: str | Path, n: int, days: int, *, triggers
 
 
 @contextlib.contextmanager
-def throwaway_cluster() -> Iterator[object]:
-    from tests.support.postgres import start_cluster
+def throwaway_cluster(durable: bool = False) -> Iterator[object]:
+    from tests.support import postgres
 
-    cluster = start_cluster()
+    if durable:  # as a production server runs (the tests' cluster turns these off)
+        postgres.SERVER_SETTINGS.update(fsync="on", synchronous_commit="on", full_page_writes="on")
+    cluster = postgres.start_cluster()
     try:
         yield cluster
     finally:
@@ -175,6 +186,10 @@ def main() -> int:
     ap.add_argument("--database-url", default=None, help="a PostgreSQL database to write into (it gets rows)")
     ap.add_argument("--interceptions", type=int, default=20_000)
     ap.add_argument("--days", type=int, default=2)
+    ap.add_argument("--users-share-sessions", action="store_true",
+                    help="the users take turns call by call, so nearly every call is its own (session, user)")
+    ap.add_argument("--durable", action="store_true",
+                    help="the throwaway cluster with fsync, synchronous commit and full-page writes on")
     ap.add_argument("--sqlite-only", action="store_true")
     ap.add_argument("--postgresql-only", action="store_true")
     args = ap.parse_args()
@@ -182,7 +197,7 @@ def main() -> int:
     if not args.postgresql_only:
         with tempfile.TemporaryDirectory() as tmp:
             asyncio.run(run_one("SQLite (WAL, synchronous=NORMAL)", Path(tmp) / "w.db", args.interceptions,
-                                args.days))
+                                args.days, shared=args.users_share_sessions))
     if args.sqlite_only:
         return 0
     with contextlib.ExitStack() as stack:
@@ -191,13 +206,14 @@ def main() -> int:
             urls = [args.database_url, args.database_url]
             note = "given server"
         else:
-            cluster = stack.enter_context(throwaway_cluster())
+            cluster = stack.enter_context(throwaway_cluster(args.durable))
             urls = [cluster.create_database(), cluster.create_database()]  # type: ignore[attr-defined]
             SERVER["data"] = cluster.data_dir  # type: ignore[attr-defined]
-            note = "throwaway cluster, fsync off"
-        asyncio.run(run_one(f"PostgreSQL, triggers ({note})", urls[0], args.interceptions, args.days))
+            note = "throwaway cluster, fsync " + ("on" if args.durable else "off")
+        asyncio.run(run_one(f"PostgreSQL, triggers ({note})", urls[0], args.interceptions, args.days,
+                            shared=args.users_share_sessions))
         asyncio.run(run_one("PostgreSQL, summary triggers disabled", urls[1], args.interceptions, args.days,
-                            triggers=False))
+                            triggers=False, shared=args.users_share_sessions))
     return 0
 
 

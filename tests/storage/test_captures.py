@@ -99,7 +99,7 @@ async def test_a_database_from_before_captures_gets_the_table(db: Database, alic
     await writer.flush(10)
     async with db.writer.begin() as conn:  # what the database looked like before the step
         await conn.execute(sa.text("DROP TABLE aibridge_captures"))
-        await conn.execute(sa.text(f"DELETE FROM schema_migrations WHERE version = {LATEST_VERSION}"))
+        await conn.execute(sa.text("DELETE FROM schema_migrations WHERE version >= 11"))  # v11 made it
     assert await migrate(db.writer) == LATEST_VERSION
     writer.submit(capture("old"))
     await writer.flush(10)

@@ -36,7 +36,7 @@ async def test_migrate_creates_schema_and_version_table(db_path: Path) -> None:
     db = await open_database(db_path)
     try:
         assert await asyncio.to_thread(db_path.exists)
-        assert await current_version(db.writer) == LATEST_VERSION == 11
+        assert await current_version(db.writer) == LATEST_VERSION == 12
         async with db.reader.connect() as conn:
             tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
         assert {
@@ -177,7 +177,7 @@ async def test_a_v10_database_gets_the_capture_table(db_path: Path) -> None:
     await db.close()
     with closing(sqlite3.connect(db_path)) as conn:
         conn.execute("DROP TABLE aibridge_captures")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 11")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 11")  # a v10 database
         conn.commit()
     db = await open_database(db_path)
     try:

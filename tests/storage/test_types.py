@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -55,3 +56,23 @@ def test_ids_are_uuid7_and_strictly_increasing() -> None:
     ids = [new_id() for _ in range(20_000)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 7 for i in ids[:100])
+    assert all(str(uuid.UUID(i)) == i for i in ids[:100])  # the canonical text form
+
+
+def test_a_forked_process_never_repeats_its_parents_ids() -> None:
+    """Ids draw on a buffer of random bytes: a forked worker must not inherit it (it would make the same ids)."""
+    new_id()  # the buffer is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out
+        os.close(read)
+        os.write(write, "\n".join(new_id() for _ in range(200)).encode())
+        os._exit(0)
+    os.close(write)
+    mine = {new_id() for _ in range(200)}
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split("\n"))
+    os.waitpid(pid, 0)
+    assert len(theirs) == 200 and not mine & theirs
+    random_part = {i[-12:] for i in mine}  # 48 of the random bits: the same bytes drawn would show here
+    assert not random_part & {i[-12:] for i in theirs}

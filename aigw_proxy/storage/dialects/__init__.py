@@ -127,6 +127,12 @@ class Backend(Protocol):
         ...
 
     # -- writing and maintenance ---------------------------------------------------------------------------
+    async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
+        """Run the writer's INSERT of one table (`statement`: `sa.insert(table)`) for a batch of rows that all have
+        the same keys. SQLite: executemany; PostgreSQL: one prepared statement for the batch, its columns as
+        arrays (`INSERT … SELECT … FROM unnest(…)`)."""
+        ...
+
     async def end_interceptions(self, conn: AsyncConnection, statement: sa.Update,
                                 rows: Sequence[dict[str, Any]]) -> int:
         """Run the writer's end-of-call UPDATE (`statement`, rows from write/rows.end_params) for a batch; how

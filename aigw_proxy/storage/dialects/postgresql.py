@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -306,7 +307,49 @@ FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::in
             $8::text[], $9::text[], $10::timestamptz[])
      AS v(id, started_at, ended_at, status, upstream_status, error_type, error_message, metadata, model,
           last_prompt_at)
-WHERE i.id = v.id AND i.started_at = v.started_at AND i.ended_at IS NULL"""
+WHERE i.id = v.id AND i.started_at = v.started_at AND COALESCE(i.ended_at, 'infinity') = 'infinity'"""
+# Not `i.ended_at IS NULL`: that matches the in-flight partial index, which a day's partition not analyzed yet
+# estimates at one row; the generic plan then scanned every open interception once per ended one (a nested loop
+# with the unnest inside: open calls x batch). Written this way only the primary key can find the rows: one probe
+# per ended call, whatever the statistics. (Only an end at datetime.max, stored as 'infinity', would look open.)
+
+
+# The writer's INSERTs (write/rows.INSERT_*) for a whole batch: one statement per table and set of columns,
+# prepared once per connection, its columns passed as arrays. An executemany would be sent as multi-row VALUES
+# statements instead, a new statement text (parsed and planned again by the server, compiled again by SQLAlchemy)
+# for every batch size, with every value bound one by one.
+def _array_type(column: sa.Column[Any]) -> tuple[str, bool]:
+    """(the array type `column`'s values are sent as, whether they are JSON encoded to text first)."""
+    from aigw_proxy.storage.schema.tables import UTCDateTime
+
+    kind = column.type
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz", False
+    if isinstance(kind, sa.JSON):
+        return "text", True
+    if isinstance(kind, sa.Boolean):
+        return "bool", False
+    if isinstance(kind, sa.BigInteger):
+        return "int8", False
+    if isinstance(kind, sa.Integer):
+        return "int4", False
+    if isinstance(kind, sa.LargeBinary):
+        return "bytea", False
+    if isinstance(kind, sa.String):
+        return "text", False
+    raise TypeError(f"{column.table.name}.{column.name}: no array type for {kind!r}")
+
+
+@functools.cache
+def _insert_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    """`INSERT INTO table (keys) SELECT … FROM unnest($1::type[], …)` and the positions of its JSON columns."""
+    types = [_array_type(table.c[key]) for key in keys]
+    arrays = ", ".join(f"${n}::{kind}[]" for n, (kind, _json) in enumerate(types, 1))
+    select = ", ".join(f"v.{key}::jsonb" if json else f"v.{key}"
+                       for key, (_kind, json) in zip(keys, types, strict=True))
+    sql = (f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {select} "
+           f"FROM unnest({arrays}) AS v({', '.join(keys)})")
+    return sql, tuple(n for n, (_kind, json) in enumerate(types) if json)
 
 
 # A page's sessions with their spans, joined first: `FROM aibridge_x` becomes `FROM <keys> CROSS JOIN aibridge_x`.
@@ -440,6 +483,16 @@ class PostgresBackend:
         else:
             rows = await driver.fetch(BOUNDS.sub(r"AND \1 BETWEEN $2 AND $3", sql), list(values), *bounds)
         return [tuple(r) for r in rows]
+
+    async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        keys = tuple(rows[0])
+        sql, json_columns = _insert_sql(statement.table, keys)
+        arrays = [[row[key] for row in rows] for key in keys]
+        for n in json_columns:  # SQLAlchemy's JSON type stores None as JSON null, and so do we
+            arrays[n] = [jsonb_dumps(value) for value in arrays[n]]
+        await conn.exec_driver_sql(sql, tuple(arrays))
 
     async def end_interceptions(self, conn: AsyncConnection, statement: sa.Update,
                                 rows: Sequence[dict[str, Any]]) -> int:

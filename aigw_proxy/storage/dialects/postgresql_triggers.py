@@ -66,6 +66,14 @@ _RESLICED = (f"{_PAIRS} WHERE o.ended_at IS NOT NULL AND n.ended_at IS NOT NULL 
              "(n.started_at, n.provider, n.provider_name, n.model, n.client, n.last_prompt_at, n.thread_root_id)")
 
 
+# A statement's child rows `n` joined to their interception `i` (followed by ` AND <condition on i>`): one primary
+# key probe per row, in its day's partition (the LIMIT keeps the planner from turning it into a join that reads
+# whole partitions, which it did wherever a day's statistics were older than its rows: every batch then read the
+# day so far, twice for token rows, once for prompts).
+_INTERCEPTION_OF_ROW = ("JOIN LATERAL (SELECT * FROM aibridge_interceptions i0 WHERE i0.id = n.interception_id "
+                        "AND i0.started_at = n.interception_started_at LIMIT 1) i ON true")
+
+
 def _day_upsert(r: str, delta: int) -> str:
     return f"""
     INSERT INTO aigw_interception_days AS d (day, provider, provider_name, model, client, interceptions)
@@ -147,8 +155,7 @@ BEGIN
     {_BULK}
     UPDATE aigw_sessions s SET last_prompt_at = GREATEST(s.last_prompt_at, a.last_at)
     FROM (SELECT i.session_id, i.initiator_id, max(n.created_at) AS last_at
-          FROM added n JOIN aibridge_interceptions i
-            ON i.id = n.interception_id AND i.started_at = n.interception_started_at AND i.ended_at IS NOT NULL
+          FROM added n {_INTERCEPTION_OF_ROW} AND i.ended_at IS NOT NULL
           GROUP BY i.session_id, i.initiator_id) a
     WHERE s.session_id = a.session_id AND s.initiator_id = a.initiator_id;
     RETURN NULL;
@@ -158,8 +165,7 @@ BEGIN
     {_BULK}
     UPDATE aigw_sessions s SET {", ".join(f"{c} = s.{c} + a.{c}" for c in _TOKENS)}
     FROM (SELECT i.session_id, i.initiator_id, {", ".join(f"sum(n.{c}) AS {c}" for c in _TOKENS)}
-          FROM added n JOIN aibridge_interceptions i
-            ON i.id = n.interception_id AND i.started_at = n.interception_started_at AND i.ended_at IS NOT NULL
+          FROM added n {_INTERCEPTION_OF_ROW} AND i.ended_at IS NOT NULL
           GROUP BY i.session_id, i.initiator_id) a
     WHERE s.session_id = a.session_id AND s.initiator_id = a.initiator_id;
     RETURN NULL;
@@ -366,8 +372,7 @@ def _spend_tidy(tables: tuple[sa.Table, ...], keys: str) -> str:
     return "\n    ".join(out)
 
 
-_OF_ROWS = ("FROM {rows} n JOIN aibridge_interceptions i ON i.id = n.interception_id "
-            "AND i.started_at = n.interception_started_at")
+_OF_ROWS = "FROM {rows} n " + _INTERCEPTION_OF_ROW.replace("{", "{{").replace("}", "}}")
 
 
 def _keys_of(i: str, source: str) -> str:

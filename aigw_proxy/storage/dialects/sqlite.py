@@ -222,6 +222,9 @@ class SQLiteBackend:
         # sqlite3.Row).
         return cast(list[tuple[Any, ...]], list(rows))
 
+    async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
+        await conn.execute(statement, list(rows))
+
     async def end_interceptions(self, conn: AsyncConnection, statement: sa.Update,
                                 rows: Sequence[dict[str, Any]]) -> int:
         return int((await conn.execute(statement, list(rows))).rowcount)

@@ -153,6 +153,17 @@ def _v10_child_interception_start(conn: sa.Connection) -> None:
     backend_of(conn).install_triggers(conn, "children")
 
 
+def _v12_child_row_triggers(conn: sa.Connection) -> None:
+    """PostgreSQL: the summary and spend triggers on child rows find each row's interception by a primary key probe
+    (postgresql_triggers._INTERCEPTION_OF_ROW) instead of a join the planner could turn into reading whole days.
+    The same summaries either way; SQLite's triggers are per row already (nothing to do)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for group in ("summaries", "spend"):
+        backend_of(conn).drop_triggers(conn, group)
+        backend_of(conn).install_triggers(conn, group)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, api tokens and the aibridge interception tables", _v1_initial),
     Migration(2, "session and daily-count summary tables kept by triggers; list indexes", summaries.upgrade_v2),
@@ -174,6 +185,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "child rows carry their interception's start time (the partition key on PostgreSQL)",
               _v10_child_interception_start),
     Migration(11, "raw captures of model calls' bodies (--capture-bodies)", _v11_captures),
+    Migration(12, "PostgreSQL: the summary triggers on child rows look each row's interception up by its key",
+              _v12_child_row_triggers),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

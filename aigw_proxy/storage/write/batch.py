@@ -1,10 +1,12 @@
 """One batch of record events written in one transaction, and the memory later batches need: the interceptions
 still in flight (their start metadata and lineage, until they end) and the thread lineage links.
 
-Writes are queued and sent with executemany (interception inserts, then end updates, then child rows: each group
-only depends on the ones before it). Nothing in memory changes until the transaction committed: each event yields
-an outcome, the batch's outcomes are collected in a `BatchResult`, and the writer applies it (`commit()`) once the
-batch went through, so a batch retried after a failure starts from the same memory.
+Writes are queued and sent one statement per kind for the whole batch (interception inserts, then end updates, then
+child rows: each group only depends on the ones before it), through the backend (`insert_rows`,
+`end_interceptions`: an executemany on SQLite, array-bound statements on PostgreSQL). Nothing in memory changes
+until the transaction committed: each event yields an outcome, the batch's outcomes are collected in a
+`BatchResult`, and the writer applies it (`commit()`) once the batch went through, so a batch retried after a
+failure starts from the same memory.
 
 With `isolate`, each event is written inside its own savepoint, so a record the database refuses (duplicate id, a
 value it cannot store) is skipped alone (`invalid`) instead of failing the batch.
@@ -138,33 +140,34 @@ class _Pending:
             rows.clear()
 
     async def flush(self, conn: AsyncConnection) -> None:
+        backend = backend_of(conn)
         if self.starts:
             rows, self.starts = self.starts, []
-            await conn.execute(INSERT_INTERCEPTION, rows)
+            await backend.insert_rows(conn, INSERT_INTERCEPTION, rows)
         if self.start_children:
             rows, self.start_children = self.start_children, []
-            await conn.execute(INSERT_CHILD[user_prompts.name], rows)
+            await backend.insert_rows(conn, INSERT_CHILD[user_prompts.name], rows)
         if self.usage_deletes:
             rows, self.usage_deletes = self.usage_deletes, []
             await conn.execute(DELETE_TOKEN_USAGES, rows)
         if self.usage:
             rows, self.usage = self.usage, []
-            await conn.execute(INSERT_CHILD[token_usages.name], rows)
+            await backend.insert_rows(conn, INSERT_CHILD[token_usages.name], rows)
         if self.prompt_ids:
             rows, self.prompt_ids = self.prompt_ids, []
             await conn.execute(SET_PROMPT_RESPONSE_ID, rows)
         if self.ends:
             rows, self.ends = self.ends, []
-            ended = await backend_of(conn).end_interceptions(conn, END_INTERCEPTION, rows)
+            ended = await backend.end_interceptions(conn, END_INTERCEPTION, rows)
             if 0 <= ended < len(rows):  # another process ended some first
                 log.warning("%d of %d interceptions were already ended", len(rows) - ended, len(rows))
         for name, rows in self.children.items():
             if rows:
                 self.children[name] = []
-                await conn.execute(INSERT_CHILD[name], rows)
+                await backend.insert_rows(conn, INSERT_CHILD[name], rows)
         if self.captures:
             rows, self.captures = self.captures, []
-            await conn.execute(INSERT_CAPTURE, rows)
+            await backend.insert_rows(conn, INSERT_CAPTURE, rows)
 
 
 def _no_group(_initiator_id: str) -> str | None:
