@@ -45,7 +45,7 @@ TABLES = ("aibridge_interceptions", "aibridge_token_usages", "aibridge_user_prom
 
 
 def events(who: list[Initiator], n: int, days: int, rng: random.Random, *, shared: bool = False
-           ) -> Iterator[tuple[object, object, int]]:
+           ) -> Iterator[tuple[InterceptionStarted, InterceptionEnded, int]]:
     """(start, end, child rows) of `n` interceptions over `days` days ending now. Each session is one user's (as
     a client's session id is); `shared`: the users take turns call by call instead, so nearly every call is a
     (session, user) of its own and adds new summary rows (the benchmark's shape before 2026-12)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_proxy.recording.records import Initiator, InterceptionStarted, InterceptionUsage, TokenUsage
+from aigw_proxy.recording.records import Initiator, InterceptionStarted, InterceptionUsage, RecordEvent, TokenUsage
 from aigw_proxy.storage import DANGLING_MESSAGE, Database, RecordWriter, UserStore, list_interceptions, open_database
 from aigw_proxy.storage.schema.migrations import MIGRATIONS
 from aigw_proxy.storage.schema.tables import ERROR_TYPES_V1, error_type_check
@@ -182,8 +182,8 @@ async def test_the_spool_survives_a_restart_and_is_written_first(db_path: Path, 
 async def test_a_spool_replayed_twice_writes_nothing_twice(db_path: Path, alice: Initiator) -> None:
     """A crash during a replay leaves the spool in place: replaying it again must not duplicate a record."""
     db = await open_database(db_path)
-    events = [with_prompt(started("a", alice), "hi"), usage("a", "r", 3, 1), ended("a", response_id="r"),
-              started("b", alice, t=2)]
+    events: list[RecordEvent] = [with_prompt(started("a", alice), "hi"), usage("a", "r", 3, 1),
+                                 ended("a", response_id="r"), started("b", alice, t=2)]
     spool_of(db_path).write_bytes(b"".join(encode(e) for e in events))
     for _ in range(2):
         saved = spool_of(db_path).read_bytes()
@@ -216,9 +216,12 @@ async def test_an_incomplete_or_unreadable_spool_line_is_skipped_and_counted(db_
 
 
 def test_spool_lines_round_trip_every_event_kind(alice: Initiator) -> None:
-    events = [with_prompt(started("a", alice, metadata={"route": "/v1/messages", "n": 1}), "ünïcode\n"),
-              usage("a", "r", 1, 2), replace(ended("a", response_id="r", tool_call_ids=("c1",), status="failed",
-                                                   error="boom"), error_type="timeout")]
+    events: list[RecordEvent] = [
+        with_prompt(started("a", alice, metadata={"route": "/v1/messages", "n": 1}), "ünïcode\n"),
+        usage("a", "r", 1, 2),
+        replace(ended("a", response_id="r", tool_call_ids=("c1",), status="failed", error="boom"),
+                error_type="timeout"),
+    ]
     assert [decode(encode(e)) for e in events] == events
 
 
