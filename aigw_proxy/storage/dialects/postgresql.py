@@ -323,20 +323,13 @@ def _array_type(column: sa.Column[Any]) -> tuple[str, bool]:
     from aigw_proxy.storage.schema.tables import UTCDateTime
 
     kind = column.type
-    if isinstance(kind, UTCDateTime):
-        return "timestamptz", False
-    if isinstance(kind, sa.JSON):
-        return "text", True
-    if isinstance(kind, sa.Boolean):
-        return "bool", False
-    if isinstance(kind, sa.BigInteger):
-        return "int8", False
-    if isinstance(kind, sa.Integer):
-        return "int4", False
-    if isinstance(kind, sa.LargeBinary):
-        return "bytea", False
-    if isinstance(kind, sa.String):
-        return "text", False
+    # The first match wins (a BigInteger is also an Integer).
+    for type_class, array_type, as_json in ((UTCDateTime, "timestamptz", False), (sa.JSON, "text", True),
+                                            (sa.Boolean, "bool", False), (sa.BigInteger, "int8", False),
+                                            (sa.Integer, "int4", False), (sa.LargeBinary, "bytea", False),
+                                            (sa.String, "text", False)):
+        if isinstance(kind, type_class):
+            return array_type, as_json
     raise TypeError(f"{column.table.name}.{column.name}: no array type for {kind!r}")
 
 
