@@ -106,10 +106,9 @@ class Running:
     sockets: ResponsesSocket | None = None
 
 
-async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Running:
-    """Start the daemon; with `worker`, as one of the supervisor's worker processes (proxy/workers.py): on the
-    listening socket it inherited, with no admin listener (the supervisor's serves the whole daemon), answering the
-    supervisor's health and metrics reads on `worker.control_path`."""
+async def open_data(settings: Settings) -> Database:
+    """What a daemon needs before anything else, done by the supervisor once for all workers too: the private data
+    directory, the CA (generated on first start), the database (migrated). Failures are DaemonErrors."""
     try:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         settings.data_dir.chmod(0o700)  # private whatever the umask, or however it was made
@@ -120,9 +119,16 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     except CAError as exc:
         raise DaemonError(f"cannot load the CA: {exc}") from None
     try:
-        db = await open_database(settings.database)
+        return await open_database(settings.database)
     except StorageError as exc:
         raise DaemonError(str(exc)) from None  # the password is masked in storage errors
+
+
+async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Running:
+    """Start the daemon; with `worker`, as one of the supervisor's worker processes (proxy/workers.py): on the
+    listening socket it inherited, with no admin listener (the supervisor's serves the whole daemon), answering the
+    supervisor's health and metrics reads on `worker.control_path`."""
+    db = await open_data(settings)
     log.info("records in %s", db.config.display)
     # The price data loads in ~0.5 s: off the loop, before the writer prices its first row.
     log.info("pricing token usage with genai-prices %s and %d [[prices]] table(s)",

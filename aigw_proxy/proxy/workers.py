@@ -326,25 +326,11 @@ class Supervisor:
             raise DaemonError(f"cannot listen on {host}:{port} for the proxy: {exc.strerror or exc}") from None
 
     async def _prepare(self) -> None:
-        """What one daemon does first, done once for all workers: data directory, CA, schema migration."""
-        from aigw_proxy.proxy.ca import CAError, ensure_ca
-        from aigw_proxy.proxy.daemon import DaemonError
-        from aigw_proxy.storage import StorageError, open_database
+        """What one daemon does first, done once for all workers: data directory, CA, schema migration (the
+        workers then find the schema current)."""
+        from aigw_proxy.proxy.daemon import open_data
 
-        s = self.settings
-        try:
-            s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            s.data_dir.chmod(0o700)
-        except OSError as exc:
-            raise DaemonError(f"cannot create the data directory {s.data_dir}: {exc.strerror}") from None
-        try:
-            ensure_ca(s.confdir)
-        except CAError as exc:
-            raise DaemonError(f"cannot load the CA: {exc}") from None
-        try:
-            db = await open_database(s.database)  # migrates: the workers then find the schema current
-        except StorageError as exc:
-            raise DaemonError(str(exc)) from None
+        db = await open_data(self.settings)
         await db.close()
 
     def _spawn(self, slot: WorkerSlot) -> None:
