@@ -13,6 +13,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _fill_accept_queue(port: int) -> list[socket.socket]:
+    """Connections that fill a backlog-0 listener's accept queue on `port` (never accepted: kept open, they make
+    Linux drop every later SYN). The queue holds backlog + 1; the rest wait in SYN_SENT, which is fine."""
+    fill = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fill.append(s)
+    return fill
+
+
 class Blackhole:
     """A loopback address that never answers a SYN, like a host behind a firewall that drops packets: a
     listening socket with a backlog of 0 whose accept queue is kept full and never accepted from. Linux then
@@ -24,15 +39,7 @@ class Blackhole:
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(0)
         self.port: int = self._listener.getsockname()[1]
-        self._fill: list[socket.socket] = []
-        for _ in range(3):  # the queue holds backlog + 1; the rest wait in SYN_SENT, which is fine
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", self.port))
-            except BlockingIOError:
-                pass
-            self._fill.append(s)
+        self._fill: list[socket.socket] = _fill_accept_queue(self.port)
 
     def close(self) -> None:
         for s in self._fill:
@@ -88,14 +95,7 @@ class TurnsDropping:
             except OSError:
                 pass
         self._thread.join(5)
-        for _ in range(3):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", self.port))
-            except BlockingIOError:
-                pass
-            self._fill.append(s)
+        self._fill = _fill_accept_queue(self.port)
 
     def close(self) -> None:
         for s in [*self._pair, *self._fill]:
