@@ -6,7 +6,7 @@
                                                                 #   throughput rep (see bench/pyspy_summary.py)
     .venv/bin/python bench/proxy_bench.py --only stream,newconn     # some cases only (tput latency sse stream
                                                                     #   fleet newconn memory)
-    .venv/bin/python bench/proxy_bench.py --baseline ../base        # + "aigw-base": that checkout's aigw-proxy,
+    .venv/bin/python bench/proxy_bench.py --baseline /tmp/base      # + "aigw-base": that checkout's aigw-proxy,
                                                                     #   side by side in the cost cases: before/after
     .venv/bin/python bench/proxy_bench.py --optimize aigw,aigw-base # those proxies under python -O, as deployed
                                                                     #   (deploy/); `--optimize all`: every proxy

@@ -15,8 +15,10 @@ THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
 # cite: the files agents read from a workspace and the license file npm packages point at.
 MD_NAME = re.compile(r"(?<![\w.-])((?:[\w.-]+/)*[\w-]+\.md)\b")
 NOT_CITATIONS = frozenset({"AGENTS.md", "CLAUDE.md", "LICENSE.md"})
-OUTSIDE_PATTERNS = (re.compile(r"\.\./shared\b"), re.compile(r"\bshared/(?:reference|seeds)\b"),
-                    re.compile(r"\bcontract\s*§", re.IGNORECASE))
+OUTSIDE_PATTERNS = (re.compile(r"\bshared/(?:reference|seeds)\b"), re.compile(r"\bcontract\s*§", re.IGNORECASE))
+# A relative path climbing out of the repository (`../somewhere`), unless what it then names is one of the
+# repository's own top-level entries (a link made inside a build tree, like the Makefile's typecheck links).
+CLIMB_OUT = re.compile(r"(?<![\w./])(?:\.\./)+([\w-][\w.-]*)")
 
 DOCS_CITATION = re.compile(r"(?<![\w./-])(docs/[\w./-]*?\.md)(?:#([\w-]+))?")
 MD_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -148,13 +150,16 @@ def outside_citations(line: str) -> list[str]:
     held = {n.rsplit("/", 1)[-1] for n in tracked_files() if n.endswith(".md")}
     hits = [m.group(1) for m in MD_NAME.finditer(line)
             if m.group(1).rsplit("/", 1)[-1] not in held | NOT_CITATIONS]
+    top_level = {n.split("/", 1)[0] for n in tracked_files()}
+    hits += [m.group(0) for m in CLIMB_OUT.finditer(line) if m.group(1) not in top_level]
     return hits + [m.group(0) for p in OUTSIDE_PATTERNS if (m := p.search(line))]
 
 
 def test_a_citation_of_a_document_the_repository_lacks_is_found() -> None:
     assert outside_citations("see notes/never-written-here.md for why") == ["notes/never-written-here.md"]
     assert outside_citations("as docs/compatibility.md#clients says") == []
-    assert outside_citations("the rules in ../shared/reference") == ["../shared", "shared/reference"]
+    assert outside_citations("the rules in ../elsewhere/notes") == ["../elsewhere"]
+    assert outside_citations("ln -s ../../../addons build/typecheck/aigw_proxy/addons") == []
 
 
 def test_slugs_follow_github() -> None:
