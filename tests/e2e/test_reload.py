@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
+from tests.support.daemon import ACME_PROVIDER, Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import Scrape, scrape, wait_for
 from tests.support.payloads import chat_completion, chat_usage
 from tests.support.standin import Reply, StandIn
@@ -19,15 +19,8 @@ P = "coder_ai_gateway_proxy_"
 ATTEMPT = P + "providers_last_reload_timestamp_seconds"
 SUCCESS = P + "providers_last_reload_success_timestamp_seconds"
 
-# `origin.test` is in the stand-in's certificate but resolves nowhere: until a provider claims it, a CONNECT to it
-# cannot be tunnelled (502), so routing changes are visible without any traffic leaving the machine.
-ACME = """
-[[providers]]
-name = "acme"
-type = "openai"
-hosts = ["origin.test"]
-upstream = "{upstream}"
-"""
+# ACME_PROVIDER claims `origin.test`, in the stand-in's certificate but resolving nowhere: until it is loaded a
+# CONNECT to it cannot be tunnelled (502), so routing changes are visible without any traffic leaving the machine.
 BROKEN = """
 [[providers]]
 name = "broken"
@@ -88,7 +81,7 @@ def test_sighup_reload_flips_statuses_and_routes_new_providers(rdaemon: Daemon, 
     standin_server.reset()
 
     write_config(rdaemon, standin_server, upstream_pki,
-                 ACME.format(upstream=standin_server.url) + BROKEN + LATER)
+                 ACME_PROVIDER.format(upstream=standin_server.url) + BROKEN + LATER)
     assert rdaemon.proc is not None
     rdaemon.proc.send_signal(signal.SIGHUP)
     s = wait_for(rdaemon.admin_port, lambda s: statuses(s).get("acme") == "enabled")
@@ -111,7 +104,7 @@ def test_sighup_reload_flips_statuses_and_routes_new_providers(rdaemon: Daemon, 
 
 def test_file_change_reloads_and_a_broken_file_keeps_the_routing(rdaemon: Daemon, standin_server: StandIn,
                                                                  upstream_pki: UpstreamPKI) -> None:
-    write_config(rdaemon, standin_server, upstream_pki, ACME.format(upstream=standin_server.url))
+    write_config(rdaemon, standin_server, upstream_pki, ACME_PROVIDER.format(upstream=standin_server.url))
     s = wait_for(rdaemon.admin_port, lambda s: statuses(s).get("acme") == "enabled")  # the watcher, no signal
     assert statuses(s)["acme"] == "enabled"
     good = s.value(SUCCESS)

@@ -23,7 +23,15 @@ import openai
 import pytest
 
 from tests.support.backends import BACKENDS, fresh_database
-from tests.support.daemon import Daemon, UpstreamPKI, provider_config, run_cli, start_daemon, stop_daemon
+from tests.support.daemon import (
+    ACME_PROVIDER,
+    Daemon,
+    UpstreamPKI,
+    provider_config,
+    run_cli,
+    start_daemon,
+    stop_daemon,
+)
 from tests.support.metrics import scrape, wait_for
 from tests.support.payloads import chat_completion, chat_usage
 from tests.support.postgres import PostgresCluster
@@ -35,13 +43,6 @@ P = "coder_ai_gateway_proxy_"
 # Every worker imports the whole daemon in a fresh interpreter, all at once: on a loaded 2-core machine start-up
 # can take longer than one process's.
 START_WITHIN = 90.0
-ACME = """
-[[providers]]
-name = "acme"
-type = "openai"
-hosts = ["origin.test"]
-upstream = "{upstream}"
-"""
 
 
 def reply(cid: str, *, delay: float = 0.0) -> Reply:
@@ -158,7 +159,7 @@ def test_sighup_reloads_every_worker(wdaemon: Daemon, standin_server: StandIn, u
         call(acme, "before")  # no provider claims origin.test yet: the tunnel is refused
     lines_before = d.log().count("providers reloaded (SIGHUP)")
     (d.data_dir.parent / "aigw.toml").write_text(provider_config(standin_server, upstream_pki.ca_file)
-                                                 + ACME.format(upstream=standin_server.url))
+                                                 + ACME_PROVIDER.format(upstream=standin_server.url))
     assert d.proc is not None
     d.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 15

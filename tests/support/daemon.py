@@ -187,6 +187,18 @@ class Upstream(Protocol):
     def url(self) -> str: ...
 
 
+# A second OpenAI-type provider for `origin.test` (a name in the stand-in's certificate that resolves nowhere:
+# until a provider claims it, a CONNECT to it cannot be tunnelled), appended to a config to see a reload route it.
+# `upstream`: the stand-in's URL.
+ACME_PROVIDER = """
+[[providers]]
+name = "acme"
+type = "openai"
+hosts = ["origin.test"]
+upstream = "{upstream}"
+"""
+
+
 def provider_config(standin: Upstream, upstream_ca: Path, *, extra: str = "", ports: list[int] | None = None) -> str:
     ports = [80, 443, *(ports or [])]
     lines = [
