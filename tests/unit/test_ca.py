@@ -1,15 +1,16 @@
 """aigw_proxy.proxy.ca: generation, import, export and validation, checked against mitmproxy's real CertStore
-and real TLS handshakes with Python 3.13 strict verification."""
+and real TLS handshakes with strict verification (Python 3.13's default flags, on every supported Python)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import select
 import socket
 import ssl
 import stat
-import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,30 +61,51 @@ def mitm_handshake(confdir: Path, *trusted: x509.Certificate) -> list[x509.Certi
         extra_chain_certs=(),
         dhparams=store.dhparams,
     )
-    srv_sock, cli_sock = socket.socketpair()
-    conn = SSL.Connection(server_ctx, srv_sock)
-    conn.use_certificate(entry.cert.to_cryptography())
-    conn.use_privatekey(entry.privatekey)
-    conn.set_accept_state()
 
-    def serve() -> None:
+    def handshake(client: Callable[[socket.socket], list[x509.Certificate]]) -> list[x509.Certificate]:
+        srv_sock, cli_sock = socket.socketpair()
+        conn = SSL.Connection(server_ctx, srv_sock)
+        conn.use_certificate(entry.cert.to_cryptography())
+        conn.use_privatekey(entry.privatekey)
+        conn.set_accept_state()
+
+        def serve() -> None:
+            try:
+                conn.do_handshake()
+            except SSL.Error:
+                pass  # the client rejected us; the client side reports why
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
         try:
-            conn.do_handshake()
-        except SSL.Error:
-            pass  # the client rejected us; the client side reports why
+            cli_sock.settimeout(10)
+            return client(cli_sock)
+        finally:
+            cli_sock.close()
+            t.join(10)
+            srv_sock.close()
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        cli_sock.settimeout(10)
-        with client_ssl_context(*trusted).wrap_socket(cli_sock, server_hostname=HOST) as tls:
-            if sys.version_info < (3, 13):  # SSLSocket.get_unverified_chain is new in 3.13
-                pytest.fail("reading the chain the server sent needs Python 3.13")
-            return [x509.load_der_x509_certificate(c) for c in tls.get_unverified_chain()]
-    finally:
-        cli_sock.close()
-        t.join(10)
-        srv_sock.close()
+    def strict_client(sock: socket.socket) -> list[x509.Certificate]:
+        with client_ssl_context(*trusted).wrap_socket(sock, server_hostname=HOST):
+            return []
+
+    def chain_reader(sock: socket.socket) -> list[x509.Certificate]:
+        # What the server sent, read by pyOpenSSL (mitmproxy's own TLS library) without verifying it, so it
+        # works on every supported Python (ssl's get_unverified_chain is 3.13+).
+        tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), sock)
+        tls.set_tlsext_host_name(HOST.encode())
+        tls.set_connect_state()
+        while True:  # the socket has a timeout, so it is non-blocking underneath: wait for each read
+            try:
+                tls.do_handshake()
+                break
+            except SSL.WantReadError:
+                if not select.select([sock], [], [], 10)[0]:
+                    raise TimeoutError("the TLS server did not answer") from None
+        return tls.get_peer_cert_chain(as_cryptography=True) or []
+
+    handshake(strict_client)  # raises ssl.SSLCertVerificationError if a strict client refuses the chain
+    return handshake(chain_reader)
 
 
 def file_mode(p: Path) -> int:
