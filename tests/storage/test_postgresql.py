@@ -205,6 +205,48 @@ async def test_concurrent_opens_migrate_once(postgres_cluster: PostgresCluster) 
             await db.close()
 
 
+async def _triggers(db: Database) -> list[tuple[Any, ...]]:
+    return await _rows(db, "SELECT tgrelid::regclass::text, tgname, tgfoid::regproc::text FROM pg_trigger "
+                           "WHERE NOT tgisinternal ORDER BY 1, 2")
+
+
+@PG
+async def test_a_v11_database_upgrades_to_v12_and_keeps_its_summaries(
+    db: Database, db_target: str, alice: Initiator, writer: RecordWriter
+) -> None:
+    """A database written by a v11 release gets v12's child-row triggers in place of its own: each trigger once,
+    the records untouched, and the summaries that writes after the upgrade keep equal to a rebuild."""
+    await _days_of_traffic(writer, alice, days=2, per_day=4)
+    before = await list_interceptions(db)
+    fresh = await _triggers(db)
+    def drop_child_row_triggers(conn: sa.Connection) -> None:
+        for group in ("summaries", "spend"):
+            db.backend.drop_triggers(conn, group)
+
+    async with db.writer.begin() as conn:  # back to v11: no v12 row, and its triggers on child rows gone, so
+        await conn.run_sync(drop_child_row_triggers)  # only the v12 step can bring working ones back
+        await conn.execute(sa.text("DELETE FROM schema_migrations WHERE version >= 12"))
+    assert len(await _triggers(db)) < len(fresh)
+    await writer.close(timeout=10)
+    await db.close()
+
+    again = await open_database(db_target)  # migrates v11 -> v12
+    try:
+        assert await _rows(again, "SELECT max(version) FROM schema_migrations") == [(LATEST_VERSION,)]
+        assert await _triggers(again) == fresh
+        assert await list_interceptions(again) == before
+        w = RecordWriter(again, flush_interval=0.005)
+        w.start()
+        try:
+            await _days_of_traffic(w, alice, days=2, per_day=3, prefix="u", start=DAY / 2)  # new sessions and days
+        finally:
+            await w.close(timeout=10)
+        assert len(await list_interceptions(again)) == len(before) + 6
+        await _assert_summaries_equal_a_rebuild(again)
+    finally:
+        await again.close()
+
+
 @PG
 async def test_retention_runs_in_one_process_at_a_time(
     db: Database, db_target: str, alice: Initiator, writer: RecordWriter
