@@ -39,6 +39,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.certs import make_ca, make_server_cert, server_ssl_context, write_pem
+from tests.support.standin import read_body
 
 # Every host the agents were seen to call, provider or not: the certificate names them all.
 HOSTS = [
@@ -237,7 +238,7 @@ class AgentStandIn:
                 if headers.get("upgrade", "").lower() == "websocket":
                     await self._pipe_ws(head, reader, writer)
                     return
-                body = await _read_body(reader, headers)
+                body = await read_body(reader, headers)
                 if not await self._respond(writer, method, target, headers, body):
                     return
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
@@ -731,20 +732,6 @@ def gemini_chunks(call: Call) -> list[dict]:
 
 
 # --- HTTP plumbing -------------------------------------------------------------------------------------------
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        out = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                return bytes(out)
-            out += await reader.readexactly(size)
-            await reader.readexactly(2)
-    n = int(headers.get("content-length", "0") or 0)
-    return await reader.readexactly(n) if n else b""
 
 
 def _decode_body(raw: bytes, encoding: str | None) -> bytes:

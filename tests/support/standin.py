@@ -22,6 +22,21 @@ import brotli
 import zstandard
 
 
+async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """An HTTP/1.1 request body, chunked or sized by Content-Length (lower-cased header names)."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        out = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                return bytes(out)
+            out += await reader.readexactly(size)
+            await reader.readexactly(2)
+    n = int(headers.get("content-length", "0") or 0)
+    return await reader.readexactly(n) if n else b""
+
+
 @dataclass
 class Reply:
     status: int = 200
@@ -126,7 +141,7 @@ class StandIn:
                     k, sep, v = line.partition(":")
                     if sep:
                         headers[k.strip().lower()] = v.strip()
-                body = await self._read_body(reader, headers)
+                body = await read_body(reader, headers)
                 self.requests.append(SeenRequest(method, path, headers, body, time.monotonic()))
                 reply = self.replies.popleft() if self.replies else self.default
                 if not await self._send(writer, reply):
@@ -135,20 +150,6 @@ class StandIn:
             return
         finally:
             writer.close()
-
-    @staticmethod
-    async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            out = bytearray()
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await reader.readuntil(b"\r\n")
-                    return bytes(out)
-                out += await reader.readexactly(size)
-                await reader.readexactly(2)
-        n = int(headers.get("content-length", "0") or 0)
-        return await reader.readexactly(n) if n else b""
 
     async def _send(self, writer: asyncio.StreamWriter, r: Reply) -> bool:
         chunks = r.chunks
