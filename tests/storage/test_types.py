@@ -59,6 +59,9 @@ def test_ids_are_uuid7_and_strictly_increasing() -> None:
     assert all(str(uuid.UUID(i)) == i for i in ids[:100])  # the canonical text form
 
 
+# The child only makes ids and writes them to a pipe, so the other threads of the test process (which fork warns
+# about: a lock one of them holds stays held in the child) cannot touch it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_a_forked_process_never_repeats_its_parents_ids() -> None:
     """Ids draw on a buffer of random bytes: a forked worker must not inherit it (it would make the same ids)."""
     new_id()  # the buffer is filled
