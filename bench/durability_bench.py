@@ -14,11 +14,13 @@ take the last ones). Reported, never asserted: p50/p95/p99/max, and the bound it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +63,26 @@ def read_seen(path: Path) -> dict[str, float]:
     return seen
 
 
+@contextlib.contextmanager
+def watching_commits(db: Path, seen_file: Path) -> Iterator[None]:
+    """The POLLER notes in `seen_file` when each call's completed record is first visible in `db`. In a process of
+    its own: in the benchmark's it would wait for the GIL behind the SDK threads."""
+    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(db), str(seen_file)])
+    try:
+        yield
+    finally:
+        poller.kill()
+        poller.wait()
+
+
+def wait_until_seen(seen_file: Path, prompts: list[str], timeout: float) -> dict[str, float]:
+    """read_seen once every prompt is in it, or after `timeout` seconds with what is."""
+    deadline = time.monotonic() + timeout
+    while not set(prompts) <= read_seen(seen_file).keys() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return read_seen(seen_file)
+
+
 def ended_at(db: Path) -> dict[str, float]:
     """prompt -> when the proxy saw the call end (its `ended_at`)."""
     import sqlite3
@@ -89,26 +111,16 @@ def main() -> int:
         ca_file = write_pem(tmp / "upstream-ca.pem", ca_cert)
         upstream = StandIn(server_ssl_context(cert, key)).start()
         daemon = start_daemon(tmp, provider_config(upstream, ca_file))
-        seen_file = tmp / "seen.tsv"
-        poller: subprocess.Popen[bytes] | None = None
+        db = daemon.data_dir / "aigw-proxy.db"
         try:
             daemon.token("alice")
-            # In a process of its own: in this one it would wait for the GIL behind the SDK threads.
-            poller = subprocess.Popen([sys.executable, "-c", POLLER, str(daemon.data_dir / "aigw-proxy.db"),
-                                       str(seen_file)])
-            with default_reply(upstream, stream_reply(delay=args.delay)):
+            with watching_commits(db, tmp / "seen.tsv"), default_reply(upstream, stream_reply(delay=args.delay)):
                 began = time.monotonic()
                 calls = burst(daemon, [f"durability {n}" for n in range(args.calls)], workers=args.workers)
                 elapsed = time.monotonic() - began
-            deadline = time.monotonic() + 10
-            while len(read_seen(seen_file)) < len(calls) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            seen = read_seen(seen_file)
-            ended = ended_at(daemon.data_dir / "aigw-proxy.db")
+                seen = wait_until_seen(tmp / "seen.tsv", [c.prompt for c in calls], timeout=10)
+            ended = ended_at(db)
         finally:
-            if poller is not None:
-                poller.kill()
-                poller.wait()
             stop_daemon(daemon)
             upstream.stop()
     failed = [c for c in calls if c.done is None]

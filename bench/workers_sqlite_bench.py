@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.durability_bench import POLLER, ended_at, pct, read_seen  # noqa: E402
+from bench.durability_bench import ended_at, pct, wait_until_seen, watching_commits  # noqa: E402
 from tests.support.bursts import burst, default_reply, stream_reply  # noqa: E402
 from tests.support.certs import make_ca, make_server_cert, server_ssl_context, write_pem  # noqa: E402
 from tests.support.daemon import PROVIDER_HOSTS, provider_config, start_daemon, stop_daemon  # noqa: E402
@@ -37,27 +36,17 @@ def run_once(upstream: StandIn, ca_file: Path, workers: int, calls: int, clients
     with tempfile.TemporaryDirectory(prefix="aigw-wsqlite-") as tmp_s:
         tmp = Path(tmp_s)
         daemon = start_daemon(tmp, provider_config(upstream, ca_file), extra_args=("--workers", str(workers)))
-        seen_file = tmp / "seen.tsv"
-        poller: subprocess.Popen[bytes] | None = None
+        db = daemon.data_dir / "aigw-proxy.db"
         try:
             daemon.token("alice")
-            poller = subprocess.Popen([sys.executable, "-c", POLLER, str(daemon.data_dir / "aigw-proxy.db"),
-                                       str(seen_file)])
-            with default_reply(upstream, stream_reply()):
+            with watching_commits(db, tmp / "seen.tsv"), default_reply(upstream, stream_reply()):
                 burst(daemon, [f"warm {n}" for n in range(4 * clients)], workers=clients)
                 began = time.monotonic()
                 done = burst(daemon, [f"contention {n}" for n in range(calls)], workers=clients)
                 elapsed = time.monotonic() - began
-            deadline = time.monotonic() + 20
-            while len([p for p in read_seen(seen_file) if p.startswith("contention ")]) < calls \
-                    and time.monotonic() < deadline:
-                time.sleep(0.05)
-            seen = read_seen(seen_file)
-            ended = ended_at(daemon.data_dir / "aigw-proxy.db")
+                seen = wait_until_seen(tmp / "seen.tsv", [c.prompt for c in done], timeout=20)
+            ended = ended_at(db)
         finally:
-            if poller is not None:
-                poller.kill()
-                poller.wait()
             code = stop_daemon(daemon)
     failed = sum(c.done is None for c in done)
     commit = [(seen[c.prompt] - ended[c.prompt]) * 1000 for c in done if c.prompt in seen and c.prompt in ended]
