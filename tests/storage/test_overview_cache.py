@@ -27,6 +27,19 @@ class Clock:
         return self.now
 
 
+class Stopwatch:
+    """Every computation (two readings) takes `cost` seconds, however long it really took."""
+
+    def __init__(self, cost: float) -> None:
+        self.cost, self._t, self._running = cost, 0.0, False
+
+    def __call__(self) -> float:
+        if self._running:
+            self._t += self.cost
+        self._running = not self._running
+        return self._t
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -113,17 +126,21 @@ async def test_a_failing_database_is_logged_and_the_refresher_keeps_going(
         await asyncio.gather(warm, return_exceptions=True)
 
 
+@pytest.mark.parametrize(("cost", "reused_for"), [(0.001, 0.5), (0.005, 0.6), (0.1, 12.0), (0.5, 60.0), (3.0, 60.0)])
 async def test_cheap_figures_stay_as_fresh_as_the_records(db: Database, writer: RecordWriter, alice: Initiator,
-                                                        clock: Clock) -> None:
+                                                        clock: Clock, cost: float, reused_for: float) -> None:
+    """Figures are reused for as long as their computation cost × 120, from half a second to a minute."""
     now = datetime.now(UTC)
-    cache = OverviewCache(db, clock)
+    cache = OverviewCache(db, clock, stopwatch=Stopwatch(cost))
     assert (await cache.get("24h", *window("24h"), None)).interceptions == 0
     _call(writer, "c1", alice, now - timedelta(minutes=1), "s1", prompt="one")
     await writer.flush(timeout=10)
-    # A small database's figures cost milliseconds: reused for about a second at most, not a minute.
     [entry] = cache._entries.values()
-    assert overview_cache.MIN_FRESH_SECONDS <= entry.fresh_for < 5
-    clock.now += entry.fresh_for
+    assert entry.fresh_for == pytest.approx(reused_for)
+    computed_at = clock.now
+    clock.now = computed_at + reused_for * 0.99
+    assert (await cache.get("24h", *window("24h"), None)).interceptions == 0  # still the figures from before
+    clock.now = computed_at + reused_for * 1.01
     assert (await cache.get("24h", *window("24h"), None)).interceptions == 1
 
 
