@@ -183,11 +183,10 @@ def test_a_token_revoked_through_one_replica_is_refused_by_the_other(replicas: t
     token = a.tokens["alice"]
     assert _connect_status(b, token) == 200 and _connect_status(a, token) == 200
     a.cli("users", "revoke", "alice")  # through replica a's database access
-    revoked = time.monotonic()
     # No cache of valid tokens: every new tunnel looks its token up in the shared database, so the very next
-    # CONNECT to the other replica is refused (a tunnel opened before keeps its identity until it closes).
+    # CONNECT to the other replica is refused, with no wait in between (a tunnel opened before keeps its identity
+    # until it closes).
     assert _connect_status(b, token) == 407
-    assert time.monotonic() - revoked < 1
     assert _connect_status(a, token) == 407
     a.tokens["alice"] = b.tokens["alice"] = fresh = a.cli("users", "token", "alice").stdout.strip()
     assert _connect_status(b, fresh) == 200
