@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from aigw_proxy.config.settings import ConfigError, load_file_config, parse_hostport
-from aigw_proxy.policy.network import is_blocked
+from aigw_proxy.policy.network import DestinationRefused, is_blocked, resolve_allowed
 from aigw_proxy.policy.providers import Api, Provider, RouteMatch
 
 
@@ -211,3 +212,20 @@ def test_exempted_cidrs() -> None:
     allowed = [ipaddress.ip_network("10.0.0.0/24")]
     assert not is_blocked(ipaddress.ip_address("10.0.0.7"), allowed)
     assert is_blocked(ipaddress.ip_address("10.0.1.7"), allowed)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.7", "8.8.8.8", "::1", "::ffff:10.0.0.1", "2606:4700::1111",
+                                  "0:0::1", "127.1", "localhost"])
+async def test_a_tunnel_destination_is_decided_as_the_resolver_would(host: str) -> None:
+    """Addresses written out are answered without the resolver (no thread hop): the same address to dial and the
+    same refusal as getaddrinfo's answer gives, for every notation it accepts."""
+    resolved = [ipaddress.ip_address(str(i[4][0])) for i in socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)]
+    allowed = [ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("127.0.0.0/8"),
+               ipaddress.ip_network("::1/128")]
+    if any(is_blocked(ip) for ip in resolved):
+        with pytest.raises(DestinationRefused):
+            await resolve_allowed(host, 443)
+    else:
+        assert await resolve_allowed(host, 443) == str(resolved[0])
+    if not any(is_blocked(ip, allowed) for ip in resolved):
+        assert ipaddress.ip_address(await resolve_allowed(host, 443, allowed)) == resolved[0]
