@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/tunnel_bench.py [--repeat N] [--seconds S] [--interceptions N]
     .venv/bin/python bench/tunnel_bench.py --data-dir DIR      # a database (and tokens.json) made by gen_api_db.py
+    .venv/bin/python bench/tunnel_bench.py --baseline /tmp/base  # + that checkout's daemon, in turns: before/after
     .venv/bin/python bench/tunnel_bench.py --samples FILE      # + every new tunnel's timings, one JSON line each
 
 The "proxied requests through a tunnel" part of bench/api_bench.py on its own (its Origin, tunnel(), round_trip()
@@ -32,23 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.api_bench import Origin, pct, round_trip, tunnel
 from bench.gen_api_db import default_dir, ensure_db
+from bench.proxy.orchestrator import aigw_command
 from tests.support.ports import free_port
 
 API_BENCH = Path(__file__).resolve().parent / "api_bench.py"
 
 
-def start_daemon(data_dir: Path, origin_port: int, entry: Path | None = None, name: str = "daemon",
-                 nice: int = 0) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
+def start_daemon(data_dir: Path, origin_port: int, command: list[str] | None = None, name: str = "daemon",
+                 nice: int = 0, run_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
     cfg = data_dir / "tunnel-bench.toml"
     cfg.write_text(f'allowed_private_cidrs = ["127.0.0.1/32"]\nallowed_ports = [443, {origin_port}]\n')
     port, admin = free_port(), free_port()
     log = open(data_dir / f"{name}.log", "wb")
     env = {k: v for k, v in os.environ.items() if k != "AIGW_DATABASE_URL"}
-    command = [str(entry)] if entry is not None else ["-m", "aigw_proxy"]
-    proc = subprocess.Popen([sys.executable, *command, "run", "--listen", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([*(command or aigw_command(None)), "run", "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}", "--data-dir", str(data_dir), "--config", str(cfg),
-                             "--retention", "0", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
-                            env=env, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                             "--retention", "0", "--log-level", "warning", *run_args],
+                            stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
     url = f"http://127.0.0.1:{admin}"
     for _ in range(600):
         try:
@@ -92,9 +94,9 @@ def measure(proxy: tuple[str, int], origin_port: int, token: str, seconds: float
 
 
 def one_run(data_dir: Path, origin_port: int, token: str, seconds: float, samples: TextIO | None,
-            entry: Path | None = None, api_elsewhere: bool = False,
-            api_nice: int = 0) -> dict[str, dict[str, float]]:
-    proc, url, proxy = start_daemon(data_dir, origin_port, entry)
+            command: list[str] | None = None, api_elsewhere: bool = False,
+            api_nice: int = 0, run_args: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+    proc, url, proxy = start_daemon(data_dir, origin_port, command, run_args=run_args)
     other = start_daemon(data_dir, origin_port, name="api-daemon", nice=api_nice) if api_elsewhere else None
     if other is not None:
         url = other[1]
@@ -123,12 +125,17 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=15.0, help="per phase (idle, under load)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout (e.g. main's): its daemon runs beside ours in every repeat, in turns, "
+                         "for a before/after in one run")
     ap.add_argument("--entry", type=Path, default=None,
                     help="run the daemon as `python ENTRY run ...` instead of `python -m aigw_proxy run ...` (an "
                          "instrumented entry point, for experiments)")
     ap.add_argument("--api-elsewhere", action="store_true",
                     help="the API load goes to a second daemon on the same database (the API in another process)")
     ap.add_argument("--api-nice", type=int, default=0, help="with --api-elsewhere: that daemon's niceness")
+    ap.add_argument("--run-arg", action="append", default=[], metavar="ARG",
+                    help="one more `aigw-proxy run` argument (repeatable), e.g. --run-arg=--workers --run-arg=2")
     ap.add_argument("--samples", type=Path, default=None, help="write every new tunnel's timings here (JSON lines)")
     args = ap.parse_args()
     if args.data_dir is not None:
@@ -141,30 +148,36 @@ def main() -> int:
     origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
     samples = args.samples.open("w") if args.samples else None
-    runs: list[dict[str, dict[str, float]]] = []
+    builds: dict[str, list[str] | None] = {"aigw": [sys.executable, str(args.entry)] if args.entry else None}
+    if args.baseline is not None:
+        builds["aigw-base"] = aigw_command(args.baseline)
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in builds}
     try:
         for n in range(args.repeat):
-            r = one_run(data_dir, origin.server_address[1], token, args.seconds, samples, args.entry,
-                        args.api_elsewhere, args.api_nice)
-            runs.append(r)
-            for phase, f in r.items():
-                print(f"run {n + 1} {phase:15s} new tunnel p50 {f['new p50']:5.1f} p95 {f['new p95']:5.1f} "
-                      f"(x{f['p95/p50']:.2f}) max {f['new max']:5.1f} | CONNECT p50 {f['CONNECT p50']:5.1f} "
-                      f"p95 {f['CONNECT p95']:5.1f} | open tunnel p50 {f['open p50']:.2f} p95 {f['open p95']:.2f}"
-                      f" | {f['n new']:.0f} new" + (f", {f['API requests']:.0f} API requests"
-                                                    if "API requests" in f else ""), flush=True)
+            order = list(builds) if n % 2 == 0 else list(reversed(builds))  # in turns: drift hits both alike
+            for name in order:
+                r = one_run(data_dir, origin.server_address[1], token, args.seconds, samples, builds[name],
+                            args.api_elsewhere, args.api_nice, tuple(args.run_arg))
+                runs[name].append(r)
+                for phase, f in r.items():
+                    print(f"{name:9s} run {n + 1} {phase:15s} new tunnel p50 {f['new p50']:5.1f} p95 "
+                          f"{f['new p95']:5.1f} (x{f['p95/p50']:.2f}) max {f['new max']:5.1f} | CONNECT p50 "
+                          f"{f['CONNECT p50']:5.1f} p95 {f['CONNECT p95']:5.1f} | open tunnel p50 {f['open p50']:.2f} "
+                          f"p95 {f['open p95']:.2f} | {f['n new']:.0f} new"
+                          + (f", {f['API requests']:.0f} API requests" if "API requests" in f else ""), flush=True)
     finally:
         origin.shutdown()
         if samples is not None:
             samples.close()
-    print(f"\nnew tunnel + call over {len(runs)} daemons, {args.seconds:.0f}s per phase ({os.cpu_count()} CPUs; "
-          "median [min-max], ms):")
-    for phase in runs[0]:
-        cells = []
-        for key in ("new p50", "new p95", "p95/p50", "CONNECT p50", "CONNECT p95", "open p50", "open p95"):
-            v = [r[phase][key] for r in runs]
-            cells.append(f"{key} {statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]")
-        print(f"  {phase:15s} " + "; ".join(cells))
+    print(f"\nnew tunnel + call over {args.repeat} daemons each, {args.seconds:.0f}s per phase ({os.cpu_count()} "
+          "CPUs; median [min-max], ms):")
+    for name, done in runs.items():
+        for phase in done[0]:
+            cells = []
+            for key in ("new p50", "new p95", "p95/p50", "CONNECT p50", "CONNECT p95", "open p50", "open p95"):
+                v = [r[phase][key] for r in done]
+                cells.append(f"{key} {statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]")
+            print(f"  {name:9s} {phase:15s} " + "; ".join(cells))
     return 0
 
 
