@@ -82,6 +82,11 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--workers", envvar="AIGW_WORKERS", default=None, metavar="N|auto",
               help="Proxy processes serving the listen address, under a supervisor that restarts them; auto: one "
                    "per CPU. Default: the config file's `workers`, else 1 (a single process).")
+@click.option("--supervisor/--no-supervisor", "supervisor", envvar="AIGW_SUPERVISOR", default=None,
+              help="With one worker too, run the proxy in a worker process under a supervisor that serves the admin "
+                   "listener (metrics, health, REST API, console) and restarts the worker if it dies: API load then "
+                   "never slows proxied traffic in the same process. Default: the config file's `supervisor` "
+                   "(off); more than one worker always has a supervisor.")
 @click.option("--capture-bodies/--no-capture-bodies", "capture_bodies", envvar="AIGW_CAPTURE_BODIES", default=None,
               help="Also store each model call's request and response bodies (credential headers removed, secrets "
                    "redacted, compressed), for `aigw-proxy interceptions capture ID` and the console. Off by default "
@@ -96,7 +101,7 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
         upstream_idle_timeout: float, upstream_connect_timeout: float, spool_max_mb: int, max_concurrency: int,
         rate_limit: float, capture_bodies: bool | None, capture_max_bytes: int | None, metrics_initiator_label: bool,
-        circuit_breaker: BreakerConfig, workers: str | None) -> None:
+        circuit_breaker: BreakerConfig, workers: str | None, supervisor: bool | None) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.proxy.workers import supervise
@@ -129,12 +134,13 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
             workers=parse_workers(workers) if workers is not None else None,
+            supervisor=supervisor,
             **database_settings(),
             capture_bodies=capture_bodies,
             capture_max_bytes=capture_max_bytes,
         )
         settings.database  # noqa: B018 - an invalid --database-url fails here, before anything starts
-        if settings.worker_count == 1:
+        if not settings.supervised:
             run_async(serve(settings))
         else:
             sys.exit(run_async(supervise(settings, settings.worker_count, log_level=log_level,

@@ -82,6 +82,7 @@ class FileConfig:
     limits: tuple[UserLimits, ...] = ()  # `[[limits]]`: per-user rate limits and concurrency caps (spend/limits.py)
     model_policy: tuple[PolicyRule, ...] = ()  # `[[model_policy]]` (spend/policy.py)
     workers: int | None = None  # `workers`: proxy processes (proxy/workers.py); --workers / AIGW_WORKERS win
+    supervisor: bool = False  # `supervisor`: a supervisor process serves the admin listener even for one worker
     capture_bodies: bool = False  # raw capture of each model call's bodies (capture/), off by default
     capture_max_bytes: int | None = None  # bytes kept of each captured body; None: DEFAULT_CAPTURE_MAX_BYTES
 
@@ -90,7 +91,8 @@ class FileConfig:
 
 
 _TOP_KEYS = {"upstream_ca_file", "allowed_private_cidrs", "allowed_ports", "providers", "shadow_ai_hosts", "redaction",
-             "prices", "budgets", "limits", "model_policy", "workers", "capture_bodies", "capture_max_bytes"}
+             "prices", "budgets", "limits", "model_policy", "workers", "supervisor", "capture_bodies",
+             "capture_max_bytes"}
 _PROVIDER_KEYS = {"name", "type", "hosts", "upstream", "enabled", "base_path"}
 _REDACTION_KEYS = {"mode", "max_field_bytes", "allow", "patterns"}
 _PATTERN_KEYS = {"name", "regex", "keywords"}
@@ -171,6 +173,10 @@ def parse_file_config(raw: dict[str, Any], *, base_dir: Path) -> FileConfig:
         if isinstance(raw["workers"], bool) or not isinstance(raw["workers"], int | str):
             raise ConfigError("workers must be a number >= 1 or \"auto\"")
         cfg.workers = parse_workers(raw["workers"], "workers")
+    if "supervisor" in raw:
+        if not isinstance(raw["supervisor"], bool):
+            raise ConfigError("supervisor must be true or false")
+        cfg.supervisor = raw["supervisor"]
     cfg.providers = merge_providers(raw.get("providers", []))
     try:
         cfg.provider_table()
@@ -295,11 +301,20 @@ class Settings:
     max_concurrency: int = 0  # requests in flight on provider hosts; 0 = no cap (spend/limits.py)
     rate_limit: float = 0.0  # requests per second per proxy token on provider hosts; 0 = no limit
     workers: int | None = None  # --workers / AIGW_WORKERS; None: the config file's, else 1 (one process)
+    supervisor: bool | None = None  # --supervisor / AIGW_SUPERVISOR; None: the config file's (off)
 
     @property
     def worker_count(self) -> int:
         """Proxy processes: 1 runs the daemon as one process (no supervisor), as before workers existed."""
         return self.workers or self.file.workers or 1
+
+    @property
+    def supervised(self) -> bool:
+        """The proxy runs in worker processes under a supervisor that serves the admin listener: always for more
+        than one worker; for one if asked, so that the REST API's and the console's work never shares the GIL with
+        the proxy's event loop, and a worker that dies is restarted."""
+        asked = self.file.supervisor if self.supervisor is None else self.supervisor
+        return self.worker_count > 1 or asked
 
     @property
     def redaction(self) -> RedactionConfig:

@@ -344,3 +344,41 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_one_worker_under_a_supervisor(tmp_path: Path, standin_server: StandIn, upstream_pki: UpstreamPKI) -> None:
+    """`--workers 1 --supervisor` (or `supervisor = true`): the proxy runs in one worker process and the supervisor
+    serves the admin listener, so the REST API's work runs in another process than the proxy's loop; the worker is
+    restarted if it dies. `--no-supervisor` wins over the config file."""
+    config = provider_config(standin_server, upstream_pki.ca_file, extra="supervisor = true")
+    d = start_daemon(tmp_path, config, extra_args=("--workers", "1"), wait=False)
+    d.wait_healthy(START_WITHIN)
+    try:
+        [worker] = workers(d)
+        assert worker["up"] and worker["ready"] and d.proc is not None and worker["pid"] != d.proc.pid
+        results = burst(d, standin_server, [f"one {i}" for i in range(6)], clients=2)
+        assert all(isinstance(v, str) for v in results.values()), results
+        assert sorted(recorded_prompts(d, 6)) == sorted(results)  # the API, served by the supervisor
+        os.kill(worker["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + START_WITHIN
+        while time.monotonic() < deadline:
+            code, body = healthz_status(d)  # 503 while nothing serves
+            [now] = body["workers"]
+            if code == 200 and now["ready"] and now["pid"] != worker["pid"]:
+                break
+            time.sleep(0.2)
+        assert code == 200 and now["ready"] and now["pid"] != worker["pid"] and now["restarts"] == 1
+        results = burst(d, standin_server, ["after the restart"], clients=1)
+        assert all(isinstance(v, str) for v in results.values()), results
+        assert "after the restart" in recorded_prompts(d, 7)
+    finally:
+        assert stop_daemon(d) == 0
+    d = start_daemon(tmp_path, config, extra_args=("--no-supervisor",))
+    try:
+        assert "workers" not in d.healthz()  # one process
+    finally:
+        assert stop_daemon(d) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('supervisor = "yes"\n')
+    out = run_cli(tmp_path / "data", "run", "--config", str(bad), check=False)
+    assert out.returncode == 1 and "supervisor must be true or false" in out.stderr
