@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -53,10 +54,20 @@ def _bind(what: str, host: str, port: int) -> _Listener:
     return _Listener(what, sock)
 
 
+def lower_thread_priority(by: int) -> None:
+    """Raise this thread's nice value by `by` (Linux keeps one per thread; threads it starts inherit it)."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + by)
+    except (OSError, AttributeError) as exc:  # not Linux, or not allowed: the thread keeps its priority
+        log.debug("could not lower the admin thread's priority: %s", exc)
+
+
 class AdminServer:
     def __init__(self, admin_listen: tuple[str, int], metrics_listen: tuple[str, int] | None = None,
-                 limits: AdminLimits | None = None) -> None:
+                 limits: AdminLimits | None = None, niceness: int = 0) -> None:
         self.limits = limits or AdminLimits()
+        self._niceness = niceness
         self._listen = admin_listen
         self._metrics_listen = metrics_listen
         self._admin: _Listener | None = None
@@ -103,6 +114,8 @@ class AdminServer:
         await asyncio.wrap_future(self._ready)
 
     def _run(self, ctx: AdminContext, database_path: Path | DatabaseConfig, confdir: Path) -> None:
+        if self._niceness:
+            lower_thread_priority(self._niceness)
         try:
             asyncio.run(self._main(ctx, database_path, confdir))
         except BaseException as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from aigw_proxy.proxy.workers import ADMIN_NICENESS
 from tests.support.backends import BACKENDS, fresh_database
 from tests.support.daemon import (
     ACME_PROVIDER,
@@ -338,6 +339,19 @@ def test_workers_from_the_config_file_and_the_environment(tmp_path: Path, standi
     assert out.returncode == 1 and "workers must be a number >= 1 or auto" in out.stderr
 
 
+def _nice_values(pid: int) -> dict[int, int]:
+    """Each thread of `pid` -> its nice value (Linux keeps one per thread)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = int(fields[16])  # field 19 of stat; [0] here is field 3
+    return {t: n for t, n in out.items() if t == pid or n != 0}
+
+
+def _nicer(pid: int) -> list[int]:
+    return [t for t, n in _nice_values(pid).items() if n > 0]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -356,6 +370,9 @@ def test_one_worker_under_a_supervisor(tmp_path: Path, standin_server: StandIn, 
     try:
         [worker] = workers(d)
         assert worker["up"] and worker["ready"] and d.proc is not None and worker["pid"] != d.proc.pid
+        # The supervisor's admin thread yields the CPU to the proxy: nicer than its main thread and the worker.
+        assert _nice_values(d.proc.pid) == {d.proc.pid: 0} | {t: ADMIN_NICENESS for t in _nicer(d.proc.pid)}
+        assert len(_nicer(d.proc.pid)) >= 1 and set(_nice_values(worker["pid"]).values()) == {0}
         results = burst(d, standin_server, [f"one {i}" for i in range(6)], clients=2)
         assert all(isinstance(v, str) for v in results.values()), results
         assert sorted(recorded_prompts(d, 6)) == sorted(results)  # the API, served by the supervisor
