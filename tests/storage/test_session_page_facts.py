@@ -33,7 +33,8 @@ async def _write_sessions(writer: RecordWriter, people: list[Initiator]) -> dict
             iid = f"c{n:04d}"
             n += 1
             call = started(iid, who, t=t, provider=provider, model=rng.choice(PROVIDERS[provider]),
-                           client=rng.choice(("Claude Code", "Codex", None)), client_session_id=sid,
+                           client=rng.choice(("Claude Code", "Codex", None)),  # type: ignore[arg-type]
+                           client_session_id=sid,
                            metadata={"n": n, "user": who.username})
             if rng.random() < 0.3:
                 call = replace(call, credential_kind="oauth")  # priced as API-equivalent value
