@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/api_bench.py [--interceptions N] [--runs N] [--console-only [--repeat N]]
     .venv/bin/python bench/api_bench.py --api-only [PREFIX] [--repeat N]   # REST API queries only (those named
-                                                                            # PREFIX…), median and range of repeats
+                                                                            # PREFIX…, or any of "A|B"), median
+                                                                            # and range of repeats
                                                                             # or: make bench-api
     .venv/bin/python bench/api_bench.py --database-url postgresql://…      # the same on PostgreSQL
     .venv/bin/python bench/api_bench.py --postgresql                       # … on a throwaway local cluster
@@ -301,7 +302,8 @@ def bench_console(url: str, out: Path, info: dict, runs: int) -> tuple[bool, dic
 
 def bench_api(url: str, out: Path, info: dict, runs: int, only: str = "",
               backend: str = "SQLite") -> tuple[bool, dict[str, dict[str, float]]]:
-    """Times the REST API's queries (those whose name starts with `only`): p50/p95 of the wall clock."""
+    """Times the REST API's queries (those whose name starts with `only`, or with one of its `|`-separated
+    prefixes): p50/p95 of the wall clock."""
     tokens = info["tokens"]
     print(f"\nAPI latency on {backend} over {runs} requests each (ms; {os.cpu_count()} CPUs; "
           f"{info['interceptions']:,} interceptions, {info['child_rows']:,} child rows):")
@@ -309,7 +311,7 @@ def bench_api(url: str, out: Path, info: dict, runs: int, only: str = "",
     failed = False
     stats: dict[str, dict[str, float]] = {}
     for name, role, path, params in scenarios(out / "aigw-proxy.db", info):
-        if not name.startswith(only):
+        if not name.startswith(tuple(only.split("|"))):
             continue
         times: list[float] = []
         for n in range(runs + 3):
@@ -435,7 +437,8 @@ def main() -> int:
     ap.add_argument("--console-only", action="store_true",
                     help="time the web console's pages and the spend report only")
     ap.add_argument("--api-only", nargs="?", const="", default=None, metavar="PREFIX",
-                    help="time the REST API queries only (those whose name starts with PREFIX), no console pages "
+                    help="time the REST API queries only (those whose name starts with PREFIX, or with one of "
+                         "PREFIX|PREFIX…), no console pages "
                          "and no proxied traffic")
     ap.add_argument("--repeat", type=int, default=1,
                     help="--console-only, --api-only: repeat on a fresh daemon N times, then print each figure's "

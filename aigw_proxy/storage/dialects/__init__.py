@@ -109,7 +109,9 @@ class Backend(Protocol):
         """Driver rows of `sql` about a page of `sessions` (session id, first start, last end as the session
         summary stores them). `sql` reads interceptions as `i` where `SESSIONS(i)` stands for "one of the
         sessions", and may say `SPAN(column)` after a condition: `AND column` within the session's span where
-        that skips partitions (PostgreSQL: each session is looked up in the partitions of its own days)."""
+        that skips partitions (PostgreSQL: each session is looked up in the partitions of its own days), or
+        `PAGE_SPAN(column)`: `AND column` between the first start and the last end of all the sessions (where
+        the session is not in scope: rows joined to those `SESSIONS(i)` selected, in a later CTE)."""
         ...
 
     def child_join(self, child: str, interception: str) -> str:
@@ -182,7 +184,9 @@ def backend_of(conn: AsyncConnection | sa.Connection | AsyncEngine | sa.Engine) 
 IN_VALUES = "IN_VALUES"
 
 # rows_of_sessions: `SESSIONS(i)` is the condition naming the sessions on interceptions alias `i`, `SPAN(column)`
-# an optional extra condition keeping a partition key column within each session's span.
+# an optional extra condition keeping a partition key column within each session's span, `PAGE_SPAN(column)`
+# within the span of all the sessions (for rows joined outside the sessions' own scope).
 SESSIONS = re.compile(r"SESSIONS\(([a-z_]+)\)")
-SPAN = re.compile(r"SPAN\(([a-z_.]+)\)")
+SPAN = re.compile(r"(?<![A-Z_])SPAN\(([a-z_.]+)\)")
+PAGE_SPAN = re.compile(r"PAGE_SPAN\(([a-z_.]+)\)")
 BOUNDS = re.compile(r"BOUNDS\[([a-z_.]+)\]")

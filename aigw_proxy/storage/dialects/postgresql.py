@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, SESSIONS, SPAN, Engines
+from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines
 from aigw_proxy.storage.dialects import postgresql_triggers as triggers
 from aigw_proxy.storage.jsoncodec import json_loads, jsonb_dumps
 from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS as SPEND_SUMS
@@ -456,7 +456,11 @@ class PostgresBackend:
         driver = raw.driver_connection
         if driver is None:
             raise sa.exc.ResourceClosedError("the database connection is closed")
-        rows = await driver.fetch(sql, [s[0] for s in sessions], [s[1] for s in sessions], [s[2] for s in sessions])
+        args: list[Any] = [[s[0] for s in sessions], [s[1] for s in sessions], [s[2] for s in sessions]]
+        if PAGE_SPAN.search(sql):  # bounds the planner prunes partitions by (the sessions' own spans cannot)
+            sql = PAGE_SPAN.sub(r"AND \1 BETWEEN $4 AND $5", sql)
+            args += [min(args[1]), max(args[2])]
+        rows = await driver.fetch(sql, *args)
         return [tuple(r) for r in rows]
 
     async def driver_rows(self, conn: AsyncConnection, sql: str, values: Sequence[Any],

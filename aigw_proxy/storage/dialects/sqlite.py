@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, SESSIONS, SPAN, Engines
+from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines
 from aigw_proxy.storage.jsoncodec import json_dumps, json_loads
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ class SQLiteBackend:
 
     async def rows_of_sessions(self, conn: AsyncConnection, sql: str, sessions: Sequence[tuple[str, Any, Any]]
                                ) -> list[tuple[Any, ...]]:
-        sql = SPAN.sub("", SESSIONS.sub(lambda m: f"{m.group(1)}.session_id IN_VALUES", sql))
+        sql = PAGE_SPAN.sub("", SPAN.sub("", SESSIONS.sub(lambda m: f"{m.group(1)}.session_id IN_VALUES", sql)))
         return await self.driver_rows(conn, sql, [s[0] for s in sessions])
 
     async def driver_rows(self, conn: AsyncConnection, sql: str, values: Sequence[Any],

@@ -96,11 +96,11 @@ async def children_of(ids: list[str], conn: AsyncConnection, bounds: tuple[datet
 
 _i = interceptions.c
 # In the order `_interception_json` unpacks them.
-_PAGE_COLUMNS = untyped(
+_PAGE_COLUMNS = (*untyped(
     _i.id, _i.initiator_id, users.c.username, _i.api_key_id, _i.provider, _i.provider_name, _i.model, _i.client,
     _i.client_session_id, _i.session_id, _i.thread_parent_id, _i.thread_root_id, _i.status, _i.upstream_status,
-    _i.error_type, _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at, _i.metadata,
-)
+    _i.error_type, _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at,
+), sa.type_coerce(sa.cast(_i.metadata, sa.Text), sa.types.NullType()).label("metadata"))  # as text: _select_list
 
 
 _STARTED_AT = [c.name for c in _PAGE_COLUMNS].index("started_at")
@@ -200,7 +200,11 @@ def _model_thought_json(r: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _select_list(table: sa.Table, *names: str) -> str:
-    return ", ".join(table.c[name].name for name in names)  # a KeyError at import for a misspelt column
+    """The columns (a KeyError at import for a misspelt one), JSON columns as their text: PostgreSQL's jsonb then
+    comes as text, as SQLite's does, and `metadata_json` skips the `{}` most child rows hold instead of a decoder
+    call per row (the driver's JSON codec runs in Python: ~10 ms of a page's 6,000 values)."""
+    return ", ".join(f"CAST({c.name} AS TEXT) AS {c.name}" if isinstance(c.type, sa.JSON) else c.name
+                     for c in (table.c[name] for name in names))
 
 
 _CHILDREN = (

@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.dialects import backend_of
 from aigw_proxy.storage.errors import InvalidCursor
-from aigw_proxy.storage.read.costs import CostSums, session_costs
+from aigw_proxy.storage.read.costs import CostSums
 from aigw_proxy.storage.read.filters import DEFAULT_LIMIT, InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.read.sessions_from_slices import per_session, slice_of, slice_page
 from aigw_proxy.storage.read.stored_values import driver_rows, metadata_json, time_json, untyped
 from aigw_proxy.storage.schema.session_slices import slice_counts
 from aigw_proxy.storage.schema.summaries import sessions as summary
-from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, user_prompts, users
+from aigw_proxy.storage.schema.tables import UTCDateTime, interceptions, token_usages, user_prompts, users
 from aigw_proxy.storage.timefmt import rfc3339
 
 _i = interceptions.c
@@ -211,7 +211,8 @@ async def _grouped_page(
 
 async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     """Whole-session facts for a page of sessions: providers, models, first client and metadata, token sums,
-    cost, last prompt, the user."""
+    cost, last prompt, the user (joined to the summary rows: a 1000-value IN list of user ids costs SQLAlchemy
+    milliseconds to expand)."""
     wanted = set(keys)
     out: dict[tuple[str, str], dict[str, Any]] = {
         k: {"providers": set(), "models": set(), "first": None, "tokens": {}, "last_prompt": None, "username": None}
@@ -220,60 +221,74 @@ async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -
     session_ids = sorted({k[0] for k in keys})
     backend = backend_of(conn)
     spans: dict[str, tuple[Any, Any]] = {}  # session id -> (first start, last end) over its users on the page
-    for sid, uid, first_start, last_end, *sums in await driver_rows(
-        conn, f"SELECT session_id, initiator_id, started_at, ended_at, {', '.join(_TOKENS)} FROM {summary.name} "
-        "WHERE session_id IN_VALUES", session_ids
+    for sid, uid, username, first_start, last_end, *sums in await driver_rows(
+        conn, f"SELECT s.session_id, s.initiator_id, u.username, s.started_at, s.ended_at, "
+        f"{', '.join('s.' + t for t in _TOKENS)} FROM {summary.name} s LEFT JOIN {users.name} u "
+        "ON u.id = s.initiator_id WHERE s.session_id IN_VALUES", session_ids
     ):
         if (sid, uid) in wanted:
             out[(sid, uid)]["tokens"] = dict(zip(_TOKENS, map(int, sums), strict=True))
+            out[(sid, uid)]["username"] = username
             lo, hi = spans.get(sid, (first_start, last_end))
             spans[sid] = (min(lo, first_start), max(hi, last_end))
     page = [(sid, *spans[sid]) for sid in session_ids if sid in spans]
 
-    # A page of 1000 sessions reads ~2500 interceptions here: plain driver tuples, start times compared as stored
-    # (SQLite's fixed-width text is in time order, PostgreSQL's are datetimes), metadata kept as the driver
-    # returned it until each session's first call is known.
-    for iid, sid, uid, provider, model, client, started_at, metadata in await backend.rows_of_sessions(
-            conn, _SESSION_CALLS, page):
+    # One statement for the rest (a page of 1000 sessions reads ~2500 interceptions, their prompts and token rows):
+    # the page's calls, each session's newest prompt and its cost sums, as rows of three kinds. The calls are
+    # plain driver tuples, start times compared as stored (SQLite's fixed-width text is in time order,
+    # PostgreSQL's are datetimes), metadata kept as the driver returned it until each session's first call is
+    # known.
+    costs: dict[tuple[str, str], CostSums] = {}
+    for kind, sid, uid, iid, text, model, client, started_at, metadata, equivalent, n, unpriced, micros in (
+            await backend.rows_of_sessions(conn, _PAGE_FACTS.replace("JOIN_TOKENS", backend.child_join("t", "c"))
+                                           .replace("JOIN_PROMPTS", backend.child_join("p", "c")), page)):
         d = out.get((sid, uid))
         if d is None:
             continue
-        d["providers"].add(provider)
-        d["models"].add(model)
-        first = d["first"]
-        if first is None or (started_at, iid) < (first[0], first[1]):
-            d["first"] = (started_at, iid, client or "Unknown", metadata)
-    for d in out.values():
+        if kind == 1:  # a call: text is its provider
+            d["providers"].add(text)
+            d["models"].add(model)
+            first = d["first"]
+            if first is None or (started_at, iid) < (first[0], first[1]):
+                d["first"] = (started_at, iid, client or "Unknown", metadata)
+        elif kind == 2:  # the newest prompt
+            d["last_prompt"] = text
+        else:  # token rows of one kind (API or API-equivalent)
+            costs.setdefault((sid, uid), CostSums()).add(bool(equivalent), int(n), int(unpriced), int(micros))
+    for k, d in out.items():
         d["metadata"] = metadata_json(d["first"][3]) if d["first"] is not None else {}
-
-    newest = _NEWEST_PROMPTS.replace("JOIN_CHILD", backend.child_join("p", "i"))
-    for sid, uid, prompt in await backend.rows_of_sessions(conn, newest, page):
-        if (sid, uid) in wanted:
-            out[(sid, uid)]["last_prompt"] = prompt
-
-    for k, cost in (await session_costs(conn, page)).items():
-        if k in wanted:
-            out[k]["cost"] = cost
-
-    names = dict((await conn.execute(
-        sa.select(users.c.id, users.c.username).where(users.c.id.in_({k[1] for k in keys}))
-    )).all())
-    for (_sid, uid), d in out.items():
-        d["username"] = names.get(uid)
+        if k in costs:
+            d["cost"] = costs[k]
     return out
 
 
-# The page's sessions' ended calls, and each session's newest prompt (Backend.rows_of_sessions).
-_SESSION_CALLS = ("SELECT i.id, i.session_id, i.initiator_id, i.provider, i.model, i.client, i.started_at, "
-                  f"i.metadata FROM {interceptions.name} i WHERE i.ended_at IS NOT NULL AND SESSIONS(i)")
-_NEWEST_PROMPTS = f"""
-    SELECT session_id, initiator_id, prompt FROM (
-        SELECT i.session_id, i.initiator_id, p.prompt,
-               row_number() OVER (PARTITION BY i.session_id, i.initiator_id
-                                  ORDER BY p.created_at DESC, p.id DESC) AS rank
-        FROM {user_prompts.name} p JOIN {interceptions.name} i ON JOIN_CHILD
-        WHERE i.ended_at IS NOT NULL AND SESSIONS(i) SPAN(p.interception_started_at)) AS ranked
-    WHERE rank = 1"""
+# The page's sessions' ended calls (kind 1), each session's newest prompt (2) and its token rows' cost by kind (3)
+# (Backend.rows_of_sessions): the calls are read once, through the session index, and the child rows joined to
+# them; metadata as text (decoded for each session's first call only). NULL columns are typed in the first
+# branch, which PostgreSQL types the union's columns by.
+_PAGE_FACTS = f"""
+    WITH calls AS MATERIALIZED (
+        SELECT i.id, i.session_id, i.initiator_id, i.provider, i.model, i.client, i.started_at,
+               CAST(i.metadata AS TEXT) AS metadata
+        FROM {interceptions.name} i WHERE i.ended_at IS NOT NULL AND SESSIONS(i) PAGE_SPAN(i.started_at)),
+    prompts AS (
+        SELECT session_id, initiator_id, prompt FROM (
+            SELECT c.session_id, c.initiator_id, p.prompt,
+                   row_number() OVER (PARTITION BY c.session_id, c.initiator_id
+                                      ORDER BY p.created_at DESC, p.id DESC) AS rank
+            FROM calls c JOIN {user_prompts.name} p ON JOIN_PROMPTS WHERE 1 = 1 PAGE_SPAN(p.interception_started_at)
+        ) AS ranked WHERE rank = 1),
+    costs AS (
+        SELECT c.session_id, c.initiator_id, t.api_equivalent, count(*) AS n, count(*) - count(t.cost_micros) AS u,
+               COALESCE(sum(t.cost_micros), 0) AS m
+        FROM calls c JOIN {token_usages.name} t ON JOIN_TOKENS WHERE 1 = 1 PAGE_SPAN(t.interception_started_at)
+        GROUP BY c.session_id, c.initiator_id, t.api_equivalent)
+    SELECT 1, session_id, initiator_id, id, provider, model, client, started_at, metadata,
+           CAST(NULL AS BOOLEAN), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM calls
+    UNION ALL
+    SELECT 2, session_id, initiator_id, NULL, prompt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM prompts
+    UNION ALL
+    SELECT 3, session_id, initiator_id, NULL, NULL, NULL, NULL, NULL, NULL, api_equivalent, n, u, m FROM costs"""
 
 
 def _time(value: Any) -> str | None:
