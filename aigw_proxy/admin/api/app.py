@@ -7,11 +7,9 @@ carries `visible_to = <their id>`, and another user's session answers 404 exactl
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from aigw_proxy.admin.api.collector import collector_paused
 from aigw_proxy.admin.api.openapi import openapi_document
 from aigw_proxy.admin.api.search import SearchError, parse_search
 from aigw_proxy.proxy.ca import CERT_FILE
@@ -101,31 +100,6 @@ def _encode(value: object) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-_paused = 0  # list pages being built on the API's loop with the cyclic collector paused (see _collector_paused)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """While a list page is built: its ~50,000 rows, dicts and lists are all alive until it is encoded, and none is
-    part of a reference cycle, yet they trigger collections (young and full: the daemon freezes its start-up
-    objects, so the page's are most of what a full collection walks) that traverse them again and again: 20-60 ms
-    of a page of 1000 on the API's thread, holding the GIL, the proxy's thread waiting. Paused, the next collection
-    after the page comes when its objects are freed again (by reference counting), and walks none of them.
-    A counter: several pages may be in progress on the API's loop at once; nothing else pauses the collector."""
-    global _paused
-    if _paused == 0 and not gc.isenabled():  # paused by someone else: leave it as it is
-        yield
-        return
-    _paused += 1
-    gc.disable()
-    try:
-        yield
-    finally:
-        _paused -= 1
-        if _paused == 0:
-            gc.enable()
 
 
 def _json(status: int, value: object) -> AdminResponse:
@@ -260,7 +234,7 @@ class ApiApp:
     async def _interceptions(self, req: Request, caller: Caller) -> AdminResponse:
         flt = self._filter(req, caller)
         limit, offset, after_id = self._page(req, "after_id")
-        with _collector_paused():
+        with collector_paused():
             try:
                 results = await list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset)
             except InvalidCursor:
@@ -268,20 +242,20 @@ class ApiApp:
                                f"after_id {after_id!r} is not a listed interception") from None
             count = await count_interceptions(self._db, flt)
             response = _json(200, {"count": count, "results": results})
-            del results  # freed before the collector resumes (_collector_paused)
+            del results  # freed before the collector resumes (collector.py)
         return response
 
     async def _sessions(self, req: Request, caller: Caller) -> AdminResponse:
         flt = self._filter(req, caller)
         limit, offset, after = self._page(req, "after_session_id")
-        with _collector_paused():
+        with collector_paused():
             try:
                 count, results = await sessions_page(self._db, flt, limit=limit, after_session_id=after,
                                                      offset=offset)
             except SessionCursorNotFound as exc:
                 raise ApiError(400, str(exc)) from None
             response = _json(200, {"count": count, "sessions": results})
-            del results  # freed before the collector resumes (_collector_paused)
+            del results  # freed before the collector resumes (collector.py)
         return response
 
     async def _session(self, req: Request, caller: Caller, session_id: str) -> AdminResponse:
