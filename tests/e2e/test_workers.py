@@ -385,6 +385,7 @@ def test_one_worker_under_a_supervisor(tmp_path: Path, standin_server: StandIn, 
                 break
             time.sleep(0.2)
         assert code == 200 and now["ready"] and now["pid"] != worker["pid"] and now["restarts"] == 1
+        assert set(_nice_values(now["pid"]).values()) == {started_with}  # restarted from the main thread
         results = burst(d, standin_server, ["after the restart"], clients=1)
         assert all(isinstance(v, str) for v in results.values()), results
         assert "after the restart" in recorded_prompts(d, 7)
