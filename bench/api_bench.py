@@ -42,7 +42,7 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -116,24 +116,36 @@ def round_trip(s: socket.socket) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def proxied_latency(proxy: tuple[str, int], origin_port: int, token: str, seconds: float) -> dict[str, float]:
-    """Requests over an open tunnel, and new tunnel + request, for `seconds`."""
+def proxied_latency(proxy: tuple[str, int], origin_port: int, token: str, seconds: float, phase: str = "",
+                    samples: TextIO | None = None) -> dict[str, float]:
+    """Requests over an open tunnel, and after every 10 of them a new tunnel + request (its CONNECT timed apart),
+    for `seconds`; with `samples`, each new tunnel's timings as a JSON line tagged `phase`."""
     open_rt: list[float] = []
-    new_rt: list[float] = []
+    new: list[float] = []
+    connect: list[float] = []
     s = tunnel(proxy, origin_port, token)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         open_rt.append(round_trip(s))
         if len(open_rt) % 10 == 0:
-            t = time.perf_counter()
+            t = time.monotonic()
             fresh = tunnel(proxy, origin_port, token)
+            t_200 = time.monotonic()
             round_trip(fresh)
+            t_done = time.monotonic()
+            port = fresh.getsockname()[1]
             fresh.close()
-            new_rt.append((time.perf_counter() - t) * 1000)
+            new.append((t_done - t) * 1000)
+            connect.append((t_200 - t) * 1000)
+            if samples is not None:
+                samples.write(json.dumps({"phase": phase, "port": port, "t0": t, "t_200": t_200,
+                                          "t_done": t_done}) + "\n")
         time.sleep(0.01)
     s.close()
-    return {"open_p50": pct(open_rt, 50), "open_p95": pct(open_rt, 95), "open_max": max(open_rt),
-            "new_p50": pct(new_rt, 50), "new_p95": pct(new_rt, 95), "n": len(open_rt)}
+    return {"new p50": pct(new, 50), "new p95": pct(new, 95), "p95/p50": pct(new, 95) / pct(new, 50),
+            "new max": max(new), "CONNECT p50": pct(connect, 50), "CONNECT p95": pct(connect, 95),
+            "open p50": pct(open_rt, 50), "open p95": pct(open_rt, 95), "open max": max(open_rt),
+            "n new": len(new)}
 
 
 def hammer(url: str, token: str, seconds: float) -> None:
@@ -514,10 +526,10 @@ def main() -> int:
         loaded = proxied_latency(proxy, origin.server_address[1], tokens["admin"], args.load_seconds)
         api_requests = hammer_proc.communicate(timeout=120)[0].strip()
         for label, r in (("idle", idle), (f"during heavy API load ({api_requests} API requests)", loaded)):
-            print(f"  {label:52s} open tunnel p50 {r['open_p50']:.2f} p95 {r['open_p95']:.2f} max "
-                  f"{r['open_max']:.1f} | new tunnel p50 {r['new_p50']:.1f} p95 {r['new_p95']:.1f}")
-        print(f"  added latency (open tunnel): p50 {loaded['open_p50'] - idle['open_p50']:+.2f}, "
-              f"p95 {loaded['open_p95'] - idle['open_p95']:+.2f}")
+            print(f"  {label:52s} open tunnel p50 {r['open p50']:.2f} p95 {r['open p95']:.2f} max "
+                  f"{r['open max']:.1f} | new tunnel p50 {r['new p50']:.1f} p95 {r['new p95']:.1f}")
+        print(f"  added latency (open tunnel): p50 {loaded['open p50'] - idle['open p50']:+.2f}, "
+              f"p95 {loaded['open p95'] - idle['open p95']:+.2f}")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

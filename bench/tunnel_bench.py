@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.api_bench import Origin, pct, round_trip, tunnel
+from bench.api_bench import Origin, proxied_latency
 from bench.gen_api_db import default_dir, ensure_db
 from bench.proxy.orchestrator import aigw_command
 from tests.support.ports import free_port
@@ -63,36 +63,6 @@ def start_daemon(data_dir: Path, origin_port: int, command: list[str] | None = N
     raise RuntimeError("daemon did not start")
 
 
-def measure(proxy: tuple[str, int], origin_port: int, token: str, seconds: float, phase: str,
-            samples: TextIO | None) -> dict[str, float]:
-    """api_bench's proxied_latency, with each new tunnel's CONNECT and request timed apart."""
-    open_rt: list[float] = []
-    new: list[float] = []
-    connect: list[float] = []
-    s = tunnel(proxy, origin_port, token)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        open_rt.append(round_trip(s))
-        if len(open_rt) % 10 == 0:
-            t = time.monotonic()
-            fresh = tunnel(proxy, origin_port, token)
-            t_200 = time.monotonic()
-            round_trip(fresh)
-            t_done = time.monotonic()
-            port = fresh.getsockname()[1]
-            fresh.close()
-            new.append((t_done - t) * 1000)
-            connect.append((t_200 - t) * 1000)
-            if samples is not None:
-                samples.write(json.dumps({"phase": phase, "port": port, "t0": t, "t_200": t_200,
-                                          "t_done": t_done}) + "\n")
-        time.sleep(0.01)
-    s.close()
-    return {"new p50": pct(new, 50), "new p95": pct(new, 95), "p95/p50": pct(new, 95) / pct(new, 50),
-            "new max": max(new), "CONNECT p50": pct(connect, 50), "CONNECT p95": pct(connect, 95),
-            "open p50": pct(open_rt, 50), "open p95": pct(open_rt, 95), "n new": len(new)}
-
-
 def one_run(data_dir: Path, origin_port: int, token: str, seconds: float, samples: TextIO | None,
             command: list[str] | None = None, api_elsewhere: bool = False,
             api_nice: int = 0, run_args: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
@@ -102,11 +72,11 @@ def one_run(data_dir: Path, origin_port: int, token: str, seconds: float, sample
         url = other[1]
     try:
         time.sleep(1)
-        idle = measure(proxy, origin_port, token, seconds, "idle", samples)
+        idle = proxied_latency(proxy, origin_port, token, seconds, "idle", samples)
         hammer = subprocess.Popen([sys.executable, str(API_BENCH), "--hammer", url, token, str(seconds + 2)],
                                   stdout=subprocess.PIPE, text=True)
         time.sleep(1)
-        loaded = measure(proxy, origin_port, token, seconds, "load", samples)
+        loaded = proxied_latency(proxy, origin_port, token, seconds, "load", samples)
         api_requests = int(hammer.communicate(timeout=120)[0].strip() or 0)
         loaded["API requests"] = api_requests
     finally:
