@@ -333,10 +333,14 @@ def test_workers_from_the_config_file_and_the_environment(tmp_path: Path, standi
         assert "workers" not in d.healthz()  # one process, as before workers existed
     finally:
         assert stop_daemon(d) == 0
+    _assert_start_refused(tmp_path, 'workers = "many"', "workers must be a number >= 1 or auto")
+
+
+def _assert_start_refused(tmp_path: Path, config_line: str, message: str) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('workers = "many"\n')
+    bad.write_text(config_line + "\n")
     out = run_cli(tmp_path / "data", "run", "--config", str(bad), check=False)
-    assert out.returncode == 1 and "workers must be a number >= 1 or auto" in out.stderr
+    assert out.returncode == 1 and message in out.stderr
 
 
 def _nice_values(pid: int) -> dict[int, int]:
@@ -396,7 +400,4 @@ def test_one_worker_under_a_supervisor(tmp_path: Path, standin_server: StandIn, 
         assert "workers" not in d.healthz()  # one process
     finally:
         assert stop_daemon(d) == 0
-    bad = tmp_path / "bad.toml"
-    bad.write_text('supervisor = "yes"\n')
-    out = run_cli(tmp_path / "data", "run", "--config", str(bad), check=False)
-    assert out.returncode == 1 and "supervisor must be true or false" in out.stderr
+    _assert_start_refused(tmp_path, 'supervisor = "yes"', "supervisor must be true or false")
