@@ -175,7 +175,7 @@ def test_cli_chat_tool_result_continues_the_thread(proxy_env: Daemon, upstream: 
 def test_copilot_models_list_passes_through_unrecorded(proxy_env: Daemon, upstream: StandIn) -> None:
     upstream.queue(Reply.json({"data": [{"id": "gpt-4.1"}], "object": "list"}))
     before = len(proxy_env.interceptions())
-    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=str(proxy_env.ca_bundle)) as h:
+    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=proxy_env.client_ssl_context()) as h:
         r = h.get(f"{COPILOT}/models", headers={**VSCODE_HEADERS, "Authorization": f"Bearer {VSCODE_TOKEN}"})
     assert r.json()["data"][0]["id"] == "gpt-4.1"
     assert len(proxy_env.interceptions(timeout=0.5)) == before

@@ -168,7 +168,7 @@ def test_json_array_stream_with_key_in_query_is_parsed_and_the_key_never_stored(
     upstream.queue(reply)
     body = {"contents": [{"role": "user", "parts": [{"text": "write a haiku"}]}]}
     url = f"https://generativelanguage.googleapis.com/v1beta/models/{MODEL}:streamGenerateContent?key={secret}"
-    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=str(proxy_env.ca_bundle)) as h, h.stream(
+    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=proxy_env.client_ssl_context()) as h, h.stream(
             "POST", url, json=body) as r:
         relayed = b"".join(r.iter_bytes())
     assert relayed == b"".join(reply.chunks)
@@ -192,7 +192,7 @@ def test_json_array_stream_with_key_in_query_is_parsed_and_the_key_never_stored(
 def test_google_oauth_bearer_is_an_oauth_credential(proxy_env: Daemon, upstream: StandIn) -> None:
     token = "ya29.a0AfB_byC" + "x" * 60
     upstream.queue(Reply.json(gemini_response("resp-O1", "gemini-2.5-pro", [{"text": "hi"}], gemini_usage(3, 1))))
-    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=str(proxy_env.ca_bundle)) as h:
+    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=proxy_env.client_ssl_context()) as h:
         r = h.post("https://generativelanguage.googleapis.com/v1/models/gemini-2.5-pro:generateContent",
                    json={"contents": [{"parts": [{"text": "hello"}]}]}, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200

@@ -4,7 +4,6 @@ stand-in upstream: the exact records a user would look at."""
 from __future__ import annotations
 
 import json
-import ssl
 
 import anthropic
 import httpx2
@@ -143,8 +142,7 @@ def test_zstd_stream_reaches_the_client_byte_for_byte(proxy_env: Daemon, upstrea
     upstream.queue(reply)
     body = json.dumps({"model": MODEL, "max_tokens": 9, "stream": True,
                        "messages": [{"role": "user", "content": "zstd please"}]})
-    trust = ssl.create_default_context(cafile=proxy_env.ca_bundle)
-    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=trust) as h, h.stream(
+    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=proxy_env.client_ssl_context()) as h, h.stream(
         "POST", "https://api.anthropic.com/v1/messages?beta=true", content=body,
         headers={"accept-encoding": "zstd", "content-type": "application/json", "x-api-key": API_KEY},
     ) as r:

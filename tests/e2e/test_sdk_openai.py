@@ -150,7 +150,7 @@ def test_chatgpt_plan_codex_route_is_recorded_as_chatgpt(proxy_env: Daemon, upst
 def test_other_chatgpt_paths_pass_through_unrecorded(proxy_env: Daemon, upstream: StandIn) -> None:
     upstream.queue(Reply.json({"ok": 1}))
     before = len(proxy_env.interceptions())
-    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=str(proxy_env.ca_bundle)) as h:
+    with httpx2.Client(proxy=proxy_env.proxy_url(), verify=proxy_env.client_ssl_context()) as h:
         r = h.post("https://chatgpt.com/backend-api/conversation", json={"x": 1})
     assert r.json() == {"ok": 1}
     assert len(proxy_env.interceptions(timeout=0.3)) == before

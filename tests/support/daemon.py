@@ -76,6 +76,10 @@ class Daemon:
     def proxy_url(self, user: str = "alice") -> str:
         return f"http://{user}:{self.token(user)}@{self.address}"
 
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client's TLS context trusting the proxy's CA (what `ca export` gives developers to trust)."""
+        return ssl.create_default_context(cafile=self.ca_bundle)
+
     def token(self, user: str) -> str:
         if user not in self.tokens:
             self.tokens[user] = self.cli("users", "add", user).stdout.strip()
