@@ -364,19 +364,23 @@ def summarise(runs: list[dict[str, dict[str, float]]], title: str) -> None:
         print(f"  {name:52s} " + " ".join(cells))
 
 
-def start_daemon(data_dir: Path, origin_port: int,
-                 database_url: str | None = None) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
-    cfg = data_dir / "bench.toml"
+def start_daemon(data_dir: Path, origin_port: int, database_url: str | None = None, *,
+                 command: list[str] | None = None, name: str = "daemon", nice: int = 0,
+                 run_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
+    """`aigw-proxy run` on `data_dir` (`command`: how to run it, this checkout's by default), its log in
+    `<name>.log`, at niceness `nice`; returns once /healthz answers: (process, admin URL, proxy address)."""
+    cfg = data_dir / f"{name}.toml"
     cfg.write_text(f'allowed_private_cidrs = ["127.0.0.1/32"]\nallowed_ports = [443, {origin_port}]\n')
     port, admin = free_port(), free_port()
-    log = open(data_dir / "daemon.log", "wb")
+    log = open(data_dir / f"{name}.log", "wb")
     env = {k: v for k, v in os.environ.items() if k != "AIGW_DATABASE_URL"}
     if database_url:
         env["AIGW_DATABASE_URL"] = database_url
-    proc = subprocess.Popen([sys.executable, "-m", "aigw_proxy", "run", "--listen", f"127.0.0.1:{port}",
-                             "--admin-listen", f"127.0.0.1:{admin}", "--data-dir", str(data_dir), "--config", str(cfg),
-                             "--retention", "0", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
+    proc = subprocess.Popen([*(command or [sys.executable, "-m", "aigw_proxy"]), "run", "--listen",
+                             f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}", "--data-dir", str(data_dir),
+                             "--config", str(cfg), "--retention", "0", "--log-level", "warning", *run_args],
+                            stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
     url = f"http://127.0.0.1:{admin}"
     for _ in range(600):
         try:
@@ -384,7 +388,7 @@ def start_daemon(data_dir: Path, origin_port: int,
             return proc, url, ("127.0.0.1", port)
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError((data_dir / "daemon.log").read_text()) from None
+                raise RuntimeError((data_dir / f"{name}.log").read_text()) from None
             time.sleep(0.1)
     raise RuntimeError("daemon did not start")
 

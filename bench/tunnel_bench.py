@@ -25,48 +25,22 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.api_bench import Origin, proxied_latency
+from bench.api_bench import Origin, proxied_latency, start_daemon
 from bench.gen_api_db import default_dir, ensure_db
 from bench.proxy.orchestrator import aigw_command
-from tests.support.ports import free_port
 
 API_BENCH = Path(__file__).resolve().parent / "api_bench.py"
-
-
-def start_daemon(data_dir: Path, origin_port: int, command: list[str] | None = None, name: str = "daemon",
-                 nice: int = 0, run_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, tuple[str, int]]:
-    cfg = data_dir / "tunnel-bench.toml"
-    cfg.write_text(f'allowed_private_cidrs = ["127.0.0.1/32"]\nallowed_ports = [443, {origin_port}]\n')
-    port, admin = free_port(), free_port()
-    log = open(data_dir / f"{name}.log", "wb")
-    env = {k: v for k, v in os.environ.items() if k != "AIGW_DATABASE_URL"}
-    proc = subprocess.Popen([*(command or aigw_command(None)), "run", "--listen", f"127.0.0.1:{port}",
-                             "--admin-listen", f"127.0.0.1:{admin}", "--data-dir", str(data_dir), "--config", str(cfg),
-                             "--retention", "0", "--log-level", "warning", *run_args],
-                            stdout=log, stderr=subprocess.STDOUT, env=env,
-                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
-    url = f"http://127.0.0.1:{admin}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1).read()
-            return proc, url, ("127.0.0.1", port)
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((data_dir / f"{name}.log").read_text()) from None
-            time.sleep(0.1)
-    raise RuntimeError("daemon did not start")
 
 
 def one_run(data_dir: Path, origin_port: int, token: str, seconds: float, samples: TextIO | None,
             command: list[str] | None = None, api_elsewhere: bool = False,
             api_nice: int = 0, run_args: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
-    proc, url, proxy = start_daemon(data_dir, origin_port, command, run_args=run_args)
+    proc, url, proxy = start_daemon(data_dir, origin_port, command=command, run_args=run_args)
     other = start_daemon(data_dir, origin_port, name="api-daemon", nice=api_nice) if api_elsewhere else None
     if other is not None:
         url = other[1]
