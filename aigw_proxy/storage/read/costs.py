@@ -67,37 +67,25 @@ class CostSums:
         return self.api_unpriced + self.equivalent_unpriced
 
     def json(self) -> dict[str, Any]:
-        return _cost_json(self.api_records, self.api_unpriced, self.api_micros, self.equivalent_records,
-                          self.equivalent_unpriced, self.equivalent_micros)
-
-
-def _cost_json(api_records: int, api_unpriced: int, api_micros: int, equivalent_records: int,
-               equivalent_unpriced: int, equivalent_micros: int) -> dict[str, Any]:
-    api = None if api_records and api_unpriced == api_records else api_micros
-    equivalent = None if equivalent_records and equivalent_unpriced == equivalent_records else equivalent_micros
-    return {
-        "priced": api_unpriced + equivalent_unpriced == 0,
-        "unpriced_records": api_unpriced + equivalent_unpriced,
-        "cost_micros": api,
-        "cost_usd": usd(api),
-        "api_equivalent_micros": equivalent,
-        "api_equivalent_usd": usd(equivalent),
-    }
+        api = None if self.api_records and self.api_unpriced == self.api_records else self.api_micros
+        equivalent = (None if self.equivalent_records and self.equivalent_unpriced == self.equivalent_records
+                      else self.equivalent_micros)
+        return {
+            "priced": self.unpriced == 0,
+            "unpriced_records": self.unpriced,
+            "cost_micros": api,
+            "cost_usd": usd(api),
+            "api_equivalent_micros": equivalent,
+            "api_equivalent_usd": usd(equivalent),
+        }
 
 
 def cost_of_rows(token_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The cost of token-usage rows as the API shows them (`token_usages[]` items): `CostSums` summed inline (it
-    runs for each of a page's 1000 interceptions)."""
-    n = [0, 0, 0, 0, 0, 0]  # API rows, unpriced, micros; API-equivalent rows, unpriced, micros
+    """The cost of token-usage rows as the API shows them (`token_usages[]` items)."""
+    sums = CostSums()
     for t in token_rows:
-        at = 3 if t["api_equivalent"] else 0
-        micros = t["cost_micros"]
-        n[at] += 1
-        if micros is None:
-            n[at + 1] += 1
-        else:
-            n[at + 2] += micros
-    return _cost_json(*n)
+        sums.add_row(t["cost_micros"], bool(t["api_equivalent"]))
+    return sums.json()
 
 
 # The price columns of a token-usage row in the API, in the order `token_price_json` takes them.
