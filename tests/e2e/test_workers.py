@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -401,3 +402,51 @@ def test_one_worker_under_a_supervisor(tmp_path: Path, standin_server: StandIn, 
     finally:
         assert stop_daemon(d) == 0
     _assert_start_refused(tmp_path, 'supervisor = "yes"', "supervisor must be true or false")
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+# What shapes the proxy's processes; the paths and addresses the image and the unit set are the test's own here.
+PROCESS_SHAPE = ("AIGW_SUPERVISOR", "AIGW_WORKERS", "PYTHONOPTIMIZE")
+
+
+def _image_environment() -> dict[str, str]:
+    """The Dockerfile's `ENV K=V \\ K=V` instructions, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    pairs = [word.split("=", 1) for line in re.findall(r"^ENV (.+)$", text, re.M) for word in line.split()]
+    return {k: v for k, v in pairs}
+
+
+def _unit_environment() -> dict[str, str]:
+    text = (DEPLOY / "aigw-proxy.service").read_text()
+    return dict(line.split("=", 1) for line in re.findall(r"^Environment=(.+)$", text, re.M))
+
+
+def test_the_deploy_kit_runs_one_worker_under_the_supervisor(tmp_path: Path, standin_server: StandIn,
+                                                              upstream_pki: UpstreamPKI) -> None:
+    """The image and the systemd unit give the proxy the same process shape, and started with it the proxy runs in
+    a worker under a supervisor: the admin listener answers for the worker, records its calls, restarts it after
+    kill -9, and SIGTERM drains it and exits 0."""
+    image = {k: v for k, v in _image_environment().items() if k in PROCESS_SHAPE}
+    unit = {k: v for k, v in _unit_environment().items() if k in PROCESS_SHAPE}
+    assert image == unit and image.get("AIGW_SUPERVISOR") == "1", (image, unit)
+    d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file), env=image, wait=False)
+    d.wait_healthy(START_WITHIN)
+    try:
+        [worker] = workers(d)
+        assert d.proc is not None and worker["ready"] and worker["pid"] != d.proc.pid
+        results = burst(d, standin_server, ["deployed"], clients=1)
+        assert all(isinstance(v, str) for v in results.values()), results
+        assert recorded_prompts(d, 1) == ["deployed"]
+        os.kill(worker["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + START_WITHIN
+        while time.monotonic() < deadline:
+            code, body = healthz_status(d)  # 503 while nothing serves
+            [now] = body["workers"]
+            if code == 200 and now["ready"] and now["pid"] != worker["pid"]:
+                break
+            time.sleep(0.2)
+        assert code == 200 and now["restarts"] == 1, body
+        results = burst(d, standin_server, ["after the restart"], clients=1)
+        assert all(isinstance(v, str) for v in results.values()), results
+    finally:
+        assert stop_daemon(d) == 0
