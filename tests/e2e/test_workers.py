@@ -261,6 +261,20 @@ def healthz_status(d: Daemon) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def kill_the_worker_and_wait_for_its_successor(d: Daemon, pid: int) -> dict:
+    """kill -9 the only worker; the supervisor's /healthz must then show a new pid serving, restarted once."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + START_WITHIN
+    while time.monotonic() < deadline:
+        code, body = healthz_status(d)  # 503 while nothing serves
+        [now] = body["workers"]
+        if code == 200 and now["ready"] and now["pid"] != pid:
+            break
+        time.sleep(0.2)
+    assert code == 200 and now["ready"] and now["pid"] != pid and now["restarts"] == 1, body
+    return now
+
+
 def test_healthz_is_unhealthy_when_no_worker_serves(wdaemon: Daemon) -> None:
     d = wdaemon
     pids = [w["pid"] for w in workers(d)]
@@ -381,15 +395,7 @@ def test_one_worker_under_a_supervisor(tmp_path: Path, standin_server: StandIn, 
         results = burst(d, standin_server, [f"one {i}" for i in range(6)], clients=2)
         assert all(isinstance(v, str) for v in results.values()), results
         assert sorted(recorded_prompts(d, 6)) == sorted(results)  # the API, served by the supervisor
-        os.kill(worker["pid"], signal.SIGKILL)
-        deadline = time.monotonic() + START_WITHIN
-        while time.monotonic() < deadline:
-            code, body = healthz_status(d)  # 503 while nothing serves
-            [now] = body["workers"]
-            if code == 200 and now["ready"] and now["pid"] != worker["pid"]:
-                break
-            time.sleep(0.2)
-        assert code == 200 and now["ready"] and now["pid"] != worker["pid"] and now["restarts"] == 1
+        now = kill_the_worker_and_wait_for_its_successor(d, worker["pid"])
         assert set(_nice_values(now["pid"]).values()) == {started_with}  # restarted from the main thread
         results = burst(d, standin_server, ["after the restart"], clients=1)
         assert all(isinstance(v, str) for v in results.values()), results
@@ -437,15 +443,7 @@ def test_the_deploy_kit_runs_one_worker_under_the_supervisor(tmp_path: Path, sta
         results = burst(d, standin_server, ["deployed"], clients=1)
         assert all(isinstance(v, str) for v in results.values()), results
         assert recorded_prompts(d, 1) == ["deployed"]
-        os.kill(worker["pid"], signal.SIGKILL)
-        deadline = time.monotonic() + START_WITHIN
-        while time.monotonic() < deadline:
-            code, body = healthz_status(d)  # 503 while nothing serves
-            [now] = body["workers"]
-            if code == 200 and now["ready"] and now["pid"] != worker["pid"]:
-                break
-            time.sleep(0.2)
-        assert code == 200 and now["restarts"] == 1, body
+        kill_the_worker_and_wait_for_its_successor(d, worker["pid"])
         results = burst(d, standin_server, ["after the restart"], clients=1)
         assert all(isinstance(v, str) for v in results.values()), results
     finally:
