@@ -94,6 +94,13 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
 @click.option("--capture-max-bytes", envvar="AIGW_CAPTURE_MAX_BYTES", default=None,
               type=click.IntRange(MIN_CAPTURE_MAX_BYTES), help="Bytes kept of each captured body; a longer one is "
               f"cut and marked truncated (default {DEFAULT_CAPTURE_MAX_BYTES}).")
+@click.option("--console-idle-timeout", envvar="AIGW_CONSOLE_IDLE_TIMEOUT", type=Duration(), default="30m",
+              show_default=True, callback=lambda ctx, param, value: _positive(value, param),
+              help="A web console session unused for this long must sign in again.")
+@click.option("--console-secure-cookie", envvar="AIGW_CONSOLE_SECURE_COOKIE", is_flag=True,
+              help="Mark the web console's cookies Secure (sent over https only) although the admin listener speaks "
+                   "plain http: for a TLS terminator (a load balancer, an Ingress) in front of it. Over https they "
+                   "are Secure anyway.")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
@@ -101,7 +108,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
         trace_logs: bool, retention: str, redaction_mode: str | None, max_field_bytes: int | None,
         upstream_idle_timeout: float, upstream_connect_timeout: float, spool_max_mb: int, max_concurrency: int,
         rate_limit: float, capture_bodies: bool | None, capture_max_bytes: int | None, metrics_initiator_label: bool,
-        circuit_breaker: BreakerConfig, workers: str | None, supervisor: bool | None) -> None:
+        circuit_breaker: BreakerConfig, workers: str | None, supervisor: bool | None, console_idle_timeout: float,
+        console_secure_cookie: bool) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.proxy.workers import supervise
@@ -135,6 +143,8 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             rate_limit=rate_limit,
             workers=parse_workers(workers) if workers is not None else None,
             supervisor=supervisor,
+            console_idle_timeout=console_idle_timeout,
+            console_secure_cookie=console_secure_cookie,
             **database_settings(),
             capture_bodies=capture_bodies,
             capture_max_bytes=capture_max_bytes,
@@ -147,6 +157,12 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
                                          log_format=log_format.lower())))
     except (ConfigError, DaemonError) as exc:
         fail(str(exc))
+
+
+def _positive(seconds: float, param: click.Parameter) -> float:
+    if seconds <= 0:
+        raise click.BadParameter("must be longer than 0", param=param)
+    return seconds
 
 
 def _metrics_token(token: str | None, path: Path | None, public: bool) -> str | None:

@@ -279,6 +279,9 @@ def merge_providers(entries: Any) -> list[Provider]:
     return list(merged.values())
 
 
+DEFAULT_CONSOLE_IDLE_TIMEOUT = 30 * 60.0  # seconds: a console session unused this long must sign in again
+
+
 @dataclass(slots=True)
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8888)
@@ -302,6 +305,8 @@ class Settings:
     rate_limit: float = 0.0  # requests per second per proxy token on provider hosts; 0 = no limit
     workers: int | None = None  # --workers / AIGW_WORKERS; None: the config file's, else 1 (one process)
     supervisor: bool | None = None  # --supervisor / AIGW_SUPERVISOR; None: the config file's (off)
+    console_idle_timeout: float = DEFAULT_CONSOLE_IDLE_TIMEOUT  # --console-idle-timeout
+    console_secure_cookie: bool = False  # --console-secure-cookie: behind a TLS terminator, the cookie is Secure
 
     @property
     def worker_count(self) -> int:

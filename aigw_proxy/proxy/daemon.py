@@ -238,7 +238,7 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
             await admin.start(running.health, mon.metrics, running.monitoring)
         else:
             ctx = AdminContext(running.health, mon.metrics, access, admin.limits,
-                               console=ConsoleSettings(proxy_address=f"{addrs[0][0]}:{addrs[0][1]}"))
+                               console=ConsoleSettings.of(settings, f"{addrs[0][0]}:{addrs[0][1]}"))
             if mon.controls is not None:
                 ctx.config_budgets = mon.controls.config_budgets  # the REST API lists them beside the database's
             await admin.start(ctx, settings.database, settings.confdir)  # its own thread, off the proxy loop

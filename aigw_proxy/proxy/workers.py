@@ -440,7 +440,7 @@ class Supervisor:
                             "403); set a token, or --metrics-public to serve it to anyone who can reach it")
             # The admin apps take one process's health monitor and metrics; these two answer the same calls.
             ctx = AdminContext(cast("HealthMonitor", self.health), cast("Metrics", self.health), access,
-                               admin.limits, console=ConsoleSettings(proxy_address=f"{host}:{port}"),
+                               admin.limits, console=ConsoleSettings.of(s, f"{host}:{port}"),
                                config_budgets=lambda: self._budgets)
             await admin.start(ctx, s.database, s.confdir)
             log.info("proxy listening on %s:%d with %d workers (pids %s), admin on %s:%d", host, port, self.n,

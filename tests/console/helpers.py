@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import anthropic
@@ -35,6 +36,26 @@ def claude_turn(d: Daemon, upstream: StandIn, user: str, session: str, prompt: s
 
 def base(d: Daemon) -> str:
     return f"http://127.0.0.1:{d.admin_port}"
+
+
+def session_cookie(page: Any) -> dict[str, Any]:
+    return next(c for c in page.context.cookies() if c["name"] == "aigw_console")
+
+
+def resign_session(page: Any, d: Daemon, age: float) -> None:
+    """Give the page the console's session cookie as if last signed `age` seconds ago (the signing secret sits in
+    the data directory)."""
+    from unittest import mock
+
+    import itsdangerous
+
+    cookie = session_cookie(page)
+    secret = (d.data_dir / "ca" / "console-secret.key").read_bytes().strip()
+    signer = itsdangerous.URLSafeTimedSerializer(secret, salt="aigw-console-session")
+    payload = signer.loads(cookie["value"])
+    with mock.patch("itsdangerous.timed.time.time", return_value=time.time() - age):
+        value = signer.dumps(payload)
+    page.context.add_cookies([{**cookie, "value": value}])
 
 
 def signed_in(browser: Any, d: Daemon, user: str, *, with_username: bool = False) -> Any:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.console.helpers import MODEL, base, claude_turn, signed_in
-from tests.support.daemon import Daemon
+from tests.console.helpers import MODEL, base, claude_turn, resign_session, session_cookie, signed_in
+from tests.support.daemon import AIGW, Daemon, UpstreamPKI, provider_config, start_daemon, stop_daemon
 from tests.support.standin import StandIn
 
 XSS = '<script>alert("pwned")</script><img src=x onerror="alert(2)"> tell me a joke'
@@ -277,27 +279,40 @@ def test_idle_session_expires(traffic: dict[str, str], browser: Any, console_dae
     """A session cookie last signed more than 30 minutes ago is refused: back to sign-in. The signing secret sits
     in the data directory, readable by its owner only."""
     import stat
-    from unittest import mock
-
-    import itsdangerous
 
     d = console_daemon
     secret_file = d.data_dir / "ca" / "console-secret.key"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     page = signed_in(browser, d, "alice")
-    cookie = next(c for c in page.context.cookies() if c["name"] == "aigw_console")
-    signer = itsdangerous.URLSafeTimedSerializer(secret_file.read_bytes().strip(), salt="aigw-console-session")
-    payload = signer.loads(cookie["value"])
-
-    def resigned(age: float) -> None:
-        with mock.patch("itsdangerous.timed.time.time", return_value=time.time() - age):
-            value = signer.dumps(payload)
-        page.context.add_cookies([{**cookie, "value": value}])
-
-    resigned(29 * 60)
+    assert not session_cookie(page)["secure"]  # plain http, no --console-secure-cookie
+    resign_session(page, d, 29 * 60)
     assert page.goto(base(d) + "/console/sessions").url.endswith("/console/sessions")  # still within the window
-    resigned(31 * 60)
+    resign_session(page, d, 31 * 60)
     page.goto(base(d) + "/console/sessions")
     assert "/console/signin" in page.url and page.inner_text("h1") == "Sign in"
     shot(page, "15-idle-expired")
     page.close()
+
+
+def test_idle_timeout_and_secure_cookie_flags(browser: Any, tmp_path: Path, standin_server: StandIn,
+                                              upstream_pki: UpstreamPKI) -> None:
+    """`--console-idle-timeout 2m --console-secure-cookie` (a TLS terminator in front): the session cookie is
+    Secure and lives 2 minutes, a session unused for longer is refused, and a bad value fails start-up."""
+    d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file),
+                     extra_args=("--console-idle-timeout", "2m", "--console-secure-cookie"))
+    try:
+        page = signed_in(browser, d, "alice")  # a new user, made for the test
+        cookie = session_cookie(page)
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert 100 < cookie["expires"] - time.time() <= 120
+        resign_session(page, d, 90)
+        assert page.goto(base(d) + "/console/sessions").url.endswith("/console/sessions")
+        resign_session(page, d, 150)
+        page.goto(base(d) + "/console/sessions")
+        assert "/console/signin" in page.url
+        page.close()
+    finally:
+        assert stop_daemon(d) == 0
+    refused = subprocess.run([*AIGW, "run", "--data-dir", str(tmp_path / "data"), "--console-idle-timeout", "0"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--console-idle-timeout" in refused.stderr and "longer than 0" in refused.stderr

@@ -77,11 +77,11 @@ def load_secret(directory: Path) -> bytes:
 class Sessions:
     """The signed session cookie, the sign-in form's pre-session cookie and the CSRF check of every POST."""
 
-    def __init__(self, db: Database, secret: bytes, idle_timeout: int, secure_cookie: bool) -> None:
+    def __init__(self, db: Database, secret: bytes, idle_timeout: float, secure_cookie: bool) -> None:
         self._db = db
         self._signer = itsdangerous.URLSafeTimedSerializer(secret, salt="aigw-console-session")
         self._pre_signer = itsdangerous.URLSafeTimedSerializer(secret, salt="aigw-console-signin")
-        self._idle = int(idle_timeout)
+        self._idle = max(1, round(idle_timeout))  # whole seconds: the cookie's Max-Age
         self._secure_cookie = secure_cookie
 
     def secure(self, request: Request) -> bool:

@@ -14,6 +14,8 @@ from starlette.responses import Response
 from aigw_proxy.admin.console.auth import PATH, Sessions, Viewer, load_secret
 from aigw_proxy.admin.console.overview_cache import OverviewCache
 from aigw_proxy.admin.console.render import environment
+from aigw_proxy.config.settings import DEFAULT_CONSOLE_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from aigw_proxy.config.settings import Settings
 from aigw_proxy.spend.budgets import Budget
 from aigw_proxy.storage import ControlsStore, Database, UserStore
 from aigw_proxy.storage.audit import record_action
@@ -23,9 +25,14 @@ PAGE = 50  # rows of a list page
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSettings:
-    idle_timeout: int = 30 * 60  # seconds without a request before a session is refused
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds without a request before a session is refused
     secure_cookie: bool = False  # mark the cookie Secure even over plain http (a TLS terminator in front)
     proxy_address: str | None = None  # "host:port" of the proxy listener, for Set-up
+
+    @classmethod
+    def of(cls, settings: Settings, proxy_address: str) -> ConsoleSettings:
+        """The daemon's (`--console-idle-timeout`, `--console-secure-cookie`), with the proxy's listen address."""
+        return cls(settings.console_idle_timeout, settings.console_secure_cookie, proxy_address)
 
 
 class Console:
