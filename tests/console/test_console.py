@@ -23,6 +23,24 @@ from tests.support.standin import StandIn
 XSS = '<script>alert("pwned")</script><img src=x onerror="alert(2)"> tell me a joke'
 
 
+def spend_per_user(d: Daemon) -> dict[str, int]:
+    """Micro-USD per username, summed from each recorded call's own cost as the REST API lists it."""
+    req = urllib.request.Request(base(d) + "/api/v2/aibridge/interceptions",
+                                 headers={"Coder-Session-Token": d.token("root")})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        rows = json.loads(r.read())["results"]
+    assert len(rows) == 3
+    out: dict[str, int] = {}
+    for row in rows:
+        name = row["initiator"]["username"]
+        out[name] = out.get(name, 0) + int(row["cost"]["cost_micros"])
+    return out
+
+
+def usd(micros: int) -> str:
+    return f"${micros / 1_000_000:,.4f}"  # as the console's Cost columns write it
+
+
 @pytest.fixture(scope="module")
 def traffic(console_daemon: Daemon, standin_server: StandIn) -> dict[str, str]:
     d = console_daemon
@@ -65,6 +83,16 @@ def test_sign_in_overview_and_headers(traffic: dict[str, str], browser: Any, con
     assert MODEL in page.inner_text("section:has(h2:text('Top models'))")
     assert "Claude Code" in page.inner_text("section:has(h2:text('Top clients'))")
     assert page.locator("svg.chart rect").count() >= 1
+    # Money: what each user's calls cost, summed from the calls' own stored prices (the request log's Cost).
+    cost = spend_per_user(d)
+    assert set(cost) == {"alice", "bob"} and all(v > 0 for v in cost.values())
+    assert f"Spend\n{usd(sum(cost.values()))}" in cards
+    spenders = page.locator("#spend-by-user tbody tr")
+    assert spenders.count() == 2
+    assert spenders.nth(0).inner_text().split("\t")[::3] == ["alice", usd(cost["alice"])]  # most first
+    assert spenders.nth(1).inner_text().split("\t")[::3] == ["bob", usd(cost["bob"])]
+    models = page.locator("#spend-by-model tbody tr")
+    assert models.count() == 1 and models.first.inner_text().split("\t")[::3] == [MODEL, usd(sum(cost.values()))]
     # Times are localised by the script (Europe/Paris), UTC stays on hover.
     first = page.locator("main time").first
     assert "UTC" in first.get_attribute("title") and "UTC" not in first.inner_text()
@@ -180,6 +208,9 @@ def test_member_sees_only_their_own(traffic: dict[str, str], browser: Any, conso
     page = signed_in(browser, d, "bob")
     assert "People" not in page.inner_text("header nav")
     assert "Interceptions\n1" in page.inner_text("dl.cards")
+    assert f"Spend\n{usd(spend_per_user(d)['bob'])}" in page.inner_text("dl.cards")  # their own calls only
+    assert page.locator("#spend-by-user tbody tr").all_inner_texts()[0].startswith("bob\t")
+    assert page.locator("#spend-by-user tbody tr").count() == 1
     page.click("nav >> text=Sessions")
     rows = page.locator("table.list tbody tr")
     assert rows.count() == 1 and "bob" in rows.first.inner_text()

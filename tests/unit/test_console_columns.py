@@ -30,3 +30,20 @@ def test_unpriced_usage_is_never_zero() -> None:
 
 def test_sessions_show_cost_too() -> None:
     assert any(c.header == "Cost" for c in SESSION_COLUMNS)
+
+
+def test_the_stored_shapes_show_only_the_kinds_they_have() -> None:
+    """What the read layer really gives (costs.py): 0, not null, for the kind a call does not have."""
+    from aigw_proxy.storage.read.costs import CostSums
+
+    def shown(*rows: tuple[int | None, bool]) -> str:
+        sums = CostSums()
+        for micros, subscription in rows:
+            sums.add_row(micros, subscription)
+        return cost_cell({"cost": sums.json()})
+
+    assert shown((48073, False)) == "$0.0481"  # an API call: no "≈$0.0000 plan"
+    assert shown((1_500_000, True)) == "≈$1.5000 plan"  # a subscription call: no "$0.0000"
+    assert shown((48073, False), (1_500_000, True)) == "$0.0481 ≈$1.5000 plan"
+    assert shown((0, False)) == "$0.0000"  # priced at nothing is $0, not blank
+    assert shown((None, True)) == "unpriced"

@@ -56,10 +56,12 @@ def _cost(row: dict[str, Any]) -> str:
     $0 for what has no price."""
     cost = row.get("cost") or {}
     parts = []
-    if cost.get("cost_usd") is not None:
-        parts.append(f"${cost['cost_usd']:,.4f}")
-    if cost.get("api_equivalent_usd") is not None:
-        parts.append(f"≈${cost['api_equivalent_usd']:,.4f} plan")
+    billed, plan = cost.get("cost_usd"), cost.get("api_equivalent_usd")
+    # Each kind only where it has a value: an API call is not "≈$0 plan", a subscription call not "$0".
+    if billed is not None and (billed or not (plan or cost.get("unpriced_records"))):
+        parts.append(f"${billed:,.4f}")
+    if plan:
+        parts.append(f"≈${plan:,.4f} plan")
     if cost.get("unpriced_records"):
         parts.append("unpriced" if not parts else f"+{cost['unpriced_records']} unpriced")
     return " ".join(parts) or "–"
@@ -108,6 +110,21 @@ LEADERBOARD_COLUMNS: tuple[Column, ...] = (
     Column("Output", _get("output_tokens"), "number", True),
     Column("Cache read", _get("cache_read_input_tokens"), "number", True),
     Column("Total", _get("total"), "number", True),
+)
+
+# The Overview's spend tables: groups of the spend report (a group's `cost` has the fields an interception's has).
+SPEND_COST = Column("Cost", _cost, "text", True, "USD at list price; ≈ plan: subscription calls' API-equivalent value")
+SPEND_BY_USER_COLUMNS: tuple[Column, ...] = (
+    Column("User", _get("key"), "user"),
+    Column("Input", _get("input_tokens"), "number", True),
+    Column("Output", _get("output_tokens"), "number", True),
+    SPEND_COST,
+)
+SPEND_BY_MODEL_COLUMNS: tuple[Column, ...] = (
+    Column("Model", _get("key"), "code"),
+    Column("Input", _get("input_tokens"), "number", True),
+    Column("Output", _get("output_tokens"), "number", True),
+    SPEND_COST,
 )
 
 CALL_TOKEN_COLUMNS: tuple[Column, ...] = (
