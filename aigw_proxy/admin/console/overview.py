@@ -135,10 +135,11 @@ async def overview(db: Database, start: datetime, end: datetime, visible_to: str
     # sessions by their last activity): read from the daily spend summaries, plus the window's two partial days.
     # The two reports at once, each on a reader connection of its own (SQLite reads release the GIL).
     flt = InterceptionFilter(started_after=start, started_before=end, visible_to=visible_to)
-    by_user, by_model = await asyncio.gather(spend_report(db, flt, by="user"), spend_report(db, flt, by="model"))
-    out.spend = by_user["total"]
-    out.spend_by_user = [g for g in by_user["groups"] if g["records"]][:TOP]
-    out.spend_by_model = [g for g in by_model["groups"] if g["records"]][:TOP]
+    users_spend, models_spend = await asyncio.gather(spend_report(db, flt, by="user"),
+                                                     spend_report(db, flt, by="model"))
+    out.spend = users_spend["total"]
+    out.spend_by_user = [g for g in users_spend["groups"] if g["records"]][:TOP]
+    out.spend_by_model = [g for g in models_spend["groups"] if g["records"]][:TOP]
     return out
 
 
