@@ -23,15 +23,20 @@ from tests.support.standin import StandIn
 XSS = '<script>alert("pwned")</script><img src=x onerror="alert(2)"> tell me a joke'
 
 
-def spend_per_user(d: Daemon) -> dict[str, int]:
-    """Micro-USD per username, summed from each recorded call's own cost as the REST API lists it."""
+def api_calls(d: Daemon) -> dict[str, dict]:
+    """The recorded calls by id, as the REST API lists them."""
     req = urllib.request.Request(base(d) + "/api/v2/aibridge/interceptions",
                                  headers={"Coder-Session-Token": d.token("root")})
     with urllib.request.urlopen(req, timeout=30) as r:
         rows = json.loads(r.read())["results"]
     assert len(rows) == 3
+    return {row["id"]: row for row in rows}
+
+
+def spend_per_user(d: Daemon) -> dict[str, int]:
+    """Micro-USD per username, summed from each recorded call's own cost as the REST API lists it."""
     out: dict[str, int] = {}
-    for row in rows:
+    for row in api_calls(d).values():
         name = row["initiator"]["username"]
         out[name] = out.get(name, 0) + int(row["cost"]["cost_micros"])
     return out
@@ -136,9 +141,15 @@ def test_filter_sessions_and_open_one_from_sdk_traffic(browser: Any, console_dae
     assert "Bash" in tool and '"command": "ls -la"' in tool  # pretty JSON
     tokens = page.inner_text("li.call dl.tokens")
     assert "Input\n1\u202f234" in tokens and "Cache read\n20\u202f480" in tokens
+    # The session's one call: its cost, the thread's and the session's, as the REST API prices the call.
+    cost = usd(api_calls(console_daemon)[traffic["alice_call"]]["cost"]["cost_micros"])
+    assert cost != usd(0) and f"Cost\n{cost}" in tokens
+    assert page.inner_text("#cost") == f"Cost\n{cost}" and page.inner_text("article.thread p.meta").endswith(cost)
     shot(page, "05-session-detail")
     page.click("li.call .callhead a")
     assert "Interception" in page.inner_text("h1")
+    assert page.inner_text("#cost") == f"Cost\n{cost}"
+    assert page.locator("table tbody tr").first.inner_text().split("\t")[-1] == cost  # its one token row
     page.click("text=Show the record's JSON")
     raw = page.inner_text("details pre.json")
     assert json.loads(raw)["session_id"] == traffic["alice"]

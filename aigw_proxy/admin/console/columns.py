@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aigw_proxy.storage.read.costs import cost_of_rows
+
 TOKEN_KINDS = (
     ("input_tokens", "Input"),
     ("output_tokens", "Output"),
@@ -127,10 +129,21 @@ SPEND_BY_MODEL_COLUMNS: tuple[Column, ...] = (
     SPEND_COST,
 )
 
+def _token_row_cost(row: dict[str, Any]) -> str:
+    return _cost({"cost": cost_of_rows([row])})
+
+
 CALL_TOKEN_COLUMNS: tuple[Column, ...] = (
     *(Column(label, _get(kind), "number", True) for kind, label in TOKEN_KINDS),
     Column("Reasoning", _get("metadata", "reasoning_tokens"), "number", True),
+    Column("Cost", _token_row_cost, "text", True, "USD at list price; ≈ plan: a subscription call's API-equivalent "
+           "value"),
 )
+
+
+def cost_text(row: dict[str, Any]) -> str:
+    """A record's `cost` (an interception's, a thread's, a session's, a spend group's) as the Cost columns show it."""
+    return _cost(row)
 
 
 def reasoning_tokens(row: dict[str, Any]) -> int:

@@ -65,5 +65,5 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(group=group, pretty=pretty, utc=utc, usd=usd)
     env.globals.update(duration=duration, FOLD=FOLD, TOKEN_KINDS=cols.TOKEN_KINDS,
-                       reasoning=cols.reasoning_tokens)
+                       reasoning=cols.reasoning_tokens, cost=cols.cost_text)
     return env
