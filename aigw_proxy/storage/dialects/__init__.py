@@ -27,6 +27,16 @@ class Engines:
     reader: AsyncEngine
 
 
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """One of the writer's statements for a batch of rows that all have the same keys: `kind` "insert" (an
+    `sa.insert(table)`), "end" (the end-of-call UPDATE) or "execute" (another UPDATE or DELETE)."""
+
+    kind: str
+    statement: sa.Insert | sa.Update | sa.Delete
+    rows: Sequence[dict[str, Any]]
+
+
 class Backend(Protocol):
     """What differs between the dialects. One instance per dialect (`SQLITE`, `POSTGRESQL`)."""
 
@@ -139,6 +149,12 @@ class Backend(Protocol):
                                 rows: Sequence[dict[str, Any]]) -> int:
         """Run the writer's end-of-call UPDATE (`statement`, rows from write/rows.end_params) for a batch; how
         many interceptions it ended (-1: unknown). SQLite: executemany; PostgreSQL: one statement for the batch."""
+        ...
+
+    async def write_rows(self, conn: AsyncConnection, writes: Sequence[RowWrite]) -> list[int]:
+        """Run the writer's statements of one batch, in order (`insert_rows` for "insert", `end_interceptions` for
+        "end", an executemany of the statement for "execute"); what each changed (-1: unknown). SQLite: all of
+        them in one call on the driver's thread; PostgreSQL: one after the other."""
         ...
 
     async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:

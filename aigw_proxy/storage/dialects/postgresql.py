@@ -27,13 +27,13 @@ import warnings
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines
+from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, RowWrite
 from aigw_proxy.storage.dialects import postgresql_triggers as triggers
 from aigw_proxy.storage.jsoncodec import json_loads, jsonb_dumps
 from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS as SPEND_SUMS
@@ -499,6 +499,18 @@ class PostgresBackend:
         arrays[_END_KEYS.index("b_metadata")] = [None if m is None else jsonb_dumps(m) for m in arrays[7]]
         result = await conn.exec_driver_sql(_END_SQL, tuple(arrays))
         return int(result.rowcount)
+
+    async def write_rows(self, conn: AsyncConnection, writes: Sequence[RowWrite]) -> list[int]:
+        counts: list[int] = []
+        for write in writes:
+            if write.kind == "insert":
+                await self.insert_rows(conn, cast(sa.Insert, write.statement), write.rows)
+                counts.append(-1)
+            elif write.kind == "end":
+                counts.append(await self.end_interceptions(conn, cast(sa.Update, write.statement), write.rows))
+            else:
+                counts.append(int((await conn.execute(write.statement, list(write.rows))).rowcount))
+        return counts
 
     async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:
         from aigw_proxy.recording.records import InterceptionStarted

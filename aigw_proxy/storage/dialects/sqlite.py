@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines
+from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, RowWrite
 from aigw_proxy.storage.jsoncodec import json_dumps, json_loads
 
 if TYPE_CHECKING:
@@ -81,7 +81,11 @@ def configure_sqlite_engine(engine: AsyncEngine, *, busy_timeout_ms: int, immedi
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY_KEY) else begin_sql)
+        sql = "BEGIN" if conn.get_execution_options().get(_READ_ONLY_KEY) else begin_sql
+        # One call on aiosqlite's thread (`exec_driver_sql` makes three: cursor, execute, close): a sqlite3 error
+        # raised here is wrapped by SQLAlchemy's begin like any other.
+        driver = cast(aiosqlite.Connection, conn.connection.driver_connection)
+        sa.util.await_only(driver._execute(_execute_closing, driver._conn, sql))
 
 
 def _engine(config: DatabaseConfig, *, immediate: bool, pool_size: int, guard: Any = None) -> AsyncEngine:
@@ -229,6 +233,25 @@ class SQLiteBackend:
                                 rows: Sequence[dict[str, Any]]) -> int:
         return int((await conn.execute(statement, list(rows))).rowcount)
 
+    async def write_rows(self, conn: AsyncConnection, writes: Sequence[RowWrite]) -> list[int]:
+        # Through SQLAlchemy's async adaptation every statement is ~3 round trips to aiosqlite's thread (cursor,
+        # executemany, close), each a wake-up of the database thread's loop and a hand-over of the interpreter
+        # lock: most of what a small batch cost. Here the statements are compiled once (`_Prepared`), the rows
+        # bound as SQLAlchemy would bind them, and the whole list runs in one call on the driver's thread, in the
+        # transaction SQLAlchemy began on that connection.
+        dialect = conn.dialect
+        batch = [(prepared.sql, [prepared.params(row) for row in write.rows])
+                 for write in writes if write.rows
+                 for prepared in (_prepared(write.statement, tuple(write.rows[0]), dialect),)]
+        if not batch:
+            return [0 for _ in writes]
+        driver = await driver_connection(conn)
+        try:
+            counts = iter(await driver._execute(_executemany_all, driver._conn, batch))
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it (sa.exc.IntegrityError, OperationalError, …)
+            raise sa.exc.DBAPIError.instance(None, None, exc, sqlite3.Error, dialect=dialect) from exc
+        return [next(counts) if write.rows else 0 for write in writes]
+
     async def prepare_batch(self, db: Database, batch: Sequence[object]) -> None:
         pass
 
@@ -249,6 +272,69 @@ class SQLiteBackend:
 
     async def maintain(self, db: Database) -> None:
         pass
+
+
+def _execute_closing(db: sqlite3.Connection, sql: str) -> None:
+    db.execute(sql).close()
+
+
+def _executemany_all(db: sqlite3.Connection, batch: list[tuple[str, list[tuple[Any, ...]]]]) -> list[int]:
+    """On aiosqlite's thread: each statement for its rows; the rows each changed."""
+    counts = []
+    for sql, params in batch:
+        cursor = db.executemany(sql, params)
+        try:
+            counts.append(cursor.rowcount)
+        finally:
+            cursor.close()
+    return counts
+
+
+class _Prepared:
+    """A writer statement compiled for SQLite for rows with these keys: its SQL and, per positional parameter,
+    where its value comes from (the row's key, or a constant of the statement) and SQLAlchemy's bind processor for
+    its type (UTC datetimes to text, JSON through the engine's serializer, booleans to integers)."""
+
+    __slots__ = ("_sources", "sql")
+
+    def __init__(self, statement: sa.Insert | sa.Update | sa.Delete, keys: tuple[str, ...], dialect: sa.Dialect
+                 ) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+        if compiled.positiontup is None:
+            raise TypeError(f"dialect {dialect.name} does not use positional parameters")
+        self.sql = compiled.string
+        sources: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.key in keys:
+                sources.append((bind.key, None, process))
+            elif bind.callable is None and bind.value is not None:  # a literal of the statement (`= ''`)
+                sources.append((None, process(bind.value) if process else bind.value, None))
+            else:
+                raise KeyError(f"no value for the parameter {bind.key!r} of {self.sql!r}")
+        self._sources = tuple(sources)
+
+    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            (process(row[key]) if process is not None else row[key]) if key is not None else constant
+            for key, constant, process in self._sources
+        )
+
+
+_PREPARED: dict[tuple[object, tuple[str, ...], sa.Dialect], _Prepared] = {}
+_PREPARED_CAP = 256  # statements x key sets x engines: a handful in practice
+
+
+def _prepared(statement: sa.Insert | sa.Update | sa.Delete, keys: tuple[str, ...], dialect: sa.Dialect
+              ) -> _Prepared:
+    key = (statement, keys, dialect)
+    prepared = _PREPARED.get(key)
+    if prepared is None:
+        if len(_PREPARED) >= _PREPARED_CAP:
+            _PREPARED.clear()
+        prepared = _PREPARED[key] = _Prepared(statement, keys, dialect)
+    return prepared
 
 
 SQLITE = SQLiteBackend()

@@ -2,8 +2,9 @@
 still in flight (their start metadata and lineage, until they end) and the thread lineage links.
 
 Writes are queued and sent one statement per kind for the whole batch (interception inserts, then end updates, then
-child rows: each group only depends on the ones before it), through the backend (`insert_rows`,
-`end_interceptions`: an executemany on SQLite, array-bound statements on PostgreSQL). Nothing in memory changes
+child rows: each group only depends on the ones before it), through the backend (`write_rows`: on SQLite every
+statement's executemany in one call on the driver's thread, on PostgreSQL array-bound statements, `insert_rows`
+and `end_interceptions`, one after the other). Nothing in memory changes
 until the transaction committed: each event yields an outcome, the batch's outcomes are collected in a
 `BatchResult`, and the writer applies it (`commit()`) once the batch went through, so a batch retried after a
 failure starts from the same memory.
@@ -30,7 +31,7 @@ from aigw_proxy.recording.commits import CommitInfo, Spend, SpendKey
 from aigw_proxy.recording.records import InterceptionEnded, InterceptionStarted, InterceptionUsage, RecordEvent
 from aigw_proxy.spend import Pricer
 from aigw_proxy.storage.database import Database
-from aigw_proxy.storage.dialects import backend_of
+from aigw_proxy.storage.dialects import RowWrite, backend_of
 from aigw_proxy.storage.schema.tables import CHILD_TABLES, captures, interceptions, token_usages, user_prompts
 from aigw_proxy.storage.write.lineage import Lineage, Links, links_of, remember
 from aigw_proxy.storage.write.rows import (
@@ -123,6 +124,9 @@ class _Pending:
     __slots__ = ("captures", "children", "ends", "prompt_ids", "start_children", "starts", "usage", "usage_deletes")
 
     def __init__(self) -> None:
+        self._renew()
+
+    def _renew(self) -> None:
         self.starts: list[Row] = []
         self.start_children: list[Row] = []  # user_prompts rows
         self.usage_deletes: list[Row] = []
@@ -140,34 +144,32 @@ class _Pending:
             rows.clear()
 
     async def flush(self, conn: AsyncConnection) -> None:
-        backend = backend_of(conn)
+        writes: list[RowWrite] = []
         if self.starts:
-            rows, self.starts = self.starts, []
-            await backend.insert_rows(conn, INSERT_INTERCEPTION, rows)
+            writes.append(RowWrite("insert", INSERT_INTERCEPTION, self.starts))
         if self.start_children:
-            rows, self.start_children = self.start_children, []
-            await backend.insert_rows(conn, INSERT_CHILD[user_prompts.name], rows)
+            writes.append(RowWrite("insert", INSERT_CHILD[user_prompts.name], self.start_children))
         if self.usage_deletes:
-            rows, self.usage_deletes = self.usage_deletes, []
-            await conn.execute(DELETE_TOKEN_USAGES, rows)
+            writes.append(RowWrite("execute", DELETE_TOKEN_USAGES, self.usage_deletes))
         if self.usage:
-            rows, self.usage = self.usage, []
-            await backend.insert_rows(conn, INSERT_CHILD[token_usages.name], rows)
+            writes.append(RowWrite("insert", INSERT_CHILD[token_usages.name], self.usage))
         if self.prompt_ids:
-            rows, self.prompt_ids = self.prompt_ids, []
-            await conn.execute(SET_PROMPT_RESPONSE_ID, rows)
+            writes.append(RowWrite("execute", SET_PROMPT_RESPONSE_ID, self.prompt_ids))
+        ends = len(writes) if self.ends else -1
         if self.ends:
-            rows, self.ends = self.ends, []
-            ended = await backend.end_interceptions(conn, END_INTERCEPTION, rows)
-            if 0 <= ended < len(rows):  # another process ended some first
-                log.warning("%d of %d interceptions were already ended", len(rows) - ended, len(rows))
+            writes.append(RowWrite("end", END_INTERCEPTION, self.ends))
         for name, rows in self.children.items():
             if rows:
-                self.children[name] = []
-                await backend.insert_rows(conn, INSERT_CHILD[name], rows)
+                writes.append(RowWrite("insert", INSERT_CHILD[name], rows))
         if self.captures:
-            rows, self.captures = self.captures, []
-            await backend.insert_rows(conn, INSERT_CAPTURE, rows)
+            writes.append(RowWrite("insert", INSERT_CAPTURE, self.captures))
+        if not writes:
+            return
+        self._renew()  # the rows are the writes' now
+        counts = await backend_of(conn).write_rows(conn, writes)
+        if ends >= 0 and 0 <= counts[ends] < len(writes[ends].rows):  # another process ended some first
+            log.warning("%d of %d interceptions were already ended", len(writes[ends].rows) - counts[ends],
+                        len(writes[ends].rows))
 
 
 def _no_group(_initiator_id: str) -> str | None:
