@@ -349,25 +349,51 @@ KINDS: Final = tuple(dict.fromkeys([r.kind for r in BUILTIN_RULES if r.kind != "
 """Every kind the built-in rules report (keyword assignments report password, token, secret or api-key)."""
 
 
+def literal_prefix(pattern: re.Pattern[str]) -> str:
+    """The text every match of `pattern` starts with ("" when it has none, or cannot be told): where it does not
+    occur, the pattern cannot match."""
+    if pattern.flags & re.IGNORECASE:
+        return ""
+    try:
+        from re import _parser  # the regex compiler's own parser (sre_parse)
+
+        prefix = []
+        for op, arg in _parser.parse(pattern.pattern, pattern.flags):
+            if op is not _parser.LITERAL:
+                break
+            prefix.append(chr(arg))
+        return "".join(prefix)
+    except Exception:  # another interpreter's parser: no prefix, the rule always runs
+        return ""
+
+
 class Redactor:
     """The built-in rules, then `extra` rules (from the config), minus what an `allow` pattern matches."""
 
     def __init__(self, extra: Sequence[Rule] = (), allow: Iterable[re.Pattern[str]] = ()) -> None:
         self.rules: tuple[Rule, ...] = (*BUILTIN_RULES, *extra)
         self.allow: tuple[re.Pattern[str], ...] = tuple(allow)
+        # What a rule needs in the text before its regex is worth running: one of its markers (in the lower-cased
+        # text), else the literal its pattern opens with. Most texts hold none of them: a few substring searches
+        # instead of a regex search per rule (`bench/redaction_bench.py`).
+        self._gates: tuple[tuple[Rule, tuple[str, ...], str], ...] = tuple(
+            (rule, rule.markers, "" if rule.markers else literal_prefix(rule.pattern)) for rule in self.rules
+        )
+        self._markers: tuple[str, ...] = tuple(dict.fromkeys(mk for rule in self.rules for mk in rule.markers))
 
     def find(self, text: str) -> list[Finding]:
         """The secrets in `text`, in order, overlapping ones merged."""
         if not text:
             return []
-        lowered = ""
-        present: dict[str, bool] = {}
+        lowered = text.lower() if self._markers else ""
+        present = {mk for mk in self._markers if mk in lowered}
         found: list[Finding] = []
-        for rule in self.rules:
-            if rule.markers:
-                lowered = lowered or text.lower()
-                if not any(present.setdefault(mk, mk in lowered) for mk in rule.markers):
+        for rule, markers, prefix in self._gates:
+            if markers:
+                if present.isdisjoint(markers):
                     continue
+            elif prefix and prefix not in text:
+                continue
             matches = self._anchored(rule, text, lowered) if rule.anchored else rule.pattern.finditer(text)
             for m in matches:
                 finding = self._finding(rule, text, m)
