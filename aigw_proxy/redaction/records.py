@@ -38,6 +38,10 @@ TRUNCATION_MARKER = "…[truncated: {size} bytes]"
 # 4096-bit RSA key in PEM is ~3.3 KB).
 REDACT_MARGIN = 8 * 1024
 _PLACEHOLDER_START = "[REDACTED:"
+# Starts whose prompt is kept for their end (calls in flight), and the longest prompt kept: a prompt longer than
+# that is cleaned again at the end rather than held here too.
+_STARTED_CAP = 4096
+_STARTED_MAX_CHARS = 8192
 
 
 @dataclass(slots=True)
@@ -77,6 +81,10 @@ class RecordPolicy:
         self.redactor = redactor
         self.max_field_bytes = max_field_bytes
         self.on_redactions = on_redactions
+        # The prompt of each start, as it was cleaned, until its end (which carries the same prompt, cleaned once
+        # instead of twice): interception id → (prompt, cleaned, its counts, its original size when capped). Ends
+        # always come; bounded anyway.
+        self._started: dict[str, tuple[str, str, Counter[str], int | None]] = {}
 
     @classmethod
     def from_config(cls, cfg: RedactionConfig,
@@ -107,14 +115,19 @@ class RecordPolicy:
             return self.text(value, name, counts, truncated) if value else value
 
         if isinstance(event, InterceptionEnded):
-            event.prompt = clean(event.prompt, "prompt")
+            event.prompt = self._end_prompt(event.id, event.prompt, counts, truncated)
             event.error = clean(event.error, "error")
             for i, call in enumerate(event.tool_calls):
                 call.input = clean(call.input, f"tool_calls[{i}].input") or call.input
             for i, thought in enumerate(event.thoughts):
                 thought.content = clean(thought.content, f"thoughts[{i}]") or thought.content
         elif isinstance(prompt := getattr(event, "prompt", None), str):  # a start record that carries the prompt
-            object.__setattr__(event, "prompt", clean(prompt, "prompt"))
+            cleaned = clean(prompt, "prompt")
+            object.__setattr__(event, "prompt", cleaned)
+            if cleaned and len(prompt) <= _STARTED_MAX_CHARS:
+                if len(self._started) >= _STARTED_CAP:
+                    del self._started[next(iter(self._started))]
+                self._started[event.id] = (prompt, cleaned, +counts, truncated.get("prompt"))
         if counts or truncated:
             metadata: dict[str, Any] = event.metadata
             if counts:
@@ -124,6 +137,21 @@ class RecordPolicy:
             if truncated:  # beside what the interception noted there (bodies too large to parse)
                 metadata["truncated"] = {**(metadata.get("truncated") or {}), **truncated}
         return event
+
+    def _end_prompt(self, interception_id: str, prompt: str | None, counts: Counter[str],
+                    truncated: dict[str, int]) -> str | None:
+        """The end's prompt cleaned: as its start's was, when it is the same text (counted again, as it is the
+        end record's too), else cleaned here."""
+        started = self._started.pop(interception_id, None)
+        if not prompt:
+            return prompt
+        if started is not None and started[0] == prompt:
+            _raw, cleaned, found, size = started
+            counts.update(found)
+            if size is not None:
+                truncated["prompt"] = size
+            return cleaned
+        return self.text(prompt, "prompt", counts, truncated)
 
     def text(self, value: str, name: str, counts: Counter[str], truncated: dict[str, int]) -> str:
         """One field: capped (its original size noted in `truncated[name]`), then redacted (counted)."""

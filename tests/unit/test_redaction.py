@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aigw_proxy.config.settings import ConfigError, parse_file_config
-from aigw_proxy.recording.records import InterceptionEnded, ModelThought, ToolCall
+from aigw_proxy.recording.records import Initiator, InterceptionEnded, InterceptionStarted, ModelThought, ToolCall
 from aigw_proxy.redaction.engine import Redactor, compile_extra_rule
 from aigw_proxy.redaction.records import TRUNCATION_MARKER, RecordPolicy
 
@@ -212,6 +212,37 @@ def test_a_secret_across_the_cut_is_redacted_not_half_kept() -> None:
     assert GHP[:13] not in ev.prompt and "[REDACTED:" not in ev.prompt  # a placeholder is not cut in half either
     assert ev.prompt.startswith("a" * 1010) and ev.prompt.endswith(TRUNCATION_MARKER.format(size=len(text)))
     assert "redactions" not in ev.metadata  # nothing of the secret was kept, so nothing counts
+
+
+def started(prompt: str, id: str = "ix") -> InterceptionStarted:
+    return InterceptionStarted(id=id, initiator=Initiator("u", "alice", "t"), provider="anthropic",
+                               provider_name="anthropic", model="m", client="Unknown", client_session_id=None,
+                               started_at=datetime.now(UTC), metadata={}, prompt=prompt)
+
+
+@pytest.mark.parametrize("max_field_bytes", [256 * 1024, 64])
+def test_a_start_and_its_end_record_the_same_cleaned_prompt(max_field_bytes: int) -> None:
+    seen: list[dict[str, int]] = []
+    policy = RecordPolicy(Redactor(), max_field_bytes=max_field_bytes, on_redactions=lambda c: seen.append(dict(c)))
+    prompt = f"use {AWS_ID} to deploy, then tell me what " + "happened " * 10
+    start, other, end = started(prompt), started("no secret here", id="other"), ended(prompt=prompt,
+                                                                                     error=f"bad key {ANTHROPIC}")
+    for event in (start, other, end):  # applied in place
+        policy.apply(event)
+    assert start.prompt == end.prompt and start.prompt is not None and "[REDACTED:aws-access-key]" in start.prompt
+    assert AWS_ID not in start.prompt and other.prompt == "no secret here"
+    assert start.metadata["redactions"] == {"aws-access-key": 1}
+    assert end.metadata["redactions"] == {"aws-access-key": 1, "anthropic-api-key": 1}
+    assert seen == [{"aws-access-key": 1}, {"aws-access-key": 1, "anthropic-api-key": 1}]
+    capped = len(prompt) if max_field_bytes < len(prompt) else None
+    truncated = [record.metadata.get("truncated") or {} for record in (start, end)]
+    assert [t.get("prompt") for t in truncated if isinstance(t, dict)] == [capped, capped]
+    # An end whose prompt is not its start's is cleaned on its own.
+    policy.apply(started(prompt))
+    changed = ended(prompt=f"{GHP} now")
+    policy.apply(changed)
+    assert changed.prompt == "[REDACTED:github-token] now"
+    assert changed.metadata["redactions"] == {"github-token": 1}
 
 
 def test_redaction_off_still_caps() -> None:
