@@ -99,7 +99,14 @@ def _encode(value: object) -> bytes:
     try:
         return orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_fragment_value).encode()
+
+
+def _fragment_value(value: object) -> object:
+    """An orjson.Fragment (JSON text built by the database) for the standard encoder: its decoded value."""
+    if isinstance(value, orjson.Fragment):
+        return json.loads(orjson.dumps(value))  # orjson writes a fragment's text as it is
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _json(status: int, value: object) -> AdminResponse:
@@ -236,7 +243,8 @@ class ApiApp:
         limit, offset, after_id = self._page(req, "after_id")
         with collector_paused():
             try:
-                results = await list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset)
+                results = await list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset,
+                                                   children_as_json=True)
             except InvalidCursor:
                 raise ApiError(400, "Invalid pagination cursor.",
                                f"after_id {after_id!r} is not a listed interception") from None

@@ -12,13 +12,19 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 if TYPE_CHECKING:
     from aigw_proxy.storage.database import Database, DatabaseConfig
+
+
+# How a column becomes a JSON value in `Backend.json_objects_agg` (the API's forms, stored_values.py): `value` as
+# it is, `bool` a boolean, `time` a UTCDateTime as rfc3339 text, `metadata` a JSON column with `{}` for null or any
+# other falsy JSON value (`metadata_json`).
+JsonKind = Literal["value", "bool", "time", "metadata"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,12 @@ class Backend(Protocol):
         once (`column IN_VALUES`): it matches the column against `values`; and may contain `BOUNDS[column]`
         after a condition: where `bounds` are given and the dialect prunes partitions by them (PostgreSQL),
         `AND column BETWEEN lo AND hi` (the caller knows every wanted row is in them), else nothing."""
+        ...
+
+    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
+        """An aggregate over a group's rows: the text of one JSON array of objects, one per row in `order_by` order,
+        each with `fields` (key, column or expression, kind) in that key order. None where the dialect's rows are
+        made JSON-ready in Python instead (SQLite: its stored text needs Python's reading, stored_values.py)."""
         ...
 
     # -- writing and maintenance ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, RowWrite
+from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, JsonKind, RowWrite
 from aigw_proxy.storage.dialects import postgresql_triggers as triggers
 from aigw_proxy.storage.jsoncodec import json_loads, jsonb_dumps
 from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS as SPEND_SUMS
@@ -347,6 +347,20 @@ def _insert_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[int,
 
 # A page's sessions with their spans, joined first: `FROM aibridge_x` becomes `FROM <keys> CROSS JOIN aibridge_x`.
 _SESSION_KEYS = "unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(sid, lo, hi)"
+# rfc3339's form: always six fraction digits, a zero-padded four-digit year, Z.
+_RFC3339 = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+# What `metadata_json` turns into {}: SQL NULL and every falsy JSON value (jsonb compares numbers by value: 0.0 = 0).
+_FALSY_JSON = """('null', 'false', '0', '""', '[]', '{}')"""
+
+
+def _json_value(column: str, kind: JsonKind) -> str:
+    if kind == "time":  # the session's TimeZone is UTC, but AT TIME ZONE does not depend on it
+        return f"to_char({column} AT TIME ZONE 'UTC', '{_RFC3339}')"
+    if kind == "metadata":
+        return f"CASE WHEN {column} IS NULL OR {column} IN {_FALSY_JSON} THEN '{{}}'::jsonb ELSE {column} END"
+    if kind == "bool":
+        return f"COALESCE({column}, false)"  # bool(None) in Python
+    return column
 
 
 class PostgresBackend:
@@ -480,6 +494,12 @@ class PostgresBackend:
         else:
             rows = await driver.fetch(BOUNDS.sub(r"AND \1 BETWEEN $2 AND $3", sql), list(values), *bounds)
         return [tuple(r) for r in rows]
+
+    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
+        # json (not jsonb) keeps the key order; as text, so the driver does not decode it (SQLAlchemy's codec)
+        # and the API splices it into its answer as it is.
+        pairs = ", ".join(f"'{key}', {_json_value(column, kind)}" for key, column, kind in fields)
+        return f"CAST(json_agg(json_build_object({pairs}) ORDER BY {order_by}) AS TEXT)"
 
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

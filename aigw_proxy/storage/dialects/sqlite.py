@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, RowWrite
+from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, JsonKind, RowWrite
 from aigw_proxy.storage.jsoncodec import json_dumps, json_loads
 
 if TYPE_CHECKING:
@@ -225,6 +225,9 @@ class SQLiteBackend:
         # No row factory is set on these connections, so the rows are plain tuples (aiosqlite annotates
         # sqlite3.Row).
         return cast(list[tuple[Any, ...]], list(rows))
+
+    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
+        return None
 
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         await conn.execute(statement, list(rows))
