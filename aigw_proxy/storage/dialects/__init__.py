@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 
 # How a column becomes a JSON value in `Backend.json_objects_agg` (the API's forms, stored_values.py): `value` as
-# it is, `bool` a boolean, `time` a UTCDateTime as rfc3339 text, `metadata` a JSON column with `{}` for null or any
-# other falsy JSON value (`metadata_json`).
-JsonKind = Literal["value", "bool", "time", "metadata"]
+# it is (text, or any other type), `int` an integer, `bool` a boolean, `time` a UTCDateTime as rfc3339 text,
+# `metadata` a JSON column with `{}` for null or any other falsy JSON value (`metadata_json`).
+JsonKind = Literal["value", "int", "bool", "time", "metadata"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -351,16 +351,22 @@ _SESSION_KEYS = "unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(s
 _RFC3339 = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 # What `metadata_json` turns into {}: SQL NULL and every falsy JSON value (jsonb compares numbers by value: 0.0 = 0).
 _FALSY_JSON = """('null', 'false', '0', '""', '[]', '{}')"""
+_JSON_KEY = re.compile(r"[a-z_]+").fullmatch  # needs no escaping, in JSON or in SQL
 
 
-def _json_value(column: str, kind: JsonKind) -> str:
+def _json_text(column: str, kind: JsonKind) -> str:
+    """SQL for the JSON text of one value (never NULL). Written out by hand rather than with json_build_object,
+    which looks up the output function of every argument again for every row: ~1 us a value, 40% more database time
+    for a page's children."""
     if kind == "time":  # the session's TimeZone is UTC, but AT TIME ZONE does not depend on it
-        return f"to_char({column} AT TIME ZONE 'UTC', '{_RFC3339}')"
+        return f"""COALESCE('"' || to_char({column} AT TIME ZONE 'UTC', '{_RFC3339}') || '"', 'null')"""
     if kind == "metadata":
-        return f"CASE WHEN {column} IS NULL OR {column} IN {_FALSY_JSON} THEN '{{}}'::jsonb ELSE {column} END"
-    if kind == "bool":
-        return f"COALESCE({column}, false)"  # bool(None) in Python
-    return column
+        return f"CASE WHEN {column} IS NULL OR {column} IN {_FALSY_JSON} THEN '{{}}' ELSE CAST({column} AS TEXT) END"
+    if kind == "bool":  # NULL as false: bool(None) in Python
+        return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
+    if kind == "int":  # an integer's text is its JSON
+        return f"COALESCE(CAST({column} AS TEXT), 'null')"
+    return f"COALESCE(CAST(to_json({column}) AS TEXT), 'null')"
 
 
 class PostgresBackend:
@@ -496,10 +502,12 @@ class PostgresBackend:
         return [tuple(r) for r in rows]
 
     def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
-        # json (not jsonb) keeps the key order; as text, so the driver does not decode it (SQLAlchemy's codec)
-        # and the API splices it into its answer as it is.
-        pairs = ", ".join(f"'{key}', {_json_value(column, kind)}" for key, column, kind in fields)
-        return f"CAST(json_agg(json_build_object({pairs}) ORDER BY {order_by}) AS TEXT)"
+        # Text, not json: the driver returns it undecoded (SQLAlchemy's codec would decode a json value) and the
+        # API splices it into its answer as it is.
+        if any(not _JSON_KEY(key) for key, _column, _kind in fields):
+            raise ValueError(f"JSON keys must be plain names: {[f[0] for f in fields]}")
+        members = " || ',' || ".join(f"""'"{key}":' || {_json_text(column, kind)}""" for key, column, kind in fields)
+        return f"'[' || string_agg('{{' || {members} || '}}', ',' ORDER BY {order_by}) || ']'"
 
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

@@ -245,7 +245,8 @@ def _json_fields(table: sa.Table, *names: str) -> tuple[tuple[str, str, JsonKind
     for name in names:
         type_ = table.c[name].type
         kind: JsonKind = ("metadata" if isinstance(type_, sa.JSON) else "time" if isinstance(type_, UTCDateTime)
-                          else "bool" if isinstance(type_, sa.Boolean) else "value")
+                          else "bool" if isinstance(type_, sa.Boolean) else "int" if isinstance(type_, sa.Integer)
+                          else "value")
         out.append((name, name, kind))
     return tuple(out)
 
@@ -254,7 +255,7 @@ _CHILD_JSON = (
     ("token_usages", token_usages, (*_json_fields(
         token_usages, "id", "interception_id", "provider_response_id", "input_tokens", "output_tokens",
         "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at", *TOKEN_PRICE_FIELDS),
-        ("priced", "cost_micros IS NOT NULL", "value"))),
+        ("priced", "cost_micros IS NOT NULL", "bool"))),
     ("user_prompts", user_prompts, _json_fields(
         user_prompts, "id", "interception_id", "provider_response_id", "prompt", "metadata", "created_at")),
     ("tool_usages", tool_usages, _json_fields(
