@@ -356,8 +356,8 @@ _JSON_KEY = re.compile(r"[a-z_]+").fullmatch  # needs no escaping, in JSON or in
 
 def _json_text(column: str, kind: JsonKind) -> str:
     """SQL for the JSON text of one value (never NULL). Written out by hand rather than with json_build_object,
-    which looks up the output function of every argument again for every row: ~1 us a value, 40% more database time
-    for a page's children."""
+    which looks up the output function of every argument again for every row (PostgreSQL 15: ~0.8 us a value,
+    ~20% more database time for a 1000-row page's children)."""
     if kind == "time":  # the session's TimeZone is UTC, but AT TIME ZONE does not depend on it
         return f"""COALESCE('"' || to_char({column} AT TIME ZONE 'UTC', '{_RFC3339}') || '"', 'null')"""
     if kind == "metadata":
