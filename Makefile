@@ -39,12 +39,13 @@ lint: install
 
 # mypy sees the package as it is installed: addons/ is aigw_proxy.addons (setup.py's package_dir), which mypy
 # cannot map, so it checks a tree of links laid out like the installed package. The tests and benchmarks are
-# checked in the same run, so their `aigw_proxy.addons.*` imports resolve to that tree (typed, not Any).
+# checked in the same run, so their `aigw_proxy.addons.*` imports resolve to that tree (typed, not Any). The cache
+# starts empty each time, as on CI's fresh clone: an incremental cache once hid an error a fresh one reports.
 typecheck: install
 	@rm -rf build/typecheck && mkdir -p build/typecheck/aigw_proxy
 	@for f in aigw_proxy/*; do ln -s "../../../$$f" "build/typecheck/$$f"; done
 	@ln -s ../../../addons build/typecheck/aigw_proxy/addons
-	$(VENV)/bin/mypy build/typecheck/aigw_proxy tests bench
+	$(VENV)/bin/mypy --cache-dir build/typecheck/.mypy_cache build/typecheck/aigw_proxy tests bench
 
 bench: install
 	$(PY) bench/proxy_bench.py

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from detect_secrets.filters.heuristic import (
     is_potential_uuid,
@@ -355,8 +356,8 @@ def literal_prefix(pattern: re.Pattern[str]) -> str:
     if pattern.flags & re.IGNORECASE:
         return ""
     try:
-        from re import _parser  # the regex compiler's own parser (sre_parse)
-
+        # The regex compiler's own parser (sre_parse); private, so typeshed has no stub for it.
+        _parser: Any = importlib.import_module("re._parser")
         prefix = []
         for op, arg in _parser.parse(pattern.pattern, pattern.flags):
             if op is not _parser.LITERAL:
