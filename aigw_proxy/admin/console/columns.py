@@ -53,9 +53,9 @@ def _prompt(row: dict[str, Any]) -> str:
     return str(prompts[-1]["prompt"]) if prompts else ""
 
 
-def _cost(row: dict[str, Any]) -> str:
-    """The stored cost: USD at list price; subscription calls (OAuth) as their API-equivalent value apart; never
-    $0 for what has no price."""
+def cost_text(row: dict[str, Any]) -> str:
+    """A record's stored `cost` (an interception's, a thread's, a session's, a spend group's): USD at list price;
+    subscription calls (OAuth) as their API-equivalent value apart; never $0 for what has no price."""
     cost = row.get("cost") or {}
     parts = []
     billed, plan = cost.get("cost_usd"), cost.get("api_equivalent_usd")
@@ -67,6 +67,10 @@ def _cost(row: dict[str, Any]) -> str:
     if cost.get("unpriced_records"):
         parts.append("unpriced" if not parts else f"+{cost['unpriced_records']} unpriced")
     return " ".join(parts) or "–"
+
+
+# The Cost column of what sums many calls (a session, a spend group).
+COST = Column("Cost", cost_text, "text", True, "USD at list price; ≈ plan: subscription calls' API-equivalent value")
 
 
 def _status(row: dict[str, Any]) -> str:
@@ -83,7 +87,7 @@ INTERCEPTION_COLUMNS: tuple[Column, ...] = (
     Column("In", _tokens_of("input_tokens"), "number", True, "input tokens"),
     Column("Out", _tokens_of("output_tokens"), "number", True, "output tokens"),
     Column("Cache r", _tokens_of("cache_read_input_tokens"), "number", True, "cache-read input tokens"),
-    Column("Cost", _cost, "text", True, "USD at list price; ≈ plan: a subscription call's API-equivalent value"),
+    Column("Cost", cost_text, "text", True, "USD at list price; ≈ plan: a subscription call's API-equivalent value"),
     Column("Status", _status, "status"),
 )
 
@@ -102,7 +106,7 @@ SESSION_COLUMNS: tuple[Column, ...] = (
     Column("In", _session_tokens("input_tokens"), "number", True, "input tokens"),
     Column("Out", _session_tokens("output_tokens"), "number", True, "output tokens"),
     Column("Cache r", _session_tokens("cache_read_input_tokens"), "number", True, "cache-read input tokens"),
-    Column("Cost", _cost, "text", True, "USD at list price; ≈ plan: subscription calls' API-equivalent value"),
+    COST,
 )
 
 LEADERBOARD_COLUMNS: tuple[Column, ...] = (
@@ -115,22 +119,21 @@ LEADERBOARD_COLUMNS: tuple[Column, ...] = (
 )
 
 # The Overview's spend tables: groups of the spend report (a group's `cost` has the fields an interception's has).
-SPEND_COST = Column("Cost", _cost, "text", True, "USD at list price; ≈ plan: subscription calls' API-equivalent value")
 SPEND_BY_USER_COLUMNS: tuple[Column, ...] = (
     Column("User", _get("key"), "user"),
     Column("Input", _get("input_tokens"), "number", True),
     Column("Output", _get("output_tokens"), "number", True),
-    SPEND_COST,
+    COST,
 )
 SPEND_BY_MODEL_COLUMNS: tuple[Column, ...] = (
     Column("Model", _get("key"), "code"),
     Column("Input", _get("input_tokens"), "number", True),
     Column("Output", _get("output_tokens"), "number", True),
-    SPEND_COST,
+    COST,
 )
 
 def _token_row_cost(row: dict[str, Any]) -> str:
-    return _cost({"cost": cost_of_rows([row])})
+    return cost_text({"cost": cost_of_rows([row])})
 
 
 CALL_TOKEN_COLUMNS: tuple[Column, ...] = (
@@ -139,11 +142,6 @@ CALL_TOKEN_COLUMNS: tuple[Column, ...] = (
     Column("Cost", _token_row_cost, "text", True, "USD at list price; ≈ plan: a subscription call's API-equivalent "
            "value"),
 )
-
-
-def cost_text(row: dict[str, Any]) -> str:
-    """A record's `cost` (an interception's, a thread's, a session's, a spend group's) as the Cost columns show it."""
-    return _cost(row)
 
 
 def reasoning_tokens(row: dict[str, Any]) -> int:

@@ -57,5 +57,4 @@ async def overview_page(console: Console, request: Request, viewer: Viewer) -> R
         "providers": providers, "reload_at": reload_at, "shadow": shadow,
         "leader_columns": cols.LEADERBOARD_COLUMNS, "metrics": registry is not None,
         "spend_user_columns": cols.SPEND_BY_USER_COLUMNS, "spend_model_columns": cols.SPEND_BY_MODEL_COLUMNS,
-        "spend_cost": cols.SPEND_COST,
     })
