@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from aigw_proxy.admin.health import HealthReport, probe_database
+from aigw_proxy.proxy.control_dir import create_control_dir
 from aigw_proxy.proxy.worker_control import WorkerRole, read_state
 from aigw_proxy.proxy.worker_metrics import Family, MergedCollector, counters_only, merge_scrapes, parse_scrape
 from aigw_proxy.sockets import listening_socket
@@ -416,7 +416,7 @@ class Supervisor:
         except AdminBindError as exc:
             self._sock.close()
             raise DaemonError(str(exc)) from None
-        self._control_dir = Path(tempfile.mkdtemp(prefix="aigw-workers-"))  # 0700; short enough for AF_UNIX
+        self._control_dir = create_control_dir()
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
