@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 
 from tests.support.daemon import Daemon, UpstreamPKI, free_port, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import wait_for
+from tests.support.polling import poll
 from tests.support.standin import StandIn
 from tests.support.traffic import ANTHROPIC_MODEL, claude_code_turn, codex_chat, openai_client, tokens_by_type
 
@@ -71,14 +72,6 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else 0.0
 
 
-def poll[T](fn: Callable[[], T], ok: Callable[[T], bool], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if ok(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from aigw_proxy.admin.http import AdminLimits, RequestLimits, protocol_class
 from aigw_proxy.storage import RecordWriter, open_database
 from tests.support.daemon import Daemon, UpstreamPKI, free_port, provider_config, start_daemon, stop_daemon
 from tests.support.metrics import scrape
+from tests.support.polling import poll
 from tests.support.standin import StandIn
 from tests.support.traffic import claude_code_turn
 
@@ -269,14 +270,6 @@ def health_of(d: Daemon, path: str) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def poll[T](fn: Callable[[], T], ok: Callable[[T], object], what: str, timeout: float = 40.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if ok(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.2)
 
 
 def test_a_replaced_database_file_makes_the_proxy_degraded(tmp_path: Path) -> None:

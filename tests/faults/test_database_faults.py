@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 from tests.support.bursts import burst, default_reply, stored_by_prompt, stream_reply
 from tests.support.daemon import AIGW, Daemon, UpstreamPKI, provider_config, run_cli, start_daemon, stop_daemon
 from tests.support.metrics import scrape
+from tests.support.polling import poll
 from tests.support.standin import StandIn
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK on the stand-in's model name
@@ -40,14 +41,6 @@ def healthz(d: Daemon) -> dict[str, Any]:
         return json.loads(r.read())
 
 
-def wait_for[T](fn: Callable[[], T], ok: Callable[[T], bool], what: str, timeout: float = 40.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if ok(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.2)
 
 
 def db_file(d: Daemon) -> Path:
@@ -56,7 +49,7 @@ def db_file(d: Daemon) -> Path:
 
 def assert_all_recorded(d: Daemon, prompts: list[str], timeout: float = 30.0) -> None:
     """Every prompt has one completed interception with its prompt and tokens, in the file at the path."""
-    stored = wait_for(lambda: stored_by_prompt(db_file(d)),
+    stored = poll(lambda: stored_by_prompt(db_file(d)),
                       lambda s: all(p in s and s[p].ended for p in prompts), "every call to be recorded", timeout)
     bad = {p: stored[p] for p in prompts if stored[p].status != "completed" or not stored[p].input_tokens}
     assert not bad, bad
@@ -116,14 +109,14 @@ def test_a_full_disk_delays_records_and_loses_none(
             filler = fill(small_disk)
             calls = burst(d, prompts("disk full", 60, size=40_000), workers=4)  # ~2.4 MB of prompts to store
             assert [c.error for c in calls if c.done is None] == []  # relayed although they cannot be stored
-            doc = wait_for(lambda: healthz(d), lambda h: "writer_failing" in h["reasons"],
+            doc = poll(lambda: healthz(d), lambda h: "writer_failing" in h["reasons"],
                            "healthz to report the failing writer")
             assert doc["status"] == "degraded" and "full" in doc["reasons"]["writer_failing"]
             assert doc["recorder"]["spooled"] == 0  # the spool is on the same full disk: kept in memory
             assert doc["recorder"]["queue_depth"] > 0 and doc["recorder"]["dropped"] == {}
             filler.unlink()
             assert_all_recorded(d, [c.prompt for c in calls])
-        doc = wait_for(lambda: healthz(d), lambda h: h["status"] == "ok", "healthz to recover")
+        doc = poll(lambda: healthz(d), lambda h: h["status"] == "ok", "healthz to recover")
         assert doc["recorder"]["dropped"] == {} and doc["recorder"]["queue_depth"] == 0
         assert scrape(d.admin_port).samples("aigw_proxy_records_dropped") == []
     finally:
@@ -140,7 +133,7 @@ def test_a_database_locked_for_seconds_loses_nothing(daemon: Daemon) -> None:
     try:
         calls = burst(daemon, prompts("locked", 30), workers=4)
         assert [c.error for c in calls if c.done is None] == []
-        doc = wait_for(lambda: healthz(daemon), lambda h: h["recorder"]["spooled"] >= 60,
+        doc = poll(lambda: healthz(daemon), lambda h: h["recorder"]["spooled"] >= 60,
                        "the records to wait in the spool for the lock")
         assert doc["recorder"]["written"] == written_before  # nothing counted as written while nothing could be
         [(_, spooled)] = scrape(daemon.admin_port).samples("aigw_proxy_recorder_spooled")
@@ -149,7 +142,7 @@ def test_a_database_locked_for_seconds_loses_nothing(daemon: Daemon) -> None:
         locker.execute("ROLLBACK")
         locker.close()
     assert_all_recorded(daemon, [c.prompt for c in calls])
-    doc = wait_for(lambda: healthz(daemon), lambda h: h["recorder"]["spooled"] == 0, "the spool to drain")
+    doc = poll(lambda: healthz(daemon), lambda h: h["recorder"]["spooled"] == 0, "the spool to drain")
     assert doc["recorder"]["dropped"] == {} and doc["recorder"]["written"] >= written_before + 60
     assert not (daemon.data_dir / "aigw-proxy.db-spool.jsonl").exists()
 
@@ -166,7 +159,7 @@ def test_a_deleted_database_file_is_restored_with_everything_in_it(daemon: Daemo
     assert [c.error for c in after if c.done is None] == []
     assert_all_recorded(daemon, [c.prompt for c in before + after])
     assert "alice" in run_cli(daemon.data_dir, "users", "list").stdout
-    doc = wait_for(lambda: healthz(daemon), lambda h: h["status"] == "ok", "healthz to be ok")
+    doc = poll(lambda: healthz(daemon), lambda h: h["status"] == "ok", "healthz to be ok")
     assert doc["recorder"]["dropped"] == {}
     assert "restored it from the handle" in daemon.log()
     assert run_cli(daemon.data_dir, "db", "check").returncode == 0
@@ -184,7 +177,7 @@ def test_a_database_replaced_by_a_backup_takes_the_records_from_then_on(daemon: 
     assert_all_recorded(daemon, [c.prompt for c in calls])
     stored = stored_by_prompt(db_file(daemon))
     assert not any(c.prompt in stored for c in lost)  # they are in the file that was replaced, as asked
-    doc = wait_for(lambda: healthz(daemon), lambda h: h["status"] == "ok", "healthz to be ok")
+    doc = poll(lambda: healthz(daemon), lambda h: h["status"] == "ok", "healthz to be ok")
     assert doc["recorder"]["dropped"] == {}
     assert doc["recorder"]["written"] >= 2 * (5 + 60)  # the writes to the old file before the switch count too
 
