@@ -259,7 +259,7 @@ class ApiApp:
         with collector_paused():
             try:
                 count, results = await sessions_page(self._db, flt, limit=limit, after_session_id=after,
-                                                     offset=offset)
+                                                     offset=offset, as_json=True)
             except SessionCursorNotFound as exc:
                 raise ApiError(400, str(exc)) from None
             response = _json(200, {"count": count, "sessions": results})

@@ -150,6 +150,14 @@ class Backend(Protocol):
         made JSON-ready in Python instead (SQLite: its stored text needs Python's reading, stored_values.py)."""
         ...
 
+    async def session_page_json(self, conn: AsyncConnection, page: Sequence[tuple[Any, ...]],
+                                span: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]] | None:
+        """A sessions page's JSON built by the database (postgresql_sessions.py): for each `page` row (session id,
+        initiator id, started_at, ended_at, threads, interceptions, last_active_at), in order, (its JSON text up to
+        `"cost":`, its CostSums' six sums, the rest of its text). `span`: the first start and last end of the
+        page's whole sessions where the caller knows them. None where the page is built in Python (SQLite)."""
+        ...
+
     # -- writing and maintenance ---------------------------------------------------------------------------
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         """Run the writer's INSERT of one table (`statement`: `sa.insert(table)`) for a batch of rows that all have

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from aigw_proxy.storage.dialects import BOUNDS, IN_VALUES, PAGE_SPAN, SESSIONS, SPAN, Engines, JsonKind, RowWrite
 from aigw_proxy.storage.dialects import postgresql_json as json_text
+from aigw_proxy.storage.dialects import postgresql_sessions as session_json
 from aigw_proxy.storage.dialects import postgresql_triggers as triggers
 from aigw_proxy.storage.jsoncodec import json_loads, jsonb_dumps
 from aigw_proxy.storage.schema.spend_days import SUM_COLUMNS as SPEND_SUMS
@@ -350,6 +351,19 @@ def _insert_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[int,
 _SESSION_KEYS = "unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(sid, lo, hi)"
 
 
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, in `conn`'s transaction: SQLAlchemy's adapter opens its transaction on
+    its first statement, so open it first, and the driver's rows come from the same snapshot as the statements
+    around them."""
+    raw = await conn.get_raw_connection()
+    if getattr(raw.dbapi_connection, "_transaction", True) is None:
+        await conn.exec_driver_sql("SELECT 1")
+    driver = raw.driver_connection
+    if driver is None:
+        raise sa.exc.ResourceClosedError("the database connection is closed")
+    return driver
+
+
 class PostgresBackend:
     name = "postgresql"
     read_only: ClassVar[dict[str, Any]] = {}
@@ -451,12 +465,7 @@ class PostgresBackend:
     async def _by_session(self, conn: AsyncConnection, sql: str, sessions: Sequence[tuple[str, Any, Any]]
                           ) -> list[tuple[Any, ...]]:
         sql = sql.replace("FROM aibridge_", f"FROM {_SESSION_KEYS} CROSS JOIN aibridge_", 1)
-        raw = await conn.get_raw_connection()
-        if getattr(raw.dbapi_connection, "_transaction", True) is None:
-            await conn.exec_driver_sql("SELECT 1")  # open the adapter's transaction: one snapshot
-        driver = raw.driver_connection
-        if driver is None:
-            raise sa.exc.ResourceClosedError("the database connection is closed")
+        driver = await _driver(conn)
         args: list[Any] = [[s[0] for s in sessions], [s[1] for s in sessions], [s[2] for s in sessions]]
         if PAGE_SPAN.search(sql):  # bounds the planner prunes partitions by (the sessions' own spans cannot)
             sql = PAGE_SPAN.sub(r"AND \1 BETWEEN $4 AND $5", sql)
@@ -466,15 +475,7 @@ class PostgresBackend:
 
     async def driver_rows(self, conn: AsyncConnection, sql: str, values: Sequence[Any],
                           bounds: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]]:
-        raw = await conn.get_raw_connection()
-        adapted = raw.dbapi_connection
-        if getattr(adapted, "_transaction", True) is None:
-            # SQLAlchemy's adapter opens its transaction on its first statement: open it, so these rows come from
-            # the same snapshot as the statements around them.
-            await conn.exec_driver_sql("SELECT 1")
-        driver = raw.driver_connection
-        if driver is None:
-            raise sa.exc.ResourceClosedError("the database connection is closed")
+        driver = await _driver(conn)
         sql = sql.replace(IN_VALUES, "= ANY($1)")
         if bounds is None:
             rows = await driver.fetch(BOUNDS.sub("", sql), list(values))
@@ -484,6 +485,10 @@ class PostgresBackend:
 
     def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
         return json_text.objects_agg(fields, order_by)
+
+    async def session_page_json(self, conn: AsyncConnection, page: Sequence[tuple[Any, ...]],
+                                span: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]] | None:
+        return await session_json.page_json(await _driver(conn), page, span)
 
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

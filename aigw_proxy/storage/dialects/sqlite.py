@@ -229,6 +229,10 @@ class SQLiteBackend:
     def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
         return None
 
+    async def session_page_json(self, conn: AsyncConnection, page: Sequence[tuple[Any, ...]],
+                                span: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]] | None:
+        return None
+
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         await conn.execute(statement, list(rows))
 

@@ -8,15 +8,19 @@ describe the whole session. Where the rows come from:
 * a time window and/or provider, provider_name, model, client, not narrowed to a user or session: the session
   slices (schema/session_slices.py, read by sessions_from_slices.py);
 * a user's or a session's rows: the matching interceptions, grouped here.
-Either way only the page's sessions are looked at in detail ("page first, then enrich").
+Either way only the page's sessions are looked at in detail ("page first, then enrich"); where the database builds
+the page's JSON (PostgreSQL: dialects/postgresql_sessions.py) and the caller writes JSON with orjson (`as_json`),
+it does so, the same JSON as `_session_details` and `_session_json` build here (tests/storage/test_sessions_json.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal, overload
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -123,6 +127,16 @@ async def list_sessions(
                                 count=False))[1]
 
 
+@overload
+async def sessions_page(
+    db: Database, flt: InterceptionFilter | None = None, *, limit: int = DEFAULT_LIMIT,
+    after_session_id: str | None = None, offset: int = 0, count: bool = True, as_json: Literal[False] = False,
+) -> tuple[int | None, list[dict[str, Any]]]: ...
+@overload
+async def sessions_page(
+    db: Database, flt: InterceptionFilter | None = None, *, limit: int = DEFAULT_LIMIT,
+    after_session_id: str | None = None, offset: int = 0, count: bool = True, as_json: bool,
+) -> tuple[int | None, list[dict[str, Any] | orjson.Fragment]]: ...
 async def sessions_page(
     db: Database,
     flt: InterceptionFilter | None = None,
@@ -131,8 +145,12 @@ async def sessions_page(
     after_session_id: str | None = None,
     offset: int = 0,
     count: bool = True,
-) -> tuple[int | None, list[dict[str, Any]]]:
-    """(total matching sessions, ignoring pagination, or None without `count`; one page of sessions)."""
+    as_json: bool = False,
+) -> tuple[int | None, list[dict[str, Any] | orjson.Fragment]] | tuple[int | None, list[dict[str, Any]]]:
+    """(total matching sessions, ignoring pagination, or None without `count`; one page of sessions).
+
+    `as_json` (for orjson output only): where the database builds the page's JSON (PostgreSQL), each session is an
+    `orjson.Fragment` of its JSON text, the same JSON as the dict."""
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
     if after_session_id is not None and offset:
@@ -147,10 +165,9 @@ async def sessions_page(
                                                    after_session_id=after_session_id, offset=offset, count=count)
                 except LookupError:
                     raise _cursor_not_found(after_session_id) from None
-                keys = [(r.session_id, r.initiator_id) for r in page]
-                details = await _session_details(conn, keys) if page else {}
-                return total, [_session_json(r, details[k]) for r, k in zip(page, keys, strict=True)]
-    return await _grouped_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset, count=count)
+                return total, await _enriched(conn, page, as_json=as_json, whole=False)
+    return await _grouped_page(db, flt, limit=limit, after_session_id=after_session_id, offset=offset, count=count,
+                               as_json=as_json)
 
 
 def _cursor_not_found(session_id: str | None) -> SessionCursorNotFound:
@@ -165,7 +182,8 @@ async def _grouped_page(
     after_session_id: str | None,
     offset: int,
     count: bool,
-) -> tuple[int | None, list[dict[str, Any]]]:
+    as_json: bool = False,
+) -> tuple[int | None, list[Any]]:
     """`sessions_page` from the session summary (no attribute or time filter) or by grouping the matching
     interceptions. Also the reference the sliced path is tested against."""
     source, cond = _source(flt)
@@ -201,12 +219,29 @@ async def _grouped_page(
         total = int((await conn.execute(_count_query(flt))).scalar_one()) if count else None
         if not page:
             return total, []
-        keys = [(r.session_id, r.initiator_id) for r in page]
         if flt.by_attribute:
+            keys = [(r.session_id, r.initiator_id) for r in page]
             totals = await _grouped_totals(conn, flt, keys)
             page = [SimpleNamespace(**{**r._mapping, **totals[k]._mapping}) for r, k in zip(page, keys, strict=True)]
-        details = await _session_details(conn, keys)
-    return total, [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
+        return total, await _enriched(conn, page, as_json=as_json, whole=not flt.by_attribute)
+
+
+async def _enriched(conn: AsyncConnection, page: Sequence[Any], *, as_json: bool, whole: bool) -> list[Any]:
+    """The page's rows (the listed per-session columns) as the API's sessions: dicts, or with `as_json` JSON
+    fragments where the database builds them. `whole`: the rows are session summary rows (their span is the
+    whole session's)."""
+    if not page:
+        return []
+    if as_json:
+        rows = [(r.session_id, r.initiator_id, r.started_at, r.ended_at, int(r.threads or 0), int(r.interceptions),
+                 r.last_active_at) for r in page]
+        span = (min(r[2] for r in rows), max(r[3] for r in rows)) if whole else None
+        built = await backend_of(conn).session_page_json(conn, rows, span)
+        if built is not None:
+            return [orjson.Fragment(f"{head}{orjson.dumps(CostSums(*sums).json()).decode()}{tail}")
+                    for head, *sums, tail in built]
+    details = await _session_details(conn, [(r.session_id, r.initiator_id) for r in page])
+    return [_session_json(r, details[(r.session_id, r.initiator_id)]) for r in page]
 
 
 async def _session_details(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:

@@ -1,0 +1,129 @@
+"""PostgreSQL building a sessions page's JSON (`Backend.session_page_json`): one statement reads the page's sessions'
+calls, newest prompts and token rows and aggregates them per session in the database, returning each session's
+JSON text around its cost (which the read layer formats: costs.py), instead of shipping every call, prompt and
+cost row to Python to be grouped there (session_list._session_details, the reference it is tested against:
+tests/storage/test_sessions_json.py).
+
+A 1000-session page is ~3,000 calls on the bench database: decoding their rows and grouping them in Python was
+most of the page's time, with the GIL held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from aigw_proxy.storage.schema.summaries import sessions as summary
+from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts, users
+
+# One page row: (session id, initiator id, started_at, ended_at, threads, interceptions, last_active_at), the
+# per-session columns of the listed (maybe filtered) interceptions; the rest describes the whole session.
+PageRow = tuple[str, str, datetime, datetime, int, int, datetime]
+
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
+# What `metadata_json` turns into {}: SQL NULL and every falsy JSON value (jsonb compares numbers by value).
+_FALSY_JSON = """('null', 'false', '0', '""', '[]', '{}')"""
+
+
+def _time(column: str) -> str:
+    """rfc3339's text as a JSON string: six fraction digits, a zero-padded four-digit year, Z."""
+    return f"""'"' || to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
+
+
+def _text(column: str) -> str:
+    """A value's JSON (a string, an array of strings), null for NULL."""
+    return f"COALESCE(CAST(to_json({column}) AS TEXT), 'null')"
+
+
+_HEAD = " || ".join((
+    """'{"id":'""", _text("p.sid"), """',"initiator":{"id":'""", _text("p.uid"), """',"username":'""",
+    _text("u.username"),
+    """'},"providers":'""", "COALESCE(CAST(to_json(f.providers) AS TEXT), '[]')",
+    """',"models":'""", "COALESCE(CAST(to_json(f.models) AS TEXT), '[]')",
+    """',"client":'""", _text("f.client"),
+    """',"metadata":'""",
+    f"CASE WHEN f.metadata IS NULL OR f.metadata IN {_FALSY_JSON} THEN '{{}}' ELSE CAST(f.metadata AS TEXT) END",
+    """',"started_at":'""", _time("p.started_at"), """',"ended_at":'""", _time("p.ended_at"),
+    """',"threads":'""", "CAST(p.threads AS TEXT)", """',"interceptions":'""", "CAST(p.n AS TEXT)",
+    """',"token_usage_summary":{'""",
+    " || ',' || ".join(f"""'"{t}":' || CAST(COALESCE(w.{t}, 0) AS TEXT)""" for t in _TOKENS),
+    """'},"cost":'""",
+))
+_TAIL = " || ".join((
+    """',"last_prompt":'""", _text("pr.prompt"), """',"last_active_at":'""", _time("p.last_active_at"), "'}'",
+))
+_COST_SUMS = ", ".join(
+    f"count(*) FILTER (WHERE {kind}) AS {name}_n, "
+    f"count(*) FILTER (WHERE {kind} AND t.cost_micros IS NULL) AS {name}_u, "
+    f"CAST(COALESCE(sum(t.cost_micros) FILTER (WHERE {kind}), 0) AS BIGINT) AS {name}_m"
+    for name, kind in (("api", "NOT t.api_equivalent"), ("eq", "t.api_equivalent")))
+
+# $1..$7 the page rows' columns (PageRow), $8..$9 the first start and last end of the page's whole sessions: the
+# partitions their calls and child rows are in. Each session's calls are looked up within its own span (the
+# session summary's): they all started in it. The first call is the one with the smallest (started_at, id), as
+# in Python; providers and models sort as Python's sorted() does (the columns' collation is "C": code points).
+_SQL = f"""
+    WITH page AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
+                             $6::bigint[], $7::timestamptz[])
+            WITH ORDINALITY AS p(sid, uid, started_at, ended_at, threads, n, last_active_at, ord)),
+    whole AS MATERIALIZED (
+        SELECT p.ord, s.session_id, s.initiator_id, s.started_at, s.ended_at, {", ".join(f"s.{t}" for t in _TOKENS)}
+        FROM page p JOIN {summary.name} s ON s.session_id = p.sid AND s.initiator_id = p.uid),
+    calls AS MATERIALIZED (
+        SELECT i.id, i.session_id, i.initiator_id, i.provider, i.model, i.client, i.started_at, i.metadata
+        FROM whole w JOIN {interceptions.name} i ON i.session_id = w.session_id AND i.initiator_id = w.initiator_id
+             AND i.started_at BETWEEN w.started_at AND w.ended_at
+        WHERE i.ended_at IS NOT NULL AND i.started_at BETWEEN $8 AND $9),
+    facts AS (
+        SELECT session_id, initiator_id,
+               array_agg(DISTINCT provider ORDER BY provider) AS providers,
+               array_agg(DISTINCT model ORDER BY model) AS models,
+               (array_agg(COALESCE(NULLIF(client, ''), 'Unknown') ORDER BY started_at, id))[1] AS client,
+               (array_agg(metadata ORDER BY started_at, id))[1] AS metadata
+        FROM calls GROUP BY session_id, initiator_id),
+    prompts AS (
+        SELECT DISTINCT ON (c.session_id, c.initiator_id) c.session_id, c.initiator_id, p.prompt
+        FROM calls c JOIN {user_prompts.name} p
+             ON p.interception_id = c.id AND p.interception_started_at = c.started_at
+        WHERE p.interception_started_at BETWEEN $8 AND $9
+        ORDER BY c.session_id, c.initiator_id, p.created_at DESC, p.id DESC),
+    costs AS (
+        SELECT c.session_id, c.initiator_id, {_COST_SUMS}
+        FROM calls c JOIN {token_usages.name} t
+             ON t.interception_id = c.id AND t.interception_started_at = c.started_at
+        WHERE t.interception_started_at BETWEEN $8 AND $9
+        GROUP BY c.session_id, c.initiator_id)
+    SELECT {_HEAD},
+           COALESCE(k.api_n, 0), COALESCE(k.api_u, 0), COALESCE(k.api_m, 0),
+           COALESCE(k.eq_n, 0), COALESCE(k.eq_u, 0), COALESCE(k.eq_m, 0),
+           {_TAIL}
+    FROM page p LEFT JOIN whole w ON w.ord = p.ord LEFT JOIN {users.name} u ON u.id = p.uid
+         LEFT JOIN facts f ON f.session_id = p.sid AND f.initiator_id = p.uid
+         LEFT JOIN prompts pr ON pr.session_id = p.sid AND pr.initiator_id = p.uid
+         LEFT JOIN costs k ON k.session_id = p.sid AND k.initiator_id = p.uid
+    ORDER BY p.ord"""
+
+# The span of the page's whole sessions, where the caller does not know it (its rows cover matching calls only).
+_SPAN_SQL = f"""
+    SELECT min(s.started_at), max(s.ended_at)
+    FROM unnest($1::text[], $2::text[]) AS p(sid, uid)
+    JOIN {summary.name} s ON s.session_id = p.sid AND s.initiator_id = p.uid"""
+
+
+async def page_json(driver: Any, page: Sequence[PageRow], span: tuple[datetime, datetime] | None
+                    ) -> list[tuple[Any, ...]]:
+    """Per page row, in order: (the session's JSON text up to `"cost":`, its CostSums' six sums, the rest of its
+    JSON text). `driver`: an asyncpg connection in the read's transaction; `span`: the first start and last end of
+    the page's whole sessions if known (the rows are session summary rows), else looked up."""
+    if not page:
+        return []
+    columns: list[list[Any]] = [list(c) for c in zip(*page, strict=True)]
+    if span is None:
+        lo, hi = await driver.fetchrow(_SPAN_SQL, columns[0], columns[1])
+        if lo is None:  # none of them has a summary row (they cannot, in one snapshot): no calls either
+            lo = hi = min(columns[2])
+    else:
+        lo, hi = span
+    return [tuple(r) for r in await driver.fetch(_SQL, *columns, lo, hi)]
