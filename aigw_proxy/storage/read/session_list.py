@@ -237,7 +237,9 @@ async def _enriched(conn: AsyncConnection, page: Sequence[Any], *, as_json: bool
                  r.last_active_at) for r in page]
         span = (min(r[2] for r in rows), max(r[3] for r in rows)) if whole else None
         built = await backend_of(conn).session_page_json(conn, rows, span)
-        if built is not None:
+        # (A session whose summary row went between the statements, as a purge can: its text is NULL. Python
+        # builds such a page, as it would without `as_json`.)
+        if built is not None and all(head is not None for head, *_ in built):
             return [orjson.Fragment(f"{head}{orjson.dumps(CostSums(*sums).json()).decode()}{tail}")
                     for head, *sums, tail in built]
     details = await _session_details(conn, [(r.session_id, r.initiator_id) for r in page])
