@@ -129,3 +129,25 @@ async def test_sessions_json_answers_the_same(db: Database, writer: RecordWriter
     assert {s["initiator"]["username"] for s in await _both(db, InterceptionFilter(initiator="bob"))} == {"bob"}
     await _both(db, InterceptionFilter(session_id="s-shared"), limit=1, offset=1)
     assert await _both(db, InterceptionFilter(model="no-such-model")) == []
+
+
+async def test_a_session_gone_from_the_summary_between_statements(db: Database, writer: RecordWriter,
+                                                                  alice: Initiator, bob: Initiator) -> None:
+    """A page row whose session a purge removed after the page was read (each statement sees its own snapshot):
+    the page is still answered, as the Python path answers it (no calls, no tokens)."""
+    from types import SimpleNamespace
+
+    from aigw_proxy.storage.read.session_list import _enriched
+
+    await _seed(db, writer, alice, bob)
+    _, [real] = await sessions_page(db, InterceptionFilter(session_id="s-plain"))
+    gone = SimpleNamespace(session_id="s-gone", initiator_id=alice.user_id, started_at=at(0), ended_at=at(1),
+                           threads=1, interceptions=1, last_active_at=at(1))
+    kept = SimpleNamespace(session_id="s-plain", initiator_id=alice.user_id, started_at=at(100), ended_at=at(101),
+                           threads=1, interceptions=1, last_active_at=at(100))
+    async with db.reader.connect() as conn:
+        built = await _enriched(conn, [kept, gone], as_json=False, whole=True)
+        spliced = await _enriched(conn, [kept, gone], as_json=True, whole=True)
+    assert _answer(spliced) == _answer(built)
+    assert _answer([built[0]]) == _answer([real])
+    assert built[1]["providers"] == [] and built[1]["client"] is None and built[1]["cost"]["cost_micros"] == 0
