@@ -28,6 +28,7 @@ from aigw_proxy.addons.readiness import Readiness
 from aigw_proxy.addons.routing import ProviderRouter
 from aigw_proxy.addons.secrets_gate import SecretsGate
 from aigw_proxy.addons.stack import AigwAddons, use_hook_cache
+from aigw_proxy.addons.tls_reuse import LeafContexts, UpstreamSessions
 from aigw_proxy.addons.websocket import ResponsesSocket
 from aigw_proxy.admin.app import AdminContext, MetricsAccess
 from aigw_proxy.admin.console.app import ConsoleSettings
@@ -202,8 +203,9 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
                               capturing=capturing)
     connect_timeout = UpstreamConnectTimeout(settings.upstream_connect_timeout, router, mon.metrics)
     master.addons.add(AigwAddons(TokenAuth(authenticator), router, connect_timeout, inflight, *gates, *mon.gates,
-                                 interceptor, sockets, mon.proxy_metrics))
+                                 interceptor, sockets, mon.proxy_metrics, LeafContexts()))
     master.addons.add(*mitmproxy_builtins())
+    master.addons.add(UpstreamSessions())  # after TlsConfig: it offers a session on the connection TlsConfig made
     trust = _upstream_trust(settings)
     if trust:
         opts.update(ssl_verify_upstream_trusted_ca=trust)

@@ -68,6 +68,7 @@ class SeenRequest:
     headers: dict[str, str]
     body: bytes
     at: float
+    tls_resumed: bool | None = None  # over TLS: whether the connection resumed an earlier TLS session
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -142,7 +143,9 @@ class StandIn:
                     if sep:
                         headers[k.strip().lower()] = v.strip()
                 body = await read_body(reader, headers)
-                self.requests.append(SeenRequest(method, path, headers, body, time.monotonic()))
+                tls = writer.get_extra_info("ssl_object")
+                self.requests.append(SeenRequest(method, path, headers, body, time.monotonic(),
+                                                 tls.session_reused if tls is not None else None))
                 reply = self.replies.popleft() if self.replies else self.default
                 if not await self._send(writer, reply):
                     return
