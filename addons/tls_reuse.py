@@ -21,9 +21,9 @@ lifetime is over. Each session is offered once (RFC 8446 C.4; a stand-in on Pyth
 twice): sequential connections resume one after another, concurrent ones mostly do full handshakes.
 
 Measured on a 2-core box (pyOpenSSL handshakes in memory with mitmproxy's contexts): the upstream side of a new
-connection 0.71 ms of CPU, 0.40 ms resumed; the per-connection certificate and key load ~0.24 ms. Together with the
-leaf look-up, `bench/proxy_bench.py --only newconn` went from 12.6 to 10.4 ms of proxy CPU per new connection
-(medians of 3, the code before in the same run).
+connection 0.71 ms of CPU, 0.40 ms resumed; the per-connection certificate and key load ~0.24 ms. With the leaf
+look-up, `bench/proxy_bench.py --only newconn --reps 5` went from 14.2 to 12.5 ms of proxy CPU per new connection
+(medians; 0.88x the code before in the same run, lower in each rep; runs on this shared box vary by +-2 ms).
 """
 
 from __future__ import annotations
