@@ -1,6 +1,6 @@
-"""The interceptions page with its child arrays built as JSON by the database (`children_as_json`, what the REST
-API asks for) says exactly what the Python-built page says: the same values of the same JSON types, the same key
-order, the same timestamp strings, the same cost."""
+"""The interceptions page built as JSON by the database (`as_json`, what the REST API asks for: each interception's
+object, its child arrays included) says exactly what the Python-built page says: the same values of the same JSON
+types, the same key order, the same timestamp strings, the same cost."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from aigw_proxy.recording.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
 from aigw_proxy.storage import Database, RecordWriter, list_interceptions
-from aigw_proxy.storage.schema.tables import model_thoughts, token_usages, tool_usages, user_prompts
+from aigw_proxy.storage.schema.tables import interceptions, model_thoughts, token_usages, tool_usages, user_prompts
 from tests.support.records import at, started
 
 ODD_TEXT = 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f ü 日本 🙂 \u2028 </script>'
@@ -29,7 +29,7 @@ def _strict(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-def _answer(page: list[dict[str, Any]]) -> Any:
+def _answer(page: list[Any]) -> Any:
     """The page as the API's client reads it (orjson writes the fragments as they are)."""
     return _strict(orjson.loads(orjson.dumps(page)))
 
@@ -79,14 +79,23 @@ async def _seed(db: Database, alice: Initiator, writer: RecordWriter) -> None:
                      created_at=datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))  # a zero-padded year
         await update(model_thoughts, m.content == "more", metadata=sa.literal_column("'null'"))
         await update(model_thoughts, m.content == ODD_TEXT, metadata=sa.literal_column("'[1]'"))
+        # The interceptions' own columns: no client, an empty one; odd text; a falsy JSON metadata; an initiator
+        # with no user row (deleted); null ids and status.
+        i = interceptions.c
+        await update(interceptions, i.id == "i-1", client=None, error_message=ODD_TEXT, api_key_id="k-1",
+                     client_session_id=ODD_TEXT, thread_parent_id="i-0", thread_root_id="i-0",
+                     credential_kind="oauth", credential_hint="…x9")
+        await update(interceptions, i.id == "i-2", client="", metadata=sa.literal_column("'0'"),
+                     initiator_id="gone-user")
+        await update(interceptions, i.id == "i-3", upstream_status=None, metadata=sa.literal_column("'[2]'"))
 
 
-async def test_children_as_json_answer_the_same(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+async def test_page_as_json_answers_the_same(db: Database, alice: Initiator, writer: RecordWriter) -> None:
     await _seed(db, alice, writer)
     built = await list_interceptions(db, limit=1000)
-    spliced = await list_interceptions(db, limit=1000, children_as_json=True)
-    if db.dialect == "postgresql":  # the database did build them (SQLite: the Python lists, as without the flag)
-        assert all(isinstance(item["tool_usages"], orjson.Fragment) for item in spliced)
+    spliced = await list_interceptions(db, limit=1000, as_json=True)
+    if db.dialect == "postgresql":  # the database did build them (SQLite: the Python dicts, as without the flag)
+        assert all(isinstance(item, orjson.Fragment) for item in spliced)
     assert _answer(spliced) == _answer(built)
 
     # The cases above are all there, as the Python path gives them.
@@ -103,13 +112,17 @@ async def test_children_as_json_answer_the_same(db: Database, alice: Initiator, 
     assert [t["metadata"] for t in one["model_thoughts"]] == [[1], {}]
     assert one["user_prompts"][0]["prompt"] == ODD_TEXT and two["user_prompts"][0]["metadata"] == {}
     assert three["token_usages"] == three["tool_usages"] == [] and three["cost"]["priced"]
+    assert one["client"] == two["client"] == "Unknown" and one["error_message"] == ODD_TEXT
+    assert one["session_id"] == ODD_TEXT and one["metadata"]["stream"] is True
+    assert two["initiator"] == {"id": "gone-user", "username": None} and two["metadata"] == {}
+    assert three["upstream_status"] is None and three["metadata"] == [2]
 
 
-async def test_children_as_json_on_a_filtered_page(db: Database, alice: Initiator, writer: RecordWriter) -> None:
+async def test_page_as_json_on_a_filtered_page(db: Database, alice: Initiator, writer: RecordWriter) -> None:
     """A page of one: its neighbours' children stay out of it."""
     await _seed(db, alice, writer)
-    [item] = await list_interceptions(db, limit=1, offset=1, children_as_json=True)
-    assert item["id"] == "i-2"
+    [item] = await list_interceptions(db, limit=1, offset=1, as_json=True)
+    assert orjson.loads(orjson.dumps(item))["id"] == "i-2"
     assert _answer([item]) == _answer(await list_interceptions(db, limit=1, offset=1))
 
 

@@ -244,7 +244,7 @@ class ApiApp:
         with collector_paused():
             try:
                 results = await list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset,
-                                                   children_as_json=True)
+                                                   as_json=True)
             except InvalidCursor:
                 raise ApiError(400, "Invalid pagination cursor.",
                                f"after_id {after_id!r} is not a listed interception") from None

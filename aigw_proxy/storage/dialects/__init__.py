@@ -21,10 +21,12 @@ if TYPE_CHECKING:
     from aigw_proxy.storage.database import Database, DatabaseConfig
 
 
-# How a column becomes a JSON value in `Backend.json_objects_agg` (the API's forms, stored_values.py): `value` as
-# it is (text, or any other type), `int` an integer, `bool` a boolean, `time` a UTCDateTime as rfc3339 text,
-# `metadata` a JSON column with `{}` for null or any other falsy JSON value (`metadata_json`).
-JsonKind = Literal["value", "int", "bool", "time", "metadata"]
+# How a column becomes a JSON value in `Backend.json_objects_agg` and `json_object` (the API's forms,
+# stored_values.py): `value` as it is (text, or any other type), `int` an integer, `bool` a boolean, `time` a
+# UTCDateTime as rfc3339 text, `metadata` a JSON column with `{}` for null or any other falsy JSON value
+# (`metadata_json`), `json` an expression that already is JSON text (never NULL: a nested object, an aggregate's
+# array).
+JsonKind = Literal["value", "int", "bool", "time", "metadata", "json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,11 @@ class Backend(Protocol):
         initiator id, started_at, ended_at, threads, interceptions, last_active_at), in order, (its JSON text up to
         `"cost":`, its CostSums' six sums, the rest of its text). `span`: the first start and last end of the
         page's whole sessions where the caller knows them. None where the page is built in Python (SQLite)."""
+        ...
+
+    def json_object(self, fields: Sequence[tuple[str, str, JsonKind]]) -> str | None:
+        """An expression over one row: the text of one JSON object with `fields` (as in `json_objects_agg`), in
+        that key order. None where `json_objects_agg` is."""
         ...
 
     # -- writing and maintenance ---------------------------------------------------------------------------

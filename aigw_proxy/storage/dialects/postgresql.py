@@ -490,6 +490,9 @@ class PostgresBackend:
                                 span: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]] | None:
         return await session_json.page_json(await _driver(conn), page, span)
 
+    def json_object(self, fields: Sequence[tuple[str, str, JsonKind]]) -> str | None:
+        return json_text.object_text(fields)
+
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return

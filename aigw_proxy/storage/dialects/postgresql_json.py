@@ -1,6 +1,7 @@
-"""PostgreSQL building JSON text for the REST API (`Backend.json_objects_agg`): an aggregate that writes a group's
-rows as one JSON array of objects, the same JSON the read layer builds in Python (stored_values.py), so that the
-API can splice it into its answer unread (tests/storage/test_children_json.py compares the two)."""
+"""PostgreSQL building JSON text for the REST API (`Backend.json_object`, `Backend.json_objects_agg`): one row as
+a JSON object, or an aggregate that writes a group's rows as one JSON array of objects, the same JSON the read
+layer builds in Python (stored_values.py), so that the API can splice it into its answer unread
+(tests/storage/test_children_json.py compares the two)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,23 @@ def _json_text(column: str, kind: JsonKind) -> str:
         return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
     if kind == "int":  # an integer's text is its JSON
         return f"COALESCE(CAST({column} AS TEXT), 'null')"
+    if kind == "json":
+        return column
     return f"COALESCE(CAST(to_json({column}) AS TEXT), 'null')"
 
 
-def objects_agg(fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str:
-    """The aggregate's SQL: `fields` (key, column or expression, kind) in that key order, rows in `order_by` order.
-    Text, not json: the driver returns it undecoded (SQLAlchemy's codec would decode a json value) and the API
-    splices it into its answer as it is."""
+def object_text(fields: Sequence[tuple[str, str, JsonKind]]) -> str:
+    """SQL for one row's JSON object: `fields` (key, column or expression, kind) in that key order. Text, not json:
+    the driver returns it undecoded (SQLAlchemy's codec would decode a json value) and the API splices it into its
+    answer as it is. One concat() call rather than a chain of `||`, each of which copies the text so far: an object
+    holding long values (a tool call's input, a page item's child arrays) was copied some twenty times over."""
     if any(not _JSON_KEY(key) for key, _column, _kind in fields):
         raise ValueError(f"JSON keys must be plain names: {[f[0] for f in fields]}")
-    members = " || ',' || ".join(f"""'"{key}":' || {_json_text(column, kind)}""" for key, column, kind in fields)
-    return f"'[' || string_agg('{{' || {members} || '}}', ',' ORDER BY {order_by}) || ']'"
+    members = ", ".join(f"""'{"," if n else "{"}"{key}":', {_json_text(column, kind)}"""
+                        for n, (key, column, kind) in enumerate(fields))
+    return f"concat({members}, '}}')" if fields else "'{}'"
+
+
+def objects_agg(fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str:
+    """The aggregate's SQL: `object_text(fields)` of each row, rows in `order_by` order, as one JSON array (text)."""
+    return f"'[' || string_agg({object_text(fields)}, ',' ORDER BY {order_by}) || ']'"

@@ -233,6 +233,9 @@ class SQLiteBackend:
                                 span: tuple[datetime, datetime] | None = None) -> list[tuple[Any, ...]] | None:
         return None
 
+    def json_object(self, fields: Sequence[tuple[str, str, JsonKind]]) -> str | None:
+        return None
+
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         await conn.execute(statement, list(rows))
 

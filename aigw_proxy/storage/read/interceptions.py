@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
-from aigw_proxy.storage.dialects import JsonKind, backend_of
+from aigw_proxy.storage.dialects import Backend, JsonKind, backend_of
 from aigw_proxy.storage.errors import InvalidCursor
 from aigw_proxy.storage.read.costs import TOKEN_PRICE_FIELDS, CostSums, cost_of_rows, token_price_json
 from aigw_proxy.storage.read.filters import DEFAULT_LIMIT, InterceptionFilter, filter_conditions
@@ -34,15 +34,15 @@ async def list_interceptions(
     limit: int = DEFAULT_LIMIT,
     after_id: str | None = None,
     offset: int = 0,
-    children_as_json: bool = False,
-) -> list[dict[str, Any]]:
-    """Ended interceptions, newest first (`started_at DESC, id DESC`), with their children, JSON-ready.
+    as_json: bool = False,
+) -> list[Any]:
+    """Ended interceptions, newest first (`started_at DESC, id DESC`), with their children, JSON-ready dicts.
 
     Pagination: keyset with `after_id` (the last id of the previous page; unknown → `InvalidCursor`) or
     `offset`, not both. `limit` 0 means the default (100).
 
-    `children_as_json` (for orjson output only): where the database builds the child arrays as JSON (PostgreSQL),
-    each interception's four child lists are `orjson.Fragment`s of their JSON text, the same JSON as the lists.
+    `as_json` (for orjson output only): where the database builds the page's JSON (PostgreSQL), each interception
+    is an `orjson.Fragment` of its JSON text, the same JSON as its dict (SQLite: the dicts).
     """
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
@@ -64,6 +64,8 @@ async def list_interceptions(
             # A row-value comparison: SQLite seeks the (started_at, id) index to it; an OR would scan.
             cond.append(sa.tuple_(i.started_at, i.id) < sa.tuple_(
                 sa.literal(cursor.started_at, i.started_at.type), sa.literal(after_id, i.id.type)))
+        if as_json and (page := await _page_as_json(conn, cond, limit, offset)) is not None:
+            return page
         query = (
             sa.select(*_PAGE_COLUMNS)
             .select_from(interceptions.outerjoin(users, users.c.id == i.initiator_id))
@@ -78,11 +80,7 @@ async def list_interceptions(
         starts = [r[_STARTED_AT] for r in rows]
         # Where starts come back as datetimes (PostgreSQL) they bound the partitions the children are in.
         bounds = (min(starts), max(starts)) if isinstance(starts[0], datetime) else None
-        ids = [r[0] for r in rows]
-        if children_as_json and (as_json := await _children_as_json(ids, conn, bounds)) is not None:
-            fragments, costs = as_json
-            return [_interception_json(r, fragments[r[0]], costs[r[0]].json()) for r in rows]
-        children = await children_of(ids, conn, bounds)
+        children = await children_of([r[0] for r in rows], conn, bounds)
     return [_interception_json(r, children[r[0]], cost_of_rows(children[r[0]]["token_usages"])) for r in rows]
 
 
@@ -233,13 +231,14 @@ _CHILDREN = (
 )
 
 
-# -- the same children as JSON text the database builds (Backend.json_objects_agg) ----------------------------------
-# Turning the several thousand child rows of a 1000-row page into Python (driver records, dicts, then orjson) was
-# most of the API thread's time for the page on PostgreSQL, with the GIL held. The database takes longer to build
-# their JSON than to read them (bench database: ~40 ms instead of ~20), but the page's Python time falls by a third
-# (~85 → ~55 ms of CPU), and the proxy's loop waits less for the GIL (its p95 under back-to-back 1000-row pages:
-# ~12 → ~5 ms). The fields and their order are those of the `_*_json` shapes above, exactly
-# (tests/storage/test_children_json.py).
+# -- the same page as JSON text the database builds (Backend.json_object, Backend.json_objects_agg) --------------------
+# Turning a 1000-row page and its several thousand child rows into Python (driver records, dicts, then orjson) was
+# most of the API thread's time for the page on PostgreSQL, with the GIL held. So the database writes each
+# interception's JSON object, its child arrays included, in one statement (the page, its children through the
+# page's ids and the partitions of its span, joined back), and Python adds the cost and splices the text into the
+# answer unread: a page's Python time falls from ~40 ms of CPU to ~10 (bench database, 2.8 MB of JSON), and four
+# round trips with a 1000-id array each go. The fields and their order are those of `_interception_json` and the
+# `_*_json` shapes above, exactly (tests/storage/test_children_json.py).
 
 def _json_fields(table: sa.Table, *names: str) -> tuple[tuple[str, str, JsonKind], ...]:
     """(key, column, kind) of the columns `names` (keyed by their names), each column's kind by its type (a
@@ -268,28 +267,72 @@ _CHILD_JSON = (
         model_thoughts, "interception_id", "content", "metadata", "created_at")),
 )
 # A page's token rows summed per interception as CostSums takes them (API, then API-equivalent rows).
-_COST_SUMS = ", ".join(
-    f"count(*) FILTER (WHERE {kind}), count(*) FILTER (WHERE {kind} AND cost_micros IS NULL), "
-    f"COALESCE(sum(cost_micros) FILTER (WHERE {kind}), 0)" for kind in ("NOT api_equivalent", "api_equivalent"))
-_NO_CHILDREN = orjson.Fragment(b"[]")
+_COST_SUMS = tuple(
+    sql for kind in ("NOT api_equivalent", "api_equivalent")
+    for sql in (f"count(*) FILTER (WHERE {kind})", f"count(*) FILTER (WHERE {kind} AND cost_micros IS NULL)",
+                f"COALESCE(sum(cost_micros) FILTER (WHERE {kind}), 0)"))
+# The page's columns (a CTE, `_PAGE`), and each interception's JSON fields over them, in `_interception_json`'s
+# order (the cost, added in Python, last).
+_PAGE = "page"
+_PAGE_JSON_COLUMNS = (
+    _i.id, _i.initiator_id, _i.api_key_id, _i.provider, _i.provider_name, _i.model, _i.client, _i.client_session_id,
+    _i.session_id, _i.thread_parent_id, _i.thread_root_id, _i.status, _i.upstream_status, _i.error_type,
+    _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at, _i.metadata)
 
 
-async def _children_as_json(ids: list[str], conn: AsyncConnection, bounds: tuple[datetime, datetime] | None
-                            ) -> tuple[dict[str, dict[str, Any]], dict[str, CostSums]] | None:
-    """(each interception's four child arrays as JSON fragments, its token rows' CostSums), by interception id
-    (defaultdicts); None where the dialect builds no JSON."""
+def _item_fields(backend: Backend) -> tuple[tuple[str, str, JsonKind], ...] | None:
+    """An interception's JSON fields but its cost, over the page CTE, `users` and the child CTEs `kids_<key>`;
+    None where the dialect builds no JSON."""
+    initiator = backend.json_object((("id", f"{_PAGE}.initiator_id", "value"),
+                                     ("username", f"{users.name}.username", "value")))
+    if initiator is None:
+        return None
+    out: list[tuple[str, str, JsonKind]] = []
+    for key, column, kind in _json_fields(interceptions, *(c.name for c in _PAGE_JSON_COLUMNS)):
+        if key == "initiator_id":
+            out.append(("initiator", initiator, "json"))
+        elif key == "client":
+            out.append((key, f"COALESCE(NULLIF({_PAGE}.{column}, ''), 'Unknown')", kind))  # `client or "Unknown"`
+        else:
+            out.append((key, f"{_PAGE}.{column}", kind))
+    out += [(key, f"COALESCE(kids_{key}.j, '[]')", "json") for key, _table, _fields in _CHILD_JSON]
+    return tuple(out)
+
+
+async def _page_as_json(conn: AsyncConnection, cond: list[sa.ColumnElement[bool]], limit: int, offset: int
+                        ) -> list[orjson.Fragment] | None:
+    """The page's interceptions as JSON text, in one statement; None where the dialect builds no JSON."""
     backend = backend_of(conn)
-    kids: dict[str, dict[str, Any]] = defaultdict(lambda: dict.fromkeys((c[0] for c in _CHILD_JSON), _NO_CHILDREN))
-    costs: dict[str, CostSums] = defaultdict(CostSums)
-    for key, table, fields in _CHILD_JSON:
-        agg = backend.json_objects_agg(fields, "created_at ASC, id ASC")
+    fields = _item_fields(backend)
+    item = fields and backend.json_object(fields)
+    if not item:
+        return None
+    page = (sa.select(*_PAGE_JSON_COLUMNS).where(*cond).order_by(_i.started_at.desc(), _i.id.desc())
+            .limit(limit).offset(offset).cte(_PAGE))
+    # The children through the page's ids, in the partitions of the page's span (PostgreSQL prunes the others
+    # when the statement starts: their bounds are subqueries run first).
+    ids = sa.cast(sa.select(sa.func.array_agg(page.c.id)).scalar_subquery(), sa.ARRAY(sa.Text))  # ANY(array)
+    lo = sa.select(sa.func.min(page.c.started_at)).scalar_subquery()
+    hi = sa.select(sa.func.max(page.c.started_at)).scalar_subquery()
+    joined = page.outerjoin(users, users.c.id == page.c.initiator_id)
+    sums: list[sa.ColumnElement[Any]] = []
+    for key, table, child_fields in _CHILD_JSON:
+        agg = backend.json_objects_agg(child_fields, "created_at ASC, id ASC")
         if agg is None:
             return None
-        sums = f", {_COST_SUMS}" if table is token_usages else ""
-        sql = (f"SELECT interception_id, {agg}{sums} FROM {table.name} WHERE interception_id IN_VALUES "
-               "BOUNDS[interception_started_at] GROUP BY interception_id")
-        for iid, text, *row_sums in await driver_rows(conn, sql, ids, bounds):
-            kids[iid][key] = orjson.Fragment(text)
-            if row_sums:
-                costs[iid] = CostSums(*map(int, row_sums))
-    return kids, costs
+        columns: list[sa.ColumnElement[Any]] = [table.c.interception_id, sa.literal_column(agg).label("j")]
+        if table is token_usages:
+            columns += [sa.literal_column(sql).label(f"s{n}") for n, sql in enumerate(_COST_SUMS)]
+        kids = (sa.select(*columns)
+                .where(table.c.interception_id == sa.any_(ids), table.c.interception_started_at.between(lo, hi))
+                .group_by(table.c.interception_id).cte(f"kids_{key}"))
+        joined = joined.outerjoin(kids, kids.c.interception_id == page.c.id)
+        if table is token_usages:
+            sums = [kids.c[f"s{n}"] for n in range(len(_COST_SUMS))]
+    query = (sa.select(sa.literal_column(item).label("item"), *untyped(*sums)).select_from(joined)
+             .order_by(page.c.started_at.desc(), page.c.id.desc()))
+    out = []
+    for text, *row_sums in (await conn.execute(query)).all():
+        cost = orjson.dumps(CostSums(*(int(n or 0) for n in row_sums)).json()).decode()
+        out.append(orjson.Fragment(f'{text[:-1]},"cost":{cost}}}'))
+    return out
