@@ -4,6 +4,7 @@ types, the same key order, the same timestamp strings, the same cost."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -133,3 +134,17 @@ def test_api_encoder_falls_back_with_fragments() -> None:
 
     body = _encode({"big": 2**70, "kids": orjson.Fragment('[{"a":"ü","b":[1,2.5,null]}]')})
     assert json.loads(body) == {"big": 2**70, "kids": [{"a": "ü", "b": [1, 2.5, None]}]}
+
+
+async def test_page_as_json_after_a_cursor_and_with_no_connection_to_spare(
+        db: Database, alice: Initiator, writer: RecordWriter) -> None:
+    """A long page (its children built on two connections in one snapshot, PostgreSQL) after a cursor; and the same
+    page while the reader pool has no connection to spare (its children on the request's connection alone)."""
+    await _seed(db, alice, writer)
+    built = await list_interceptions(db, limit=1000, after_id="i-3")
+    assert [item["id"] for item in built] == ["i-2", "i-1"]
+    assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(db.reader.pool.size()):
+            await held.enter_async_context(db.reader.connect())
+        assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)

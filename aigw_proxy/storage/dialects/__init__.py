@@ -165,6 +165,17 @@ class Backend(Protocol):
         that key order. None where `json_objects_agg` is."""
         ...
 
+    async def export_snapshot(self, conn: AsyncConnection) -> str | None:
+        """Make the transaction `conn` is about to begin (no statement run yet) see one snapshot throughout, and
+        return an id of it that another connection can join (`import_snapshot`): statements on both see the same
+        rows. None where the dialect has no such thing (SQLite: `conn` is left as it was)."""
+        ...
+
+    async def import_snapshot(self, conn: AsyncConnection, snapshot: str) -> None:
+        """Begin `conn`'s transaction (no statement run yet) in the snapshot `export_snapshot` gave, which another
+        connection's open transaction holds."""
+        ...
+
     # -- writing and maintenance ---------------------------------------------------------------------------
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         """Run the writer's INSERT of one table (`statement`: `sa.insert(table)`) for a batch of rows that all have

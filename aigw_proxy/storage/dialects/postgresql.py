@@ -80,6 +80,7 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"aigw-proxy:{name}".encode()).digest()[:8], "big", signed=True)
 
 
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+").fullmatch  # pg_export_snapshot()'s form
 MIGRATE_LOCK = lock_key("migrate")
 PARTITION_LOCK = lock_key("partitions")
 
@@ -492,6 +493,16 @@ class PostgresBackend:
 
     def json_object(self, fields: Sequence[tuple[str, str, JsonKind]]) -> str | None:
         return json_text.object_text(fields)
+
+    async def export_snapshot(self, conn: AsyncConnection) -> str | None:
+        await conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot: the exported one
+        return str((await conn.exec_driver_sql("SELECT pg_export_snapshot()")).scalar_one())
+
+    async def import_snapshot(self, conn: AsyncConnection, snapshot: str) -> None:
+        if not _SNAPSHOT_ID(snapshot):
+            raise ValueError(f"not a snapshot id: {snapshot!r}")
+        await conn.execution_options(isolation_level="REPEATABLE READ")  # SET TRANSACTION SNAPSHOT needs it
+        await conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # first in the transaction
 
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

@@ -236,6 +236,12 @@ class SQLiteBackend:
     def json_object(self, fields: Sequence[tuple[str, str, JsonKind]]) -> str | None:
         return None
 
+    async def export_snapshot(self, conn: AsyncConnection) -> str | None:
+        return None
+
+    async def import_snapshot(self, conn: AsyncConnection, snapshot: str) -> None:
+        raise NotImplementedError("SQLite exports no snapshots")
+
     async def insert_rows(self, conn: AsyncConnection, statement: sa.Insert, rows: Sequence[dict[str, Any]]) -> None:
         await conn.execute(statement, list(rows))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -54,6 +56,10 @@ async def list_interceptions(
     if after_id is not None and "\x00" in after_id:  # no id holds one (PostgreSQL refuses it in a query)
         raise InvalidCursor(f"invalid pagination cursor: no ended interception with id {after_id!r}")
     async with db.reader.connect() as conn:
+        # A long page's JSON is built on two connections at once, in one snapshot (`_page_as_json`): taken here,
+        # before the first statement.
+        snapshot = (await backend_of(conn).export_snapshot(conn)
+                    if as_json and limit >= _SPLIT_AT and _spare_reader(db) else None)
         if after_id is not None:
             cursor = (
                 await conn.execute(sa.select(i.started_at).where(i.id == after_id, *filter_conditions(
@@ -64,7 +70,7 @@ async def list_interceptions(
             # A row-value comparison: SQLite seeks the (started_at, id) index to it; an OR would scan.
             cond.append(sa.tuple_(i.started_at, i.id) < sa.tuple_(
                 sa.literal(cursor.started_at, i.started_at.type), sa.literal(after_id, i.id.type)))
-        if as_json and (page := await _page_as_json(conn, cond, limit, offset)) is not None:
+        if as_json and (page := await _page_as_json(db, conn, cond, limit, offset, snapshot)) is not None:
             return page
         query = (
             sa.select(*_PAGE_COLUMNS)
@@ -234,11 +240,11 @@ _CHILDREN = (
 # -- the same page as JSON text the database builds (Backend.json_object, Backend.json_objects_agg) --------------------
 # Turning a 1000-row page and its several thousand child rows into Python (driver records, dicts, then orjson) was
 # most of the API thread's time for the page on PostgreSQL, with the GIL held. So the database writes each
-# interception's JSON object, its child arrays included, in one statement (the page, its children through the
-# page's ids and the partitions of its span, joined back), and Python adds the cost and splices the text into the
-# answer unread: a page's Python time falls from ~40 ms of CPU to ~10 (bench database, 2.8 MB of JSON), and four
-# round trips with a 1000-id array each go. The fields and their order are those of `_interception_json` and the
-# `_*_json` shapes above, exactly (tests/storage/test_children_json.py).
+# interception's JSON object and its children's arrays, and Python only adds the cost and splices the text into
+# the answer unread: two statements (the page's objects; their children through the page's ids and the partitions
+# of its span) instead of five, a page's Python time ~40 → ~25 ms of CPU (bench database, 2.8 MB of JSON). The
+# fields and their order are those of `_interception_json` and the `_*_json` shapes above, exactly
+# (tests/storage/test_children_json.py).
 
 def _json_fields(table: sa.Table, *names: str) -> tuple[tuple[str, str, JsonKind], ...]:
     """(key, column, kind) of the columns `names` (keyed by their names), each column's kind by its type (a
@@ -271,8 +277,7 @@ _COST_SUMS = tuple(
     sql for kind in ("NOT api_equivalent", "api_equivalent")
     for sql in (f"count(*) FILTER (WHERE {kind})", f"count(*) FILTER (WHERE {kind} AND cost_micros IS NULL)",
                 f"COALESCE(sum(cost_micros) FILTER (WHERE {kind}), 0)"))
-# The page's columns (a CTE, `_PAGE`), and each interception's JSON fields over them, in `_interception_json`'s
-# order (the cost, added in Python, last).
+# The page's columns (a subquery, `_PAGE`), in `_interception_json`'s order (`_item_fields`).
 _PAGE = "page"
 _PAGE_JSON_COLUMNS = (
     _i.id, _i.initiator_id, _i.api_key_id, _i.provider, _i.provider_name, _i.model, _i.client, _i.client_session_id,
@@ -280,59 +285,121 @@ _PAGE_JSON_COLUMNS = (
     _i.error_message, _i.credential_kind, _i.credential_hint, _i.started_at, _i.ended_at, _i.metadata)
 
 
-def _item_fields(backend: Backend) -> tuple[tuple[str, str, JsonKind], ...] | None:
-    """An interception's JSON fields but its cost, over the page CTE, `users` and the child CTEs `kids_<key>`;
-    None where the dialect builds no JSON."""
+def _item_fields(backend: Backend) -> tuple[tuple[str, str, JsonKind], ...]:
+    """An interception's own JSON fields (not its children, not its cost), over the page subquery and `users`."""
     initiator = backend.json_object((("id", f"{_PAGE}.initiator_id", "value"),
                                      ("username", f"{users.name}.username", "value")))
-    if initiator is None:
-        return None
     out: list[tuple[str, str, JsonKind]] = []
     for key, column, kind in _json_fields(interceptions, *(c.name for c in _PAGE_JSON_COLUMNS)):
         if key == "initiator_id":
-            out.append(("initiator", initiator, "json"))
+            out.append(("initiator", initiator or "", "json"))  # None: no JSON at all (json_object below)
         elif key == "client":
             out.append((key, f"COALESCE(NULLIF({_PAGE}.{column}, ''), 'Unknown')", kind))  # `client or "Unknown"`
         else:
             out.append((key, f"{_PAGE}.{column}", kind))
-    out += [(key, f"COALESCE(kids_{key}.j, '[]')", "json") for key, _table, _fields in _CHILD_JSON]
     return tuple(out)
 
 
-async def _page_as_json(conn: AsyncConnection, cond: list[sa.ColumnElement[bool]], limit: int, offset: int
-                        ) -> list[orjson.Fragment] | None:
-    """The page's interceptions as JSON text, in one statement; None where the dialect builds no JSON."""
+_KIDS = tuple(key for key, _table, _fields in _CHILD_JSON)
+# Pages of at least _SPLIT_AT interceptions have their children built by two statements at once, on two
+# connections of the reader pool in one snapshot: these children on the request's connection, the others on the
+# second (the database's time for a 1000-row page's children on the bench database: ~45 ms on one connection, the
+# two halves ~20-25 ms each). Shorter pages gain less than the second connection's round trips cost.
+_SPLIT_AT = 250
+_HEAD_KIDS = ("token_usages", "user_prompts")
+
+
+def _spare_reader(db: Database) -> bool:
+    """The reader pool can lend a second connection without growing past its size: other requests never wait for
+    their first one because of a page's second (a page takes it only while the pool has room)."""
+    pool = db.reader.pool
+    return isinstance(pool, sa.pool.QueuePool) and pool.checkedout() < pool.size()
+
+
+async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.ColumnElement[bool]], limit: int,
+                        offset: int, snapshot: str | None) -> list[orjson.Fragment] | None:
+    """The page's interceptions as JSON text; None where the dialect builds no JSON. Two statements: the
+    interceptions as JSON objects (their ids and starts), then their children's arrays through those ids, in the
+    partitions of their span (bounds the database prunes by before it starts the statement: as subqueries of one
+    statement they would be pruned by only as it runs, after every partition's scan was set up). With
+    `snapshot` (exported by `conn`'s transaction), half of the children come from a second connection meanwhile."""
     backend = backend_of(conn)
-    fields = _item_fields(backend)
-    item = fields and backend.json_object(fields)
-    if not item:
+    item = backend.json_object(_item_fields(backend))
+    if item is None:
         return None
     page = (sa.select(*_PAGE_JSON_COLUMNS).where(*cond).order_by(_i.started_at.desc(), _i.id.desc())
-            .limit(limit).offset(offset).cte(_PAGE))
-    # The children through the page's ids, in the partitions of the page's span (PostgreSQL prunes the others
-    # when the statement starts: their bounds are subqueries run first).
-    ids = sa.cast(sa.select(sa.func.array_agg(page.c.id)).scalar_subquery(), sa.ARRAY(sa.Text))  # ANY(array)
-    lo = sa.select(sa.func.min(page.c.started_at)).scalar_subquery()
-    hi = sa.select(sa.func.max(page.c.started_at)).scalar_subquery()
-    joined = page.outerjoin(users, users.c.id == page.c.initiator_id)
-    sums: list[sa.ColumnElement[Any]] = []
-    for key, table, child_fields in _CHILD_JSON:
-        agg = backend.json_objects_agg(child_fields, "created_at ASC, id ASC")
-        if agg is None:
-            return None
-        columns: list[sa.ColumnElement[Any]] = [table.c.interception_id, sa.literal_column(agg).label("j")]
-        if table is token_usages:
-            columns += [sa.literal_column(sql).label(f"s{n}") for n, sql in enumerate(_COST_SUMS)]
-        kids = (sa.select(*columns)
-                .where(table.c.interception_id == sa.any_(ids), table.c.interception_started_at.between(lo, hi))
-                .group_by(table.c.interception_id).cte(f"kids_{key}"))
-        joined = joined.outerjoin(kids, kids.c.interception_id == page.c.id)
-        if table is token_usages:
-            sums = [kids.c[f"s{n}"] for n in range(len(_COST_SUMS))]
-    query = (sa.select(sa.literal_column(item).label("item"), *untyped(*sums)).select_from(joined)
+            .limit(limit).offset(offset).subquery(_PAGE))  # a subquery with a LIMIT: the JSON after it
+    query = (sa.select(sa.literal_column(item).label("item"), *untyped(page.c.id, page.c.started_at))
+             .select_from(page.outerjoin(users, users.c.id == page.c.initiator_id))
              .order_by(page.c.started_at.desc(), page.c.id.desc()))
+    if snapshot is None:
+        rows = (await conn.execute(query)).all()
+        if not rows:
+            return []
+        (head, costs), tail = await _kids_json(conn, _KIDS, *_ids_and_bounds(rows)), {}
+        empty_head, empty_tail = _EMPTY[_KIDS], ""
+    else:
+        tail_kids = _KIDS[len(_HEAD_KIDS):]
+        async with db.reader.connect() as other:
+            rows = (await _both(conn.execute(query), backend.import_snapshot(other, snapshot)))[0].all()
+            if not rows:
+                return []
+            ids, bounds = _ids_and_bounds(rows)
+            (head, costs), (tail, _) = await _both(_kids_json(conn, _HEAD_KIDS, ids, bounds),
+                                                   _kids_json(other, tail_kids, ids, bounds))
+        empty_head, empty_tail = _EMPTY[_HEAD_KIDS], _EMPTY[tail_kids]
     out = []
-    for text, *row_sums in (await conn.execute(query)).all():
-        cost = orjson.dumps(CostSums(*(int(n or 0) for n in row_sums)).json()).decode()
-        out.append(orjson.Fragment(f'{text[:-1]},"cost":{cost}}}'))
+    for text, iid, _started_at in rows:
+        cost = orjson.dumps(costs.get(iid, _NO_COST).json()).decode()
+        out.append(orjson.Fragment(
+            f'{text[:-1]}{head.get(iid, empty_head)}{tail.get(iid, empty_tail)},"cost":{cost}}}'))
     return out
+
+
+_NO_COST = CostSums()
+_EMPTY = {keys: "".join(f',"{key}":[]' for key in keys) for keys in (_KIDS, _HEAD_KIDS, _KIDS[len(_HEAD_KIDS):])}
+assert _KIDS[:len(_HEAD_KIDS)] == _HEAD_KIDS  # the head's children come first in the object
+
+
+def _ids_and_bounds(rows: Sequence[Any]) -> tuple[list[str], tuple[datetime, datetime]]:
+    """The page's ids and the first and last of their starts (the page's rows: item, id, started_at)."""
+    starts = [r[2] for r in rows]
+    return [r[1] for r in rows], (min(starts), max(starts))
+
+
+async def _both[A, B](first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results; either's error once both are done (neither connection closed under a running statement)."""
+    got = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in got:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(tuple[A, B], tuple(got))
+
+
+async def _kids_json(conn: AsyncConnection, keys: Sequence[str], ids: list[str],
+                     bounds: tuple[datetime, datetime] | None) -> tuple[dict[str, str], dict[str, CostSums]]:
+    """The children `keys` of interceptions `ids` (started within `bounds`) as the JSON text of their members of
+    an interception's object (`,"<key>":[…]` for each of `keys`, in that order), by interception id (ids without
+    any of them left out), and their token rows' CostSums if the token usages are among `keys`; one statement."""
+    backend = backend_of(conn)
+    ctes, members, sums = [], [], ""
+    for key, table, fields in _CHILD_JSON:
+        if key not in keys:
+            continue
+        agg = backend.json_objects_agg(fields, "created_at ASC, id ASC")
+        cost = "".join(f", {sql} AS s{n}" for n, sql in enumerate(_COST_SUMS)) if table is token_usages else ""
+        ctes.append(f"kids_{key} AS (SELECT interception_id, {agg} AS j{cost} FROM {table.name} "
+                    "WHERE interception_id IN_VALUES BOUNDS[interception_started_at] GROUP BY interception_id)")
+        members.append(f"""',"{key}":', COALESCE(kids_{key}.j, '[]')""")
+        if cost:
+            sums = "".join(f", kids_{key}.s{n}" for n in range(len(_COST_SUMS)))
+    joined = " FULL JOIN ".join(f"kids_{key}" + (" USING (interception_id)" if n else "")
+                                for n, key in enumerate(k for k in _KIDS if k in keys))
+    sql = f"WITH {', '.join(ctes)} SELECT interception_id, concat({', '.join(members)}){sums} FROM {joined}"
+    kids: dict[str, str] = {}
+    costs: dict[str, CostSums] = {}
+    for iid, text, *row_sums in await driver_rows(conn, sql, ids, bounds):
+        kids[iid] = text
+        if row_sums and row_sums[0] is not None:
+            costs[iid] = CostSums(*map(int, row_sums))
+    return kids, costs
