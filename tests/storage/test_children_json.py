@@ -145,6 +145,8 @@ async def test_page_as_json_after_a_cursor_and_with_no_connection_to_spare(
     assert [item["id"] for item in built] == ["i-2", "i-1"]
     assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)
     async with contextlib.AsyncExitStack() as held:
-        for _ in range(db.reader.pool.size()):
+        pool = db.reader.pool
+        assert isinstance(pool, sa.pool.QueuePool)
+        for _ in range(pool.size()):
             await held.enter_async_context(db.reader.connect())
         assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)

@@ -329,14 +329,16 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
         return None
     page = (sa.select(*_PAGE_JSON_COLUMNS).where(*cond).order_by(_i.started_at.desc(), _i.id.desc())
             .limit(limit).offset(offset).subquery(_PAGE))  # a subquery with a LIMIT: the JSON after it
-    query = (sa.select(sa.literal_column(item).label("item"), *untyped(page.c.id, page.c.started_at))
-             .select_from(page.outerjoin(users, users.c.id == page.c.initiator_id))
-             .order_by(page.c.started_at.desc(), page.c.id.desc()))
+    as_stored = [sa.type_coerce(c, sa.types.NullType()).label(c.name) for c in (page.c.id, page.c.started_at)]
+    query = (sa.select(sa.literal_column(item, sa.Text).label("item"), *as_stored)
+                             .select_from(page.outerjoin(users, users.c.id == page.c.initiator_id))
+                             .order_by(page.c.started_at.desc(), page.c.id.desc()))
     if snapshot is None:
         rows = (await conn.execute(query)).all()
         if not rows:
             return []
-        (head, costs), tail = await _kids_json(conn, _KIDS, *_ids_and_bounds(rows)), {}
+        head, costs = await _kids_json(conn, _KIDS, *_ids_and_bounds(rows))
+        tail: dict[str, str] = {}
         empty_head, empty_tail = _EMPTY[_KIDS], ""
     else:
         tail_kids = _KIDS[len(_HEAD_KIDS):]
@@ -349,7 +351,7 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
                                                    _kids_json(other, tail_kids, ids, bounds))
         empty_head, empty_tail = _EMPTY[_HEAD_KIDS], _EMPTY[tail_kids]
     out = []
-    for text, iid, _started_at in rows:
+    for text, iid, _started_at in cast(Sequence[tuple[str, str, datetime]], rows):
         cost = orjson.dumps(costs.get(iid, _NO_COST).json()).decode()
         out.append(orjson.Fragment(
             f'{text[:-1]}{head.get(iid, empty_head)}{tail.get(iid, empty_tail)},"cost":{cost}}}'))
