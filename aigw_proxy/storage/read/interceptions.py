@@ -241,8 +241,9 @@ _CHILDREN = (
 # Turning a 1000-row page and its several thousand child rows into Python (driver records, dicts, then orjson) was
 # most of the API thread's time for the page on PostgreSQL, with the GIL held. So the database writes each
 # interception's JSON object and its children's arrays, and Python only adds the cost and splices the text into
-# the answer unread: two statements (the page's objects; their children through the page's ids and the partitions
-# of its span) instead of five, a page's Python time ~40 → ~25 ms of CPU (bench database, 2.8 MB of JSON). The
+# the answer unread: two statements (the page's ids; their objects with their children, through those ids and the
+# partitions of the page's span) instead of five, a page's Python time ~40 → ~25 ms of CPU (bench database,
+# 2.8 MB of JSON). The
 # fields and their order are those of `_interception_json` and the `_*_json` shapes above, exactly
 # (tests/storage/test_children_json.py).
 
@@ -301,10 +302,10 @@ def _item_fields(backend: Backend) -> tuple[tuple[str, str, JsonKind], ...]:
 
 
 _KIDS = tuple(key for key, _table, _fields in _CHILD_JSON)
-# Pages of at least _SPLIT_AT interceptions have their children built by two statements at once, on two
-# connections of the reader pool in one snapshot: these children on the request's connection, the others on the
-# second (the database's time for a 1000-row page's children on the bench database: ~45 ms on one connection, the
-# two halves ~20-25 ms each). Shorter pages gain less than the second connection's round trips cost.
+# Pages of at least _SPLIT_AT interceptions are built by two statements at once, on two connections of the reader
+# pool in one snapshot: the objects with these children on the request's connection, the other children on the
+# second (the database's time for a 1000-row page on the bench database: ~50 ms on one connection, the two
+# halves ~20 ms each). Shorter pages gain less than the second connection's round trips cost.
 _SPLIT_AT = 250
 _HEAD_KIDS = ("token_usages", "user_prompts")
 
@@ -318,55 +319,52 @@ def _spare_reader(db: Database) -> bool:
 
 async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.ColumnElement[bool]], limit: int,
                         offset: int, snapshot: str | None) -> list[orjson.Fragment] | None:
-    """The page's interceptions as JSON text; None where the dialect builds no JSON. Two statements: the
-    interceptions as JSON objects (their ids and starts), then their children's arrays through those ids, in the
-    partitions of their span (bounds the database prunes by before it starts the statement: as subqueries of one
-    statement they would be pruned by only as it runs, after every partition's scan was set up). With
-    `snapshot` (exported by `conn`'s transaction), half of the children come from a second connection meanwhile."""
+    """The page's interceptions as JSON text; None where the dialect builds no JSON. Two statements: the page's
+    ids and starts, then their JSON objects and their children's arrays through those ids, in the partitions of
+    their span (bounds the database prunes by before it starts the statement: as subqueries of one statement
+    they would be pruned by only as it runs, after every partition's scan was set up). With `snapshot` (exported
+    by `conn`'s transaction), half of the children come from a second connection meanwhile."""
     backend = backend_of(conn)
-    item = backend.json_object(_item_fields(backend))
-    if item is None:
+    if backend.json_object(_item_fields(backend)) is None:
         return None
-    page = (sa.select(*_PAGE_JSON_COLUMNS).where(*cond).order_by(_i.started_at.desc(), _i.id.desc())
-            .limit(limit).offset(offset).subquery(_PAGE))  # a subquery with a LIMIT: the JSON after it
-    as_stored = [sa.type_coerce(c, sa.types.NullType()).label(c.name) for c in (page.c.id, page.c.started_at)]
-    query = (sa.select(sa.literal_column(item, sa.Text).label("item"), *as_stored)
-                             .select_from(page.outerjoin(users, users.c.id == page.c.initiator_id))
-                             .order_by(page.c.started_at.desc(), page.c.id.desc()))
+    page = (sa.select(*untyped(_i.id, _i.started_at)).where(*cond).order_by(_i.started_at.desc(), _i.id.desc())
+            .limit(limit).offset(offset))
     if snapshot is None:
-        rows = (await conn.execute(query)).all()
+        rows = (await conn.execute(page)).all()
         if not rows:
             return []
-        head, costs = await _kids_json(conn, _KIDS, *_ids_and_bounds(rows))
+        head = await _items_json(conn, _KIDS, *_ids_and_bounds(rows))
         tail: dict[str, str] = {}
-        empty_head, empty_tail = _EMPTY[_KIDS], ""
+        empty_tail = ""
     else:
         tail_kids = _KIDS[len(_HEAD_KIDS):]
         async with db.reader.connect() as other:
-            rows = (await _both(conn.execute(query), backend.import_snapshot(other, snapshot)))[0].all()
+            rows = (await _both(conn.execute(page), backend.import_snapshot(other, snapshot)))[0].all()
             if not rows:
                 return []
             ids, bounds = _ids_and_bounds(rows)
-            (head, costs), (tail, _) = await _both(_kids_json(conn, _HEAD_KIDS, ids, bounds),
-                                                   _kids_json(other, tail_kids, ids, bounds))
-        empty_head, empty_tail = _EMPTY[_HEAD_KIDS], _EMPTY[tail_kids]
+            head, tail = await _both(_items_json(conn, _HEAD_KIDS, ids, bounds),
+                                     _kids_json(other, tail_kids, ids, bounds))
+        empty_tail = _EMPTY[tail_kids]
     out = []
-    for text, iid, _started_at in cast(Sequence[tuple[str, str, datetime]], rows):
-        cost = orjson.dumps(costs.get(iid, _NO_COST).json()).decode()
-        out.append(orjson.Fragment(
-            f'{text[:-1]}{head.get(iid, empty_head)}{tail.get(iid, empty_tail)},"cost":{cost}}}'))
+    for iid, _started_at in cast(Sequence[tuple[str, datetime]], rows):
+        if (found := head.get(iid)) is None:
+            continue  # deleted since the first statement (outside a shared snapshot): as if listed a moment later
+        text, costs = found
+        cost = orjson.dumps(costs.json()).decode()
+        out.append(orjson.Fragment(f'{text[:-1]}{tail.get(iid, empty_tail)},"cost":{cost}}}'))
     return out
 
 
 _NO_COST = CostSums()
-_EMPTY = {keys: "".join(f',"{key}":[]' for key in keys) for keys in (_KIDS, _HEAD_KIDS, _KIDS[len(_HEAD_KIDS):])}
+_EMPTY = {keys: "".join(f',"{key}":[]' for key in keys) for keys in (_KIDS[len(_HEAD_KIDS):],)}
 assert _KIDS[:len(_HEAD_KIDS)] == _HEAD_KIDS  # the head's children come first in the object
 
 
 def _ids_and_bounds(rows: Sequence[Any]) -> tuple[list[str], tuple[datetime, datetime]]:
-    """The page's ids and the first and last of their starts (the page's rows: item, id, started_at)."""
-    starts = [r[2] for r in rows]
-    return [r[1] for r in rows], (min(starts), max(starts))
+    """The page's ids and the first and last of their starts (the page's rows: id, started_at)."""
+    starts = [r[1] for r in rows]
+    return [r[0] for r in rows], (min(starts), max(starts))
 
 
 async def _both[A, B](first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
@@ -378,30 +376,48 @@ async def _both[A, B](first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     return cast(tuple[A, B], tuple(got))
 
 
-async def _kids_json(conn: AsyncConnection, keys: Sequence[str], ids: list[str],
-                     bounds: tuple[datetime, datetime] | None) -> tuple[dict[str, str], dict[str, CostSums]]:
-    """The children `keys` of interceptions `ids` (started within `bounds`) as the JSON text of their members of
-    an interception's object (`,"<key>":[…]` for each of `keys`, in that order), by interception id (ids without
-    any of them left out), and their token rows' CostSums if the token usages are among `keys`; one statement."""
-    backend = backend_of(conn)
-    ctes, members, sums = [], [], ""
-    for key, table, fields in _CHILD_JSON:
+def _kids_ctes(backend: Backend, keys: Sequence[str]) -> tuple[list[str], list[str], str]:
+    """For the children `keys` of the interceptions `IN_VALUES` (driver_rows): their CTEs `kids_<key>` (an
+    interception's array as `j`, the token rows' CostSums as `s0`… if the token usages are among `keys`), the
+    JSON fields of an interception's object over them, and the select list of the CostSums (or "")."""
+    ctes, fields, sums = [], [], ""
+    for key, table, child_fields in _CHILD_JSON:
         if key not in keys:
             continue
-        agg = backend.json_objects_agg(fields, "created_at ASC, id ASC")
+        agg = backend.json_objects_agg(child_fields, "created_at ASC, id ASC")
         cost = "".join(f", {sql} AS s{n}" for n, sql in enumerate(_COST_SUMS)) if table is token_usages else ""
         ctes.append(f"kids_{key} AS (SELECT interception_id, {agg} AS j{cost} FROM {table.name} "
                     "WHERE interception_id IN_VALUES BOUNDS[interception_started_at] GROUP BY interception_id)")
-        members.append(f"""',"{key}":', COALESCE(kids_{key}.j, '[]')""")
+        fields.append(f"COALESCE(kids_{key}.j, '[]')")
         if cost:
             sums = "".join(f", kids_{key}.s{n}" for n in range(len(_COST_SUMS)))
+    return ctes, fields, sums
+
+
+async def _items_json(conn: AsyncConnection, keys: Sequence[str], ids: list[str],
+                      bounds: tuple[datetime, datetime]) -> dict[str, tuple[str, CostSums]]:
+    """Interceptions `ids` (started within `bounds`) as JSON objects with their children `keys` (the others and
+    the cost left out) and their token rows' CostSums (all zero if the token usages are not among `keys`), by
+    id; one statement."""
+    backend = backend_of(conn)
+    ctes, arrays, sums = _kids_ctes(backend, keys)
+    fields = (*_item_fields(backend), *((key, sql, "json") for key, sql in zip(keys, arrays, strict=True)))
+    joins = "".join(f" LEFT JOIN kids_{key} ON kids_{key}.interception_id = {_PAGE}.id" for key in keys)
+    sql = (f"WITH {', '.join(ctes)} SELECT {_PAGE}.id, {backend.json_object(fields)}{sums} "
+           f"FROM {interceptions.name} AS {_PAGE} LEFT JOIN {users.name} ON {users.name}.id = {_PAGE}.initiator_id"
+           f"{joins} WHERE {_PAGE}.id IN_VALUES BOUNDS[{_PAGE}.started_at]")
+    return {iid: (text, CostSums(*(int(n or 0) for n in row_sums)))
+            for iid, text, *row_sums in await driver_rows(conn, sql, ids, bounds)}
+
+
+async def _kids_json(conn: AsyncConnection, keys: Sequence[str], ids: list[str],
+                     bounds: tuple[datetime, datetime]) -> dict[str, str]:
+    """The children `keys` of interceptions `ids` (started within `bounds`) as the JSON text of their members of
+    an interception's object (`,"<key>":[…]` for each of `keys`, in that order), by interception id (ids without
+    any of them left out); one statement."""
+    ctes, arrays, _sums = _kids_ctes(backend_of(conn), keys)
+    members = ", ".join(f"""',"{key}":', {sql}""" for key, sql in zip(keys, arrays, strict=True))
     joined = " FULL JOIN ".join(f"kids_{key}" + (" USING (interception_id)" if n else "")
-                                for n, key in enumerate(k for k in _KIDS if k in keys))
-    sql = f"WITH {', '.join(ctes)} SELECT interception_id, concat({', '.join(members)}){sums} FROM {joined}"
-    kids: dict[str, str] = {}
-    costs: dict[str, CostSums] = {}
-    for iid, text, *row_sums in await driver_rows(conn, sql, ids, bounds):
-        kids[iid] = text
-        if row_sums and row_sums[0] is not None:
-            costs[iid] = CostSums(*map(int, row_sums))
-    return kids, costs
+                                for n, key in enumerate(keys))
+    sql = f"WITH {', '.join(ctes)} SELECT interception_id, concat({members}) FROM {joined}"
+    return dict(await driver_rows(conn, sql, ids, bounds))
