@@ -7,12 +7,13 @@ carries `visible_to = <their id>`, and another user's session answers 404 exactl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -242,15 +243,18 @@ class ApiApp:
         flt = self._filter(req, caller)
         limit, offset, after_id = self._page(req, "after_id")
         with collector_paused():
-            try:
-                results = await list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset,
-                                                   as_json=True)
-            except InvalidCursor:
+            # The count on a connection of its own meanwhile (it never saw the page's snapshot anyway).
+            listed, counted = await asyncio.gather(
+                list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset, as_json=True),
+                count_interceptions(self._db, flt), return_exceptions=True)
+            if isinstance(listed, InvalidCursor):
                 raise ApiError(400, "Invalid pagination cursor.",
                                f"after_id {after_id!r} is not a listed interception") from None
-            count = await count_interceptions(self._db, flt)
-            response = _json(200, {"count": count, "results": results})
-            del results  # freed before the collector resumes (collector.py)
+            for outcome in (listed, counted):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            response = _json(200, {"count": cast(int, counted), "results": cast(list[Any], listed)})
+            del listed  # freed before the collector resumes (collector.py)
         return response
 
     async def _sessions(self, req: Request, caller: Caller) -> AdminResponse:
