@@ -146,8 +146,9 @@ class Backend(Protocol):
         `AND column BETWEEN lo AND hi` (the caller knows every wanted row is in them), else nothing."""
         ...
 
-    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
-        """An aggregate over a group's rows: the text of one JSON array of objects, one per row in `order_by` order,
+    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str | None) -> str | None:
+        """An aggregate over a group's rows: the text of one JSON array of objects, one per row in `order_by` order
+        (None: in the order the rows come, from a subquery sorted by the groups' key and then that order),
         each with `fields` (key, column or expression, kind) in that key order. None where the dialect's rows are
         made JSON-ready in Python instead (SQLite: its stored text needs Python's reading, stored_values.py)."""
         ...

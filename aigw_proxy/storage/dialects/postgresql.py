@@ -484,7 +484,7 @@ class PostgresBackend:
             rows = await driver.fetch(BOUNDS.sub(r"AND \1 BETWEEN $2 AND $3", sql), list(values), *bounds)
         return [tuple(r) for r in rows]
 
-    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
+    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str | None) -> str | None:
         return json_text.objects_agg(fields, order_by)
 
     async def session_page_json(self, conn: AsyncConnection, page: Sequence[tuple[Any, ...]],

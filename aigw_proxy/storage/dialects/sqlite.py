@@ -226,7 +226,7 @@ class SQLiteBackend:
         # sqlite3.Row).
         return cast(list[tuple[Any, ...]], list(rows))
 
-    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str) -> str | None:
+    def json_objects_agg(self, fields: Sequence[tuple[str, str, JsonKind]], order_by: str | None) -> str | None:
         return None
 
     async def session_page_json(self, conn: AsyncConnection, page: Sequence[tuple[Any, ...]],

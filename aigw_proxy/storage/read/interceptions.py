@@ -384,10 +384,12 @@ def _kids_ctes(backend: Backend, keys: Sequence[str]) -> tuple[list[str], list[s
     for key, table, child_fields in _CHILD_JSON:
         if key not in keys:
             continue
-        agg = backend.json_objects_agg(child_fields, "created_at ASC, id ASC")
+        # Each interception's rows oldest first, as the sorted subquery gives them (json_objects_agg).
+        agg = backend.json_objects_agg(child_fields, None)
         cost = "".join(f", {sql} AS s{n}" for n, sql in enumerate(_COST_SUMS)) if table is token_usages else ""
-        ctes.append(f"kids_{key} AS (SELECT interception_id, {agg} AS j{cost} FROM {table.name} "
-                    "WHERE interception_id IN_VALUES BOUNDS[interception_started_at] GROUP BY interception_id)")
+        ctes.append(f"kids_{key} AS (SELECT interception_id, {agg} AS j{cost} FROM (SELECT * FROM {table.name} "
+                    "WHERE interception_id IN_VALUES BOUNDS[interception_started_at] "
+                    "ORDER BY interception_id, created_at ASC, id ASC) AS kids GROUP BY interception_id)")
         fields.append(f"COALESCE(kids_{key}.j, '[]')")
         if cost:
             sums = "".join(f", kids_{key}.s{n}" for n in range(len(_COST_SUMS)))
