@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from aigw_proxy.recording.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
@@ -150,3 +151,29 @@ async def test_page_as_json_after_a_cursor_and_with_no_connection_to_spare(
         for _ in range(pool.size()):
             await held.enter_async_context(db.reader.connect())
         assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite builds its pages in Python, on one connection
+async def test_a_long_page_whose_second_connection_cannot_join_the_snapshot_is_built_on_one(
+        db: Database, alice: Initiator, writer: RecordWriter, monkeypatch: Any, caplog: Any) -> None:
+    """A server or pooler that refuses `SET TRANSACTION SNAPSHOT` (here: an id no transaction exported, which
+    PostgreSQL refuses as it would a snapshot from another server) costs a long page its second connection, not
+    its answer; the proxy says so once."""
+    from aigw_proxy.storage.dialects import backend_of
+
+    await _seed(db, alice, writer)
+    built = await list_interceptions(db, limit=1000)
+    async with db.reader.connect() as conn:
+        backend = type(backend_of(conn))
+    exported = backend.export_snapshot
+
+    async def unknown_snapshot(self: Any, conn: Any) -> str | None:
+        await exported(self, conn)
+        return "0000000F-000000FF-1"  # well formed, exported by no one
+
+    monkeypatch.setattr(backend, "export_snapshot", unknown_snapshot)
+    with caplog.at_level("WARNING", logger="aigw_proxy.storage.read.interceptions"):
+        for _ in range(2):
+            assert _answer(await list_interceptions(db, limit=1000, as_json=True)) == _answer(built)
+    refused = [r for r in caplog.records if "could not join a page's snapshot" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelname == "WARNING"

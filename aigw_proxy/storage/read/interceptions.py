@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
@@ -27,6 +28,8 @@ from aigw_proxy.storage.schema.tables import (
     user_prompts,
     users,
 )
+
+log = logging.getLogger(__name__)
 
 
 async def list_interceptions(
@@ -339,13 +342,17 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
     else:
         tail_kids = _KIDS[len(_HEAD_KIDS):]
         async with db.reader.connect() as other:
-            rows = (await _both(conn.execute(page), backend.import_snapshot(other, snapshot)))[0].all()
+            result, joined = await _both(conn.execute(page), _joined(backend, other, snapshot))
+            rows = result.all()
             if not rows:
                 return []
             ids, bounds = _ids_and_bounds(rows)
-            head, tail = await _both(_items_json(conn, _HEAD_KIDS, ids, bounds),
-                                     _kids_json(other, tail_kids, ids, bounds))
-        empty_tail = _EMPTY[tail_kids]
+            if joined:
+                head, tail = await _both(_items_json(conn, _HEAD_KIDS, ids, bounds),
+                                         _kids_json(other, tail_kids, ids, bounds))
+                empty_tail = _EMPTY[tail_kids]
+            else:
+                head, tail, empty_tail = await _items_json(conn, _KIDS, ids, bounds), {}, ""
     out = []
     for iid, _started_at in cast(Sequence[tuple[str, datetime]], rows):
         if (found := head.get(iid)) is None:
@@ -359,6 +366,24 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
 _NO_COST = CostSums()
 _EMPTY = {keys: "".join(f',"{key}":[]' for key in keys) for keys in (_KIDS[len(_HEAD_KIDS):],)}
 assert _KIDS[:len(_HEAD_KIDS)] == _HEAD_KIDS  # the head's children come first in the object
+
+
+async def _joined(backend: Backend, other: AsyncConnection, snapshot: str) -> bool:
+    """Whether `other` joined the exported snapshot. A server or connection pooler that refuses it (e.g. PgBouncer
+    handing the statement to another server) costs the page its second connection, not its answer."""
+    global _join_refused_logged
+    try:
+        await backend.import_snapshot(other, snapshot)
+    except sa.exc.DBAPIError as exc:
+        level = logging.DEBUG if _join_refused_logged else logging.WARNING
+        _join_refused_logged = True
+        log.log(level, "a second reader connection could not join a page's snapshot (%s): long interceptions "
+                "pages are built on one connection", str(exc.orig).splitlines()[0] if exc.orig else exc)
+        return False
+    return True
+
+
+_join_refused_logged = False
 
 
 def _ids_and_bounds(rows: Sequence[Any]) -> tuple[list[str], tuple[datetime, datetime]]:
