@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -31,9 +32,12 @@ from aigw_proxy.storage import (
     reprice,
     spend_report,
 )
+from aigw_proxy.storage.read.spend import GROUPINGS
 from aigw_proxy.storage.retention import purge_old_records
 from aigw_proxy.storage.schema import spend_days
-from aigw_proxy.storage.schema.tables import PRICE_COLUMNS
+from aigw_proxy.storage.schema.tables import PRICE_COLUMNS, users
+from tests.support.backends import fresh_database
+from tests.support.postgres import PostgresCluster
 from tests.support.records import T0, at, ended, started
 
 MODELS = {"anthropic": ("claude-sonnet-4-5", "claude-haiku-4-5", "mystery-claude"),
@@ -300,3 +304,67 @@ async def test_v7_upgrade_leaves_old_rows_unpriced_until_reprice(
         assert await spend_report(db, by="day") == priced
     finally:
         await db.close()
+
+
+async def _write_edge_traffic(db: Database, people: list[Initiator]) -> None:
+    """The same rows wherever written: priced API and subscription calls, unpriced models, tiny (one token) and
+    very large (10^12 tokens) amounts, spread over February and March; `people[-1]` only in February."""
+    async with db.writer.begin() as conn:
+        await conn.execute(sa.insert(users), [{"id": p.user_id, "username": p.username, "role": "member",
+                                               "created_at": T0} for p in people])
+    writer = RecordWriter(db, flush_interval=0.005)
+    writer.start()
+    try:
+        rng = random.Random(11)
+        active, february_only = people[:-1], people[-1]
+        for k in range(120):
+            who = february_only if k % 10 == 0 else rng.choice(active)
+            t = rng.uniform(-20 * DAY, -DAY) if who is february_only else rng.uniform(-20 * DAY, 10 * DAY)
+            provider = rng.choice(list(MODELS))
+            ev = started(f"e{k:04d}", who, t=t, provider=provider, model=rng.choice(MODELS[provider]),
+                         client=rng.choice(CLIENTS))  # type: ignore[arg-type]
+            ev.credential_kind = rng.choice(("api_key", "oauth"))
+            writer.submit(ev)
+            end = ended(ev.id, t=t + 5)
+            size = rng.choice((1, 1000, 10**12))
+            end.token_usages = [TokenUsage(f"e{k}-{j}", rng.choice((0, size)), rng.choice((1, size)),
+                                           rng.choice((0, size)), rng.choice((0, 1)))
+                                for j in range(rng.choice((1, 1, 2)))]
+            writer.submit(end)
+        await writer.flush(timeout=30)
+    finally:
+        await writer.close(timeout=10)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_postgresql_reports_spend_byte_for_byte_as_sqlite(
+    db: Database, postgres_cluster: PostgresCluster, backend: str
+) -> None:
+    """The same rows in SQLite and in PostgreSQL: every grouping's report, over all time, whole months, partial
+    days and a window where a user has no rows, encodes to the same bytes (the API's JSON)."""
+    people = [Initiator(f"00000000-0000-0000-0000-00000000000{n}", name, f"tok-{name}")
+              for n, name in enumerate(("alice", "bob", "carol", "dave"))]
+    with fresh_database(postgres_cluster) as url:
+        pg = await open_database(url)
+        try:
+            for database in (db, pg):
+                await _write_edge_traffic(database, people)
+            windows = [(None, None), (T0.replace(month=2, day=1), T0 - timedelta(microseconds=1)),
+                       (T0, None), (at(2.5 * DAY), at(7.25 * DAY)), (None, at(-3.5 * DAY))]
+            checked = 0
+            for a, b in windows:
+                for initiator in (None, "carol", "dave"):
+                    flt = InterceptionFilter(started_after=a, started_before=b, initiator=initiator)
+                    for by in (*GROUPINGS, None):
+                        sqlite_report, pg_report = [await spend_report(d, flt, by=by) for d in (db, pg)]
+                        assert orjson.dumps(pg_report) == orjson.dumps(sqlite_report), (a, b, initiator, by)
+                        checked += bool(sqlite_report["groups"])
+            everything = await spend_report(db, by="user")
+            assert everything["total"]["cost"]["unpriced_records"] > 0
+            assert everything["total"]["cost"]["cost_micros"] > 10**12  # the large amounts (micro-dollars)
+            assert everything["total"]["cost"]["api_equivalent_micros"] > 0
+            since_march = await spend_report(db, InterceptionFilter(started_after=T0), by="user")
+            assert "dave" not in {g["key"] for g in since_march["groups"]}  # a user with no rows in the window
+            assert checked > 40
+        finally:
+            await pg.close()
