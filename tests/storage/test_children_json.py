@@ -16,24 +16,8 @@ import sqlalchemy as sa
 from aigw_proxy.recording.records import Initiator, InterceptionEnded, ModelThought, TokenUsage, ToolCall
 from aigw_proxy.storage import Database, RecordWriter, list_interceptions
 from aigw_proxy.storage.schema.tables import interceptions, model_thoughts, token_usages, tool_usages, user_prompts
+from tests.support.json_answers import ODD_TEXT, as_read
 from tests.support.records import at, started
-
-ODD_TEXT = 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f ü 日本 🙂 \u2028 </script>'
-
-
-def _strict(value: Any) -> Any:
-    """`value` with every JSON type and every object's key order made part of what `==` compares (1 != 1.0,
-    True != 1, {"a", "b"} != {"b", "a"})."""
-    if isinstance(value, dict):
-        return ("object", [(k, _strict(v)) for k, v in value.items()])
-    if isinstance(value, list):
-        return ("array", [_strict(v) for v in value])
-    return (type(value).__name__, value)
-
-
-def _answer(page: list[Any]) -> Any:
-    """The page as the API's client reads it (orjson writes the fragments as they are)."""
-    return _strict(orjson.loads(orjson.dumps(page)))
 
 
 async def _seed(db: Database, alice: Initiator, writer: RecordWriter) -> None:
@@ -98,7 +82,7 @@ async def test_page_as_json_answers_the_same(db: Database, alice: Initiator, wri
     spliced = await list_interceptions(db, limit=1000, as_json=True)
     if db.dialect == "postgresql":  # the database did build them (SQLite: the Python dicts, as without the flag)
         assert all(isinstance(item, orjson.Fragment) for item in spliced)
-    assert _answer(spliced) == _answer(built)
+    assert as_read(spliced) == as_read(built)
 
     # The cases above are all there, as the Python path gives them.
     by_id = {item["id"]: item for item in built}
@@ -125,7 +109,7 @@ async def test_page_as_json_on_a_filtered_page(db: Database, alice: Initiator, w
     await _seed(db, alice, writer)
     [item] = await list_interceptions(db, limit=1, offset=1, as_json=True)
     assert orjson.loads(orjson.dumps(item))["id"] == "i-2"
-    assert _answer([item]) == _answer(await list_interceptions(db, limit=1, offset=1))
+    assert as_read([item]) == as_read(await list_interceptions(db, limit=1, offset=1))
 
 
 def test_api_encoder_falls_back_with_fragments() -> None:
@@ -144,13 +128,13 @@ async def test_page_as_json_after_a_cursor_and_with_no_connection_to_spare(
     await _seed(db, alice, writer)
     built = await list_interceptions(db, limit=1000, after_id="i-3")
     assert [item["id"] for item in built] == ["i-2", "i-1"]
-    assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)
+    assert as_read(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == as_read(built)
     async with contextlib.AsyncExitStack() as held:
         pool = db.reader.pool
         assert isinstance(pool, sa.pool.QueuePool)
         for _ in range(pool.size()):
             await held.enter_async_context(db.reader.connect())
-        assert _answer(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == _answer(built)
+        assert as_read(await list_interceptions(db, limit=1000, after_id="i-3", as_json=True)) == as_read(built)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # SQLite builds its pages in Python, on one connection
@@ -174,6 +158,6 @@ async def test_a_long_page_whose_second_connection_cannot_join_the_snapshot_is_b
     monkeypatch.setattr(backend, "export_snapshot", unknown_snapshot)
     with caplog.at_level("WARNING", logger="aigw_proxy.storage.read.interceptions"):
         for _ in range(2):
-            assert _answer(await list_interceptions(db, limit=1000, as_json=True)) == _answer(built)
+            assert as_read(await list_interceptions(db, limit=1000, as_json=True)) == as_read(built)
     refused = [r for r in caplog.records if "could not join a page's snapshot" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelname == "WARNING"

@@ -16,24 +16,12 @@ from aigw_proxy.recording.records import Initiator, InterceptionEnded, TokenUsag
 from aigw_proxy.storage import Database, RecordWriter, sessions_page
 from aigw_proxy.storage.read.filters import InterceptionFilter
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts
+from tests.support.json_answers import ODD_TEXT, as_read
 from tests.support.records import at, ended, started
 
-ODD_TEXT = 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f ü 日本 🙂 \u2028 </script>'
 DAY = 86400.0
 
 
-def _strict(value: Any) -> Any:
-    """`value` with every JSON type and every object's key order made part of what `==` compares."""
-    if isinstance(value, dict):
-        return ("object", [(k, _strict(v)) for k, v in value.items()])
-    if isinstance(value, list):
-        return ("array", [_strict(v) for v in value])
-    return (type(value).__name__, value)
-
-
-def _answer(page: list[Any]) -> Any:
-    """The page as the API's client reads it (orjson writes the fragments as they are)."""
-    return _strict(orjson.loads(orjson.dumps(page)))
 
 
 async def _seed(db: Database, writer: RecordWriter, alice: Initiator, bob: Initiator) -> None:
@@ -89,7 +77,7 @@ async def _both(db: Database, flt: InterceptionFilter | None = None, **page: Any
     if db.dialect == "postgresql" and built:  # the database did build them (SQLite: the dicts, as without the flag)
         assert all(isinstance(s, orjson.Fragment) for s in spliced)
     assert count_json == count
-    assert _answer(spliced) == _answer(built)
+    assert as_read(spliced) == as_read(built)
     return built
 
 
@@ -148,6 +136,6 @@ async def test_a_session_gone_from_the_summary_between_statements(db: Database, 
     async with db.reader.connect() as conn:
         built = await _enriched(conn, [kept, gone], as_json=False, whole=True)
         spliced = await _enriched(conn, [kept, gone], as_json=True, whole=True)
-    assert _answer(spliced) == _answer(built)
-    assert _answer([built[0]]) == _answer([real])
+    assert as_read(spliced) == as_read(built)
+    assert as_read([built[0]]) == as_read([real])
     assert built[1]["providers"] == [] and built[1]["client"] is None and built[1]["cost"]["cost_micros"] == 0
