@@ -73,6 +73,7 @@ log = logging.getLogger("aigw_proxy.workers")
 BACKOFF_FIRST = 0.25  # seconds before the first restart of a worker that died
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a worker that ran this long before dying restarts after BACKOFF_FIRST again
+EXIT_STATUS_WAIT = 1.0  # seconds to wait for an exited worker's status (microseconds in practice: _on_exit)
 START_TIMEOUT = 90.0  # a worker must answer its supervisor this soon after it was spawned
 STOP_MARGIN = 45.0  # beyond the grace: a worker's writer gets 30 s to flush, then the rest of its shutdown
 
@@ -356,6 +357,10 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.remove_reader(p.sentinel)
         p.join(0)
+        if p.exitcode is None:
+            # The sentinel is a pipe the worker holds: it closes as the process exits, a moment before the kernel
+            # has its exit status to report. Wait that moment, or a kill -9 reads as "an unknown status".
+            p.join(EXIT_STATUS_WAIT)
         slot.last_exit = p.exitcode
         self.health.retire(slot)
         if self.stopping:

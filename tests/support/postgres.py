@@ -228,8 +228,9 @@ class PostgresCluster:
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
-        """Drop a database, closing whatever is still connected to it."""
-        self.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+        """Drop a database, closing whatever is still connected to it: as the superuser, because what is connected
+        may be an autovacuum worker, which only a superuser (or pg_signal_backend) may terminate."""
+        self.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)", superuser=True)
 
     def stop(self) -> None:
         if self._stopped:
