@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.dialects import backend_of
-from aigw_proxy.storage.read.costs import MICROS_PER_USD
+from aigw_proxy.storage.read.costs import usd
 from aigw_proxy.storage.read.filters import InterceptionFilter, filter_conditions, initiator_ids
 from aigw_proxy.storage.schema.spend_days import TOKEN_COLUMNS, fleet_days, spend_days, user_months
 from aigw_proxy.storage.schema.summaries import sessions as summary
@@ -73,9 +73,9 @@ def _figures_json(s: Sums, out: dict[str, Any] | None = None) -> dict[str, Any]:
         "priced": unpriced == 0,
         "unpriced_records": unpriced,
         "cost_micros": api,
-        "cost_usd": None if api is None else round(api / MICROS_PER_USD, 6),  # costs.usd, inlined
+        "cost_usd": usd(api),
         "api_equivalent_micros": equivalent,
-        "api_equivalent_usd": None if equivalent is None else round(equivalent / MICROS_PER_USD, 6),
+        "api_equivalent_usd": usd(equivalent),
     }
     # The list-price value of every priced row (API and API-equivalent together), by component; null when no row
     # is priced.
