@@ -7,13 +7,12 @@ carries `visible_to = <their id>`, and another user's session answers 404 exactl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -21,6 +20,7 @@ import orjson
 from aigw_proxy.admin.api.collector import collector_paused
 from aigw_proxy.admin.api.openapi import openapi_document
 from aigw_proxy.admin.api.search import SearchError, parse_search
+from aigw_proxy.aio import both
 from aigw_proxy.proxy.ca import CERT_FILE
 from aigw_proxy.spend.budgets import Budget, BudgetError, Scope
 from aigw_proxy.storage import (
@@ -244,16 +244,14 @@ class ApiApp:
         limit, offset, after_id = self._page(req, "after_id")
         with collector_paused():
             # The count on a connection of its own meanwhile (it never saw the page's snapshot anyway).
-            listed, counted = await asyncio.gather(
-                list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset, as_json=True),
-                count_interceptions(self._db, flt), return_exceptions=True)
-            if isinstance(listed, InvalidCursor):
+            try:
+                listed, counted = await both(
+                    list_interceptions(self._db, flt, limit=limit, after_id=after_id, offset=offset, as_json=True),
+                    count_interceptions(self._db, flt))
+            except InvalidCursor:
                 raise ApiError(400, "Invalid pagination cursor.",
                                f"after_id {after_id!r} is not a listed interception") from None
-            for outcome in (listed, counted):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            response = _json(200, {"count": cast(int, counted), "results": cast(list[Any], listed)})
+            response = _json(200, {"count": counted, "results": listed})
             del listed  # freed before the collector resumes (collector.py)
         return response
 

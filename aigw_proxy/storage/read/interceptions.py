@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -13,6 +12,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aigw_proxy.aio import both
 from aigw_proxy.storage.database import Database
 from aigw_proxy.storage.dialects import Backend, JsonKind, backend_of
 from aigw_proxy.storage.errors import InvalidCursor
@@ -342,13 +342,13 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
     else:
         tail_kids = _KIDS[len(_HEAD_KIDS):]
         async with db.reader.connect() as other:
-            result, joined = await _both(conn.execute(page), _joined(backend, other, snapshot))
+            result, joined = await both(conn.execute(page), _joined(backend, other, snapshot))
             rows = result.all()
             if not rows:
                 return []
             ids, bounds = _ids_and_bounds(rows)
             if joined:
-                head, tail = await _both(_items_json(conn, _HEAD_KIDS, ids, bounds),
+                head, tail = await both(_items_json(conn, _HEAD_KIDS, ids, bounds),
                                          _kids_json(other, tail_kids, ids, bounds))
                 empty_tail = _EMPTY[tail_kids]
             else:
@@ -391,14 +391,6 @@ def _ids_and_bounds(rows: Sequence[Any]) -> tuple[list[str], tuple[datetime, dat
     starts = [r[1] for r in rows]
     return [r[0] for r in rows], (min(starts), max(starts))
 
-
-async def _both[A, B](first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Both results; either's error once both are done (neither connection closed under a running statement)."""
-    got = await asyncio.gather(first, second, return_exceptions=True)
-    for outcome in got:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return cast(tuple[A, B], tuple(got))
 
 
 def _kids_ctes(backend: Backend, keys: Sequence[str]) -> tuple[list[str], list[str], str]:
