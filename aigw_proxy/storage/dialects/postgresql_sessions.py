@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from aigw_proxy.storage.dialects.postgresql_json import value_text
 from aigw_proxy.storage.schema.summaries import sessions as summary
 from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_prompts, users
 
@@ -22,31 +23,20 @@ from aigw_proxy.storage.schema.tables import interceptions, token_usages, user_p
 PageRow = tuple[str, str, datetime, datetime, int, int, datetime]
 
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
-# What `metadata_json` turns into {}: SQL NULL and every falsy JSON value (jsonb compares numbers by value).
-_FALSY_JSON = """('null', 'false', '0', '""', '[]', '{}')"""
-
-
-def _time(column: str) -> str:
-    """rfc3339's text as a JSON string: six fraction digits, a zero-padded four-digit year, Z."""
-    return f"""'"' || to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
-
-
-def _text(column: str) -> str:
-    """A value's JSON (a string, an array of strings), null for NULL."""
-    return f"COALESCE(CAST(to_json({column}) AS TEXT), 'null')"
 
 
 def _head(listed: str) -> str:
     """The session's JSON text up to its cost; the listed columns (started_at … interceptions) from alias `listed`."""
     return " || ".join((
-        """'{"id":'""", _text("p.sid"), """',"initiator":{"id":'""", _text("p.uid"), """',"username":'""",
-        _text("u.username"),
+        """'{"id":'""", value_text("p.sid", "value"),
+        """',"initiator":{"id":'""", value_text("p.uid", "value"),
+        """',"username":'""", value_text("u.username", "value"),
         """'},"providers":'""", "COALESCE(CAST(to_json(f.providers) AS TEXT), '[]')",
         """',"models":'""", "COALESCE(CAST(to_json(f.models) AS TEXT), '[]')",
-        """',"client":'""", _text("fc.client"),
-        """',"metadata":'""",
-        f"CASE WHEN fc.metadata IS NULL OR fc.metadata IN {_FALSY_JSON} THEN '{{}}' ELSE CAST(fc.metadata AS TEXT) END",
-        """',"started_at":'""", _time(f"{listed}.started_at"), """',"ended_at":'""", _time(f"{listed}.ended_at"),
+        """',"client":'""", value_text("fc.client", "value"),
+        """',"metadata":'""", value_text("fc.metadata", "metadata"),
+        """',"started_at":'""", value_text(f"{listed}.started_at", "time"),
+        """',"ended_at":'""", value_text(f"{listed}.ended_at", "time"),
         """',"threads":'""", f"CAST({listed}.threads AS TEXT)", """',"interceptions":'""", f"CAST({listed}.n AS TEXT)",
         """',"token_usage_summary":{'""",
         " || ',' || ".join(f"""'"{t}":' || CAST(COALESCE(w.{t}, 0) AS TEXT)""" for t in _TOKENS),
@@ -57,7 +47,8 @@ def _head(listed: str) -> str:
 def _tail(listed: str) -> str:
     """The rest of the session's JSON text, after its cost."""
     return " || ".join((
-        """',"last_prompt":'""", _text("pr.prompt"), """',"last_active_at":'""", _time(f"{listed}.last_active_at"),
+        """',"last_prompt":'""", value_text("pr.prompt", "value"),
+        """',"last_active_at":'""", value_text(f"{listed}.last_active_at", "time"),
         "'}'",
     ))
 
