@@ -311,6 +311,7 @@ _KIDS = tuple(key for key, _table, _fields in _CHILD_JSON)
 # halves ~20 ms each). Shorter pages gain less than the second connection's round trips cost.
 _SPLIT_AT = 250
 _HEAD_KIDS = ("token_usages", "user_prompts")
+_TAIL_KIDS = _KIDS[len(_HEAD_KIDS):]
 
 
 def _spare_reader(db: Database) -> bool:
@@ -340,7 +341,6 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
         tail: dict[str, str] = {}
         empty_tail = ""
     else:
-        tail_kids = _KIDS[len(_HEAD_KIDS):]
         async with db.reader.connect() as other:
             result, joined = await both(conn.execute(page), _joined(backend, other, snapshot))
             rows = result.all()
@@ -349,8 +349,8 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
             ids, bounds = _ids_and_bounds(rows)
             if joined:
                 head, tail = await both(_items_json(conn, _HEAD_KIDS, ids, bounds),
-                                         _kids_json(other, tail_kids, ids, bounds))
-                empty_tail = _EMPTY[tail_kids]
+                                         _kids_json(other, _TAIL_KIDS, ids, bounds))
+                empty_tail = _EMPTY_TAIL
             else:
                 head, tail, empty_tail = await _items_json(conn, _KIDS, ids, bounds), {}, ""
     out = []
@@ -363,8 +363,7 @@ async def _page_as_json(db: Database, conn: AsyncConnection, cond: list[sa.Colum
     return out
 
 
-_NO_COST = CostSums()
-_EMPTY = {keys: "".join(f',"{key}":[]' for key in keys) for keys in (_KIDS[len(_HEAD_KIDS):],)}
+_EMPTY_TAIL = "".join(f',"{key}":[]' for key in _TAIL_KIDS)  # the tail for an interception without such children
 assert _KIDS[:len(_HEAD_KIDS)] == _HEAD_KIDS  # the head's children come first in the object
 
 
