@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
+from aigw_proxy.aio import EVENT_LOOPS, EventLoopError
+from aigw_proxy.aio import run as run_loop
 from aigw_proxy.capture.raw import DEFAULT_CAPTURE_MAX_BYTES, MIN_CAPTURE_MAX_BYTES
-from aigw_proxy.cli.common import database_settings, fail, run_async, storage_options
+from aigw_proxy.cli.common import database_settings, fail, storage_options
 from aigw_proxy.cli.main import main
 from aigw_proxy.cli.ops_options import Duration, ops_options
 from aigw_proxy.config.settings import (
@@ -101,6 +103,10 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
               help="Mark the web console's cookies Secure (sent over https only) although the admin listener speaks "
                    "plain http: for a TLS terminator (a load balancer, an Ingress) in front of it. Over https they "
                    "are Secure anyway.")
+@click.option("--event-loop", envvar="AIGW_EVENT_LOOP", type=click.Choice(EVENT_LOOPS, case_sensitive=False),
+              default="auto", show_default=True,
+              help="The proxy's event loop: uvloop (libuv; cheaper per relayed event and per connection), asyncio "
+                   "(Python's own), or auto: uvloop where it is installed.")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
         metrics_token_file: Path | None, metrics_public: bool, data_dir: Path, config_file: Path | None,
@@ -109,7 +115,7 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
         upstream_idle_timeout: float, upstream_connect_timeout: float, spool_max_mb: int, max_concurrency: int,
         rate_limit: float, capture_bodies: bool | None, capture_max_bytes: int | None, metrics_initiator_label: bool,
         circuit_breaker: BreakerConfig, workers: str | None, supervisor: bool | None, console_idle_timeout: float,
-        console_secure_cookie: bool) -> None:
+        console_secure_cookie: bool, event_loop: str) -> None:
     """Run the proxy."""
     from aigw_proxy.proxy.daemon import DaemonError, serve
     from aigw_proxy.proxy.workers import supervise
@@ -145,17 +151,18 @@ def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_toke
             supervisor=supervisor,
             console_idle_timeout=console_idle_timeout,
             console_secure_cookie=console_secure_cookie,
+            event_loop=event_loop.lower(),
             **database_settings(),
             capture_bodies=capture_bodies,
             capture_max_bytes=capture_max_bytes,
         )
         settings.database  # noqa: B018 - an invalid --database-url fails here, before anything starts
         if not settings.supervised:
-            run_async(serve(settings))
+            run_loop(serve(settings), settings.event_loop)
         else:
-            sys.exit(run_async(supervise(settings, settings.worker_count, log_level=log_level,
-                                         log_format=log_format.lower())))
-    except (ConfigError, DaemonError) as exc:
+            sys.exit(run_loop(supervise(settings, settings.worker_count, log_level=log_level,
+                                        log_format=log_format.lower()), settings.event_loop))
+    except (ConfigError, DaemonError, EventLoopError) as exc:
         fail(str(exc))
 
 

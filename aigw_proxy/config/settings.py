@@ -307,6 +307,7 @@ class Settings:
     supervisor: bool | None = None  # --supervisor / AIGW_SUPERVISOR; None: the config file's (off)
     console_idle_timeout: float = DEFAULT_CONSOLE_IDLE_TIMEOUT  # --console-idle-timeout
     console_secure_cookie: bool = False  # --console-secure-cookie: behind a TLS terminator, the cookie is Secure
+    event_loop: str = "auto"  # --event-loop: auto (uvloop where installed) | uvloop | asyncio (aio.EVENT_LOOPS)
 
     @property
     def worker_count(self) -> int:

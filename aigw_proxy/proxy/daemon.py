@@ -34,6 +34,7 @@ from aigw_proxy.admin.app import AdminContext, MetricsAccess
 from aigw_proxy.admin.console.app import ConsoleSettings
 from aigw_proxy.admin.health import HealthMonitor
 from aigw_proxy.admin.server import AdminBindError, AdminServer
+from aigw_proxy.aio import loop_name
 from aigw_proxy.capture.build import CaptureBuilder
 from aigw_proxy.capture.raw import Capturing
 from aigw_proxy.config.settings import Settings
@@ -130,7 +131,7 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     listening socket it inherited, with no admin listener (the supervisor's serves the whole daemon), answering the
     supervisor's health and metrics reads on `worker.control_path`."""
     db = await open_data(settings)
-    log.info("records in %s", db.config.display)
+    log.info("records in %s; event loop %s", db.config.display, loop_name(asyncio.get_running_loop()))
     # The price data loads in ~0.5 s: off the loop, before the writer prices its first row.
     log.info("pricing token usage with genai-prices %s and %d [[prices]] table(s)",
              await asyncio.to_thread(library_version), len(settings.file.prices))

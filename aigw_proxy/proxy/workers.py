@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from aigw_proxy import aio
 from aigw_proxy.admin.health import HealthReport, probe_database
 from aigw_proxy.proxy.control_dir import create_control_dir
 from aigw_proxy.proxy.worker_control import WorkerRole, read_state
@@ -115,7 +116,7 @@ def worker_main(settings: Settings, index: int, sock: socket.socket, control_pat
                       "supervisor's start", index, exc)
     role = WorkerRole(index, sock, control_path)
     try:
-        asyncio.run(_worker_serve(settings, role))
+        aio.run(_worker_serve(settings, role), settings.event_loop)
     except Exception as exc:
         log.error("worker %d could not start: %s", index, exc)
         logging.shutdown()

@@ -1,6 +1,6 @@
 """mitm-min: mitmproxy embedded the way the daemon embeds it (the same options, the daemon's own list of built-in
-addons, `mitmproxy_builtins()`), plus the benchmark's redirect addon and nothing else. Compared with aigw-proxy it
-shows what aigw's own addons and recording cost.
+addons, `mitmproxy_builtins()`, the same event loop), plus the benchmark's redirect addon and nothing else.
+Compared with aigw-proxy it shows what aigw's own addons and recording cost.
 
     python -m bench.proxy.mitm_min --listen-port P --confdir D --upstream-ca CA.pem --redirect 127.0.0.1:PORT
 """
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
 from mitmproxy import options
 from mitmproxy.master import Master
 
+from aigw_proxy.aio import EVENT_LOOPS, run
 from aigw_proxy.proxy.daemon import mitmproxy_builtins
 from bench.addons.redirect import Redirect
 from bench.proxy.workload import LOOPBACK
@@ -36,8 +38,10 @@ def main() -> None:
     ap.add_argument("--confdir", required=True, help="mitmproxy confdir (its CA is created there)")
     ap.add_argument("--upstream-ca", required=True, help="PEM file trusted for the stand-in's certificate")
     ap.add_argument("--redirect", required=True, help="host:port of the stand-in")
+    ap.add_argument("--event-loop", default=os.environ.get("AIGW_EVENT_LOOP", "auto").lower(), choices=EVENT_LOOPS,
+                    help="as aigw-proxy's --event-loop (default: $AIGW_EVENT_LOOP, as aigw-proxy's)")
     args = ap.parse_args()
-    asyncio.run(serve(args.listen_port, args.confdir, args.upstream_ca, args.redirect))
+    run(serve(args.listen_port, args.confdir, args.upstream_ca, args.redirect), args.event_loop)
 
 
 if __name__ == "__main__":

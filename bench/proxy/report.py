@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import statistics
 
+from aigw_proxy.aio import EventLoopError, loop_factory, loop_name
 from bench.proxy.measure import git_state, pct
 from bench.proxy.orchestrator import Bench
 from bench.proxy.report_costs import report_costs
@@ -14,6 +15,18 @@ from bench.proxy.workload import FAST_SSE_EVENTS
 
 def ms(x: float) -> str:
     return f"{1000 * x:.2f}"
+
+
+def event_loop_here() -> str:
+    """The event loop aigw-proxy and mitm-min run on in this benchmark (they take AIGW_EVENT_LOOP from it)."""
+    try:
+        loop = loop_factory(os.environ.get("AIGW_EVENT_LOOP", "auto").lower())()
+    except EventLoopError as exc:
+        return str(exc)
+    try:
+        return loop_name(loop)
+    finally:
+        loop.close()
 
 
 def report(b: Bench) -> bool:
@@ -28,9 +41,12 @@ def report(b: Bench) -> bool:
     print(f"  other processes on this {os.cpu_count()}-core machine used {fcpu:.0f} CPU-s during the {fwall:.0f}s of "
           f"measurement ({100 * fcpu / fwall:.0f}% of one core)"
           + (" - RESULTS ARE NOISY, rerun on an idle machine" if fcpu / fwall > 0.1 else ""))
-    print("  mitmdump = `mitmdump -q` (all default addons) + redirect/stream addon: the goal baseline;")
-    print("  mitm-min = mitmproxy embedded like aigw_proxy/proxy/daemon.py (its mitmproxy_builtins()) + the same addon,"
-          " i.e. aigw minus its own addons")
+    print("  mitmdump = `mitmdump -q` (all default addons, Python's asyncio loop) + redirect/stream addon: the goal "
+          "baseline;")
+    print("  mitm-min = mitmproxy embedded like aigw_proxy/proxy/daemon.py (its mitmproxy_builtins(), its event loop) "
+          "+ the same addon, i.e. aigw minus its own addons")
+    print(f"  event loop of aigw and mitm-min: {event_loop_here()} (--event-loop auto; AIGW_EVENT_LOOP=asyncio for "
+          "Python's)")
     if b.optimize:
         running = sorted(n for n in b.optimize if n in b.targets)
         print(f"  under python -O (PYTHONOPTIMIZE=1, --optimize): {', '.join(running) or 'none'}; the rest without")

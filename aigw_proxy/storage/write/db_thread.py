@@ -15,6 +15,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
+from aigw_proxy.aio import new_loop_like
+
 
 class DatabaseThread:
     def __init__(self, name: str = "aigw-record-db") -> None:
@@ -23,7 +25,8 @@ class DatabaseThread:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        loop = asyncio.new_event_loop()
+        """Start the thread (from the proxy's loop: the thread's loop is of the same kind, e.g. uvloop)."""
+        loop = new_loop_like(asyncio.get_running_loop())
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
         self._thread.start()
