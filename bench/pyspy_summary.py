@@ -15,13 +15,15 @@ import sys
 from collections import Counter
 
 _FRAME = re.compile(r"^(.*) \((.*):(\d+)\)$")
-_NOT_WORK = ("aigw_proxy/cli", "aigw_proxy/__main__", "aigw_proxy/proxy/daemon")
+_NOT_WORK = ("aigw_proxy/cli", "aigw_proxy/__main__", "aigw_proxy/proxy/daemon", "aigw_proxy/aio.py")  # the runner
 
 
 def _component(stack: list[str]) -> str:
     frames = [m.groups()[:2] if (m := _FRAME.match(f)) else (f, "") for f in stack]
     if frames and frames[-1][0] == "EpollSelector.select":
         return "idle (epoll)"
+    if frames and frames[-1][1].endswith("asyncio/runners.py"):  # no Python frame below the runner
+        return "uvloop's own C code (polling, socket reads and writes, callbacks)"
     for _name, file in frames:
         if file.startswith(("addons/", "aigw_proxy/")) and not file.startswith(_NOT_WORK):
             if file.startswith("aigw_proxy/storage/"):

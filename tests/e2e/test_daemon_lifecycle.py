@@ -65,10 +65,13 @@ def test_unusable_ca_fails_fast(tmp_path: Path) -> None:
     assert "cannot load the CA" in log
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 def test_sigterm_lets_the_stream_finish_and_flushes_records(tmp_path: Path, standin_server: StandIn,
-                                                           upstream_pki: UpstreamPKI,
+                                                           upstream_pki: UpstreamPKI, event_loop: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file))
+    d = start_daemon(tmp_path, provider_config(standin_server, upstream_pki.ca_file),
+                     extra_args=("--event-loop", event_loop))
+    assert f"event loop {event_loop}" in d.log()
     monkeypatch.setenv("HTTPS_PROXY", d.proxy_url("carol"))
     monkeypatch.setenv("SSL_CERT_FILE", str(d.ca_bundle))
     standin_server.reset()
