@@ -17,9 +17,10 @@ async def both[A, B](first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     return cast(tuple[A, B], tuple(got))
 
 
-# The proxy's event loop (`--event-loop`). uvloop (libuv) does a socket read, write or accept in a fraction of the
-# Python selector loop's time, and mitmproxy relays every event as one read and one write: that loop is most of
-# what a relayed event and a new connection cost in Python. "auto": uvloop where it is installed.
+# The proxy's event loop (`--event-loop`). uvloop (libuv) does the loop's own work (polling, socket reads and
+# writes, callbacks) in C. With one event in flight that changes little (mitmproxy's layers are most of an event's
+# cost); with many connections streaming at once one core relays more events, with shorter tails (README, "How it
+# works"). "auto": uvloop where it is installed.
 EVENT_LOOPS: Final = ("auto", "uvloop", "asyncio")
 
 

@@ -105,7 +105,7 @@ from aigw_proxy.redaction.records import DEFAULT_MAX_FIELD_BYTES, MIN_MAX_FIELD_
                    "are Secure anyway.")
 @click.option("--event-loop", envvar="AIGW_EVENT_LOOP", type=click.Choice(EVENT_LOOPS, case_sensitive=False),
               default="auto", show_default=True,
-              help="The proxy's event loop: uvloop (libuv; cheaper per relayed event and per connection), asyncio "
+              help="The proxy's event loop: uvloop (libuv; more events relayed per CPU-second under load), asyncio "
                    "(Python's own), or auto: uvloop where it is installed.")
 @ops_options
 def run(listen: str, admin_listen: str, metrics_listen: str | None, metrics_token: str | None,
