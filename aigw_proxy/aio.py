@@ -44,10 +44,13 @@ def loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     """How a log line names `loop`'s kind: "uvloop 0.22.1" or "asyncio"."""
-    module = type(loop).__module__.partition(".")[0]
-    if module == "uvloop":
+    if _is_uvloop(loop):
         import uvloop
 
         return f"uvloop {uvloop.__version__}"
@@ -61,6 +64,6 @@ def run[T](coro: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
 
 def new_loop_like(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
     """A new event loop of `loop`'s kind (for a thread of its own beside it)."""
-    if type(loop).__module__.partition(".")[0] == "uvloop":
+    if _is_uvloop(loop):
         return loop_factory("uvloop")()
     return asyncio.new_event_loop()
