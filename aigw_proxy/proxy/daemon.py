@@ -43,6 +43,7 @@ from aigw_proxy.proxy.ca import CAError, ensure_ca
 from aigw_proxy.proxy.monitoring import Monitoring, setup_monitoring
 from aigw_proxy.proxy.record_exports import Observability
 from aigw_proxy.proxy.record_exports import setup as setup_observability
+from aigw_proxy.proxy.relay_fast_paths import install as install_relay_fast_paths
 from aigw_proxy.proxy.worker_control import WorkerControl, WorkerRole, serve_on_socket, worker_spool_path
 from aigw_proxy.recording.recorder import Recorder
 from aigw_proxy.redaction.engine import Redactor
@@ -167,6 +168,7 @@ async def start(settings: Settings, *, worker: WorkerRole | None = None) -> Runn
     # mitmproxy closes a connection with no traffic either way for `tcp_timeout` (600 s): keep it above the
     # upstream idle timeout, so that a silent upstream is cut by ours, which records the true cause.
     opts.update(tcp_timeout=max(600, int(settings.upstream_idle_timeout) + 60))
+    install_relay_fast_paths()  # three per-event costs of mitmproxy's relay, cut (proxy/relay_fast_paths.py)
     master = Master(opts)
     use_hook_cache(master)  # each hook's handlers looked up once, not walked on every event (addons/stack.py)
     inflight = InFlight()

@@ -1,5 +1,6 @@
 """mitm-min: mitmproxy embedded the way the daemon embeds it (the same options, the daemon's own list of built-in
-addons, `mitmproxy_builtins()`, the same event loop), plus the benchmark's redirect addon and nothing else.
+addons, `mitmproxy_builtins()`, the same event loop, the
+same relay fast paths), plus the benchmark's redirect addon and nothing else.
 Compared with aigw-proxy it shows what aigw's own addons and recording cost.
 
     python -m bench.proxy.mitm_min --listen-port P --confdir D --upstream-ca CA.pem --redirect 127.0.0.1:PORT
@@ -17,6 +18,7 @@ from mitmproxy.master import Master
 
 from aigw_proxy.aio import EVENT_LOOPS, run
 from aigw_proxy.proxy.daemon import mitmproxy_builtins
+from aigw_proxy.proxy.relay_fast_paths import install as install_relay_fast_paths
 from bench.addons.redirect import Redirect
 from bench.proxy.workload import LOOPBACK
 
@@ -24,6 +26,7 @@ from bench.proxy.workload import LOOPBACK
 async def serve(listen_port: int, confdir: str, upstream_ca: str, redirect: str) -> None:
     opts = options.Options(listen_host=LOOPBACK, listen_port=listen_port, confdir=confdir, mode=["regular"],
                            ssl_insecure=False)
+    install_relay_fast_paths()  # as the daemon does
     master = Master(opts)
     master.addons.add(Redirect())  # first, as the daemon registers its own addons before mitmproxy's
     master.addons.add(*mitmproxy_builtins())
