@@ -1,6 +1,6 @@
 """mitm-min: mitmproxy embedded the way the daemon embeds it (the same options, the daemon's own list of built-in
-addons, `mitmproxy_builtins()`, the same event loop, the
-same relay fast paths), plus the benchmark's redirect addon and nothing else.
+addons, `mitmproxy_builtins()`, the same event loop, the same relay fast paths), plus the benchmark's redirect
+addon and nothing else.
 Compared with aigw-proxy it shows what aigw's own addons and recording cost.
 
     python -m bench.proxy.mitm_min --listen-port P --confdir D --upstream-ca CA.pem --redirect 127.0.0.1:PORT
