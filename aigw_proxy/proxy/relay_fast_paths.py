@@ -59,7 +59,7 @@ def http1_server_send(self: _http1.Http1Server, event: HttpEvent) -> layer.Comma
     elif isinstance(event, ResponseHeaders):
         setattr(self, _CHUNKED, (event.response, _is_chunked(event.response)))
     elif isinstance(event, ResponseEndOfMessage):
-        setattr(self, _CHUNKED, None)  # the next response on this connection decides anew
+        setattr(self, _CHUNKED, None)  # let go of the finished response (the identity check alone keeps it right)
     yield from ORIGINALS["Http1Server.send"](self, event)
 
 
