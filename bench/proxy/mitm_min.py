@@ -1,6 +1,6 @@
 """mitm-min: mitmproxy embedded the way the daemon embeds it (the same options, the daemon's own list of built-in
-addons, `mitmproxy_builtins()`, the same event loop, the same relay fast paths), plus the benchmark's redirect
-addon and nothing else.
+addons, `mitmproxy_builtins()`, the same event loop, the same relay fast paths, the same garbage-collector freeze
+once started), plus the benchmark's redirect addon and nothing else.
 Compared with aigw-proxy it shows what aigw's own addons and recording cost.
 
     python -m bench.proxy.mitm_min --listen-port P --confdir D --upstream-ca CA.pem --redirect 127.0.0.1:PORT
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 
@@ -23,6 +24,14 @@ from bench.addons.redirect import Redirect
 from bench.proxy.workload import LOOPBACK
 
 
+class FreezeGarbageCollector:
+    """As the daemon does once started: move start-up's long-lived objects out of future full collections."""
+
+    def running(self) -> None:
+        gc.collect()
+        gc.freeze()
+
+
 async def serve(listen_port: int, confdir: str, upstream_ca: str, redirect: str) -> None:
     opts = options.Options(listen_host=LOOPBACK, listen_port=listen_port, confdir=confdir, mode=["regular"],
                            ssl_insecure=False)
@@ -30,6 +39,7 @@ async def serve(listen_port: int, confdir: str, upstream_ca: str, redirect: str)
     master = Master(opts)
     master.addons.add(Redirect())  # first, as the daemon registers its own addons before mitmproxy's
     master.addons.add(*mitmproxy_builtins())
+    master.addons.add(FreezeGarbageCollector())  # last: its `running` comes after every other addon's
     opts.update(bench_redirect=redirect, ssl_verify_upstream_trusted_ca=upstream_ca)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, master.shutdown)
     await master.run()
