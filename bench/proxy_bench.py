@@ -4,6 +4,8 @@
     .venv/bin/python bench/proxy_bench.py --quick    # smoke run (small counts, ~20 s)
     .venv/bin/python bench/proxy_bench.py --py-spy /tmp/prof   # + py-spy profiles of aigw and mitm-min per
                                                                 #   throughput rep (see bench/pyspy_summary.py)
+    .venv/bin/python bench/proxy_bench.py --perf /tmp/perf         # + Linux perf: every proxy's native CPU by
+                                                                #   component (interpreter, GC, TLS, kernel, ...)
     .venv/bin/python bench/proxy_bench.py --only stream,newconn     # some cases only (tput latency sse stream
                                                                     #   fleet newconn memory)
     .venv/bin/python bench/proxy_bench.py --baseline /tmp/base      # + "aigw-base": that checkout's aigw-proxy,
@@ -46,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -58,6 +61,23 @@ from bench.proxy.orchestrator import PHASES, QUICK, Bench, BenchError, Profile
 from bench.proxy.report import report
 
 
+def perf_problem(out_dir: Path) -> str | None:
+    """Why `perf record` cannot profile here (not installed, not permitted), or None; creates out_dir."""
+    if shutil.which("perf") is None:
+        return "Linux perf is not installed (Debian: apt-get install linux-perf)"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probe = out_dir / ".probe.data"
+    try:
+        done = subprocess.run(["perf", "record", "-q", "-o", str(probe), "--", "true"], capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        probe.unlink(missing_ok=True)
+    if done.returncode != 0:
+        return (f"perf record failed ({done.stderr.strip()[:200]}); as a non-root user, "
+                "`sysctl kernel.perf_event_paranoid=1` allows it")
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fast smoke run with small counts")
@@ -67,6 +87,10 @@ def main() -> int:
     ap.add_argument("--no-mem-baseline", action="store_true", help="skip the mitm-min memory series")
     ap.add_argument("--py-spy", metavar="DIR", type=Path,
                     help="profile aigw and mitm-min with py-spy (raw collapsed stacks) during the throughput runs")
+    ap.add_argument("--perf", metavar="DIR", type=Path,
+                    help="record every proxy's native CPU with Linux perf during the measured runs and print it by "
+                         "component (interpreter, garbage collector, TLS, kernel, ...; see bench/perf_summary.py)")
+    ap.add_argument("--perf-rate", type=int, default=999, help="perf samples per second (default 999)")
     ap.add_argument("--only", metavar="CASES", help=f"comma-separated cases to run (of {','.join(PHASES)})")
     ap.add_argument("--baseline", metavar="DIR", type=Path,
                     help="also run DIR's aigw-proxy as aigw-base in the cost cases (with DIR/.venv if there is one, "
@@ -123,6 +147,12 @@ def main() -> int:
         args.py_spy.mkdir(parents=True, exist_ok=True)
         bench.pyspy_dir = args.py_spy.resolve()
         bench.pyspy_rate = args.py_spy_rate
+    if args.perf:
+        problem = perf_problem(args.perf)
+        if problem:
+            ap.error(f"--perf: {problem}")
+        bench.perf_dir = args.perf.resolve()
+        bench.perf_rate = args.perf_rate
     try:
         asyncio.run(bench.main())
         return 0 if report(bench) else 1

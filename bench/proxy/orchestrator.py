@@ -168,6 +168,9 @@ class Bench:
         self.problems: list[str] = []
         self.pyspy_dir: Path | None = None
         self.pyspy_rate = 100  # samples per second
+        self.perf_dir: Path | None = None
+        self.perf_rate = 999  # samples per second (odd, so as not to beat with the event loop's timers)
+        self.perf_files: dict[str, dict[str, list[Path]]] = {}  # case -> proxy -> one perf.data per rep
         self.calls = 0  # model calls made through aigw-proxy
         self.elapsed = 0.0
         self.foreign = (0.0, 1.0)  # (CPU-seconds used by processes not ours, wall seconds) during measurement
@@ -376,27 +379,38 @@ class Bench:
                                  f"{res['errors'][:2]}")
         return res
 
-    async def start_pyspy(self, t: Target, label: str) -> asyncio.subprocess.Process | None:
-        """With --py-spy DIR: sample the proxy (all threads, collapsed stacks) during this run."""
-        if self.pyspy_dir is None or t.pid is None or t.name == "mitmdump":
-            return None
-        py_spy = Path(sys.executable).parent / "py-spy"
-        out = self.pyspy_dir / f"{label}.txt"
-        proc = await asyncio.create_subprocess_exec(
-            str(py_spy if file_exists(py_spy) else "py-spy"), "record", "-p", str(t.pid), "-r", str(self.pyspy_rate),
-            "--gil", "-f", "raw", "--threads", "-o", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await asyncio.sleep(0.5)  # attach
-        return proc
+    async def start_profiling(self, t: Target, label: str) -> list[asyncio.subprocess.Process]:
+        """With --py-spy DIR: sample the proxy's Python (all threads, collapsed stacks) during this run; with --perf
+        DIR: record its native CPU (every thread, kernel included) with Linux perf. Both name files after label."""
+        procs = []
+        if self.pyspy_dir is not None and t.pid is not None and t.name != "mitmdump":
+            py_spy = Path(sys.executable).parent / "py-spy"
+            out = self.pyspy_dir / f"{label}.txt"
+            procs.append(await asyncio.create_subprocess_exec(
+                str(py_spy if file_exists(py_spy) else "py-spy"), "record", "-p", str(t.pid), "-r",
+                str(self.pyspy_rate), "--gil", "-f", "raw", "--threads", "-o", str(out),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if self.perf_dir is not None and t.pid is not None:
+            out = self.perf_dir / f"{label}.data"
+            # No call graphs (-g): the summary charges self time only, and unwinding would cost the proxy more.
+            procs.append(await asyncio.create_subprocess_exec(
+                "perf", "record", "-q", "-F", str(self.perf_rate), "-p", str(t.pid), "-o", str(out),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            case = label.removeprefix(f"{t.name}-").rsplit("-rep", 1)[0]
+            self.perf_files.setdefault(case, {}).setdefault(t.name, []).append(out)
+        if procs:
+            await asyncio.sleep(0.5)  # attach
+        return procs
 
-    async def stop_pyspy(self, proc: asyncio.subprocess.Process | None) -> None:
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    async def stop_profiling(self, procs: list[asyncio.subprocess.Process]) -> None:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
     async def session(self, t: Target, sid: str, conns: int) -> None:
         await self.cmd(60, op="open", sid=sid, target=t.spec, conns=conns)
@@ -410,9 +424,9 @@ class Bench:
                 sid = f"tput-{kind}-{rep}-{t.name}"
                 await self.session(t, sid, self.p.conns)
                 await self.run(t, sid, self.p.tput_warm, stream)
-                spy = await self.start_pyspy(t, f"{t.name}-{kind}-rep{rep + 1}")
+                spy = await self.start_profiling(t, f"{t.name}-{kind}-rep{rep + 1}")
                 r = await self.run(t, sid, self.p.tput_n, stream)
-                await self.stop_pyspy(spy)
+                await self.stop_profiling(spy)
                 await self.cmd(op="close", sid=sid)
                 r["rps"] = r["ok"] / r["elapsed"]
                 r["srps"] = r["ok"] / (r["elapsed"] + r["drain_s"])  # sustained: relayed and recorded

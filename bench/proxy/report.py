@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 
 from aigw_proxy.aio import EventLoopError, loop_factory, loop_name
+from bench import perf_summary
 from bench.proxy.measure import git_state, pct
 from bench.proxy.orchestrator import Bench
 from bench.proxy.report_costs import report_costs
@@ -27,6 +29,23 @@ def event_loop_here() -> str:
         return loop_name(loop)
     finally:
         loop.close()
+
+
+def report_perf(b: Bench) -> None:
+    """--perf: each proxy's CPU by native component per case, the median share over its reps."""
+    print(f"\nNative CPU profile (perf, self time, {b.perf_rate} Hz; median share over reps; files in {b.perf_dir})")
+    for case, by_proxy in b.perf_files.items():
+        merged: dict[str, perf_summary.Shares] = {}
+        try:
+            for name, files in by_proxy.items():
+                shares = [perf_summary.summarise(f) for f in files if f.exists()]
+                merged[name] = {c: statistics.median(s.get(c, 0.0) for s in shares)
+                                for c in perf_summary.COMPONENTS} if shares else {}
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            print(f"  {case}: could not read the profiles: {exc}")
+            continue
+        print(f"  case {case}")
+        print("\n".join(perf_summary.table(merged)))
 
 
 def report(b: Bench) -> bool:
@@ -138,6 +157,8 @@ def report(b: Bench) -> bool:
                       None))
 
     report_costs(b, goals)
+    if b.perf_files:
+        report_perf(b)
 
     print("\nGoals" + " " * 52 + f"{'vs mitmdump':>20}{'vs mitm-min':>20}")
     print("  (bare mitmproxy = the goal baseline, mitmdump; mitm-min shows aigw's own cost)")
