@@ -27,9 +27,10 @@ OTHER = "other native code"
 COMPONENTS = (PYTHON, GC, TLS, KERNEL, LOOP, SQLITE, LIBC, OTHER)
 Shares = dict[str, float]  # component -> percent of the process's samples
 
-# CPython's cyclic collector (Modules/gcmodule.c, Python/gc.c): its own functions and the traversal callbacks.
-_GC_SYMBOLS = ("gc_collect", "visit_decref", "visit_reachable", "visit_move", "move_unreachable", "subtract_refs",
-               "update_refs", "deduce_unreachable", "move_legacy_finalizers", "handle_weakrefs", "gc_", "_PyGC_")
+# CPython's cyclic collector (Modules/gcmodule.c, Python/gc.c): its gc_* and _PyGC_* functions and the helpers
+# and traversal callbacks of a collection.
+_GC_SYMBOLS = ("gc_", "_PyGC_", "visit_decref", "visit_reachable", "visit_move", "move_unreachable",
+               "subtract_refs", "update_refs", "deduce_unreachable", "move_legacy_finalizers", "handle_weakrefs")
 _DSO_COMPONENTS = (
     (("_rust.abi3", "libssl", "libcrypto", "_cffi_backend", "_openssl"), TLS),
     (("[kernel", "[vdso]"), KERNEL),

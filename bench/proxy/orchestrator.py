@@ -424,9 +424,9 @@ class Bench:
                 sid = f"tput-{kind}-{rep}-{t.name}"
                 await self.session(t, sid, self.p.conns)
                 await self.run(t, sid, self.p.tput_warm, stream)
-                spy = await self.start_profiling(t, f"{t.name}-{kind}-rep{rep + 1}")
+                profilers = await self.start_profiling(t, f"{t.name}-{kind}-rep{rep + 1}")
                 r = await self.run(t, sid, self.p.tput_n, stream)
-                await self.stop_profiling(spy)
+                await self.stop_profiling(profilers)
                 await self.cmd(op="close", sid=sid)
                 r["rps"] = r["ok"] / r["elapsed"]
                 r["srps"] = r["ok"] / (r["elapsed"] + r["drain_s"])  # sustained: relayed and recorded

@@ -44,10 +44,10 @@ async def phase_stream(b: Bench, targets: list[Target]) -> None:
             for events, out in ((p.stream_events, b.res.stream), (p.stream_events_short, b.res.stream_short)):
                 pace = [events, p.stream_gap_ms]
                 await b.run(t, sid, p.stream_conns, True, pace)  # warm-up: one call per connection
-                spy = await b.start_profiling(t, f"{t.name}-stream{events}-rep{rep + 1}")
+                profilers = await b.start_profiling(t, f"{t.name}-stream{events}-rep{rep + 1}")
                 r = await b.measured(t, 300, op="run", sid=sid, n=n, stream=True, pace=pace, limit_s=240,
                                      lockstep=lockstep)
-                await b.stop_profiling(spy)
+                await b.stop_profiling(profilers)
                 r.pop("gaps", None)
                 r.pop("ttfb", None)
                 out[t.name].append(r)
@@ -71,10 +71,10 @@ async def phase_fleet(b: Bench, targets: list[Target]) -> None:
                 sid = f"fleet-{size}-{rep}-{t.name}"
                 await b.session(t, sid, size)
                 others0 = b.harness_cpu()
-                spy = await b.start_profiling(t, f"{t.name}-fleet{size}-rep{rep + 1}")
+                profilers = await b.start_profiling(t, f"{t.name}-fleet{size}-rep{rep + 1}")
                 r = await b.measured(t, 600, op="fleet", sid=sid, calls=p.fleet_calls, events=p.fleet_events,
                                      gap_ms=p.fleet_gap_ms, stagger_s=call_s, limit_s=540)
-                await b.stop_profiling(spy)
+                await b.stop_profiling(profilers)
                 r["harness_cpu_s"] = b.harness_cpu() - others0
                 await b.cmd(op="close", sid=sid)
                 out[t.name].append(r)
@@ -96,9 +96,9 @@ async def phase_newconn(b: Bench, targets: list[Target]) -> None:
         t.calls += warm["ok"]
     for rep in range(p.reps):
         for t in targets:
-            spy = await b.start_profiling(t, f"{t.name}-newconn-rep{rep + 1}")
+            profilers = await b.start_profiling(t, f"{t.name}-newconn-rep{rep + 1}")
             r = await b.measured(t, 300, op="newconn", target=t.spec, n=p.newconn_n)
-            await b.stop_profiling(spy)
+            await b.stop_profiling(profilers)
             b.res.newconn[t.name].append(r)
             cpu = f", proxy CPU {1000 * r['cpu_s'] / max(1, r['ok']):.2f} ms/conn" if t.pid else ""
             tot = sorted(r["total"])
