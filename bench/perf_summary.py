@@ -11,6 +11,7 @@ Needs `perf` (Debian: linux-perf) and, for a non-root user, kernel.perf_event_pa
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -38,6 +39,23 @@ _DSO_COMPONENTS = (
     (("sqlite3",), SQLITE),
     (("libc.so", "libc-", "ld-linux", "libm.so", "libpthread"), LIBC),
 )
+
+
+def perf_problem(out_dir: Path) -> str | None:
+    """Why `perf record` cannot profile here (not installed, not permitted), or None; creates out_dir."""
+    if shutil.which("perf") is None:
+        return "Linux perf is not installed (Debian: apt-get install linux-perf)"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probe = out_dir / ".probe.data"
+    try:
+        done = subprocess.run(["perf", "record", "-q", "-o", str(probe), "--", "true"], capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        probe.unlink(missing_ok=True)
+    if done.returncode != 0:
+        return (f"perf record failed ({done.stderr.strip()[:200]}); as a non-root user, "
+                "`sysctl kernel.perf_event_paranoid=1` allows it")
+    return None
 
 
 def component(dso: str, symbol: str) -> str:

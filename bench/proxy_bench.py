@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -56,26 +55,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `bench`, `tests` import as packages
 
+from bench import perf_summary
 from bench.proxy.loadgen import worker_main
 from bench.proxy.orchestrator import PHASES, QUICK, Bench, BenchError, Profile
 from bench.proxy.report import report
-
-
-def perf_problem(out_dir: Path) -> str | None:
-    """Why `perf record` cannot profile here (not installed, not permitted), or None; creates out_dir."""
-    if shutil.which("perf") is None:
-        return "Linux perf is not installed (Debian: apt-get install linux-perf)"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    probe = out_dir / ".probe.data"
-    try:
-        done = subprocess.run(["perf", "record", "-q", "-o", str(probe), "--", "true"], capture_output=True,
-                              text=True, timeout=60)
-    finally:
-        probe.unlink(missing_ok=True)
-    if done.returncode != 0:
-        return (f"perf record failed ({done.stderr.strip()[:200]}); as a non-root user, "
-                "`sysctl kernel.perf_event_paranoid=1` allows it")
-    return None
 
 
 def main() -> int:
@@ -148,7 +131,7 @@ def main() -> int:
         bench.pyspy_dir = args.py_spy.resolve()
         bench.pyspy_rate = args.py_spy_rate
     if args.perf:
-        problem = perf_problem(args.perf)
+        problem = perf_summary.perf_problem(args.perf)
         if problem:
             ap.error(f"--perf: {problem}")
         bench.perf_dir = args.perf.resolve()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from bench import perf_summary
-from bench.proxy_bench import perf_problem
 
 # Abridged from `perf report --stdio --no-children --sort dso,sym -g none -t TAB` on an aigw-proxy profile.
 REPORT = """\
@@ -53,12 +52,15 @@ def test_the_table_lists_each_profile_as_a_column() -> None:
     lines = perf_summary.table({"aigw": {perf_summary.PYTHON: 55.8, perf_summary.TLS: 10.6},
                                 "mitm-min": {perf_summary.PYTHON: 58.1}})
     assert lines[0].split() == ["aigw", "mitm-min"]
-    rows = {line[:52].strip(): line[52:].split() for line in lines[1:]}
+    rows = {}
+    for line in lines[1:]:
+        comp = next(c for c in perf_summary.COMPONENTS if line.strip().startswith(c))
+        rows[comp] = line.strip().removeprefix(comp).split()
     assert rows == {perf_summary.PYTHON: ["55.8%", "58.1%"], perf_summary.TLS: ["10.6%", "0.0%"]}
 
 
 def test_a_real_profile_shows_the_interpreter_and_openssl(tmp_path: Path) -> None:
-    problem = perf_problem(tmp_path)
+    problem = perf_summary.perf_problem(tmp_path)
     if problem:
         pytest.skip(problem)
     busy = ("import hashlib, time\n"
