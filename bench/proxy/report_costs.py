@@ -37,12 +37,14 @@ def paired(ours: list[float], theirs: list[float]) -> list[float]:
     return [a / b for a, b in zip(ours, theirs, strict=True) if b > 0]
 
 
+def ratio_figure(ratios: list[float], fmt: str = ".2f") -> str:
+    """"median [min-max]x" of the per-rep ratios."""
+    return f"{spread(ratios, fmt)}x" if ratios else "-"
+
+
 def ratio_goal(ratios: list[float], limit: float, fmt: str = ".2f") -> tuple[str, bool]:
-    """The goal's figure, "median [min-max]" of the per-rep ratios (with an x), and whether the median is within
-    `limit`."""
-    if not ratios:
-        return "-", False
-    return f"{spread(ratios, fmt)}x", statistics.median(ratios) <= limit
+    """The goal's figure (`ratio_figure`) and whether the median of the per-rep ratios is within `limit`."""
+    return ratio_figure(ratios, fmt), bool(ratios) and statistics.median(ratios) <= limit
 
 
 def report_costs(b: Bench, goals: list[Goal]) -> None:
@@ -84,11 +86,11 @@ def _stream(b: Bench, goals: list[Goal]) -> None:
     print(f"  (us/extra event: the {extra} more events' CPU divided by {extra}; call ms: the rest, what a call costs "
           f"besides its events: request, hooks, recording)")
     call, call_met = ratio_goal(paired(per_call(res["aigw"]), per_call(res["mitmdump"])), 1.0)
-    call_min, _ = ratio_goal(paired(per_call(res["aigw"]), per_call(res["mitm-min"])), 1.0)
+    call_min = ratio_figure(paired(per_call(res["aigw"]), per_call(res["mitm-min"])))
     goals.append((f"CPU per {p.stream_events}-event streamed call <= bare mitmproxy's", call, call_min, call_met,
                   None))
     event, event_met = ratio_goal(paired(per_event("aigw"), per_event("mitmdump")), 1.0)
-    event_min, _ = ratio_goal(paired(per_event("aigw"), per_event("mitm-min")), 1.0)
+    event_min = ratio_figure(paired(per_event("aigw"), per_event("mitm-min")))
     goals.append(("CPU per extra relayed SSE event <= bare mitmproxy's", event, event_min, event_met, None))
 
 
@@ -126,7 +128,6 @@ def _newconn(b: Bench, goals: list[Goal]) -> None:
           f"non-streamed call + close, {p.newconn_n} one after another per rep, {p.reps} rep(s)")
     print(f"  {'':10}{'CPU ms/conn':>22}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'p95/p50':>9}"
           f"{'handshake p50':>15}{'p95 per rep':>20}")
-    cpu_med: dict[str, float] = {}
     cpu_reps: dict[str, list[float]] = {}
     tails: dict[str, tuple[float, float]] = {}
     for name, reps in res.items():
@@ -134,7 +135,6 @@ def _newconn(b: Bench, goals: list[Goal]) -> None:
         hs = [v for x in reps for v in x["handshake"]]
         cpu = [1000 * x["cpu_s"] / max(1, x["ok"]) for x in reps] if any(x["cpu_s"] for x in reps) else []
         if cpu:
-            cpu_med[name] = statistics.median(cpu)
             cpu_reps[name] = cpu
         p50, p95 = pct(total, 50), pct(total, 95)
         tails[name] = (p50, p95)
@@ -142,6 +142,7 @@ def _newconn(b: Bench, goals: list[Goal]) -> None:
         print(f"  {name:10}{spread(cpu, '.2f') if cpu else '-':>22}{1000 * p50:9.1f}{1000 * p95:9.1f}"
               f"{1000 * pct(total, 99):9.1f}{1000 * max(total, default=0):9.1f}{p95 / p50:9.1f}"
               f"{1000 * pct(hs, 50):15.1f}{per_rep:>20}")
+    cpu_med = {name: statistics.median(cpu) for name, cpu in cpu_reps.items()}
     if "aigw" in cpu_med and "mitmdump" in cpu_med:
         print(f"  aigw CPU per new connection: {cpu_med['aigw'] / cpu_med['mitmdump']:.2f}x mitmdump's"
               + (f", {cpu_med['aigw'] / cpu_med['aigw-rsa']:.2f}x aigw with an RSA-2048 CA"
