@@ -54,8 +54,24 @@ def new_rows(daemon: Daemon, before: set[str], expect: int, timeout: float = 20.
         time.sleep(0.1)
 
 
-def row_ids(daemon: Daemon) -> set[str]:
-    return {r["id"] for r in daemon.interceptions()}
+def row_ids(daemon: Daemon, timeout: float = 20.0) -> set[str]:
+    """Ids of the interceptions recorded so far, taken once the daemon is idle: no request in flight, no record
+    event queued, and the same ids and write count twice in a row. An agent exits as soon as its last stream ends,
+    before the proxy has recorded that call; a snapshot taken then would count that call in the next test's
+    window."""
+    deadline = time.monotonic() + timeout
+    last: tuple[set[str], int] | None = None
+    while True:
+        h = daemon.healthz()
+        recorder = h.get("recorder") or {}
+        ids = {r["id"] for r in daemon.interceptions()}
+        idle = h.get("inflight_requests", 0) == 0 and recorder.get("queue_depth", 0) == 0
+        now = (ids, int(recorder.get("written", 0)))
+        if idle and now == last:
+            return ids
+        assert time.monotonic() < deadline, f"the daemon did not go idle within {timeout:.0f} s: {h}"
+        last = now if idle else None
+        time.sleep(0.2)
 
 
 # --- what a request answers (read from the stand-in's copy of the request) ----------------------------------
